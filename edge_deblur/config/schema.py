@@ -1,0 +1,147 @@
+"""Dataclass schemas for the YAML configs under configs/."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..errors import ConfigError
+from .core import apply_overrides, from_dict, load_yaml
+
+
+def _range(where: str, name: str, pair, lo=None, hi=None):
+    if len(pair) != 2 or pair[0] > pair[1]:
+        raise ConfigError(f"{where}.{name}: expected [low, high] with low <= high, got {list(pair)}")
+    if lo is not None and pair[0] < lo:
+        raise ConfigError(f"{where}.{name}: low end {pair[0]} is below {lo}")
+    if hi is not None and pair[1] > hi:
+        raise ConfigError(f"{where}.{name}: high end {pair[1]} is above {hi}")
+
+
+@dataclass
+class BlurConfig:
+    """Realistic synthetic blur. Lengths are in pixels of the image being blurred."""
+
+    homography_prob: float = 0.6          # sub-frame homography warps averaged in linear light; else a kernel
+    length: list[float] = field(default_factory=lambda: [2.0, 24.0])  # trajectory extent (px)
+    subframes: int = 24                   # exposure samples along the trajectory
+    anxiety: float = 0.005                # Boracchi-Foi: random acceleration strength
+    impulsive_prob: float = 0.2           # Boracchi-Foi: chance of an abrupt shake
+    rotation_deg: float = 0.6             # max in-plane rotation over the exposure (homography mode)
+    zoom: float = 0.01                    # max relative scale change over the exposure (homography mode)
+    gamma: float = 2.2                    # linear-light averaging: undo, average, re-apply
+    highlight_gain: list[float] = field(default_factory=lambda: [1.0, 3.0])  # boost near-saturated pixels before blur, clip after
+    defocus_prob: float = 0.15
+    defocus_radius: list[float] = field(default_factory=lambda: [0.5, 2.5])
+    noise_prob: float = 0.7
+    poisson_peak: list[float] = field(default_factory=lambda: [300.0, 3000.0])  # photons at white
+    gaussian_sigma: list[float] = field(default_factory=lambda: [0.0, 0.01])   # read noise, [0, 1] units
+    jpeg_prob: float = 0.3
+    jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])
+    sharp_prob: float = 0.05              # keep a few sharp inputs so the model learns to leave them alone
+
+    def validate(self, where: str = "blur"):
+        for name in ("homography_prob", "impulsive_prob", "defocus_prob", "noise_prob", "jpeg_prob", "sharp_prob"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{where}.{name}: probability must be in [0, 1], got {v}")
+        _range(where, "length", self.length, lo=0.0)
+        _range(where, "highlight_gain", self.highlight_gain, lo=1.0)
+        _range(where, "defocus_radius", self.defocus_radius, lo=0.0)
+        _range(where, "poisson_peak", self.poisson_peak, lo=1.0)
+        _range(where, "gaussian_sigma", self.gaussian_sigma, lo=0.0)
+        _range(where, "jpeg_quality", self.jpeg_quality, lo=1, hi=100)
+        if self.subframes < 1:
+            raise ConfigError(f"{where}.subframes: must be >= 1, got {self.subframes}")
+        if self.gamma <= 0:
+            raise ConfigError(f"{where}.gamma: must be > 0, got {self.gamma}")
+
+
+@dataclass
+class DataConfig:
+    sharp_roots: list[str] = field(default_factory=list)   # folders of sharp images (synthetic blur)
+    pair_roots: list[str] = field(default_factory=list)    # GoPro/REDS-layout blur/sharp pairs
+    pair_exclude: list[str] = field(default_factory=list)  # scene names held out of training
+    pair_prob: float = 0.0          # share of training samples drawn from real pairs
+    crop: int = 128
+    scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random downscale of sharp photos before cropping
+    blur: BlurConfig = field(default_factory=BlurConfig)
+    workers: int = 1
+    # validation
+    val_pairs: Optional[str] = None                # pairs root used for validation
+    val_scenes: list[str] = field(default_factory=list)  # scenes of val_pairs to validate on (empty: all)
+    val_synthetic: Optional[str] = None            # folder of sharp images for the fixed synthetic set
+    val_synthetic_count: int = 4
+    val_synthetic_size: list[int] = field(default_factory=lambda: [1280, 720])
+    val_synthetic_cache: str = "runs/val_synthetic"
+    val_seed: int = 1234
+
+    def validate(self, where: str = "data"):
+        if not self.sharp_roots and not self.pair_roots:
+            raise ConfigError(f"{where}: set sharp_roots (synthetic blur) or pair_roots (real pairs), or both")
+        if not 0.0 <= self.pair_prob <= 1.0:
+            raise ConfigError(f"{where}.pair_prob must be in [0, 1], got {self.pair_prob}")
+        if self.pair_prob > 0 and not self.pair_roots:
+            raise ConfigError(f"{where}.pair_prob is {self.pair_prob} but pair_roots is empty")
+        if self.crop < 16 or self.crop % 16:
+            raise ConfigError(f"{where}.crop must be a multiple of 16 and >= 16, got {self.crop}")
+        _range(where, "scale", self.scale, lo=0.05, hi=4.0)
+
+
+@dataclass
+class TrainSection:
+    iters: int = 20000
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    warmup_iters: int = 500
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    loss: str = "charbonnier"        # charbonnier | l1
+    charbonnier_eps: float = 1e-3
+    freq_weight: float = 0.05        # weight of the FFT amplitude/phase L1 loss
+    adv_weight: float = 0.0          # > 0 turns on GAN mode with a PatchGAN discriminator
+    disc_lr: float = 2e-4
+    ema_decay: float = 0.999
+    grad_clip: float = 0.5
+    amp: bool = True                 # used on CUDA only
+    channels_last: bool = True
+    threads: int = 0                 # torch CPU threads (0: leave torch's default)
+    val_every: int = 1000
+    ckpt_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer)
+    compile: bool = False
+
+    def validate(self, where: str = "train"):
+        if self.loss not in ("charbonnier", "l1"):
+            raise ConfigError(f"{where}.loss: {self.loss!r} is not 'charbonnier' or 'l1'")
+        for name in ("iters", "batch_size", "val_every", "ckpt_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"{where}.ema_decay: must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class TrainConfig:
+    name: str = "edgenet_s"
+    model: dict[str, Any] = field(default_factory=lambda: {"type": "edgenet", "size": "S"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    out_dir: str = "runs/edgenet_s"
+
+    def validate(self, where: str = ""):
+        from ..models import validate_spec
+
+        validate_spec(self.model)
+
+
+def load_train_config(path=None, overrides=(), base: dict | None = None) -> TrainConfig:
+    data = dict(base or {})
+    if path is not None:
+        data.update(load_yaml(path))
+    data = apply_overrides(data, overrides, TrainConfig)
+    return from_dict(TrainConfig, data)

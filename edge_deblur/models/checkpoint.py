@@ -1,0 +1,116 @@
+"""Checkpoints: one ``.safetensors`` file with the weights and, in its metadata, the resolved
+arch spec, the resolved training config and progress counters. Loading never unpickles code."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ModelError
+
+FORMAT = "edge_deblur.checkpoint.v1"
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path, data: bytes):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, state_dict: dict, spec: dict, config: dict | None = None, meta: dict | None = None):
+    """Write weights + spec + config atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    metadata = {
+        "format": FORMAT,
+        "arch": json.dumps(spec),
+        "config": json.dumps(config or {}),
+        "meta": json.dumps(meta or {}),
+    }
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def read_checkpoint(path) -> tuple[dict, dict, dict, dict]:
+    """Return (state_dict, spec, config, meta)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"checkpoint not found: {str(p)!r}; pass a .safetensors file written by 'edge-deblur train'")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            md = f.metadata() or {}
+        state = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{str(p)!r} is not a readable safetensors checkpoint ({e}); re-export or re-train it") from e
+    if md.get("format") != FORMAT or "arch" not in md:
+        raise ModelError(
+            f"{str(p)!r} has no edge-deblur metadata (format {md.get('format')!r}); "
+            "it was not written by edge-deblur train/prune"
+        )
+    try:
+        spec = json.loads(md["arch"])
+        config = json.loads(md.get("config", "{}"))
+        meta = json.loads(md.get("meta", "{}"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{str(p)!r}: corrupt metadata ({e})") from e
+    return state, spec, config, meta
+
+
+def load_model(path, deploy: bool = False, map_location: str = "cpu"):
+    """Build the architecture from the checkpoint's spec and load its weights.
+
+    Returns the model in eval mode (folded for deployment when ``deploy``), with ``.spec``
+    and ``.meta`` attached."""
+    from .registry import build_model, to_deploy
+
+    state, spec, config, meta = read_checkpoint(path)
+    model = build_model(spec)
+    missing, unexpected = _match(model.state_dict(), state)
+    if missing or unexpected:
+        raise ModelError(
+            f"checkpoint {str(path)!r} does not fit architecture {spec.get('type')!r}: "
+            f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}, "
+            f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}; "
+            "it was saved from another architecture or edited by hand"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelError(f"checkpoint {str(path)!r}: weights do not match its arch spec: {e}") from e
+    model = model.to(map_location).eval()
+    if deploy:
+        model = to_deploy(model)
+    model.meta = meta
+    model.train_config = config
+    return model
+
+
+def _match(expected: dict, got: dict):
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    shape = [k for k in set(expected) & set(got) if tuple(expected[k].shape) != tuple(got[k].shape)]
+    return missing + [f"{k} (shape)" for k in sorted(shape)], unexpected

@@ -1,0 +1,87 @@
+"""edgenet: a conv-only encoder-decoder with a global residual, built for CPU and edge GPUs.
+
+PixelUnshuffle(2) puts the work at half resolution from the first layer; every level is 3x3
+convs + ReLU with residual adds; down is a 2x2 stride-2 conv, up a 1x1 conv + PixelShuffle(2);
+the output is added to the input (global residual). With ``rep=True`` the 3x3 convs are
+multi-branch at train time and fold into single convs for deployment (``rep=False``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .blocks import ResBlock, conv3x3
+
+
+class EdgeNet(nn.Module):
+    def __init__(
+        self,
+        widths: list[int] = (16, 32, 64, 128),
+        enc_blocks: list[int] = (1, 1, 1),
+        mid_blocks: int = 2,
+        dec_blocks: list[int] = (1, 1, 1),
+        block_mid: dict | None = None,
+        in_ch: int = 3,
+        rep: bool = True,
+    ):
+        super().__init__()
+        widths, enc_blocks, dec_blocks = list(widths), list(enc_blocks), list(dec_blocks)
+        levels = len(widths)
+        if levels < 1:
+            raise ValueError("widths must name at least one level")
+        if len(enc_blocks) != levels - 1 or len(dec_blocks) != levels - 1:
+            raise ValueError(
+                f"enc_blocks and dec_blocks need {levels - 1} entries for {levels} widths, "
+                f"got {enc_blocks} and {dec_blocks}"
+            )
+        # block_mid: optional {"enc.0.1": 12, ...} middle widths of pruned blocks
+        bm = dict(block_mid or {})
+
+        def block(ch, key):
+            return ResBlock(ch, bm.get(key, ch), rep)
+
+        self.stride = 2 * 2 ** (levels - 1)
+        self.unshuffle = nn.PixelUnshuffle(2)
+        self.head = conv3x3(in_ch * 4, widths[0], rep)
+        self.act = nn.ReLU(inplace=True)
+        self.enc = nn.ModuleList(
+            nn.Sequential(*[block(widths[i], f"enc.{i}.{j}") for j in range(enc_blocks[i])])
+            for i in range(levels - 1)
+        )
+        self.down = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(levels - 1))
+        self.mid = nn.Sequential(*[block(widths[-1], f"mid.{j}") for j in range(mid_blocks)])
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(widths[i + 1], widths[i] * 4, 1), nn.PixelShuffle(2))
+            for i in range(levels - 1)
+        )
+        self.dec = nn.ModuleList(
+            nn.Sequential(*[block(widths[i], f"dec.{i}.{j}") for j in range(dec_blocks[i])])
+            for i in range(levels - 1)
+        )
+        self.tail = nn.Conv2d(widths[0], in_ch * 4, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(2)
+        self._init()
+
+    def _init(self):
+        # start as the identity (global residual), and each residual block near it
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                last = m.conv2.conv3 if hasattr(m.conv2, "conv3") else m.conv2
+                last.weight.data.mul_(0.1)
+                if hasattr(m.conv2, "conv1"):
+                    m.conv2.conv1.weight.data.mul_(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.head(self.unshuffle(x)))
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            h = enc(h)
+            skips.append(h)
+            h = self.act(down(h))
+        h = self.mid(h)
+        for i in reversed(range(len(self.up))):
+            h = self.up[i](h) + skips[i]
+            h = self.dec[i](h)
+        return self.shuffle(self.tail(h)) + x

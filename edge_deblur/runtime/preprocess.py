@@ -1,0 +1,102 @@
+"""Frame <-> model tensor conversion shared by the runtime, calibration and evaluation.
+
+Contract of every model: input and output are NCHW float32 RGB in [0, 1]; height and width are
+multiples of the model's stride. Frames are HxWx3 BGR (OpenCV's order) by default, uint8 or
+uint16 (depth kept), or float in [0, 1]; grayscale (HxW or HxWx1) is replicated to RGB and
+converted back; a 4th (alpha) channel is set aside and re-attached untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+@dataclass
+class FrameInfo:
+    """What is needed to turn the model output back into a frame like the input."""
+
+    height: int
+    width: int
+    dtype: np.dtype
+    channels: int          # 1 (gray), 3 or 4 as given (2-D gray counts as 0)
+    rgb: bool              # True when the frame's colour order is RGB
+    alpha: np.ndarray | None = None
+
+
+def check_frame(frame) -> np.ndarray:
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"a frame must be a numpy array (H x W x 3), got {type(frame).__name__}")
+    if frame.ndim not in (2, 3):
+        raise InputError(f"a frame must be H x W x C (or H x W for grayscale), got shape {frame.shape}")
+    if frame.ndim == 3 and frame.shape[2] not in (1, 3, 4):
+        raise InputError(
+            f"a frame must have 1, 3 or 4 channels, got {frame.shape[2]} (shape {frame.shape}); "
+            "pass BGR/RGB, grayscale or BGRA frames"
+        )
+    if frame.shape[0] < 1 or frame.shape[1] < 1:
+        raise InputError(f"empty frame of shape {frame.shape}")
+    if frame.dtype not in _SCALE and frame.dtype not in (np.float32, np.float64):
+        raise InputError(
+            f"frame dtype {frame.dtype} is not supported; use uint8, uint16, or float32 in [0, 1] "
+            "(e.g. frame.astype(np.uint8) for 8-bit data)"
+        )
+    return frame
+
+
+def pad_amounts(h: int, w: int, stride: int) -> tuple[int, int]:
+    return (-h) % stride, (-w) % stride
+
+
+def frame_to_tensor(frame: np.ndarray, stride: int = 1, rgb: bool = False) -> tuple[np.ndarray, FrameInfo]:
+    """HxWxC frame -> (1, 3, Hp, Wp) float32 RGB in [0, 1], padded (reflect) to ``stride``."""
+    frame = check_frame(frame)
+    h, w = frame.shape[:2]
+    channels = 0 if frame.ndim == 2 else frame.shape[2]
+    alpha = None
+    img = frame
+    if channels == 4:
+        alpha = frame[..., 3].copy()
+        img = frame[..., :3]
+    elif channels in (0, 1):
+        g = frame if channels == 0 else frame[..., 0]
+        img = np.repeat(g[..., None], 3, axis=2)
+    scale = _SCALE.get(frame.dtype)
+    x = img.astype(np.float32)
+    if scale is not None:
+        x *= np.float32(1.0 / scale)
+    if not rgb and channels in (3, 4):
+        x = x[..., ::-1]
+    ph, pw = pad_amounts(h, w, stride)
+    if ph or pw:
+        mode = cv2.BORDER_REFLECT_101 if (h > ph and w > pw) else cv2.BORDER_REPLICATE
+        x = cv2.copyMakeBorder(np.ascontiguousarray(x), 0, ph, 0, pw, mode)
+    t = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    return t, FrameInfo(h, w, frame.dtype, channels, rgb, alpha)
+
+
+def tensor_to_frame(t: np.ndarray, info: FrameInfo) -> np.ndarray:
+    """(1, 3, Hp, Wp) model output -> a frame with the input's shape, dtype and colour order."""
+    if t.ndim == 4:
+        t = t[0]
+    x = t[:, : info.height, : info.width].transpose(1, 2, 0)
+    if info.channels in (0, 1):
+        # back to one channel: ITU-R BT.601 luma of the RGB output
+        x = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+        if info.channels == 1:
+            x = x[..., None]
+    elif not info.rgb:
+        x = x[..., ::-1]
+    scale = _SCALE.get(np.dtype(info.dtype))
+    if scale is not None:
+        out = np.clip(x * scale + 0.5, 0, scale).astype(info.dtype)
+    else:
+        out = np.clip(x, 0.0, 1.0).astype(info.dtype)
+    if info.alpha is not None:
+        out = np.concatenate([out, info.alpha[..., None]], axis=2)
+    return np.ascontiguousarray(out)
