@@ -1,0 +1,339 @@
+"""The training loop: AdamW, warm-up + cosine, EMA, gradient clipping, AMP on CUDA, resume,
+validation (real pairs and a fixed full-resolution synthetic set), CSV log, curve PNG, DDP.
+
+Layout of ``out_dir``:
+  last.safetensors   EMA weights + arch spec + resolved config + meta (the model to use)
+  best.safetensors   the EMA weights with the best validation PSNR so far
+  state.pt           raw weights, optimizer, scheduler, EMA, RNG and iteration (resume)
+  log.csv, curve.png
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import TrainConfig, to_dict
+from ..errors import ConfigError, ModelError
+from ..models import build_model
+from ..models.checkpoint import read_checkpoint, save_checkpoint
+from ..models.profile import summary
+from .ema import EMA
+from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss
+
+log = logging.getLogger("edge_deblur.train")
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def lr_at(it: int, cfg) -> float:
+    t = cfg.train
+    if it < t.warmup_iters:
+        return t.lr * (it + 1) / t.warmup_iters
+    p = (it - t.warmup_iters) / max(1, t.iters - t.warmup_iters)
+    p = min(1.0, p)
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
+    from ..data.datasets import build_train_dataset
+
+    ds = build_train_dataset(cfg.data, seed=cfg.train.seed + 1000 * rank, length=cfg.train.iters * cfg.train.batch_size)
+    workers = cfg.data.workers
+    return torch.utils.data.DataLoader(
+        ds,
+        batch_size=cfg.train.batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+class Validator:
+    """Runs the model through the runtime's own preprocessing on full frames."""
+
+    def __init__(self, cfg: TrainConfig, device):
+        from ..data.datasets import find_pairs, make_synthetic_val_set
+
+        self.device = device
+        self.sets = {}
+        d = cfg.data
+        if d.val_pairs:
+            pairs = find_pairs(d.val_pairs)
+            if d.val_scenes:
+                known = sorted({p[0] for p in pairs})
+                missing = [s for s in d.val_scenes if s not in known]
+                if missing:
+                    raise ConfigError(f"data.val_scenes: {missing} not found in {d.val_pairs!r}; scenes there: {known}")
+                pairs = [p for p in pairs if p[0] in d.val_scenes]
+            self.sets["real"] = pairs
+        if d.val_synthetic:
+            root = make_synthetic_val_set(
+                d.val_synthetic, d.val_synthetic_cache, count=d.val_synthetic_count,
+                size=tuple(d.val_synthetic_size), seed=d.val_seed, blur_cfg=d.blur,
+            )
+            self.sets["synthetic_fullres"] = find_pairs(root)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> dict:
+        from ..metrics.evaluate import evaluate_pairs
+        from ..runtime.preprocess import frame_to_tensor, tensor_to_frame
+
+        model.eval()
+        stride = getattr(model, "stride", 1)
+
+        def fn(frame):
+            t, info = frame_to_tensor(frame, stride)
+            y = model(torch.from_numpy(t).to(self.device)).float().cpu().numpy()
+            return tensor_to_frame(y, info)
+
+        out = {}
+        for name, pairs in self.sets.items():
+            r = evaluate_pairs(fn, pairs, with_ssim=True)
+            out[name] = {k: r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "psnr_gain", "pairs")}
+        return out
+
+
+def _plot_curve(csv_path: Path, png_path: Path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    it = [int(r["iter"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(it, [float(r["loss"]) for r in rows])
+    ax[0].set_xlabel("iteration")
+    ax[0].set_ylabel("train loss")
+    ax[0].set_yscale("log")
+    for key in [k for k in rows[0] if k.endswith("_psnr_gain")]:
+        pts = [(int(r["iter"]), float(r[key])) for r in rows if r.get(key)]
+        if pts:
+            ax[1].plot(*zip(*pts), marker="o", label=key.replace("_psnr_gain", ""))
+    ax[1].set_xlabel("iteration")
+    ax[1].set_ylabel("PSNR gain over blurry input (dB)")
+    ax[1].legend()
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = True) -> dict:
+    """Train per ``cfg``; resumes from ``out_dir/state.pt`` when it exists. Returns final metrics."""
+    world, rank, local = _dist_info()
+    ddp = world > 1
+    if ddp:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    t = cfg.train
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed + rank)
+    np.random.seed(t.seed + rank)
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prior_iters = 0
+    if model is None:
+        model = build_model(cfg.model)
+    spec = getattr(model, "spec", None) or cfg.model
+    if t.init_from:
+        state, ispec, _, imeta = read_checkpoint(t.init_from)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ModelError(f"train.init_from {t.init_from!r} does not fit model {spec}: {e}") from e
+        prior_iters = int(imeta.get("total_iters", imeta.get("iters", 0)))
+        log.info(f"initialised from {t.init_from} ({prior_iters} prior iterations)")
+    model = model.to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    info = summary(model)
+    if rank == 0:
+        log.info(f"model {spec.get('type')}: {info['params'] / 1e6:.3f} M params, {info['gmacs_1280x720']:.2f} GMACs at 1280x720")
+
+    ema = EMA(model, t.ema_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    disc = dopt = None
+    if t.adv_weight > 0:
+        from ..models.discriminator import PatchDiscriminator
+
+        disc = PatchDiscriminator().to(device)
+        dopt = torch.optim.AdamW(disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.99))
+    use_amp = t.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start = 0
+    state_path = out / "state.pt"
+    if state_path.is_file():
+        st = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        ema.load_state_dict(st["ema"])
+        if disc is not None and "disc" in st:
+            disc.load_state_dict(st["disc"])
+            dopt.load_state_dict(st["dopt"])
+        start = int(st["iter"])
+        prior_iters = int(st.get("prior_iters", prior_iters))
+        torch.set_rng_state(st["rng"].cpu())
+        if rank == 0:
+            log.info(f"resumed from {state_path} at iteration {start}")
+    if start >= t.iters:
+        log.info(f"already trained {start} >= train.iters={t.iters}; raise train.iters to continue")
+
+    train_model = model
+    if ddp:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+    pixel_loss = PIXEL_LOSSES[t.loss]
+    validator = Validator(cfg, device) if rank == 0 else None
+    resolved = to_dict(cfg)
+    csv_path = out / "log.csv"
+    fields = ["iter", "lr", "loss", "it_per_s", "real_psnr", "real_psnr_gain", "real_ssim",
+              "synthetic_fullres_psnr", "synthetic_fullres_psnr_gain", "synthetic_fullres_ssim"]
+    if rank == 0 and not csv_path.exists():
+        with open(csv_path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writeheader()
+    best = -1e9
+    last_metrics: dict = {}
+
+    def save(it: int, metrics: dict | None = None):
+        nonlocal best
+        meta = {"iters": it, "total_iters": prior_iters + it, "params": info["params"],
+                "gmacs_1280x720": info["gmacs_1280x720"], "metrics": metrics or last_metrics,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if t.init_from:
+            meta["init_from"] = t.init_from
+        sd = {k: v.contiguous() for k, v in ema.model.state_dict().items()}
+        save_checkpoint(out / "last.safetensors", sd, spec, resolved, meta)
+        st = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
+              "iter": it, "prior_iters": prior_iters, "rng": torch.get_rng_state()}
+        if disc is not None:
+            st["disc"] = disc.state_dict()
+            st["dopt"] = dopt.state_dict()
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(st, tmp)
+        os.replace(tmp, state_path)
+        if metrics:
+            score = metrics.get("real", metrics.get("synthetic_fullres", {})).get("psnr", -1e9)
+            if score > best:
+                best = score
+                save_checkpoint(out / "best.safetensors", sd, spec, resolved, meta | {"best": True})
+
+    it = start
+    if start < t.iters:
+        loader = build_train_loader(cfg, rank, world)
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=t.iters, initial=start, desc="train", dynamic_ncols=True, mininterval=5)
+        tic = time.time()
+        loss_acc, n_acc = 0.0, 0
+        model.train()
+        try:
+            for batch in loader:
+                if it >= t.iters:
+                    break
+                blur = batch["blur"].to(device, non_blocking=True)
+                sharp = batch["sharp"].to(device, non_blocking=True)
+                if t.channels_last:
+                    blur = blur.contiguous(memory_format=torch.channels_last)
+                    sharp = sharp.contiguous(memory_format=torch.channels_last)
+                lr = lr_at(it, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    pred = train_model(blur)
+                    loss = pixel_loss(pred.float(), sharp, t.charbonnier_eps)
+                    if t.freq_weight > 0:
+                        loss = loss + t.freq_weight * frequency_loss(pred, sharp)
+                    if disc is not None:
+                        loss = loss + t.adv_weight * gan_g_loss(disc(pred))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if t.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                if disc is not None:
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                        dl = gan_d_loss(disc(sharp), disc(pred.detach()))
+                    dopt.zero_grad(set_to_none=True)
+                    dl.backward()
+                    dopt.step()
+                ema.update(model)
+                it += 1
+                loss_acc += float(loss.detach())
+                n_acc += 1
+                if bar is not None:
+                    bar.update(1)
+                if rank != 0:
+                    continue
+                row = None
+                if it % t.log_every == 0 or it == t.iters:
+                    speed = n_acc / max(1e-9, time.time() - tic)
+                    row = {"iter": it, "lr": f"{lr:.3g}", "loss": f"{loss_acc / max(1, n_acc):.5f}", "it_per_s": f"{speed:.3f}"}
+                    if bar is not None:
+                        bar.set_postfix(loss=row["loss"], lr=row["lr"])
+                    loss_acc, n_acc, tic = 0.0, 0, time.time()
+                if it % t.val_every == 0 or it == t.iters:
+                    last_metrics = validator(ema.model)
+                    model.train()
+                    row = row or {"iter": it, "lr": f"{lr:.3g}", "loss": "", "it_per_s": ""}
+                    for name, m in last_metrics.items():
+                        for k in ("psnr", "psnr_gain", "ssim"):
+                            row[f"{name}_{k}"] = f"{m[k]:.4f}"
+                    msg = ", ".join(f"{n}: {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} vs input)" for n, m in last_metrics.items())
+                    log.info(f"iter {it}: {msg}")
+                    save(it, last_metrics)
+                elif it % t.ckpt_every == 0:
+                    save(it)
+                if row is not None:
+                    with open(csv_path, "a", newline="") as f:
+                        csv.DictWriter(f, fieldnames=fields).writerow(row)
+                    if "loss" in row and row["loss"] and it % (t.log_every * 10) == 0:
+                        _plot_curve(csv_path, out / "curve.png")
+        except KeyboardInterrupt:
+            if rank == 0:
+                log.info(f"interrupted at iteration {it}; saving a checkpoint to resume from")
+                save(it)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if rank == 0 and it % t.val_every != 0:
+            save(it)
+    if rank == 0:
+        _plot_curve(csv_path, out / "curve.png")
+    if ddp:
+        torch.distributed.destroy_process_group()
+    return {"iters": it, "total_iters": prior_iters + it, "metrics": last_metrics, "out_dir": str(out)}

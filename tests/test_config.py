@@ -1,0 +1,71 @@
+import pytest
+
+from edge_deblur.config import apply_overrides, load_train_config, parse_override, to_dict
+from edge_deblur.errors import ConfigError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = "model: {type: edgenet, size: S}\ndata: {sharp_roots: [x]}\n"
+
+
+def test_loads_and_resolves(tmp_path):
+    cfg = load_train_config(write(tmp_path, BASE + "train: {iters: 7}\n"))
+    assert cfg.train.iters == 7
+    assert cfg.data.sharp_roots == ["x"]
+    assert to_dict(cfg)["train"]["iters"] == 7
+
+
+def test_typo_in_yaml_key_suggests_nearest(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_train_config(write(tmp_path, BASE + "train: {itres: 7}\n"))
+    assert "train.itres" in str(e.value) and "did you mean 'iters'" in str(e.value)
+
+
+def test_typo_in_nested_blur_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.blur.lenght.*did you mean 'length'"):
+        load_train_config(write(tmp_path, "data: {sharp_roots: [x], blur: {lenght: [1, 2]}}\n"))
+
+
+def test_override_typo_and_values(tmp_path):
+    p = write(tmp_path, BASE)
+    cfg = load_train_config(p, ["train.lr=3e-4", "train.amp=false", "data.blur.length=[1, 5]"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.amp is False
+    assert cfg.data.blur.length == [1.0, 5.0]
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_train_config(p, ["train.batchsize=4"])
+
+
+def test_bad_types_and_values_are_named(tmp_path):
+    p = write(tmp_path, BASE)
+    with pytest.raises(ConfigError, match="train.iters: expected an integer"):
+        load_train_config(p, ["train.iters=many"])
+    with pytest.raises(ConfigError, match="probability"):
+        load_train_config(p, ["data.blur.jpeg_prob=2"])
+    with pytest.raises(ConfigError, match="multiple of 16"):
+        load_train_config(p, ["data.crop=100"])
+
+
+def test_unknown_model_type_and_argument(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'edgenet'"):
+        load_train_config(write(tmp_path, "model: {type: edgnet}\ndata: {sharp_roots: [x]}\n"))
+    with pytest.raises(ConfigError, match="did you mean 'widths'"):
+        load_train_config(write(tmp_path, "model: {type: edgenet, widht: [8]}\ndata: {sharp_roots: [x]}\n"))
+
+
+def test_override_parsing_never_evaluates_code():
+    key, value = parse_override("train.name=__import__('os').system('true')")
+    assert key == ["train", "name"] and isinstance(value, str)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("train.iters")
+    assert apply_overrides({"a": {"b": 1}}, ["a.b=2"]) == {"a": {"b": 2}}
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_train_config(tmp_path / "nope.yaml")

@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+from edge_deblur.models import build_model, to_deploy
+from edge_deblur.models.blocks import RepConv3x3
+from edge_deblur.models.checkpoint import load_model, save_checkpoint
+from edge_deblur.models.profile import count_macs, count_params
+from edge_deblur.errors import ConfigError, ModelError
+
+TINY = {"type": "edgenet", "widths": [8, 16, 16], "enc_blocks": [1, 1], "mid_blocks": 1, "dec_blocks": [1, 1]}
+
+
+def randomize(model, std=0.05):
+    g = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g) * std
+    return model
+
+
+@pytest.mark.parametrize("spec", [TINY, {**TINY, "type": "nafnet"}])
+@pytest.mark.parametrize("hw", [(37, 53), (16, 16), (71, 29)])
+def test_any_size_via_padding(spec, hw):
+    from edge_deblur.runtime.preprocess import frame_to_tensor, tensor_to_frame
+    import numpy as np
+
+    m = randomize(build_model({k: v for k, v in spec.items() if not (spec["type"] == "nafnet" and k == "rep")})).eval()
+    frame = (np.random.default_rng(0).random((*hw, 3)) * 255).astype(np.uint8)
+    t, info = frame_to_tensor(frame, m.stride)
+    assert t.shape[2] % m.stride == 0 and t.shape[3] % m.stride == 0
+    with torch.no_grad():
+        y = m(torch.from_numpy(t)).numpy()
+    assert y.shape == t.shape
+    out = tensor_to_frame(y, info)
+    assert out.shape == frame.shape and out.dtype == frame.dtype
+
+
+def test_untrained_edgenet_is_identity():
+    m = build_model(TINY).eval()
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(m(x), x)
+
+
+def test_reparameterization_matches_train_time_branches():
+    m = randomize(build_model(TINY)).eval()
+    for mod in m.modules():
+        if isinstance(mod, RepConv3x3):
+            mod.online = False  # run the branches separately
+    d = to_deploy(m)
+    assert not any(isinstance(mod, RepConv3x3) for mod in d.modules())
+    assert d.spec["rep"] is False
+    x = torch.rand(2, 3, 48, 64)
+    with torch.no_grad():
+        ref, out = m(x), d(x)
+    assert (ref - out).abs().max().item() < 1e-5
+    # the online-folded forward is the same function
+    for mod in m.modules():
+        if isinstance(mod, RepConv3x3):
+            mod.online = True
+    with torch.no_grad():
+        assert (m(x) - ref).abs().max().item() < 1e-5
+
+
+def test_deploy_state_loads_into_deploy_spec():
+    m = randomize(build_model(TINY)).eval()
+    d = to_deploy(m)
+    d2 = build_model(d.spec)
+    d2.load_state_dict(d.state_dict())
+
+
+def test_mac_counter_matches_hand_count():
+    spec = {"type": "edgenet", "widths": [8], "enc_blocks": [], "mid_blocks": 1, "dec_blocks": []}
+    m = build_model(spec)
+    # at 32x32: unshuffle -> 16x16; head 12->8 3x3, block 2x (8->8 3x3), tail 8->12 3x3
+    hw = 16 * 16
+    expected = hw * 9 * (12 * 8 + 8 * 8 * 2 + 8 * 12)
+    assert count_macs(m, (32, 32)) == expected
+    # sizes are padded up to the stride like the runtime does
+    assert m.stride == 2 and count_macs(m, (31, 31)) == expected
+
+
+def test_shipped_size_budget():
+    m = build_model({"type": "edgenet", "size": "S"})
+    assert count_macs(m, (1280, 720)) / 1e9 <= 20.0
+    assert count_params(to_deploy(m)) < count_params(m)
+
+
+def test_checkpoint_round_trip_and_wrong_arch(tmp_path):
+    m = randomize(build_model(TINY))
+    p = tmp_path / "m.safetensors"
+    save_checkpoint(p, m.state_dict(), m.spec, {"x": 1}, {"iters": 3})
+    m2 = load_model(p)
+    assert m2.meta["iters"] == 3
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    # a checkpoint whose weights belong to another architecture
+    other = build_model({**TINY, "widths": [8, 16, 32]})
+    save_checkpoint(p, other.state_dict(), m.spec)
+    with pytest.raises(ModelError, match="does not fit architecture"):
+        load_model(p)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="not a readable"):
+        load_model(tmp_path / "bad.safetensors")
+    with pytest.raises(ModelError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_bad_spec_errors():
+    with pytest.raises(ConfigError, match="did you mean 'edgenet'"):
+        build_model({"type": "edgnet"})
+    with pytest.raises(ConfigError, match="enc_blocks"):
+        build_model({"type": "edgenet", "widths": [8, 16], "enc_blocks": [1, 1], "dec_blocks": [1]})
