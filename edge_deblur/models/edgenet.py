@@ -85,3 +85,47 @@ class EdgeNet(nn.Module):
             h = self.up[i](h) + skips[i]
             h = self.dec[i](h)
         return self.shuffle(self.tail(h)) + x
+
+
+class EdgeNetRecurrent(EdgeNet):
+    """edgenet with an explicit recurrent state at the bottleneck (1/stride resolution).
+
+    ``forward(x, state) -> (y, state_out)``: the state is a graph input and output, never hidden
+    in the module, so ONNX/TensorRT export it as ``state_in``/``state_out`` and the runtime
+    carries it from frame to frame (zeros at the first frame, after a size change or a cut)."""
+
+    recurrent = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        w = self.down[-1].out_channels if len(self.down) else self.head.out_channels
+        self.state_channels = w
+        self.fuse_state = nn.Conv2d(2 * w, w, 1)
+        with torch.no_grad():  # start by ignoring the state
+            self.fuse_state.weight.zero_()
+            self.fuse_state.weight[:, :w, 0, 0].copy_(torch.eye(w))
+            self.fuse_state.bias.zero_()
+
+    def state_shape(self, height: int, width: int, batch: int = 1):
+        return (batch, self.state_channels, height // self.stride, width // self.stride)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor):
+        h = self.act(self.head(self.unshuffle(x)))
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            h = enc(h)
+            skips.append(h)
+            h = self.act(down(h))
+        h = self.act(self.fuse_state(torch.cat([h, state], 1)))
+        h = self.mid(h)
+        new_state = h
+        for i in reversed(range(len(self.up))):
+            h = self.up[i](h) + skips[i]
+            h = self.dec[i](h)
+        return self.shuffle(self.tail(h)) + x, new_state
+
+
+# the registry checks spec keys against the constructor's signature
+import inspect as _inspect  # noqa: E402
+
+EdgeNetRecurrent.__init__.__signature__ = _inspect.signature(EdgeNet.__init__)
