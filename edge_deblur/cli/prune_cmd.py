@@ -1,0 +1,78 @@
+"""edge-deblur prune CKPT --ratio R [--config YAML] [key=value ...] [--finetune-iters N] -o CKPT_OUT
+
+Structured channel pruning of an edgenet checkpoint (Torch-Pruning DepGraph, magnitude ranking,
+channel counts rounded to multiples of 8), then a fine-tune with the normal training loop. The
+fine-tune uses --config, or else the training config stored in the checkpoint, with the
+key=value overrides applied; train.iters is set by --finetune-iters."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument("checkpoint", help="dense checkpoint (.safetensors) written by 'edge-deblur train'")
+    p.add_argument("--ratio", "-r", required=True, help="share of channels removed per channel group, in (0, 1), e.g. 0.5")
+    p.add_argument("--output", "-o", required=True, help="pruned checkpoint to write (.safetensors)")
+    p.add_argument("--config", "-c", default=None,
+                   help="training YAML for the fine-tune (default: the config stored in the checkpoint)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override fine-tune config keys, e.g. train.lr=2e-4 train.batch_size=8 out_dir=runs/pruned")
+    p.add_argument("--finetune-iters", type=int, default=2000,
+                   help="fine-tuning iterations with the normal training loop (default 2000; 0: no fine-tune)")
+    p.add_argument("--round-to", type=int, default=8, help="channel counts are rounded to multiples of this (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar during the fine-tune")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _finetune_config(args):
+    from ..config import load_train_config
+    from ..errors import ConfigError, InputError
+    from ..models.checkpoint import read_checkpoint
+
+    if args.finetune_iters < 0:
+        raise InputError(f"--finetune-iters must be >= 0, got {args.finetune_iters}")
+    if args.finetune_iters == 0:
+        return None
+    overrides = list(args.overrides) + [f"train.iters={args.finetune_iters}"]
+    if not any(o.split("=", 1)[0].strip() == "out_dir" for o in args.overrides):
+        out = Path(args.output)
+        overrides.append(f"out_dir={out.parent / (out.stem + '_finetune')}")
+    if not any(o.split("=", 1)[0].strip() == "train.init_from" for o in args.overrides):
+        overrides.append("train.init_from=null")
+    if args.config:
+        return load_train_config(args.config, overrides)
+    _, _, stored, _ = read_checkpoint(args.checkpoint)
+    if not stored:
+        raise ConfigError(
+            f"{args.checkpoint!r} stores no training config for the fine-tune; pass --config configs/train/<name>.yaml "
+            "or --finetune-iters 0 to skip fine-tuning"
+        )
+    return load_train_config(None, overrides, base=stored)
+
+
+def run(args) -> int:
+    from ..compress.prune import check_ratio, prune_checkpoint
+
+    ratio = check_ratio(args.ratio)
+    cfg = _finetune_config(args)
+    report = prune_checkpoint(args.checkpoint, args.output, ratio, round_to=args.round_to, finetune=cfg,
+                              progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    b, a = report["before"], report["after"]
+    print(f"pruned {args.checkpoint} at ratio {ratio:g} (round to {args.round_to})")
+    print(f"  widths     {b['spec'].get('widths')} -> {a['spec'].get('widths')}")
+    if a["spec"].get("block_mid"):
+        print(f"  block_mid  {a['spec']['block_mid']}")
+    print(f"  params     {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M ({100 * (a['params'] / b['params'] - 1):+.1f}%)")
+    print(f"  GMACs at 1280x720  {b['gmacs_1280x720']:.2f} -> {a['gmacs_1280x720']:.2f} "
+          f"({100 * (a['gmacs_1280x720'] / b['gmacs_1280x720'] - 1):+.1f}%)")
+    ft = report["finetune"]
+    if ft:
+        print(f"  fine-tuned {ft['iters']} iterations in {ft['out_dir']}; metrics: {json.dumps(ft.get('metrics'))}")
+    else:
+        print("  not fine-tuned (--finetune-iters 0): expect a large quality drop until it is")
+    print(f"wrote {report['output']}")
+    return 0
