@@ -1,0 +1,195 @@
+"""edge-deblur deblur INPUT... -o OUT: images, folders (mirrored), globs and videos.
+
+Output names mirror input names: ``deblur frames/ -o out/`` writes ``out/<same relative
+path>`` for every image (and video) under ``frames/``; several folder inputs each get a
+subfolder named after them; files and globs land in ``OUT/<file name>``. A single image or
+video input with ``-o`` naming a file of that kind writes that file. Images keep their format
+and bit depth; every file is written atomically (temp file + rename)."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p):
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders, or globs ('frames/*.png')")
+    p.add_argument("-o", "--output", required=True, help="output folder, or an output file for a single input")
+    p.add_argument("--model", "-m", default=None, help=".onnx, .safetensors, .engine or model folder (default: the bundled model)")
+    p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
+    p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--tile", type=int, default=None, help="split frames larger than this into overlapping tiles")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _exts():
+    from ..io.uri import IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
+
+    return IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
+
+
+def _walk(folder: Path, exts) -> list[Path]:
+    from ..io.uri import natural_key
+
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in files:
+            if not f.startswith(".") and Path(f).suffix.lower() in exts:
+                found.append(Path(root) / f)
+    return sorted(found, key=lambda q: natural_key(str(q.relative_to(folder))))
+
+
+def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
+    """``[(src, dst, 'image'|'video')]`` for the inputs; raises InputError for missing inputs,
+    inputs without media, two inputs mapping to one output, or an output overwriting an input."""
+    from ..errors import InputError
+    from ..io.uri import is_glob
+
+    image_exts, video_exts, video_sink_exts = _exts()
+    media = tuple(image_exts) + tuple(video_exts)
+
+    def kind(p: Path) -> str | None:
+        s = p.suffix.lower()
+        return "image" if s in image_exts else "video" if s in video_exts else None
+
+    out = Path(output)
+    singles = len(inputs) == 1 and Path(inputs[0]).is_file()
+    if singles:
+        src = Path(inputs[0])
+        k = kind(src)
+        if k is None:
+            raise InputError(f"{str(src)!r} is not an image or video ({', '.join(media)})")
+        osfx = out.suffix.lower()
+        if k == "image" and osfx in image_exts or k == "video" and osfx in video_sink_exts:
+            jobs = [(src, out, k)]
+            return _check_jobs(jobs)
+        if osfx in image_exts or osfx in video_exts:
+            raise InputError(f"cannot write the {k} {str(src)!r} to {str(out)!r}: use a {k} file name or a folder")
+    jobs = []
+    n_dirs = sum(Path(i).is_dir() for i in inputs)
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            files = _walk(p, media)
+            if not files:
+                raise InputError(f"no images or videos in folder {raw!r} (looked for {', '.join(media)})")
+            base = out if n_dirs == 1 else out / (p.resolve().name or "input")
+            jobs += [(f, base / f.relative_to(p), kind(f)) for f in files]
+        elif p.is_file():
+            k = kind(p)
+            if k is None:
+                raise InputError(f"{raw!r} is not an image or video ({', '.join(media)})")
+            jobs.append((p, out / p.name, k))
+        elif is_glob(raw):
+            files = sorted(Path(q) for q in glob.glob(os.path.expanduser(raw), recursive=True) if Path(q).is_file())
+            files = [f for f in files if kind(f)]
+            if not files:
+                raise InputError(f"the pattern {raw!r} matches no images or videos")
+            jobs += [(f, out / f.name, kind(f)) for f in files]
+        else:
+            raise InputError(f"input not found: {raw!r}; pass image/video files, folders or a quoted glob")
+    # videos written into a folder: keep a writable container
+    jobs = [(s, d if k == "image" or d.suffix.lower() in video_sink_exts else d.with_suffix(".mp4"), k) for s, d, k in jobs]
+    return _check_jobs(jobs)
+
+
+def _check_jobs(jobs):
+    from ..errors import InputError
+
+    seen = {}
+    for src, dst, _ in jobs:
+        key = os.path.normcase(os.path.abspath(dst))
+        if key in seen:
+            raise InputError(f"{str(seen[key])!r} and {str(src)!r} would both be written to {str(dst)!r}; deblur them into different folders")
+        seen[key] = src
+        if os.path.exists(dst) and os.path.samefile(src, dst):
+            raise InputError(f"the output {str(dst)!r} is the input file; pass another -o")
+    return jobs
+
+
+def check_writable(folders) -> None:
+    """Create each output folder and probe it with a temp file; SourceError when that fails."""
+    from ..errors import SourceError
+
+    for d in sorted(set(folders)):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SourceError(f"cannot create output folder {str(d)!r}: {e.strerror or e}; pass a writable -o") from e
+        if not d.is_dir():
+            raise SourceError(f"output {str(d)!r} is not a folder; pass a writable -o")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".edge-deblur-probe-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise SourceError(f"output folder {str(d)!r} is not writable: {e.strerror or e}; pass a writable -o") from e
+
+
+def deblur_image(d, src: Path, dst: Path):
+    from ..errors import InputError
+    from ..io.sinks import atomic_imwrite
+    from ..io.sources import imread
+
+    frame = imread(str(src))
+    if frame is None:
+        raise InputError(f"cannot read image {str(src)!r}: unreadable, truncated or not an image")
+    out = d(frame)
+    atomic_imwrite(dst, out)
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    from ..runtime.deblurrer import Deblurrer
+
+    jobs = plan_jobs(args.inputs, args.output)
+    check_writable(dst.parent for _, dst, _ in jobs)
+    t0 = time.perf_counter()
+    n_img = n_vid = frames = 0
+    compute_s = 0.0
+    with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                        tile=args.tile, overlap=args.overlap, rgb=False) as d:
+        for src, dst, k in jobs:
+            if k == "image":
+                t = time.perf_counter()
+                deblur_image(d, src, dst)
+                compute_s += time.perf_counter() - t
+                n_img += 1
+                frames += 1
+                log.debug("%s -> %s", src, dst)
+            else:
+                from ..runtime.pipeline import deblur_video
+
+                d.reset()
+                t = time.perf_counter()
+                stats = deblur_video(d, str(src), str(dst), progress=sys.stderr.isatty())
+                compute_s += time.perf_counter() - t
+                n_vid += 1
+                frames += int(stats.get("frames_out", 0))
+                print(f"{src} -> {dst}: {stats.get('frames_out', 0)} frames, {stats.get('fps', 0):.1f} FPS")
+        info = d.info
+    wall = time.perf_counter() - t0
+    summary = {
+        "images": n_img, "videos": n_vid, "frames": frames, "seconds": wall,
+        "fps": frames / compute_s if compute_s > 0 else None,
+        "output": str(args.output), "model": info.get("model"), "backend": info.get("backend"),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        what = ", ".join(s for s in (f"{n_img} image{'s' * (n_img != 1)}" if n_img else "",
+                                     f"{n_vid} video{'s' * (n_vid != 1)}" if n_vid else "") if s)
+        print(f"deblurred {what} ({frames} frames) into {args.output} in {wall:.1f} s"
+              + (f", {summary['fps']:.1f} frames/s" if summary["fps"] else "")
+              + f" [{info.get('backend')}, {Path(str(info.get('model'))).name}]")
+    return 0

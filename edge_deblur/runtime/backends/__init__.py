@@ -1,0 +1,130 @@
+"""Backends behind one protocol (:class:`~.base.Backend`), chosen by the artifact's suffix or
+named: ``onnxruntime`` (.onnx), ``torch`` (.safetensors), ``torch-cuda`` (.safetensors on a
+GPU), ``tensorrt`` (.engine). Backend modules are imported only when used, so choosing ONNX
+Runtime never imports torch or TensorRT."""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from ...errors import BackendError, ModelError
+from ..manifest import MANIFEST_NAME, read_manifest
+from .base import Backend
+
+BACKENDS = ("onnxruntime", "torch", "torch-cuda", "tensorrt")
+ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "pytorch": "torch", "trt": "tensorrt"}
+SUFFIXES = {".onnx": "onnxruntime", ".safetensors": "torch", ".engine": "tensorrt", ".plan": "tensorrt"}
+# which suffixes each backend can open
+ACCEPTS = {
+    "onnxruntime": (".onnx",),
+    "torch": (".safetensors",),
+    "torch-cuda": (".safetensors",),
+    "tensorrt": (".engine", ".plan"),
+}
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Backend", "BACKENDS", "open_backend", "resolve_model_path", "backend_name"]
+
+
+def backend_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in BACKENDS:
+        from ...config.core import suggest
+
+        raise BackendError(f"unknown backend {name!r}{suggest(key, BACKENDS)}; backends: {', '.join(BACKENDS)}")
+    return key
+
+
+def resolve_model_path(model, backend: str | None = None) -> Path:
+    """A model file as given, or the file a model folder's manifest names: its ``onnx`` entry,
+    or for ``tensorrt`` the folder's single engine."""
+    p = Path(model)
+    if not p.exists():
+        raise ModelError(f"model not found: {str(p)!r}; pass an .onnx, .safetensors or .engine file or a model folder")
+    if not p.is_dir():
+        return p
+    backend = backend_name(backend)
+    if backend == "tensorrt":
+        engines = sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
+        if len(engines) != 1:
+            raise ModelError(
+                f"{str(p)!r} holds {len(engines)} TensorRT engines ({', '.join(e.name for e in engines) or 'none'}); "
+                "pass the engine file (build one with edge-deblur build)"
+            )
+        return engines[0]
+    if backend in ("torch", "torch-cuda"):
+        raise ModelError(f"the {backend} backend needs a .safetensors checkpoint, not the folder {str(p)!r}")
+    try:  # the fastest ONNX file measured on a CPU like this one (FP32 when nothing was measured)
+        from ..select import select_artifact
+    except ImportError:
+        select_artifact = None
+    if select_artifact is not None:
+        path, why = select_artifact(p)
+        log.info("model folder %s: running %s (%s)", p, path.name, why)
+        return path
+    manifest = read_manifest(p)
+    name = manifest.get("onnx") or ("model.onnx" if (p / "model.onnx").is_file() else None)
+    if not name:
+        raise ModelError(f"{str(p)!r} has no {MANIFEST_NAME} naming an ONNX file and no model.onnx; export one into it")
+    return p / name
+
+
+def _import(module: str, cls: str, backend: str):
+    try:
+        mod = importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as e:
+        if e.name == f"{__name__}.{module}":
+            raise BackendError(f"the {backend} backend is not part of this installation of edge-deblur") from e
+        raise
+    return getattr(mod, cls)
+
+
+def open_backend(model_path, backend: str | None = None, **opts) -> Backend:
+    """Open ``model_path`` (a file, or a model folder) with ``backend`` or the one its suffix
+    implies. ``opts`` go to the backend (``device``, ``threads``, ``providers``, ...); None
+    values are dropped."""
+    backend = backend_name(backend)
+    path = resolve_model_path(model_path, backend)
+    suffix = path.suffix.lower()
+    if backend is None:
+        backend = SUFFIXES.get(suffix)
+        if backend is None:
+            raise ModelError(
+                f"cannot tell the model type of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
+                f"use one of {', '.join(SUFFIXES)} or name --backend"
+            )
+    if suffix not in ACCEPTS[backend]:
+        hint = {
+            "onnxruntime": "export the checkpoint first: edge-deblur export CKPT -o DIR",
+            "tensorrt": "build an engine first: edge-deblur build MODEL.onnx",
+        }.get(backend, "use the .safetensors checkpoint")
+        raise BackendError(
+            f"the {backend} backend cannot open {str(path)!r} (it opens {', '.join(ACCEPTS[backend])} files); {hint}"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file not found: {str(path)!r}")
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if backend == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, **opts)
+    if backend == "torch":
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(path, **opts)
+    if backend == "torch-cuda":
+        try:
+            cls = _import("torch_cuda", "TorchCudaBackend", backend)
+        except BackendError:
+            from .torch_backend import TorchBackend
+
+            opts.setdefault("device", "cuda")
+            return TorchBackend(path, **opts)
+        return cls(path, **opts)
+    cls = _import("tensorrt", "TensorRTBackend", backend)
+    return cls(path, **opts)

@@ -1,0 +1,170 @@
+"""The ``Deblurrer`` facade: frames in, deblurred frames out, any backend.
+
+    from edge_deblur import Deblurrer
+    with Deblurrer.open() as deblur:           # the bundled default model, ONNX Runtime on the CPU
+        sharp = deblur(frame)                  # HxWx3 BGR uint8 -> same shape and dtype
+
+Any frame size works (padded to the model's stride and cropped back); uint8, uint16 and float32
+frames keep their dtype; grayscale (HxW, HxWx1) and BGRA frames keep their layout. Frames larger
+than ``tile`` are split and blended (``edge_deblur.runtime.tiling``). Recurrent models (graph
+inputs ``state_in*``) get their hidden state carried from frame to frame; it starts at zeros and
+is reset by :meth:`Deblurrer.reset` and whenever the frame size changes.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .preprocess import FrameInfo, frame_to_tensor, tensor_to_frame
+from .tiling import tiled_infer
+
+log = logging.getLogger(__name__)
+
+
+class Deblurrer:
+    def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 32, tile_batch: int = 1, model=None):
+        self.backend = backend
+        self.rgb = bool(rgb)
+        self.tile = tile
+        self.overlap = int(overlap)
+        self.tile_batch = int(tile_batch)
+        self.model = str(model) if model is not None else str(getattr(backend, "path", ""))
+        self.stride = int(getattr(backend, "stride", 1) or 1)
+        self.recurrent = bool(getattr(backend, "state_specs", None))
+        if tile is not None:
+            t = (tile, tile) if isinstance(tile, int) else tuple(tile)
+            if len(t) != 2 or any((not isinstance(v, (int, np.integer))) or v < self.stride for v in t):
+                raise InputError(f"tile must be a positive integer (or (height, width)) >= the stride {self.stride}, got {tile!r}")
+            if self.recurrent:
+                raise InputError("tiling is not supported for recurrent models (their state covers the whole frame); use tile=None")
+        if self.overlap < 0:
+            raise InputError(f"overlap must be >= 0, got {overlap!r}")
+        self._state = None
+        self._state_key = None
+        self.frames = 0
+
+    @classmethod
+    def open(
+        cls,
+        model=None,
+        backend: str | None = None,
+        rgb: bool = False,
+        tile=None,
+        overlap: int = 32,
+        device: str | None = None,
+        threads: int | None = None,
+        tile_batch: int = 1,
+        **opts,
+    ) -> "Deblurrer":
+        """Open ``model`` (.onnx, .safetensors, .engine, or a model folder; None: the bundled
+        default) with ``backend`` (default: from the file) on ``device``."""
+        from .backends import open_backend
+
+        if model is None:
+            from .bundled import default_model_path
+
+            model = default_model_path()
+        b = open_backend(model, backend, device=device, threads=threads, **opts)
+        try:
+            return cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model))
+        except BaseException:
+            b.close()
+            raise
+
+    # -- the three stages, usable separately by a pipeline ----------------------------------------
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
+        return frame_to_tensor(frame, self.stride, self.rgb)
+
+    def infer_tensor(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 RGB in [0, 1], H and W multiples of the stride -> same shape."""
+        if self.recurrent:
+            key = (x.shape[0], x.shape[2], x.shape[3])
+            if self._state is None or self._state_key != key:
+                if self._state is not None:
+                    log.debug("frame size changed to %s: recurrent state reset", key)
+                self._state = self.backend.zero_state(*key)
+                self._state_key = key
+            y, self._state = self.backend.infer_state(x, self._state)
+            return y
+        if self.tile is not None:
+            return tiled_infer(self.backend.infer, x, self.tile, self.overlap, self.stride, batch=self.tile_batch)
+        return self.backend.infer(x)
+
+    @staticmethod
+    def postprocess(y: np.ndarray, info: FrameInfo) -> np.ndarray:
+        return tensor_to_frame(y, info)
+
+    # -- frames -------------------------------------------------------------------------------------
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        x, info = self.preprocess(frame)
+        y = self.infer_tensor(x)
+        self.frames += 1
+        return tensor_to_frame(y, info)
+
+    def run_batch(self, frames, batch_size: int | None = None) -> list[np.ndarray]:
+        """Deblur a list of frames; frames of the same padded size go through the model together
+        (``batch_size`` at a time, default all). Recurrent models run them in order, one by one."""
+        frames = list(frames)
+        if self.recurrent or batch_size == 1:
+            return [self(f) for f in frames]
+        prepared = [self.preprocess(f) for f in frames]
+        out: list = [None] * len(frames)
+        groups: dict = {}
+        for i, (x, _) in enumerate(prepared):
+            groups.setdefault(x.shape, []).append(i)
+        step = batch_size or len(frames)
+        for idx in groups.values():
+            for s in range(0, len(idx), step):
+                part = idx[s:s + step]
+                y = self.infer_tensor(np.concatenate([prepared[i][0] for i in part], axis=0))
+                for j, i in enumerate(part):
+                    out[i] = tensor_to_frame(y[j:j + 1], prepared[i][1])
+        self.frames += len(frames)
+        return out
+
+    def reset(self):
+        """Forget the recurrent state (a scene cut, a new video)."""
+        self._state = None
+        self._state_key = None
+
+    @property
+    def info(self) -> dict:
+        b = self.backend
+        d = {
+            "model": self.model,
+            "backend": getattr(b, "name", type(b).__name__),
+            "precision": getattr(b, "precision", None),
+            "stride": self.stride,
+            "rgb": self.rgb,
+            "tile": self.tile,
+            "overlap": self.overlap if self.tile is not None else None,
+            "recurrent": self.recurrent,
+            "macs_per_pixel": getattr(b, "macs_per_pixel", None),
+            "threads": getattr(b, "threads", None),
+        }
+        for k in ("providers", "device"):
+            if hasattr(b, k):
+                d[k] = str(getattr(b, k)) if k == "device" else getattr(b, k)
+        m = getattr(b, "manifest", None) or {}
+        if m.get("name"):
+            d["name"] = m["name"]
+        if m.get("arch"):
+            d["arch"] = m["arch"]
+        return d
+
+    def close(self):
+        if self.backend is not None:
+            self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return f"Deblurrer({Path(self.model).name!r}, backend={self.info['backend']!r}, stride={self.stride})"

@@ -1,0 +1,49 @@
+"""Shared helpers for the export/runtime tests: tiny random-weight checkpoints and their ONNX
+exports, made once per test session (the cache is keyed by the session's temp root)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# stride 4, a few thousand parameters: exports and runs in well under a second
+TINY_SPEC = {"type": "edgenet", "widths": [8, 16], "enc_blocks": [1], "dec_blocks": [1], "mid_blocks": 1}
+TINY_RNN_SPEC = dict(TINY_SPEC, type="edgenet_rnn")
+
+_CACHE: dict = {}
+
+
+def make_checkpoint(path, spec=TINY_SPEC, seed: int = 0, meta: dict | None = None) -> Path:
+    """A checkpoint whose weights are all random (the zero-initialized tail too), so that the
+    model is far from the identity and parity checks can fail."""
+    import torch
+
+    from edge_deblur.models import build_model
+    from edge_deblur.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 / max(1, p[0].numel()) ** 0.5))
+    path = Path(path)
+    save_checkpoint(path, model.state_dict(), model.spec, meta=meta or {"iterations": 123, "metrics": {"psnr": 30.5}})
+    return path
+
+
+def exported(tmp_path_factory, name: str = "tiny", spec=TINY_SPEC, fp16: bool = True) -> dict:
+    """{'ckpt', 'onnx', 'fp16', 'dir', 'manifest'} of a tiny model exported once per session."""
+    key = (str(tmp_path_factory.getbasetemp()), name)
+    if key not in _CACHE:
+        from edge_deblur.export.onnx_export import export_onnx
+
+        root = tmp_path_factory.mktemp(f"export_{name}")
+        ckpt = make_checkpoint(root / f"{name}.safetensors", spec)
+        out = root / name
+        manifest = export_onnx(ckpt, out, fp16=fp16)
+        _CACHE[key] = {
+            "ckpt": ckpt,
+            "onnx": out / "model.onnx",
+            "fp16": out / "model.fp16.onnx" if fp16 else None,
+            "dir": out,
+            "manifest": manifest,
+        }
+    return _CACHE[key]

@@ -1,0 +1,69 @@
+"""edge-deblur bench: keys, consistent arithmetic, the conv-peak graphs."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("torch")
+
+from runtime_helpers import exported  # noqa: E402
+
+from edge_deblur.errors import InputError  # noqa: E402
+from edge_deblur.runtime.bench import bench, conv_stack_onnx, parse_size, peak_configs  # noqa: E402
+
+KEYS = ("fps", "latency_ms_p50", "latency_ms_p99", "gmacs", "gmacs_per_s", "peak_gmacs_per_s", "efficiency",
+        "backend", "size", "threads", "model")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+def test_bench_numbers_are_consistent(tiny):
+    r = bench(tiny["onnx"], size=(50, 30), runs=4, warmup=1, peak_runs=2)
+    for k in KEYS:
+        assert r[k] is not None, k
+    assert r["size"] == "50x30" and r["padded_size"] == "52x32" and r["backend"] == "onnxruntime"
+    assert r["gmacs"] == pytest.approx(tiny["manifest"]["macs_per_pixel"] * 52 * 32 / 1e9)
+    assert r["gmacs_per_s"] == pytest.approx(r["gmacs"] / (r["infer_ms_p50"] / 1e3))
+    assert r["efficiency"] == pytest.approx(r["gmacs_per_s"] / r["peak_gmacs_per_s"])
+    assert r["peak_gmacs_per_s"] == max(c["gmacs_per_s"] for c in r["peak"]["configs"])
+    assert [c["channels"] for c in r["peak"]["configs"]] == [8, 16]  # the model's widths
+    assert r["latency_ms_p99"] >= r["latency_ms_p50"] > 0 and r["fps"] > 0
+    assert r["machine"]["cores"] >= 1
+
+
+def test_conv_peak_graph_macs():
+    import onnxruntime as ort
+
+    from edge_deblur.runtime.onnx_info import graph_macs
+
+    data = conv_stack_onnx(8, depth=3)
+    assert graph_macs(__import__("onnx").load_from_string(data), 10, 12) == 3 * 10 * 12 * 8 * 8 * 9
+    x = np.random.default_rng(0).random((1, 8, 10, 12), dtype=np.float32)
+    y = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert y.shape == x.shape and (y >= 0).all() and y.max() > 0
+    assert peak_configs((1280, 720), (16, 32)) == [(16, 360, 640), (32, 180, 320)]
+
+
+def test_parse_size():
+    assert parse_size("1280x720") == (1280, 720)
+    assert parse_size(" 64X48 ") == (64, 48)
+    for bad in ("1280", "x720", "0x10", "12x-3", "axb"):
+        with pytest.raises(InputError):
+            parse_size(bad)
+
+
+def test_bench_cli_json(tiny, capsys):
+    from edge_deblur.cli import main
+
+    assert main(["bench", "--model", str(tiny["onnx"]), "--size", "40x24", "--runs", "2", "--warmup", "0",
+                 "--peak-runs", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for k in KEYS:
+        assert k in r
+    assert r["size"] == "40x24"
+    assert main(["bench", "--model", str(tiny["onnx"]), "--size", "40by24"]) == 2
+    assert "40by24" in capsys.readouterr().err
