@@ -1,0 +1,127 @@
+"""edge-deblur stream --camera N | --source URI [--output URI] [--display] [--model M]
+[--backend B] [--json] [--stats-every N] [--max-frames N] ...
+
+Deblurs a live source (camera, V4L2, CSI, RTSP, GStreamer) or a file in real time through the
+streaming pipeline. Ctrl-C or SIGTERM stops capture, finishes the frames in flight and
+finalizes the output (a second Ctrl-C discards the frames in flight); the stats are printed
+either way and the exit status is 130 (SIGINT) or 143 (SIGTERM) after an interruption.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+
+log = logging.getLogger("edge_deblur.stream")
+
+
+def add_arguments(p):
+    from ..io.options import StreamOptions
+
+    StreamOptions.add_arguments(p)
+    p.add_argument("--model", "-m", default=None, help="ONNX model, model folder, checkpoint or engine (default: the bundled model)")
+    p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
+    p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the final stats")
+
+
+class _Signals:
+    """SIGINT/SIGTERM -> pipeline.stop(): the first drains the frames in flight, the second
+    discards them. Restores the previous handlers on exit."""
+
+    def __init__(self):
+        self.pipeline = None
+        self.received: list[int] = []
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received.append(signum)
+        if self.pipeline is None:
+            # still opening: behave like the default (KeyboardInterrupt ends the command)
+            raise KeyboardInterrupt
+        drain = len(self.received) == 1
+        self.pipeline.stop(drain=drain, reason="SIGINT" if signum == signal.SIGINT else "SIGTERM")
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+    @property
+    def exit_code(self) -> int:
+        if not self.received:
+            return 0
+        return 128 + int(self.received[0])
+
+
+def run(args) -> int:
+    from ..io.options import StreamOptions
+    from ..runtime.pipeline import format_stats, open_processor, run_stream
+
+    opts = StreamOptions.from_args(args)
+    if opts.source is None:
+        from ..errors import InputError
+
+        raise InputError("give a source: --camera N or --source URI (a file, folder, rtsp://..., /dev/videoN, csi://N)")
+
+    def on_stats(s):
+        print(f"[stream] {format_stats(s)}", file=sys.stderr, flush=True)
+
+    kwargs = {}
+    if args.threads:
+        kwargs["threads"] = args.threads
+    if args.tile:
+        kwargs["tile"] = args.tile
+
+    with _Signals() as sig:
+        def hook(pipe):
+            sig.pipeline = pipe
+
+        # the source and the sinks open first (fast failures), then the model
+        from ..io.sinks import open_sink
+        from ..io.sources import open_source
+
+        source = open_source(opts.source, opts)
+        sinks = []
+        try:
+            specs = [opts.output] if opts.output is not None else []
+            if opts.display:
+                specs.append("display://")
+            for spec in specs or ["null://"]:
+                sinks.append(open_sink(spec, opts, fps=source.fps))
+            processor = open_processor(args.model, args.backend, opts.rgb, **kwargs)
+        except BaseException:
+            for s in sinks:
+                s.close()
+            source.close()
+            raise
+        try:
+            info = getattr(processor, "info", {}) or {}
+            log.info("stream: %s -> %s | model %s (%s) | %s", source.uri, ", ".join(s.uri for s in sinks),
+                     info.get("name") or info.get("model"), info.get("backend"),
+                     "live: drops the oldest frame when behind" if source.live else "file: no drops")
+            stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,
+                               pipeline_hook=hook, source=source, sinks=sinks)
+        finally:
+            close = getattr(processor, "close", None)
+            if close is not None:
+                close()
+    stats["model"] = info.get("name") or info.get("model")
+    stats["backend"] = info.get("backend")
+    stats["interrupted"] = bool(sig.received)
+    if args.json:
+        print(json.dumps(stats), flush=True)
+    else:
+        print(format_stats(stats), flush=True)
+        print(f"fps {stats['fps']:.2f} over {stats['frames_out']} frames ({stats['elapsed_s']:.1f} s)"
+              + (f"; {stats['dropped']} dropped" if stats["dropped"] else ""), flush=True)
+    return sig.exit_code

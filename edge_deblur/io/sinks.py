@@ -1,0 +1,375 @@
+"""Frame sinks: display window, video file, image folder / file / sequence, GStreamer pipeline,
+null, and Python callbacks.
+
+Sinks that write files check at open that the place is writable, so a bad output path fails
+before any frame is processed. Files appear atomically: images are written to a hidden temp name
+and renamed; a video is written to a hidden ``.<name>.partial<ext>`` and renamed to its final name
+when ``close()`` has finalized the container, so a half-written file never replaces a good one
+and a stream stopped by Ctrl-C/SIGTERM (which closes the sinks) leaves a playable file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from ..errors import SourceError
+from .options import StreamOptions
+from .sources import FrameMeta, opencv_has_gstreamer
+from .uri import Target, parse_sink
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+_HIGH_DEPTH_EXTS = (".png", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".jp2")
+
+
+def to_bgr8(frame: np.ndarray, rgb: bool = False) -> np.ndarray:
+    """Any supported frame (gray, BGR(A)/RGB(A), uint8/uint16/float) -> 3-channel BGR uint8."""
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        frame = np.clip(frame.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_RGBA2BGR if rgb else cv2.COLOR_BGRA2BGR)
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if rgb else frame
+
+
+def _for_image_file(frame: np.ndarray, ext: str, rgb: bool) -> np.ndarray:
+    """Keep 16-bit depth and alpha where the format can hold them."""
+    if frame.dtype == np.uint16 and ext not in _HIGH_DEPTH_EXTS:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype not in (np.uint8, np.uint16) and ext not in (".exr", ".tif", ".tiff"):
+        frame = np.clip(frame.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if rgb and frame.ndim == 3 and frame.shape[2] in (3, 4):
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR if frame.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    return frame
+
+
+def _ensure_writable_dir(d: Path, what: str):
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SourceError(f"cannot create output folder {str(d)!r} for {what}: {e.strerror or e}") from e
+    if not d.is_dir():
+        raise SourceError(f"output folder {str(d)!r} for {what} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edge-deblur-probe-", dir=d)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SourceError(f"output folder {str(d)!r} for {what} is not writable: {e.strerror or e}") from e
+
+
+def atomic_imwrite(path: Path, frame: np.ndarray):
+    """Encode then write to a hidden temp file in the same folder and rename over ``path``."""
+    ext = path.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, frame, params)
+    if not ok:
+        raise SourceError(f"OpenCV cannot encode a {frame.dtype} {frame.shape} frame as {ext!r} ({path})")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.tobytes())
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise SourceError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+
+
+class Sink:
+    """Base class: ``write(frame, meta)`` then ``close()``; ``wants_stop`` asks the pipeline to end."""
+
+    kind = "sink"
+
+    def __init__(self, uri: str, options: StreamOptions):
+        self.uri = uri
+        self.options = options
+        self.frames_written = 0
+        self.wants_stop = False
+        self._closed = False
+
+    def write(self, frame: np.ndarray, meta: FrameMeta):
+        self._write(frame, meta)
+        self.frames_written += 1
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _write(self, frame, meta):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close(self):
+        pass
+
+    def describe(self) -> dict:
+        return {"uri": self.uri, "kind": self.kind, "frames_written": self.frames_written}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class NullSink(Sink):
+    kind = "null"
+
+    def _write(self, frame, meta):
+        pass
+
+
+class CallbackSink(Sink):
+    """Calls ``fn(frame, meta)`` for each frame (frames in the stream's colour order)."""
+
+    kind = "callback"
+
+    def __init__(self, fn: Callable, options: StreamOptions):
+        super().__init__(getattr(fn, "__name__", "<callback>"), options)
+        self.fn = fn
+
+    def _write(self, frame, meta):
+        if self.fn(frame, meta) is False:
+            self.wants_stop = True
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether cv2.imshow can work here, and why not."""
+    gui = "NONE"
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() in ("NONE", ""):
+        return False, (
+            "this OpenCV build has no GUI support (opencv-python-headless?); install opencv-python, "
+            "or write to a file instead of display://"
+        )
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, (
+            "no display is available (DISPLAY and WAYLAND_DISPLAY are unset; e.g. an SSH session "
+            "without X forwarding); write to a file (--output out.mp4) instead of --display/display://"
+        )
+    return True, ""
+
+
+class DisplaySink(Sink):
+    """An OpenCV window; 'q' or Esc, or closing the window, asks the pipeline to stop."""
+
+    kind = "display"
+
+    def __init__(self, target: Target, options: StreamOptions, title: str = "edge-deblur"):
+        super().__init__(target.uri, options)
+        ok, why = display_available()
+        if not ok:
+            raise SourceError(why)
+        self.title = title if not target.index else f"{title} [{target.index}]"
+        self._shown = False
+
+    def _write(self, frame, meta):
+        cv2.imshow(self.title, to_bgr8(frame, self.options.rgb))
+        self._shown = True
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.wants_stop = True
+        elif cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self.wants_stop = True
+
+    def _close(self):
+        if self._shown:
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass
+
+
+class VideoSink(Sink):
+    """A video file through cv2.VideoWriter (mp4v for .mp4/.mov/.m4v, MJPG for .avi/.mkv unless
+    ``codec`` says otherwise). Opens on the first frame (its size fixes the video's); frames of
+    another size are resized to it. Written to ``.<name>.partial<ext>`` and renamed at close."""
+
+    kind = "video"
+
+    def __init__(self, target: Target, options: StreamOptions, fps: Optional[float] = None):
+        super().__init__(target.uri, options)
+        self.path = Path(target.location).expanduser()
+        ext = self.path.suffix.lower()
+        self.codec = options.codec or _DEFAULT_FOURCC.get(ext, "mp4v")
+        self.fps = float(options.fps or fps or 30.0)
+        if self.path.is_dir():
+            raise SourceError(f"output {str(self.path)!r} is a folder; give a file name such as out.mp4")
+        _ensure_writable_dir(self.path.parent, f"video {self.path.name!r}")
+        self.tmp_path = self.path.with_name(f".{self.path.stem}.partial{ext}")
+        self._writer = None
+        self._size: Optional[tuple[int, int]] = None
+        self._warned_resize = False
+
+    def _open(self, w: int, h: int):
+        fourcc = cv2.VideoWriter_fourcc(*self.codec)
+        writer = cv2.VideoWriter(str(self.tmp_path), cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
+        if not writer.isOpened():
+            writer.release()
+            try:
+                self.tmp_path.unlink()
+            except OSError:
+                pass
+            raise SourceError(
+                f"OpenCV cannot write {self.path.suffix} video with codec {self.codec!r} at {w}x{h} "
+                f"({str(self.path)!r}); try --codec mp4v with .mp4 or --codec MJPG with .avi"
+            )
+        self._writer = writer
+        self._size = (w, h)
+
+    def _write(self, frame, meta):
+        img = to_bgr8(frame, self.options.rgb)
+        h, w = img.shape[:2]
+        if self._writer is None:
+            self._open(w, h)
+        elif (w, h) != self._size:
+            if not self._warned_resize:
+                log.warning("frame size %dx%d differs from the video's %dx%d; resizing", w, h, *self._size)
+                self._warned_resize = True
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(np.ascontiguousarray(img))
+
+    def _close(self):
+        if self._writer is None:
+            log.warning("no frames were written; %s was not created", self.path)
+            return
+        self._writer.release()
+        self._writer = None
+        try:
+            os.replace(self.tmp_path, self.path)
+        except OSError as e:
+            raise SourceError(f"cannot move the finished video to {str(self.path)!r}: {e.strerror or e}") from e
+
+    def describe(self) -> dict:
+        return super().describe() | {"path": str(self.path), "codec": self.codec, "fps": self.fps}
+
+
+class GStreamerSink(Sink):
+    """A GStreamer pipeline beginning with ``appsrc`` (e.g. hardware encoding or RTSP out on Jetson)."""
+
+    kind = "gstreamer"
+
+    def __init__(self, target: Target, options: StreamOptions, fps: Optional[float] = None):
+        super().__init__(target.uri, options)
+        if not opencv_has_gstreamer():
+            raise SourceError(
+                f"output pipeline {target.location!r} needs OpenCV built with GStreamer, but this OpenCV "
+                f"({cv2.__version__}) reports 'GStreamer: NO'; write to a file instead"
+            )
+        self.pipeline = target.location
+        self.fps = float(options.fps or fps or 30.0)
+        self._writer = None
+
+    def _write(self, frame, meta):
+        img = to_bgr8(frame, self.options.rgb)
+        if self._writer is None:
+            h, w = img.shape[:2]
+            self._writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, self.fps, (w, h))
+            if not self._writer.isOpened():
+                raise SourceError(f"GStreamer could not start output pipeline {self.pipeline!r}")
+        self._writer.write(img)
+
+    def _close(self):
+        if self._writer is not None:
+            self._writer.release()
+
+
+class ImageFolderSink(Sink):
+    """One image per frame in a folder. Frames from image sources keep their file names (a folder
+    of frames maps to a folder of frames); others are named ``000000.png``, ``000001.png``..."""
+
+    kind = "images"
+
+    def __init__(self, target: Target, options: StreamOptions, ext: str = ".png"):
+        super().__init__(target.uri, options)
+        self.folder = Path(target.location).expanduser()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SourceError(f"output {str(self.folder)!r} exists and is not a folder")
+        _ensure_writable_dir(self.folder, "images")
+        self.ext = ext
+
+    def _write(self, frame, meta):
+        name = Path(meta.name).name if meta.name else f"{meta.index:06d}{self.ext}"
+        path = self.folder / name
+        atomic_imwrite(path, _for_image_file(frame, path.suffix.lower(), self.options.rgb))
+
+    def describe(self) -> dict:
+        return super().describe() | {"path": str(self.folder)}
+
+
+class ImageFileSink(Sink):
+    """One image file, or a numbered sequence when the name holds a ``%`` pattern (``out/%06d.png``)."""
+
+    kind = "image"
+
+    def __init__(self, target: Target, options: StreamOptions):
+        super().__init__(target.uri, options)
+        self.path = Path(target.location).expanduser()
+        self.pattern = bool(target.extra.get("pattern"))
+        if self.pattern:
+            try:
+                self.path.name % 0
+            except (TypeError, ValueError) as e:
+                raise SourceError(
+                    f"output pattern {self.path.name!r} must hold one integer field such as %06d ({e})"
+                ) from e
+        _ensure_writable_dir(self.path.parent, f"image {self.path.name!r}")
+
+    def _write(self, frame, meta):
+        if self.pattern:
+            path = self.path.with_name(self.path.name % meta.index)
+        else:
+            if self.frames_written:
+                raise SourceError(
+                    f"output {str(self.path)!r} is a single image but the source gave more than one frame; "
+                    "write to a folder, a video or a pattern such as out/%06d.png"
+                )
+            path = self.path
+        atomic_imwrite(path, _for_image_file(frame, path.suffix.lower(), self.options.rgb))
+
+
+def open_sink(output=None, options: Optional[StreamOptions] = None, fps: Optional[float] = None) -> Sink:
+    """Open a sink by URI or wrap a callable. ``fps`` is the source's rate (for video files)."""
+    opts = options or StreamOptions()
+    if output is None:
+        output = opts.output
+    if isinstance(output, Sink):
+        return output
+    if output is None:
+        return NullSink("null://", opts)
+    if callable(output) and not isinstance(output, (str, os.PathLike)):
+        return CallbackSink(output, opts)
+    target = parse_sink(output)
+    if target.kind == "null":
+        return NullSink(target.uri, opts)
+    if target.kind == "display":
+        return DisplaySink(target, opts)
+    if target.kind == "video":
+        return VideoSink(target, opts, fps=fps)
+    if target.kind == "images":
+        return ImageFolderSink(target, opts)
+    if target.kind == "image":
+        return ImageFileSink(target, opts)
+    if target.kind == "gstreamer":
+        return GStreamerSink(target, opts, fps=fps)
+    raise SourceError(f"unsupported output {output!r}")  # pragma: no cover - parse_sink covers all kinds

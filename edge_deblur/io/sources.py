@@ -1,0 +1,471 @@
+"""Frame sources: cameras, V4L2 devices, CSI cameras, GStreamer pipelines, network streams,
+video files, images, folders/globs of images and in-memory iterables.
+
+Every source opens eagerly and reads its first frame within ``open_timeout`` seconds, so a
+missing camera, an unreachable stream or an undecodable file fails at ``open_source`` with a
+``SourceError`` instead of hanging or failing later. ``read()`` returns ``(frame, FrameMeta)`` or
+``None`` at the end of the stream. ``live`` tells the pipeline whether it may drop frames.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+import cv2
+import numpy as np
+
+from ..errors import SourceError
+from .options import StreamOptions
+from .uri import IMAGE_EXTS, Target, list_images, parse_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrameMeta:
+    """What travels with a frame through the pipeline."""
+
+    index: int                     # position in the stream (0-based, counts every frame read)
+    name: Optional[str] = None     # file name for image sources; sinks that write files mirror it
+    timestamp: float = 0.0         # time.perf_counter() when the frame left the source
+    capture_ms: float = 0.0        # time spent reading/decoding it
+
+
+def call_with_timeout(fn: Callable, timeout: float, what: str):
+    """Run ``fn()`` in a daemon thread; raise SourceError if it does not return in ``timeout`` s.
+
+    OpenCV calls cannot be interrupted; a call that times out is abandoned in its thread."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"open:{what}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise SourceError(
+            f"{what} did not respond within {timeout:g} s; check that it exists and delivers frames "
+            "(or raise the limit with --open-timeout)"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@functools.lru_cache(maxsize=1)
+def opencv_has_gstreamer() -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30, flip: int = 0) -> str:
+    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR frames."""
+    rate = max(1, int(round(fps)))
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, framerate=(fraction){rate}/1, format=(string)NV12 ! "
+        f"nvvidconv flip-method={flip} ! video/x-raw, width=(int){width}, height=(int){height}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false"
+    )
+
+
+def list_cameras() -> list[str]:
+    """V4L2 devices present (Linux); empty elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return []
+    import glob
+
+    return sorted(glob.glob("/dev/video*"), key=lambda p: int(p[len("/dev/video"):]) if p[len("/dev/video"):].isdigit() else 0)
+
+
+def _cameras_hint() -> str:
+    cams = list_cameras()
+    if sys.platform.startswith("linux"):
+        return f"cameras present: {', '.join(cams)}" if cams else "no /dev/video* devices are present"
+    return "check the camera index and that no other program holds the camera"
+
+
+class Source:
+    """Base class. Subclasses implement ``_read() -> np.ndarray | None`` and ``_close()``."""
+
+    kind = "source"
+
+    def __init__(self, uri: str, options: StreamOptions, live: bool):
+        self.uri = uri
+        self.options = options
+        self.live = live if options.live is None else bool(options.live)
+        self.fps: Optional[float] = None          # native rate when known
+        self.frame_count: Optional[int] = None    # frames announced by a file, when known
+        self.frames_read = 0
+        self._pending: Optional[tuple[np.ndarray, Optional[str], float]] = None
+        self._closed = False
+        self._pace_t0: Optional[float] = None
+        self._current_name: Optional[str] = None
+
+    # ---- public -------------------------------------------------------------------------
+    @property
+    def size(self) -> Optional[tuple[int, int]]:
+        """(width, height) of the first frame."""
+        return getattr(self, "_size", None)
+
+    def read(self):
+        """Next ``(frame, FrameMeta)``, or ``None`` at the end of the stream."""
+        if self._closed:
+            return None
+        t0 = time.perf_counter()
+        if self._pending is not None:
+            frame, name, ms = self._pending
+            self._pending = None
+        else:
+            self._pace()
+            frame = self._read()
+            if frame is None:
+                return None
+            name = self._current_name
+            ms = (time.perf_counter() - t0) * 1e3
+        frame = self._finish(frame)
+        meta = FrameMeta(index=self.frames_read, name=name, timestamp=time.perf_counter(), capture_ms=ms)
+        self.frames_read += 1
+        return frame, meta
+
+    def __iter__(self) -> Iterator:
+        while True:
+            item = self.read()
+            if item is None:
+                return
+            yield item
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def describe(self) -> dict:
+        w_h = self.size
+        return {
+            "uri": self.uri, "kind": self.kind, "live": self.live, "fps": self.fps,
+            "frame_count": self.frame_count, "size": f"{w_h[0]}x{w_h[1]}" if w_h else None,
+        }
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _prime(self, what: str):
+        """Read the first frame now (under the open timeout) so errors surface at open."""
+        opts = self.options
+        t0 = time.perf_counter()
+        frame = call_with_timeout(self._read, opts.open_timeout, what)
+        if frame is None:
+            raise SourceError(self._no_frames_message())
+        self._pending = (frame, self._current_name, (time.perf_counter() - t0) * 1e3)
+        out = self._finish(frame)
+        self._size = (out.shape[1], out.shape[0])
+
+    def _no_frames_message(self) -> str:
+        return f"source {self.uri!r} delivered no frames"
+
+    def _finish(self, frame: np.ndarray) -> np.ndarray:
+        opts = self.options
+        if opts.width and opts.height and (frame.shape[1], frame.shape[0]) != (opts.width, opts.height):
+            frame = cv2.resize(frame, (opts.width, opts.height), interpolation=cv2.INTER_AREA)
+        if opts.rgb and frame.ndim == 3 and frame.shape[2] in (3, 4):
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+        return frame
+
+    def _pace(self):
+        """A file source forced live plays at its frame rate, like a camera."""
+        if not self.live or not self._paceable:
+            return
+        rate = self.options.fps or self.fps or 30.0
+        now = time.perf_counter()
+        if self._pace_t0 is None:
+            self._pace_t0 = now - self.frames_read / rate
+        due = self._pace_t0 + self.frames_read / rate
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 1.0:  # far behind (e.g. after a stall): re-anchor instead of bursting
+            self._pace_t0 = now - self.frames_read / rate
+
+    _paceable = False
+
+    def _read(self) -> Optional[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _close(self):
+        pass
+
+
+class CaptureSource(Source):
+    """Anything OpenCV's VideoCapture opens: cameras, V4L2, CSI/GStreamer, network streams, files."""
+
+    def __init__(self, target: Target, options: StreamOptions):
+        kind = target.kind
+        live = kind in ("camera", "v4l2", "csi", "gstreamer") or (kind == "network" and target.extra.get("live", True))
+        super().__init__(target.uri, options, live)
+        self.kind = kind
+        self.target = target
+        self._paceable = kind == "video" or (kind == "network" and not target.extra.get("live", True))
+        self._loops_left = options.loop
+        self._decoded_this_pass = 0
+        self._cap = None
+        what = self._what()
+        self._cap = call_with_timeout(self._open_capture, options.open_timeout, what)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(self._open_failed_message())
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        if kind in ("video", "network"):
+            n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self.frame_count = int(n) if n and 0 < n < 1e9 else None
+        self._prime(what)
+
+    def _what(self) -> str:
+        t = self.target
+        return {
+            "camera": f"camera {t.index}", "v4l2": f"V4L2 device {t.location}", "csi": f"CSI camera {t.index}",
+            "gstreamer": "GStreamer pipeline", "network": f"stream {t.location}", "video": f"video {t.location!r}",
+        }.get(t.kind, t.uri)
+
+    def _open_capture(self):
+        t, o = self.target, self.options
+        if t.kind in ("camera", "v4l2"):
+            api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+            if t.kind == "v4l2" and not os.path.exists(t.location):
+                raise SourceError(f"V4L2 device {t.location} does not exist; {_cameras_hint()}")
+            cap = cv2.VideoCapture(t.index if t.index is not None else t.location, api)
+            if cap.isOpened():
+                if o.width and o.height:
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, o.width)
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, o.height)
+                if o.fps:
+                    cap.set(cv2.CAP_PROP_FPS, o.fps)
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames
+            return cap
+        if t.kind in ("gstreamer", "csi"):
+            if not opencv_has_gstreamer():
+                raise SourceError(
+                    f"{self._what()} needs OpenCV built with GStreamer, but this OpenCV ({cv2.__version__}) "
+                    "reports 'GStreamer: NO' in cv2.getBuildInformation(); use the system OpenCV "
+                    "(e.g. JetPack's python3-opencv) or a camera index / V4L2 device instead"
+                )
+            pipeline = t.location
+            if t.kind == "csi":
+                pipeline = csi_pipeline(t.index or 0, o.width or 1280, o.height or 720, o.fps or 30)
+            return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+        if t.kind == "network":
+            ms = int(max(o.open_timeout, o.read_timeout) * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(t.location, cv2.CAP_FFMPEG, params)
+        # video file
+        return cv2.VideoCapture(t.location, cv2.CAP_FFMPEG) if _has_ffmpeg() else cv2.VideoCapture(t.location)
+
+    def _open_failed_message(self) -> str:
+        t = self.target
+        if t.kind == "camera":
+            return f"cannot open camera {t.index}; {_cameras_hint()}"
+        if t.kind == "v4l2":
+            return f"cannot open V4L2 device {t.location} (busy, or not a capture device?); {_cameras_hint()}"
+        if t.kind in ("gstreamer", "csi"):
+            return f"GStreamer could not start the pipeline for {self._what()}; test it with gst-launch-1.0"
+        if t.kind == "network":
+            return f"cannot open stream {t.location!r}: unreachable, wrong URL or unsupported protocol"
+        return (
+            f"cannot decode video {t.location!r}: not a video OpenCV/FFmpeg can read, or a file that was cut "
+            "short before its index (an .mp4 interrupted while writing has no 'moov' atom)"
+        )
+
+    def _no_frames_message(self) -> str:
+        t = self.target
+        if t.kind == "video":
+            return f"video {t.location!r} opened but no frame could be decoded (empty, corrupt or truncated file)"
+        if t.kind in ("camera", "v4l2", "csi"):
+            return f"{self._what()} opened but delivered no frame; is it in use by another program? {_cameras_hint()}"
+        return f"{self._what()} opened but delivered no frame"
+
+    def _read(self):
+        while True:
+            ok, frame = self._cap.read()
+            if ok and frame is not None:
+                self._decoded_this_pass += 1
+                return frame
+            if self.kind == "video" or (self.kind == "network" and self._paceable):
+                self._check_truncated()
+                if self._loops_left != 0 and self._decoded_this_pass > 0:
+                    self._loops_left -= 1 if self._loops_left > 0 else 0
+                    self._cap.release()
+                    self._cap = self._open_capture()
+                    self._decoded_this_pass = 0
+                    continue
+                return None
+            # live: retry until read_timeout passes without a frame
+            deadline = time.perf_counter() + self.options.read_timeout
+            while time.perf_counter() < deadline and not self._closed:
+                ok, frame = self._cap.read()
+                if ok and frame is not None:
+                    return frame
+                time.sleep(0.01)
+            if self.frames_read:
+                log.warning("%s stopped delivering frames for %.1f s; ending the stream",
+                            self._what(), self.options.read_timeout)
+            return None
+
+    def _check_truncated(self):
+        n, expected = self._decoded_this_pass, self.frame_count
+        if expected and 0 < n < expected:
+            log.warning(
+                "video %r: decoding stopped at frame %d of the %d its container announces; the file is "
+                "truncated or damaged, the stream ends at the last good frame", self.target.location, n, expected,
+            )
+
+    def _close(self):
+        if self._cap is not None:
+            self._cap.release()
+
+
+@functools.lru_cache(maxsize=1)
+def _has_ffmpeg() -> bool:
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("FFMPEG:"):
+            return "YES" in line.split(":", 1)[1]
+    return False
+
+
+def imread(path: str) -> Optional[np.ndarray]:
+    """cv2.imread that keeps bit depth and alpha and accepts any path (via imdecode)."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+
+
+class ImageSource(Source):
+    """One image, a folder of images (natural sort: frame_2 before frame_10) or a glob.
+    Frames carry their file names so folder sinks can mirror them. Unreadable files are
+    skipped with a warning; a source where the first file cannot be read fails at open."""
+
+    def __init__(self, target: Target, options: StreamOptions):
+        super().__init__(target.uri, options, live=False)
+        self.kind = target.kind
+        self.target = target
+        self._paceable = True
+        if target.kind == "image":
+            self.paths = [target.location]
+        else:
+            self.paths = list_images(target)
+            if not self.paths:
+                where = "glob" if target.extra.get("glob") else "folder"
+                raise SourceError(
+                    f"{where} {target.location!r} holds no images (looked for {', '.join(IMAGE_EXTS)})"
+                )
+        self.frame_count = len(self.paths)
+        self.skipped: list[str] = []
+        self._i = 0
+        self._good_this_pass = 0
+        self._loops_left = options.loop
+        self._prime(f"image {self.paths[0]!r}" if len(self.paths) == 1 else f"images in {target.location!r}")
+
+    def _no_frames_message(self) -> str:
+        if len(self.paths) == 1:
+            return f"cannot read image {self.paths[0]!r} (not an image OpenCV can decode, or damaged)"
+        return (
+            f"none of the {len(self.paths)} images in {self.target.location!r} could be read "
+            f"(first: {self.paths[0]!r})"
+        )
+
+    def _read(self):
+        while True:
+            if self._i >= len(self.paths):
+                if self._loops_left == 0 or self._good_this_pass == 0:
+                    return None
+                self._loops_left -= 1 if self._loops_left > 0 else 0
+                self._i = 0
+                self._good_this_pass = 0
+            path = self.paths[self._i]
+            self._i += 1
+            img = imread(path)
+            if img is None:
+                if len(self.paths) > 1:
+                    log.warning("skipping unreadable image %r", path)
+                if path not in self.skipped:
+                    self.skipped.append(path)
+                continue
+            self._good_this_pass += 1
+            self._current_name = Path(path).name
+            return img
+
+
+class IterableSource(Source):
+    """Frames from any Python iterable of HxWxC arrays (or ``(frame, name)`` pairs)."""
+
+    def __init__(self, frames: Iterable, options: StreamOptions, live: bool = False, fps: Optional[float] = None):
+        super().__init__("<python>", options, live=live)
+        self.kind = "python"
+        self.fps = fps
+        self._it = iter(frames)
+        try:
+            self.frame_count = len(frames)  # type: ignore[arg-type]
+        except TypeError:
+            self.frame_count = None
+        self._prime("python iterable")
+
+    def _no_frames_message(self) -> str:
+        return "the frame iterable is empty"
+
+    def _read(self):
+        try:
+            item = next(self._it)
+        except StopIteration:
+            return None
+        name = None
+        if isinstance(item, tuple):
+            item, name = item
+        if not isinstance(item, np.ndarray):
+            raise SourceError(f"frames must be numpy arrays, got {type(item).__name__}")
+        self._current_name = name
+        return item
+
+
+def open_source(source=None, options: Optional[StreamOptions] = None, **overrides) -> Source:
+    """Open a source by URI (or from ``options.source``); see ``StreamOptions`` for the URIs.
+
+    >>> with open_source("clip.mp4") as src:
+    ...     for frame, meta in src: ...
+    """
+    opts = (options or StreamOptions())
+    if overrides:
+        opts = opts.replace(**overrides)
+    if source is None:
+        source = opts.source
+    opts.validate()
+    if isinstance(source, Source):
+        return source
+    if source is None:
+        raise SourceError("no source given; pass a URI, path or camera index (e.g. --camera 0 or --source clip.mp4)")
+    if not isinstance(source, (str, int, os.PathLike)) and hasattr(source, "__iter__"):
+        return IterableSource(source, opts)
+    target = parse_source(source)
+    if target.kind in ("image", "images"):
+        return ImageSource(target, opts)
+    return CaptureSource(target, opts)

@@ -1,0 +1,592 @@
+"""The streaming pipeline: capture thread -> bounded queue -> preprocess -> inference -> 
+postprocess + write, each stage in its own thread so that decoding, pre/post-processing and
+writing overlap with inference (ONNX Runtime and OpenCV release the GIL).
+
+::
+
+    capture --[queue_size, drop policy]--> preprocess --[1 slot]--> infer --[2]--> postprocess + sinks
+
+* Live sources (cameras, RTSP, GStreamer): when inference falls behind, the oldest waiting frame
+  is dropped (latest-frame wins) and counted; the preprocess stage takes a new frame only once the
+  model is free, so the frame that enters the model is the freshest one. Files: nothing is
+  dropped, capture blocks, and the next frame is prepared while the current one is in the model.
+* Output order is the capture order (every stage is a single FIFO worker).
+* ``stop()`` ends capture and lets the frames already in flight finish (``stop(drain=False)``
+  discards them); the sinks are always closed, so a video file is finalized. Signal handlers are
+  the caller's business (the CLI installs them); the library only exposes ``stop()``.
+
+The processor is a ``Deblurrer`` or any callable ``frame -> frame``. When it exposes the stages
+separately (``preprocess(frame) -> (x, ctx)``, ``infer_tensor(x) -> y`` (or ``infer``),
+``postprocess(y, ctx) -> frame``, as ``Deblurrer`` does)
+they run in separate threads; otherwise the whole call counts as the ``infer`` stage.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.options import StreamOptions
+from ..io.sinks import Sink, open_sink
+from ..io.sources import Source, open_source
+
+log = logging.getLogger(__name__)
+
+STAGES = ("capture", "preprocess", "infer", "postprocess", "write", "latency")
+_END = object()
+
+
+class StageTimes:
+    """Per-stage latency samples in ms, bounded (the last ``window`` samples per stage) so that a
+    stream can run for days; percentiles are over that window, counts and means over all."""
+
+    def __init__(self, window: int = 65536):
+        self.window = int(window)
+        self._lock = threading.Lock()
+        self._buf: dict[str, np.ndarray] = {}
+        self._count: dict[str, int] = {}
+        self._sum: dict[str, float] = {}
+
+    def add(self, stage: str, ms: float):
+        with self._lock:
+            buf = self._buf.get(stage)
+            if buf is None:
+                buf = self._buf[stage] = np.empty(self.window, np.float64)
+                self._count[stage] = 0
+                self._sum[stage] = 0.0
+            n = self._count[stage]
+            buf[n % self.window] = ms
+            self._count[stage] = n + 1
+            self._sum[stage] += ms
+
+    def percentiles(self, stage: str, qs=(50, 95, 99)) -> dict:
+        with self._lock:
+            n = self._count.get(stage, 0)
+            if not n:
+                return {f"p{q}": None for q in qs} | {"mean": None, "count": 0}
+            s = self._buf[stage][: min(n, self.window)].copy()
+            mean = self._sum[stage] / n
+        vals = np.percentile(s, qs)
+        return {f"p{q}": round(float(v), 3) for q, v in zip(qs, vals)} | {"mean": round(mean, 3), "count": n}
+
+    def summary(self) -> dict:
+        with self._lock:
+            names = [s for s in STAGES if s in self._count] + [s for s in self._count if s not in STAGES]
+        return {s: self.percentiles(s) for s in names}
+
+
+class _Channel:
+    """A bounded FIFO between two threads with a drop policy: 'never' (put blocks), 'oldest'
+    (evict the oldest waiting item) or 'newest' (discard the incoming item). ``put`` returns how
+    many items were dropped. ``close()`` appends the end marker regardless of capacity."""
+
+    def __init__(self, maxsize: int, policy: str, abort: threading.Event):
+        self.maxsize = maxsize
+        self.policy = policy
+        self._abort = abort
+        self._q: deque = deque()
+        self._cv = threading.Condition()
+
+    def put(self, item) -> int:
+        with self._cv:
+            dropped = 0
+            if len(self._q) >= self.maxsize:
+                if self.policy == "never":
+                    while len(self._q) >= self.maxsize and not self._abort.is_set():
+                        self._cv.wait(0.1)
+                    if self._abort.is_set():
+                        return 0
+                elif self.policy == "oldest":
+                    self._q.popleft()
+                    dropped = 1
+                else:  # newest
+                    return 1
+            self._q.append(item)
+            self._cv.notify_all()
+            return dropped
+
+    def close(self):
+        with self._cv:
+            self._q.append(_END)
+            self._cv.notify_all()
+
+    def get(self):
+        with self._cv:
+            while not self._q:
+                if self._abort.is_set():
+                    return _END
+                self._cv.wait(0.1)
+            if self._abort.is_set():
+                return _END
+            item = self._q.popleft()
+            self._cv.notify_all()
+            return item
+
+    def wake(self):
+        with self._cv:
+            self._cv.notify_all()
+
+    def __len__(self):
+        return len(self._q)
+
+
+def _stage_api(proc) -> Optional[tuple[Callable, Callable, Callable]]:
+    """``(preprocess, infer, postprocess)`` when the processor exposes its stages (a Deblurrer:
+    ``preprocess``, ``infer_tensor``, ``postprocess``; or ``infer`` in place of ``infer_tensor``)."""
+    pre, post = getattr(proc, "preprocess", None), getattr(proc, "postprocess", None)
+    inf = getattr(proc, "infer_tensor", None) or getattr(proc, "infer", None)
+    if callable(pre) and callable(inf) and callable(post):
+        return pre, inf, post
+    return None
+
+
+class Pipeline:
+    """Run ``processor`` over ``source`` into ``sinks`` with overlapped stages.
+
+    ``source``: a ``Source`` or anything ``open_source`` takes (URI, path, camera index, iterable
+    of frames). ``sinks``: a ``Sink``, URI, callable ``fn(frame, meta)``, or a list of them; ``None``
+    takes ``options.output`` (plus a window when ``options.display``). ``on_stats(dict)`` is called
+    every ``options.stats_every`` output frames; ``on_frame(frame, meta)`` after each write.
+
+    >>> stats = Pipeline(deblurrer, "clip.mp4", "out.mp4").run()
+    """
+
+    def __init__(self, processor, source=None, sinks=None, options: Optional[StreamOptions] = None, *,
+                 on_stats: Optional[Callable[[dict], Any]] = None,
+                 on_frame: Optional[Callable[[np.ndarray, Any], Any]] = None,
+                 warmup: bool = True):
+        if not callable(processor) and _stage_api(processor) is None:
+            raise InputError(
+                f"processor must be a Deblurrer or a callable frame -> frame, got {type(processor).__name__}"
+            )
+        self.options = (options or StreamOptions()).validate()
+        self.processor = processor
+        self._stages = _stage_api(processor)
+        self.on_stats = on_stats
+        self.on_frame = on_frame
+        self._do_warmup = warmup
+        self._own_source = not isinstance(source, Source)
+        self.source: Source = open_source(source if source is not None else self.options.source, self.options)
+        self.sinks: list[Sink] = []
+        try:
+            for spec in self._sink_specs(sinks):
+                self.sinks.append(open_sink(spec, self.options, fps=self.source.fps))
+        except BaseException:
+            for s in self.sinks:
+                s.close()
+            if self._own_source:
+                self.source.close()
+            raise
+        self.live = self.source.live
+        drop = self.options.drop
+        if drop == "auto":
+            drop = "oldest" if self.live else "never"
+        self.drop_policy = drop
+        self.times = StageTimes()
+        self._abort = threading.Event()       # discard everything in flight and exit
+        self._stop_capture = threading.Event()  # end capture; in-flight frames finish
+        self._lock = threading.Lock()
+        self._error: Optional[BaseException] = None
+        self._threads: list[threading.Thread] = []
+        self._frames_in = 0
+        self._frames_out = 0
+        self._dropped = 0
+        self._t_start: Optional[float] = None
+        self._t_first_out: Optional[float] = None
+        self._t_last_out: Optional[float] = None
+        self._t_end: Optional[float] = None
+        self._last_report = (0, 0.0)
+        self.stopped_by: Optional[str] = None
+        self._writer_thread: Optional[threading.Thread] = None
+        self._result: Optional[dict] = None
+        self._started = False
+
+    def _sink_specs(self, sinks) -> list:
+        if sinks is None:
+            specs = [self.options.output] if self.options.output is not None else []
+            if self.options.display:
+                specs.append("display://")
+            return specs or ["null://"]
+        if isinstance(sinks, (list, tuple)):
+            return list(sinks)
+        return [sinks]
+
+    # ---- control -----------------------------------------------------------------------------
+    def stop(self, drain: bool = True, reason: str = "stop"):
+        """End the stream: capture stops; with ``drain`` the frames in flight are finished,
+        without it they are discarded. Safe to call from a signal handler or another thread."""
+        if self.stopped_by is None:
+            self.stopped_by = reason
+        self._stop_capture.set()
+        if not drain:
+            self._abort.set()
+
+    def _fail(self, e: BaseException):
+        with self._lock:
+            if self._error is None:
+                self._error = e
+        if self.stopped_by is None:
+            self.stopped_by = "error"
+        self._stop_capture.set()
+        self._abort.set()
+
+    # ---- threads -----------------------------------------------------------------------------
+    def _capture_loop(self):
+        try:
+            while not self._stop_capture.is_set():
+                item = self.source.read()
+                if item is None:
+                    if self.stopped_by is None:
+                        self.stopped_by = "end"
+                    break
+                frame, meta = item
+                self.times.add("capture", meta.capture_ms)
+                with self._lock:
+                    self._frames_in += 1
+                d = self._cap_q.put(item)
+                if d:
+                    with self._lock:
+                        self._dropped += d
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            self._cap_q.close()
+
+    def _pre_loop(self):
+        taken = 0
+        max_frames = self.options.max_frames
+        try:
+            while True:
+                while not self._slot.acquire(timeout=0.1):
+                    if self._abort.is_set():
+                        return
+                item = self._cap_q.get()
+                if item is _END or self._abort.is_set():
+                    return
+                frame, meta = item
+                if self._stages is not None:
+                    t0 = time.perf_counter()
+                    x, ctx = self._stages[0](frame)
+                    self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
+                    self._infer_q.put((meta, x, ctx))
+                else:
+                    self._infer_q.put((meta, frame, None))
+                taken += 1
+                if max_frames and taken >= max_frames:
+                    if self.stopped_by is None:
+                        self.stopped_by = "max_frames"
+                    self._stop_capture.set()
+                    return
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            self._infer_q.close()
+
+    def _infer_loop(self):
+        try:
+            while True:
+                item = self._infer_q.get()
+                if not self.live:
+                    self._slot.release()  # files: prepare the next frame while this one computes
+                if item is _END or self._abort.is_set():
+                    return
+                meta, x, ctx = item
+                t0 = time.perf_counter()
+                y = self._stages[1](x) if self._stages is not None else self.processor(x)
+                self.times.add("infer", (time.perf_counter() - t0) * 1e3)
+                if self.live:
+                    self._slot.release()  # live: the next frame is picked once the model is free
+                self._out_q.put((meta, y, ctx))
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+        finally:
+            self._slot.release()
+            self._out_q.close()
+
+    def _write_loop(self):
+        every = self.options.stats_every
+        try:
+            while True:
+                item = self._out_q.get()
+                if item is _END or self._abort.is_set():
+                    break
+                meta, y, ctx = item
+                if self._stages is not None:
+                    t0 = time.perf_counter()
+                    frame = self._stages[2](y, ctx)
+                    self.times.add("postprocess", (time.perf_counter() - t0) * 1e3)
+                else:
+                    frame = y
+                t0 = time.perf_counter()
+                for sink in self.sinks:
+                    sink.write(frame, meta)
+                now = time.perf_counter()
+                self.times.add("write", (now - t0) * 1e3)
+                self.times.add("latency", (now - meta.timestamp) * 1e3)
+                with self._lock:
+                    self._frames_out += 1
+                    n = self._frames_out
+                    if self._t_first_out is None:
+                        self._t_first_out = now
+                    self._t_last_out = now
+                if self.on_frame is not None:
+                    self.on_frame(frame, meta)
+                if any(s.wants_stop for s in self.sinks):
+                    self.stop(reason="sink")
+                if every and n % every == 0 and self.on_stats is not None:
+                    self.on_stats(self._interval_stats(n, now))
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e)
+
+    # ---- running -----------------------------------------------------------------------------
+    def _warmup(self):
+        """One untimed pass at the source's frame size, so that the first timed frame does not pay
+        for the backend's allocations; a recurrent processor's state is reset afterwards."""
+        if not self._do_warmup or self.source.size is None:
+            return
+        w, h = self.source.size
+        fn = getattr(self.processor, "warmup", None)
+        if callable(fn):
+            fn(h, w)
+            return
+        frame = np.zeros((h, w, 3), np.uint8)
+        if self._stages is not None:
+            x, ctx = self._stages[0](frame)
+            self._stages[2](self._stages[1](x), ctx)
+        else:
+            self.processor(frame)
+        reset = getattr(self.processor, "reset", None)
+        if callable(reset):
+            reset()
+
+    def _launch(self):
+        if self._started:
+            raise RuntimeError("a Pipeline runs once; make a new one")
+        self._started = True
+        self._warmup()
+        self._cap_q = _Channel(self.options.queue_size, self.drop_policy, self._abort)
+        self._infer_q = _Channel(1, "never", self._abort)
+        self._out_q = _Channel(2, "never", self._abort)
+        self._slot = threading.Semaphore(1)
+        self._t_start = time.perf_counter()
+        for name, fn in (("capture", self._capture_loop), ("preprocess", self._pre_loop), ("infer", self._infer_loop)):
+            t = threading.Thread(target=fn, name=f"edge-deblur-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _finish(self) -> dict:
+        # capture may sit in a blocking read (a camera between frames): give it a bounded wait
+        self._stop_capture.set()
+        self._abort.set()  # the writer is done: nothing in flight is wanted any more
+        for ch in (self._cap_q, self._infer_q, self._out_q):
+            ch.wake()
+        cap, others = self._threads[0], self._threads[1:]
+        for t in others:
+            t.join(timeout=30)
+        cap.join(timeout=self.options.read_timeout + 1.0)
+        errors = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+        if self._own_source:
+            if cap.is_alive():
+                log.warning("the source is still blocked in a read; leaving it to the process exit")
+            else:
+                self.source.close()
+        self._t_end = time.perf_counter()
+        self._result = self.stats()
+        if self._error is not None:
+            raise self._error
+        if errors:
+            raise errors[0]
+        return self._result
+
+    def run(self) -> dict:
+        """Run to the end (or ``stop()``) in the calling thread (the writer stage runs here, so a
+        display window lives in the main thread); return the final stats."""
+        self._launch()
+        try:
+            self._write_loop()
+        except BaseException as e:  # KeyboardInterrupt without the CLI's handlers
+            self._fail(e)
+        return self._finish()
+
+    def start(self) -> "Pipeline":
+        """Run in the background; ``join()`` waits and returns the stats."""
+        self._launch()
+        self._writer_thread = threading.Thread(target=self._write_loop, name="edge-deblur-write", daemon=True)
+        self._writer_thread.start()
+        return self
+
+    def join(self, timeout: Optional[float] = None) -> Optional[dict]:
+        if self._writer_thread is None:
+            raise RuntimeError("join() needs start()")
+        self._writer_thread.join(timeout)
+        if self._writer_thread.is_alive():
+            return None
+        if self._result is None:
+            return self._finish()
+        return self._result
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self._started:
+            for s in self.sinks:
+                s.close()
+            if self._own_source:
+                self.source.close()
+        elif self._result is None:
+            self.stop(drain=False)
+            if self._writer_thread is not None:
+                self.join()
+        return False
+
+    # ---- stats -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """A snapshot: counts, FPS, end-to-end latency percentiles and per-stage percentiles (ms)."""
+        with self._lock:
+            fin, fout, dropped = self._frames_in, self._frames_out, self._dropped
+            t_first, t_last = self._t_first_out, self._t_last_out
+        now = self._t_end or time.perf_counter()
+        elapsed = (now - self._t_start) if self._t_start else 0.0
+        active = ((t_last or now) - self._t_start) if self._t_start else 0.0
+        stages = self.times.summary()
+        lat = stages.get("latency", self.times.percentiles("latency"))
+        size = self.source.size
+        out = {
+            "fps": round(fout / active, 3) if active > 0 and fout else 0.0,
+            "fps_steady": round((fout - 1) / (t_last - t_first), 3) if fout > 1 and t_last > t_first else None,
+            "frames_in": fin,
+            "frames_out": fout,
+            "dropped": dropped,
+            "elapsed_s": round(elapsed, 3),
+            "latency_ms_p50": lat["p50"],
+            "latency_ms_p95": lat["p95"],
+            "latency_ms_p99": lat["p99"],
+            "stages": {k: v for k, v in stages.items() if k != "latency"},
+            "live": self.live,
+            "drop_policy": self.drop_policy,
+            "size": f"{size[0]}x{size[1]}" if size else None,
+            "source": self.source.describe(),
+            "outputs": [s.describe() for s in self.sinks],
+            "stopped_by": self.stopped_by,
+        }
+        return out
+
+    def _interval_stats(self, n: int, now: float) -> dict:
+        s = self.stats()
+        n0, t0 = self._last_report
+        t0 = t0 or self._t_start
+        s["interval_fps"] = round((n - n0) / (now - t0), 3) if now > t0 else None
+        self._last_report = (n, now)
+        return s
+
+
+def format_stats(s: dict) -> str:
+    """One human-readable line of a stats dict."""
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
+
+    parts = [
+        f"frames in {s['frames_in']} out {s['frames_out']} dropped {s['dropped']}",
+        f"fps {s.get('interval_fps') or s['fps']:.2f}",
+        f"latency p50 {ms(s['latency_ms_p50'])} p99 {ms(s['latency_ms_p99'])} ms",
+    ]
+    st = s.get("stages", {})
+    stage_txt = " ".join(f"{k} {ms(v['p50'])}" for k, v in st.items() if v.get("count"))
+    if stage_txt:
+        parts.append(f"stage p50 ms: {stage_txt}")
+    return " | ".join(parts)
+
+
+def open_processor(model=None, backend=None, rgb: bool = False, **kwargs):
+    """The default processor: ``Deblurrer.open(model, backend=..., rgb=...)``."""
+    from .deblurrer import Deblurrer  # no torch on this path
+
+    return Deblurrer.open(model, backend=backend, rgb=rgb, **kwargs)
+
+
+def run_stream(options: StreamOptions, processor=None, *, source: Optional[Source] = None,
+               sinks: Optional[list] = None, on_stats=None, on_frame=None, model=None, backend=None,
+               pipeline_hook: Optional[Callable[["Pipeline"], Any]] = None) -> dict:
+    """Open ``options.source`` and ``options.output`` (+ a window with ``options.display``), run
+    to the end, close everything, return the final stats.
+
+    Without ``processor`` the bundled model (or ``model``) is opened with ``Deblurrer.open`` after
+    the source and sinks, so a bad URI or output path fails before a model loads (and closed at
+    the end). ``source``/``sinks`` may be passed already opened. ``pipeline_hook(pipeline)`` runs
+    before the stream starts (the CLI uses it to route SIGINT/SIGTERM to ``pipeline.stop()``)."""
+    options.validate()
+    own_processor = processor is None
+    opened: list[Sink] = []
+    try:
+        if source is None:
+            source = open_source(options.source, options)
+        if sinks is None:
+            specs = [options.output] if options.output is not None else []
+            if options.display:
+                specs.append("display://")
+            for spec in specs or ["null://"]:
+                opened.append(open_sink(spec, options, fps=source.fps))
+            sinks = opened
+        if own_processor:
+            processor = open_processor(model, backend, options.rgb)
+        pipe = Pipeline(processor, source, list(sinks), options, on_stats=on_stats, on_frame=on_frame)
+    except BaseException:
+        for s in (sinks or []):
+            s.close()
+        if source is not None:
+            source.close()
+        if own_processor and processor is not None and hasattr(processor, "close"):
+            processor.close()
+        raise
+    pipe._own_source = True
+    if pipeline_hook is not None:
+        pipeline_hook(pipe)
+    try:
+        with pipe:
+            return pipe.run()
+    finally:
+        if own_processor and hasattr(processor, "close"):
+            processor.close()
+
+
+def deblur_video(deblurrer, src_path, dst_path, *, options: Optional[StreamOptions] = None,
+                 progress: bool = False, on_stats=None) -> dict:
+    """Deblur one video file into another (or into an image folder / any sink URI) through the
+    streaming pipeline: nothing is dropped, order is kept, the output is finalized even on
+    Ctrl-C. Returns the stats dict (frames_in/out, fps, latency and per-stage percentiles)."""
+    opts = (options or StreamOptions()).replace(source=src_path, output=dst_path, live=False)
+    source = open_source(src_path, opts)
+    bar = None
+    on_frame = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.frame_count, unit="frame", desc=str(src_path), leave=False)
+
+        def on_frame(frame, meta):
+            bar.update(1)
+    try:
+        pipe = Pipeline(deblurrer, source, dst_path, opts, on_stats=on_stats, on_frame=on_frame)
+    except BaseException:
+        source.close()
+        if bar is not None:
+            bar.close()
+        raise
+    pipe._own_source = True
+    try:
+        with pipe:
+            return pipe.run()
+    finally:
+        if bar is not None:
+            bar.close()

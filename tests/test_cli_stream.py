@@ -1,0 +1,175 @@
+"""`edge-deblur stream` end to end with a real ONNX model on ONNX Runtime: --json keys, bad
+input (missing camera, unknown scheme, no display, unwritable output), and SIGINT/SIGTERM in a
+subprocess leaving a finalized video that OpenCV reads to the last written frame."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_deblur.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def numbered_frame(i, w=64, h=48):
+    return np.full((h, w, 3), (8 * i) % 256, np.uint8)
+
+
+def make_video(path, n=12, w=64, h=48, fourcc="MJPG", fps=10.0):
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    for i in range(n):
+        wr.write(numbered_frame(i, w, h))
+    wr.release()
+    return path
+
+
+def count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A one-layer ONNX model (3x3 conv, identity weights): the real backend, no training."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3, 3, 3, 3), np.float32)
+    for c in range(3):
+        w[c, c, 1, 1] = 1.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    p = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
+    onnx.save(model, str(p))
+    return p
+
+
+def run_cli(args, capsys):
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_stream_json_keys(tmp_path, tiny_onnx, capsys):
+    src = make_video(tmp_path / "in.avi", n=12)
+    rc, out, err = run_cli(["stream", "--source", str(src), "--output", "null://", "--model", str(tiny_onnx),
+                            "--json"], capsys)
+    assert rc == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    for k in ("fps", "frames_in", "frames_out", "dropped", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+              "stages", "backend", "interrupted"):
+        assert k in stats, k
+    assert stats["frames_in"] == stats["frames_out"] == 12 and stats["dropped"] == 0
+    assert stats["backend"] == "onnxruntime" and stats["interrupted"] is False
+    for stage in ("capture", "preprocess", "infer", "postprocess", "write"):
+        assert {"p50", "p95", "p99"} <= set(stats["stages"][stage])
+
+
+def test_stream_to_video_keeps_frames_and_order(tmp_path, tiny_onnx, capsys):
+    src = make_video(tmp_path / "in.avi", n=10)
+    out = tmp_path / "out.avi"
+    rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(out), "--model", str(tiny_onnx),
+                          "--max-frames", "8", "--json"], capsys)
+    assert rc == 0, err
+    cap = cv2.VideoCapture(str(out))
+    idx = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        idx.append(int(round(f.mean() / 8)))
+    assert idx == list(range(8))
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--camera", "99"], "camera 99"),
+    (["--source", "foo://bar"], "unknown URI scheme 'foo://'"),
+    (["--source", "missing.mp4"], "missing.mp4"),
+    ([], "give a source"),
+])
+def test_stream_bad_sources_fail_fast(args, match, capsys):
+    t = time.monotonic()
+    rc, out, err = run_cli(["stream", *args, "--open-timeout", "5"], capsys)
+    assert rc != 0 and match in err
+    assert time.monotonic() - t < 5
+
+
+def test_stream_bad_outputs(tmp_path, tiny_onnx, capsys, monkeypatch):
+    src = make_video(tmp_path / "in.avi", n=3)
+    (tmp_path / "blocker").write_text("x")
+    rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "blocker" / "o.mp4"),
+                          "--model", str(tiny_onnx)], capsys)
+    assert rc != 0 and "blocker" in err
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    if sys.platform.startswith("linux"):
+        rc, _, err = run_cli(["stream", "--source", str(src), "--display", "--model", str(tiny_onnx)], capsys)
+        assert rc != 0 and "display" in err
+
+
+def test_stream_missing_model(tmp_path, capsys):
+    src = make_video(tmp_path / "in.avi", n=3)
+    rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tmp_path / "nope.onnx")], capsys)
+    assert rc != 0 and "nope.onnx" in err
+
+
+def _interrupt(tmp_path, tiny_onnx, sig, out_name):
+    """Start a paced stream in a subprocess, signal it once it has written frames, return
+    (returncode, stats, output path)."""
+    src = make_video(tmp_path / "in.avi", n=300, w=96, h=64)
+    out = tmp_path / out_name
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "edge_deblur", "stream", "--source", str(src), "--output", str(out),
+           "--model", str(tiny_onnx), "--live", "--fps", "30", "--stats-every", "5", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    seen = threading.Event()
+    err_lines = []
+
+    def watch():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if line.startswith("[stream]"):
+                seen.set()
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        assert seen.wait(60), "".join(err_lines)
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t.join(5)
+    stats = json.loads(stdout.strip().splitlines()[-1])
+    return proc.returncode, stats, out, "".join(err_lines)
+
+
+@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "out.mp4"), (signal.SIGTERM, 143, "out.avi")])
+def test_signal_leaves_a_finalized_video(tmp_path, tiny_onnx, sig, code, name):
+    rc, stats, out, err = _interrupt(tmp_path, tiny_onnx, sig, name)
+    assert rc == code, err
+    assert stats["interrupted"] is True and stats["stopped_by"] in ("SIGINT", "SIGTERM")
+    n = stats["frames_out"]
+    assert 5 <= n < 300
+    assert stats["outputs"][0]["frames_written"] == n
+    assert out.exists() and count_frames(out) == n  # OpenCV reads the file to the last written frame
+    assert not list(tmp_path.glob(".*partial*"))

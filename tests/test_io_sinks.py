@@ -1,0 +1,140 @@
+"""Sinks: video files (finalized, atomic), image folders mirroring names, image files and
+sequences, callbacks, null, display without a display, unwritable outputs."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_deblur.errors import SourceError
+from edge_deblur.io import FrameMeta, StreamOptions, open_sink, open_source
+
+
+def numbered_frame(i, w=64, h=48):
+    return np.full((h, w, 3), (8 * i) % 256, np.uint8)
+
+
+def count_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.mark.parametrize("name, fourcc", [("out.mp4", "mp4v"), ("out.avi", "MJPG")])
+def test_video_sink_writes_to_a_temp_name_and_renames_at_close(tmp_path, name, fourcc):
+    dst = tmp_path / "sub" / name  # parent folders are created
+    sink = open_sink(str(dst), StreamOptions(), fps=12.0)
+    assert sink.codec == fourcc and sink.fps == 12.0
+    for i in range(7):
+        sink.write(numbered_frame(i), FrameMeta(i))
+    assert not dst.exists() and sink.tmp_path.exists()
+    sink.close()
+    assert dst.exists() and not sink.tmp_path.exists()
+    assert count_frames(dst) == 7
+    with open_source(str(dst)) as src:
+        assert src.fps == pytest.approx(12.0)
+
+
+def test_video_sink_keeps_an_old_file_until_the_new_one_is_final(tmp_path):
+    dst = tmp_path / "out.avi"
+    dst.write_bytes(b"previous good file")
+    sink = open_sink(str(dst))
+    sink.write(numbered_frame(1), FrameMeta(0))
+    assert dst.read_bytes() == b"previous good file"
+    sink.close()
+    assert count_frames(dst) == 1
+
+
+def test_video_sink_converts_and_resizes_frames(tmp_path):
+    dst = tmp_path / "out.avi"
+    with open_sink(str(dst)) as sink:
+        sink.write(np.zeros((48, 64, 3), np.uint8), FrameMeta(0))
+        sink.write(np.zeros((48, 64), np.uint8), FrameMeta(1))              # gray
+        sink.write(np.zeros((48, 64, 4), np.uint8), FrameMeta(2))           # BGRA
+        sink.write(np.zeros((48, 64, 3), np.uint16), FrameMeta(3))          # 16-bit
+        sink.write(np.zeros((24, 32, 3), np.uint8), FrameMeta(4))           # other size
+    assert count_frames(dst) == 5
+
+
+def test_video_sink_without_frames_leaves_no_file(tmp_path):
+    dst = tmp_path / "out.mp4"
+    open_sink(str(dst)).close()
+    assert not dst.exists() and not list(tmp_path.iterdir())
+
+
+def test_folder_sink_mirrors_input_names_atomically(tmp_path):
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    names = ["frame_001.png", "frame_002.jpg", "frame_010.png"]
+    for i, n in enumerate(names):
+        cv2.imwrite(str(src_dir / n), numbered_frame(i + 1))
+    out = tmp_path / "out"
+    with open_source(str(src_dir)) as src, open_sink(str(out) + "/") as sink:
+        for f, m in src:
+            sink.write(f, m)
+    assert sorted(os.listdir(out)) == sorted(names)  # no temp files left behind
+
+
+def test_folder_sink_names_frames_without_names(tmp_path):
+    with open_sink(str(tmp_path / "seq")) as sink:
+        for i in range(3):
+            sink.write(numbered_frame(i), FrameMeta(i))
+    assert sorted(os.listdir(tmp_path / "seq")) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_folder_sink_keeps_16_bit_png_and_rgb_order(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint16)
+    img[..., 0] = 60000  # R in RGB order
+    with open_sink(str(tmp_path / "o"), StreamOptions(rgb=True)) as sink:
+        sink.write(img, FrameMeta(0, name="deep.png"))
+    back = cv2.imread(str(tmp_path / "o" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.uint16 and back[..., 2].max() == 60000 and back[..., 0].max() == 0
+
+
+def test_image_file_and_pattern_sinks(tmp_path):
+    single = open_sink(str(tmp_path / "one.png"))
+    single.write(numbered_frame(3), FrameMeta(0))
+    with pytest.raises(SourceError, match="single image"):
+        single.write(numbered_frame(4), FrameMeta(1))
+    assert (tmp_path / "one.png").exists()
+    with open_sink(str(tmp_path / "seq" / "f_%03d.jpg")) as seq:
+        for i in range(3):
+            seq.write(numbered_frame(i), FrameMeta(i))
+    assert sorted(os.listdir(tmp_path / "seq")) == ["f_000.jpg", "f_001.jpg", "f_002.jpg"]
+
+
+def test_callback_and_null_sinks():
+    seen = []
+    sink = open_sink(lambda f, m: seen.append((m.index, f.shape)))
+    assert sink.kind == "callback"
+    sink.write(numbered_frame(1), FrameMeta(5))
+    assert seen == [(5, (48, 64, 3))]
+    stopper = open_sink(lambda f, m: False)
+    stopper.write(numbered_frame(1), FrameMeta(0))
+    assert stopper.wants_stop
+    null = open_sink("null://")
+    null.write(numbered_frame(1), FrameMeta(0))
+    assert null.frames_written == 1
+    assert open_sink(None).kind == "null"
+
+
+def test_display_without_a_display_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("display detection by environment is Linux-only")
+    with pytest.raises(SourceError, match="display"):
+        open_sink("display://")
+
+
+@pytest.mark.parametrize("name", ["x/out.mp4", "x/frames/", "x/one.png"])
+def test_unwritable_outputs_fail_at_open(tmp_path, name):
+    blocker = tmp_path / "x"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(SourceError, match="x"):
+        open_sink(str(tmp_path / name))
