@@ -38,6 +38,7 @@ class BlurConfig:
     jpeg_prob: float = 0.3
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])
     sharp_prob: float = 0.05              # keep a few sharp inputs so the model learns to leave them alone
+    quantize: bool = True                 # round the blurred input to 8-bit levels like a real frame (JPEG does it anyway)
 
     def validate(self, where: str = "blur"):
         for name in ("homography_prob", "impulsive_prob", "defocus_prob", "noise_prob", "jpeg_prob", "sharp_prob"):
