@@ -382,7 +382,7 @@ def export_onnx(
     for name, e in (old.get("artifacts") or {}).items():
         if name != out.name and e.get("source_sha256") == onnx_sha and (out.parent / name).is_file():
             manifest["artifacts"][name] = e
-        elif name != out.name:
+        elif name != out.name and not (fp16_data is not None and name == fp16_path(out).name):
             log.info("dropping %s from the manifest: it was made from another model.onnx; rebuild it", name)
     if fp16_data is not None:
         p16 = fp16_path(out)

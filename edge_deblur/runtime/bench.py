@@ -8,6 +8,7 @@ GMAC/s (its MACs per frame over its median inference time) / the peak.
 """
 from __future__ import annotations
 
+import os
 import platform
 import re
 import time
@@ -47,7 +48,12 @@ def machine_info() -> dict:
 
     import onnxruntime
 
-    return {"cpu": cpu, "cores": cpu_cores(), "platform": platform.platform(), "onnxruntime": onnxruntime.__version__}
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]  # other work on the machine skews timings
+    except (AttributeError, OSError):
+        load = None
+    return {"cpu": cpu, "cores": cpu_cores(), "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
+            "load_avg_1_5_15min": load}
 
 
 def conv_stack_onnx(channels: int, depth: int = 4, seed: int = 0) -> bytes:
@@ -232,5 +238,6 @@ def format_bench(r: dict) -> str:
         if r["efficiency"] is not None:
             lines.append(f"efficiency {r['efficiency'] * 100:.0f}% of the measured peak")
     m = r["machine"]
-    lines.append(f"machine    {m['cpu']} ({m['cores']} cores), {m['platform']}, onnxruntime {m['onnxruntime']}")
+    load = f", load average {m['load_avg_1_5_15min'][0]:.2f}" if m.get("load_avg_1_5_15min") else ""
+    lines.append(f"machine    {m['cpu']} ({m['cores']} cores{load}), {m['platform']}, onnxruntime {m['onnxruntime']}")
     return "\n".join(lines)
