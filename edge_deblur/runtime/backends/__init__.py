@@ -20,7 +20,7 @@ ACCEPTS = {
     "onnxruntime": (".onnx",),
     "torch": (".safetensors",),
     "torch-cuda": (".safetensors",),
-    "tensorrt": (".engine", ".plan"),
+    "tensorrt": (".engine", ".plan", ".onnx"),  # an .onnx goes through the TensorRT engine cache
 }
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,8 @@ def backend_name(name: str | None) -> str | None:
 
 
 def resolve_model_path(model, backend: str | None = None) -> Path:
-    """A model file as given, or the file a model folder's manifest names: its ``onnx`` entry,
-    or for ``tensorrt`` the folder's single engine."""
+    """A model file as given, or for a model folder: the ONNX file to run on this CPU
+    (``runtime.select``), or for ``tensorrt`` the folder's single engine or else its ONNX."""
     p = Path(model)
     if not p.exists():
         raise ModelError(f"model not found: {str(p)!r}; pass an .onnx, .safetensors or .engine file or a model folder")
@@ -50,13 +50,15 @@ def resolve_model_path(model, backend: str | None = None) -> Path:
         return p
     backend = backend_name(backend)
     if backend == "tensorrt":
+        # one engine: that one; otherwise the folder's ONNX, which the TensorRT backend turns into
+        # (or finds in its cache as) the engine for this GPU and TensorRT version
         engines = sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
-        if len(engines) != 1:
-            raise ModelError(
-                f"{str(p)!r} holds {len(engines)} TensorRT engines ({', '.join(e.name for e in engines) or 'none'}); "
-                "pass the engine file (build one with edge-deblur build)"
-            )
-        return engines[0]
+        if len(engines) == 1:
+            return engines[0]
+        name = read_manifest(p).get("onnx") or "model.onnx"
+        if not (p / name).is_file():
+            raise ModelError(f"{str(p)!r} holds {len(engines)} engines and no {name}; pass the engine or ONNX file")
+        return p / name
     if backend in ("torch", "torch-cuda"):
         raise ModelError(f"the {backend} backend needs a .safetensors checkpoint, not the folder {str(p)!r}")
     try:  # the fastest ONNX file measured on a CPU like this one (FP32 when nothing was measured)
@@ -101,7 +103,7 @@ def open_backend(model_path, backend: str | None = None, **opts) -> Backend:
     if suffix not in ACCEPTS[backend]:
         hint = {
             "onnxruntime": "export the checkpoint first: edge-deblur export CKPT -o DIR",
-            "tensorrt": "build an engine first: edge-deblur build MODEL.onnx",
+            "tensorrt": "export the checkpoint first (edge-deblur export CKPT -o DIR), then pass the .onnx or build an engine",
         }.get(backend, "use the .safetensors checkpoint")
         raise BackendError(
             f"the {backend} backend cannot open {str(path)!r} (it opens {', '.join(ACCEPTS[backend])} files); {hint}"
