@@ -35,7 +35,7 @@ def add_arguments(p):
     p.add_argument("--frames", type=int, default=48, help="clip length (default 48)")
     p.add_argument("--size", default="640x360", help="frame size WxH (default 640x360)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene and the camera shake")
-    p.add_argument("--blur", type=float, default=6.0, metavar="PX", help="typical blur extent per frame in pixels (default 6)")
+    p.add_argument("--blur", type=float, default=5.0, metavar="PX", help="typical blur extent per frame in pixels (default 5)")
     p.add_argument("--image", default="auto",
                    help="auto (procedural scene, with a photo from an installed package when one is found), "
                    "synthetic (procedural only), or a path to your own sharp image")
