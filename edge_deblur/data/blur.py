@@ -326,15 +326,18 @@ def _draw_rot_zoom(rng, cfg: BlurConfig, ch: int, cw: int, exposure: float = 1.0
     return theta_ex / exposure, zoom_ex / exposure, (cx, cy)
 
 
-def _forward(dx, dy, theta, scale, centre):
-    """Forward affine (3x3): content at u moves to centre + scale * R(theta) (u - centre) + d."""
+def _inverse_maps(dx, dy, theta, scale, centre) -> np.ndarray:
+    """dst->src affine maps (n, 2, 3) of the forward motions ``u -> centre + scale R(theta)
+    (u - centre) + d`` (one per element of the equally long arrays dx, dy, theta, scale)."""
+    dx, dy, theta, scale = (np.atleast_1d(np.asarray(a, np.float64)) for a in (dx, dy, theta, scale))
     cx, cy = centre
-    c, s = math.cos(theta) * scale, math.sin(theta) * scale
-    return np.array([[c, -s, cx - c * cx + s * cy + dx], [s, c, cy - s * cx - c * cy + dy], [0, 0, 1]], np.float64)
-
-
-def _inverse_2x3(F: np.ndarray) -> np.ndarray:
-    return np.linalg.inv(F)[:2]
+    # inverse: u = centre + R(-theta) (x - centre - d) / scale
+    c, s = np.cos(theta) / scale, np.sin(theta) / scale
+    tx, ty = cx + dx, cy + dy
+    m = np.empty((len(dx), 2, 3), np.float64)
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = c, s, cx - c * tx - s * ty
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = -s, c, cy + s * tx - c * ty
+    return m
 
 
 def _bbox_margins(maps: np.ndarray, ch: int, cw: int, extra: int) -> tuple[int, int, int, int]:
@@ -350,9 +353,10 @@ def _bbox_margins(maps: np.ndarray, ch: int, cw: int, extra: int) -> tuple[int, 
 
 
 def _n_warps(arc: float, cfg: BlurConfig) -> int:
-    """Sub-frames for homography mode: about one per pixel of motion, at most ``subframes`` unless
-    that would space them more than 2 px apart (ghost copies)."""
-    want = int(math.ceil(arc)) + 1
+    """Sub-frames for homography mode: one per 1.5 px of motion (each bilinear warp spreads about
+    half a pixel, so no ghost copies show), at most ``subframes`` unless that would space them
+    more than 2 px apart."""
+    want = int(math.ceil(arc / 1.5)) + 1
     cap = max(int(cfg.subframes), int(math.ceil(arc / 2.0)) + 1)
     return int(min(max(want, 2), cap))
 
@@ -490,17 +494,16 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
         px = np.interp(taus, tau_dense, dense[:, 0])
         py = np.interp(taus, tau_dense, dense[:, 1])
         mx, my = np.interp(0.5, tau_dense, dense[:, 0]), np.interp(0.5, tau_dense, dense[:, 1])
-        maps = np.stack([
-            _inverse_2x3(_forward(px[i] - mx, py[i] - my, theta * (taus[i] - 0.5), 1.0 + zoom * (taus[i] - 0.5), centre))
-            for i in range(n)
-        ])
+        maps = _inverse_maps(px - mx, py - my, theta * (taus - 0.5), 1.0 + zoom * (taus - 0.5), centre)
         mt, mb, ml, mr = _bbox_margins(maps, ch, cw, extra)
         region = _take_region(img, rng, ch, cw, mt, mb, ml, mr, crop is not None)
         lin, target = _prepare_region(region, cfg, gain, defocus)
         maps[:, 0, 2] += ml
         maps[:, 1, 2] += mt
         out = _warp_average(_rgba(lin), maps, ch, cw)
-        info.update(subframes=n, rotation_deg=math.degrees(theta), zoom=zoom, trajectory=np.stack([px, py], 1))
+        # trajectory: the sub-frame displacements relative to the middle of the exposure
+        info.update(subframes=n, rotation_deg=math.degrees(theta), zoom=zoom,
+                    trajectory=np.stack([px - mx, py - my], 1))
     else:
         if is_sharp:
             kernel = np.ones((1, 1), np.float32)
@@ -567,9 +570,10 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
     mid = 0.5 * span
     mx, my = np.interp(mid, tau_dense, dense[:, 0]), np.interp(mid, tau_dense, dense[:, 1])
 
-    def fwd(t):
-        return _forward(np.interp(t, tau_dense, dense[:, 0]) - mx, np.interp(t, tau_dense, dense[:, 1]) - my,
-                        theta_rate * (t - mid), 1.0 + zoom_rate * (t - mid), centre)
+    def maps_at(t):
+        t = np.atleast_1d(t)
+        return _inverse_maps(np.interp(t, tau_dense, dense[:, 0]) - mx, np.interp(t, tau_dense, dense[:, 1]) - my,
+                             theta_rate * (t - mid), 1.0 + zoom_rate * (t - mid), centre)
 
     frame_maps, target_maps, n_per = [], [], []
     for k in range(F):
@@ -578,8 +582,8 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
         seg_traj = np.stack([np.interp(seg, tau_dense, dense[:, 0]), np.interp(seg, tau_dense, dense[:, 1])], 1)
         n = _n_warps(_arc_px(seg_traj, theta_rate * e, zoom_rate * e, ch, cw, centre), cfg)
         taus = np.linspace(t0, t1, n) if n > 1 else np.array([0.5 * (t0 + t1)])
-        frame_maps.append(np.stack([_inverse_2x3(fwd(t)) for t in taus]))
-        target_maps.append(_inverse_2x3(fwd(0.5 * (t0 + t1))))
+        frame_maps.append(maps_at(taus))
+        target_maps.append(maps_at(0.5 * (t0 + t1))[0])
         n_per.append(n)
     allm = np.concatenate(frame_maps + [np.stack(target_maps)])
     mt, mb, ml, mr = _bbox_margins(allm, ch, cw, extra + 2)  # +2: Lanczos support for the targets

@@ -128,6 +128,15 @@ def list_images(roots: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return out
 
 
+def _fork_safe_cv2():
+    """OpenCV's thread pool does not survive fork(): a DataLoader worker forked after the parent
+    ran multi-threaded OpenCV calls can hang forever. Datasets therefore switch OpenCV to
+    single-threaded mode in the process that builds them (before workers fork); the data work is
+    parallel across workers instead."""
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+
+
 def _tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(to_float(img).transpose(2, 0, 1)))
 
@@ -281,12 +290,11 @@ def _augment_code(rng: np.random.Generator, square: bool) -> int:
 
 
 def _apply_aug(img: np.ndarray, code: int) -> np.ndarray:
-    if code & 1:
-        img = img[:, ::-1]
-    if code & 2:
-        img = img[::-1]
+    # cv2.flip/transpose copy in C; numpy's reversed views are slow to make contiguous
+    if code & 3:
+        img = cv2.flip(np.ascontiguousarray(img), {1: 1, 2: 0, 3: -1}[code & 3])
     if code & 4:
-        img = img.transpose(1, 0, 2)
+        img = cv2.transpose(np.ascontiguousarray(img))
     return img
 
 
@@ -321,6 +329,7 @@ class PairedDataset(_EpochMixin, Dataset):
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         if not roots:
             raise DatasetError("no pair folders given; set data.pair_roots")
+        _fork_safe_cv2()
         pairs = [p for r in roots for p in find_pairs(r)]
         self.pairs = _select(pairs, None if include is None else list(include), list(exclude), roots)
         self.crop = None if crop in (None, 0) else _hw(crop)
@@ -374,6 +383,7 @@ class _SharpImages:
     """Sharp photos found under ``roots``, decoded once to uint8 RGB and kept in memory."""
 
     def __init__(self, roots, cache: bool = True):
+        _fork_safe_cv2()
         self.paths = list_images(roots)
         self.images: Optional[list[np.ndarray]] = None
         if cache:
@@ -395,23 +405,31 @@ def _scaled_window(img: np.ndarray, rng, out_hw: tuple[int, int], margin: int, s
     H, W = img.shape[:2]
     s = float(rng.uniform(scale[0], scale[1])) if scale[1] > scale[0] else float(scale[0])
     s = max(s, (ch + 4) / H, (cw + 4) / W)  # the crop itself must fit: upscale small images
-    code = _augment_code(rng, True) if augment else 0
-    if code & 4:  # transpose before cutting: window sizes refer to the output orientation
-        img = img.transpose(1, 0, 2)
-        H, W = W, H
-        s = max(s, (ch + 4) / H, (cw + 4) / W)
+    code = _augment_code(rng, ch == cw) if augment else 0
+    if code & 4:  # the window is transposed after cutting: cut it in the transposed shape
+        ch, cw = cw, ch
     wh = min(H, int(math.ceil((ch + 2 * margin) / s)))
     ww = min(W, int(math.ceil((cw + 2 * margin) / s)))
     y = int(rng.integers(0, H - wh + 1))
     x = int(rng.integers(0, W - ww + 1))
-    win = img[y:y + wh, x:x + ww]
-    if code & 1:
-        win = win[:, ::-1]
-    if code & 2:
-        win = win[::-1]
+    win = np.ascontiguousarray(img[y:y + wh, x:x + ww])
     oh, ow = max(ch, int(round(wh * s))), max(cw, int(round(ww * s)))
-    interp = cv2.INTER_AREA if s < 1.0 else cv2.INTER_CUBIC
-    return cv2.resize(np.ascontiguousarray(win), (ow, oh), interpolation=interp)
+    win = _resize(win, ow, oh)
+    return _apply_aug(win, code)
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Anti-aliased resize that stays fast for any factor: OpenCV's INTER_AREA is slow for
+    non-integer factors, so downscaling goes bilinear to twice the size, then a 2x box filter."""
+    H, W = img.shape[:2]
+    if (w, h) == (W, H):
+        return img
+    if w >= W and h >= H:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+    if 2 * w <= W or 2 * h <= H:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR), (w, h),
+                      interpolation=cv2.INTER_AREA)
 
 
 class SyntheticDataset(_EpochMixin, Dataset):
@@ -520,7 +538,6 @@ def worker_init_fn(worker_id: int):
     """DataLoader ``worker_init_fn``: one OpenCV thread per worker (no oversubscription). The data
     itself does not depend on worker seeds: every draw is keyed by (seed, epoch, index)."""
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def build_train_dataset(cfg: DataConfig, length: int, seed: int = 0) -> Dataset:
@@ -598,8 +615,7 @@ def make_synthetic_val_set(root, out_dir, count: int = 4, size=(1280, 720), seed
         img = _to_uint8(read_image(src))
         h, w = img.shape[:2]
         s = max((W + 2 * margin) / w, (H + 2 * margin) / h)
-        img = cv2.resize(img, (max(W, int(round(w * s))), max(H, int(round(h * s)))),
-                         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
+        img = _resize(img, max(W, int(round(w * s))), max(H, int(round(h * s))))
         rng_i = np.random.default_rng([int(seed), i])
         blurred, sharp = synthesize(img, rng_i, cfg, crop=(H, W))
         for d, im in ((blur_dir, blurred), (sharp_dir, sharp)):

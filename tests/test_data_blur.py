@@ -1,0 +1,253 @@
+"""Blur synthesis: kernels, trajectories, identity, determinism, linear light, alignment, clips.
+Images are made here with numpy; nothing is read from disk."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge_deblur.config.schema import BlurConfig
+from edge_deblur.data import blur as B
+from edge_deblur.errors import InputError
+
+CLEAN = dict(noise_prob=0.0, jpeg_prob=0.0, defocus_prob=0.0, sharp_prob=0.0, quantize=False,
+             highlight_gain=[1.0, 1.0])
+
+
+def clean_cfg(**kw):
+    return BlurConfig(**{**CLEAN, **kw})
+
+
+def textured(h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.random((h // 8 + 2, w // 8 + 2, 3)).astype(np.float32)
+    import cv2
+
+    img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+    img += 0.05 * rng.standard_normal((h, w, 3)).astype(np.float32)
+    return np.clip(img, 0.02, 0.98).astype(np.float32)
+
+
+def test_no_torch_import():
+    import subprocess
+    import sys
+
+    code = "import sys, edge_deblur.data.blur; assert 'torch' not in sys.modules, 'blur imports torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("length", [0.5, 3.0, 17.3, 40.0])
+def test_kernels_sum_to_one_and_are_centred(length):
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        traj = B.random_trajectory(rng, length, 64, 0.005, 0.5)
+        k = B.trajectory_to_kernel(traj)
+        assert k.dtype == np.float32 and k.ndim == 2 and k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+        assert (k >= 0).all()
+        assert k.sum() == pytest.approx(1.0, abs=1e-5)
+        # the PSF centroid is the centre pixel: convolving does not shift the image
+        c = k.shape[0] // 2
+        ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
+        assert (k * xs).sum() == pytest.approx(c, abs=1e-4)
+        assert (k * ys).sum() == pytest.approx(c, abs=1e-4)
+
+
+def test_trajectory_extent_and_shape():
+    rng = np.random.default_rng(2)
+    for length in (1.0, 10.0, 33.0):
+        t = B.random_trajectory(rng, length, 24, 0.005, 0.2)
+        assert t.shape == (24, 2)
+        ext = np.hypot(*(t.max(0) - t.min(0)))
+        assert ext == pytest.approx(length, rel=1e-6)
+    # no anxiety and no shake: a straight line
+    t = B.random_trajectory(rng, 10.0, 32, 0.0, 0.0)
+    d = t - t[0]
+    cross = d[:, 0] * d[-1, 1] - d[:, 1] * d[-1, 0]
+    assert np.abs(cross).max() < 1e-6
+
+
+def test_zero_trajectory_is_delta_kernel():
+    rng = np.random.default_rng(0)
+    t = B.random_trajectory(rng, 0.0, 24)
+    assert t.shape == (24, 2) and not t.any()
+    for size in (None, 7):
+        k = B.trajectory_to_kernel(t, size)
+        c = k.shape[0] // 2
+        assert k[c, c] == 1.0 and k.sum() == 1.0
+    # a constant trajectory away from the origin is a delta too (the kernel is centred on it)
+    k = B.trajectory_to_kernel(np.full((10, 2), 3.7))
+    assert k[k.shape[0] // 2, k.shape[0] // 2] == pytest.approx(1.0)
+
+
+def test_disk_kernel():
+    for r in (0.0, 0.7, 2.5):
+        k = B.disk_kernel(r)
+        assert k.sum() == pytest.approx(1.0, abs=1e-6) and np.allclose(k, k[::-1, ::-1])
+
+
+@pytest.mark.parametrize("hp", [0.0, 1.0])
+def test_zero_length_is_identity(hp):
+    img = textured()
+    cfg = clean_cfg(length=[0.0, 0.0], homography_prob=hp, rotation_deg=0.0, zoom=0.0)
+    blurred, target = B.synthesize(img, np.random.default_rng(3), cfg)
+    assert blurred.shape == img.shape and blurred.dtype == np.float32
+    np.testing.assert_allclose(blurred, img, atol=1e-5)
+    np.testing.assert_allclose(target, img, atol=1e-6)
+    blurred, target = B.synthesize(img, np.random.default_rng(3), cfg, crop=24)
+    assert blurred.shape == (24, 24, 3)
+    np.testing.assert_allclose(blurred, target, atol=1e-5)
+
+
+def test_sharp_prob_leaves_input_unblurred():
+    img = textured()
+    cfg = clean_cfg(sharp_prob=1.0, length=[10.0, 20.0])
+    blurred, target, info = B.synthesize(img, np.random.default_rng(0), cfg, return_info=True)
+    assert info["sharp"] and info["mode"] == "none"
+    np.testing.assert_allclose(blurred, target, atol=1e-5)
+
+
+def test_blur_changes_image():
+    img = textured()
+    for hp in (0.0, 1.0):
+        blurred, target = B.synthesize(img, np.random.default_rng(4), clean_cfg(length=[8.0, 8.0], homography_prob=hp))
+        assert np.abs(blurred - target).mean() > 0.01
+        # blur removes high frequencies
+        assert np.abs(np.diff(blurred, axis=1)).mean() < np.abs(np.diff(target, axis=1)).mean()
+
+
+@pytest.mark.parametrize("crop", [None, 32])
+def test_synthesis_is_deterministic_for_a_seed(crop):
+    img = textured(64, 80)
+    cfg = BlurConfig(noise_prob=1.0, jpeg_prob=0.5, defocus_prob=0.5)
+    for seed in range(4):
+        a = B.synthesize(img, np.random.default_rng(seed), cfg, crop=crop)
+        b = B.synthesize(img, np.random.default_rng(seed), cfg, crop=crop)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    a = B.synthesize(img, np.random.default_rng(10), cfg, crop=crop)[0]
+    b = B.synthesize(img, np.random.default_rng(11), cfg, crop=crop)[0]
+    assert not np.array_equal(a, b)
+
+
+def test_uint8_input_matches_float_input():
+    img8 = (textured() * 255).round().astype(np.uint8)
+    cfg = clean_cfg(length=[5.0, 9.0], highlight_gain=[1.0, 3.0])
+    a = B.synthesize(img8, np.random.default_rng(5), cfg)
+    b = B.synthesize(img8.astype(np.float32) / 255.0, np.random.default_rng(5), cfg)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+
+
+def _line_image():
+    img = np.full((41, 61, 3), 0.05, np.float32)
+    img[:, 30] = 1.0  # a saturated vertical line
+    return img
+
+
+def test_linear_light_averaging_differs_from_srgb_averaging():
+    """A saturated line smeared sideways: averaging in linear light makes the streak much brighter
+    than averaging the gamma-encoded values (what a naive filter does)."""
+    img = _line_image()
+    cfg = clean_cfg(homography_prob=0.0, length=[10.0, 10.0], anxiety=0.0, impulsive_prob=0.0)
+    blurred, target, info = B.synthesize(img, np.random.default_rng(0), cfg, return_info=True)
+    k = info["kernel"]
+    naive = B.blur_with_kernel(img, k)
+    linear = B.linear_to_srgb(B.blur_with_kernel(B.srgb_to_linear(img, 2.2), k), 2.2)
+    np.testing.assert_allclose(blurred, linear, atol=1e-5)
+    row = 20
+    streak = slice(24, 37)
+    assert (blurred[row, streak] - naive[row, streak]).max() > 0.2
+    assert blurred[row, streak].mean() > naive[row, streak].mean() + 0.1
+    # the homography path averages in linear light as well
+    cfg_h = dataclasses.replace(cfg, homography_prob=1.0, rotation_deg=0.0, zoom=0.0)
+    bh, _ = B.synthesize(img, np.random.default_rng(0), cfg_h)
+    lin_mean = B.srgb_to_linear(bh, 2.2)[row].mean()
+    naive_mean = B.srgb_to_linear(img, 2.2)[row].mean()
+    assert lin_mean == pytest.approx(naive_mean, rel=0.02)  # energy is preserved in linear light
+    assert bh[row].mean() > img[row].mean() + 0.02         # so the sRGB mean rises
+
+
+def test_highlight_gain_makes_light_streaks():
+    img = _line_image()
+    base = clean_cfg(homography_prob=0.0, length=[12.0, 12.0], anxiety=0.0, impulsive_prob=0.0)
+    b1, t1 = B.synthesize(img, np.random.default_rng(0), base)
+    b3, t3 = B.synthesize(img, np.random.default_rng(0), dataclasses.replace(base, highlight_gain=[3.0, 3.0]))
+    assert b3.mean() > b1.mean() + 0.01
+    np.testing.assert_allclose(t1, t3, atol=1e-6)  # the saturated target stays saturated, nothing else moves
+
+
+def test_kernel_mode_is_centred_on_the_exposure():
+    """A single point light: the blurred spot's centre of mass (linear light) is where the sharp
+    target has the point, so the model never has to predict a shift."""
+    img = np.zeros((61, 61, 3), np.float32)
+    img[30, 30] = 1.0
+    cfg = clean_cfg(homography_prob=0.0, length=[14.0, 14.0])
+    for seed in range(3):
+        blurred, target = B.synthesize(img, np.random.default_rng(seed), cfg)
+        lin = B.srgb_to_linear(blurred, 2.2)[..., 0].astype(np.float64)
+        ys, xs = np.mgrid[:61, :61]
+        assert (lin * xs).sum() / lin.sum() == pytest.approx(30.0, abs=0.05)
+        assert (lin * ys).sum() / lin.sum() == pytest.approx(30.0, abs=0.05)
+        assert target[30, 30, 0] == 1.0 and target.sum() == 3.0
+
+
+def test_homography_mode_is_aligned_to_the_middle_of_the_exposure():
+    img = np.zeros((61, 61, 3), np.float32)
+    img[30, 30] = 1.0
+    cfg = clean_cfg(homography_prob=1.0, length=[16.0, 16.0], rotation_deg=0.0, zoom=0.0)
+    for seed in range(3):
+        blurred, target, info = B.synthesize(img, np.random.default_rng(seed), cfg, return_info=True)
+        d = info["trajectory"]  # sub-frame displacements from the middle of the exposure
+        assert np.abs(d).max() > 2.0
+        # each sub-frame shows the point at 30 + d[t]: the streak is that path
+        lin = B.srgb_to_linear(blurred, 2.2)[..., 0].astype(np.float64)
+        ys, xs = np.mgrid[:61, :61]
+        com = np.array([(lin * xs).sum(), (lin * ys).sum()]) / lin.sum()
+        np.testing.assert_allclose(com, 30.0 + d.mean(0), atol=0.02)
+        assert target[30, 30, 0] == 1.0
+
+
+def test_noise_and_jpeg():
+    img = textured()
+    cfg = clean_cfg(length=[0.0, 0.0], noise_prob=1.0, poisson_peak=[100.0, 100.0], gaussian_sigma=[0.01, 0.01])
+    b, t = B.synthesize(img, np.random.default_rng(0), cfg)
+    assert 0.005 < np.abs(b - t).mean() < 0.1
+    cfg = clean_cfg(length=[0.0, 0.0], jpeg_prob=1.0, jpeg_quality=[30, 30])
+    b, t = B.synthesize(img, np.random.default_rng(0), cfg)
+    assert np.allclose(b * 255, np.round(b * 255), atol=1e-3)  # 8-bit levels
+    assert np.abs(b - t).mean() > 0.002
+
+
+def test_clip_frames_follow_one_path():
+    img = textured(96, 112)
+    cfg = BlurConfig(length=[4.0, 8.0], noise_prob=0.0, jpeg_prob=0.0)
+    blurred, sharp = B.synthesize_clip(img, np.random.default_rng(0), cfg, frames=4, crop=32)
+    assert len(blurred) == len(sharp) == 4
+    assert all(x.shape == (32, 32, 3) and x.dtype == np.float32 for x in blurred + sharp)
+    assert all(0.0 <= x.min() and x.max() <= 1.0 for x in blurred + sharp)
+    # the window follows the camera: consecutive ground-truth frames differ
+    assert all(np.abs(sharp[i] - sharp[i + 1]).mean() > 1e-3 for i in range(3))
+    again = B.synthesize_clip(img, np.random.default_rng(0), cfg, frames=4, crop=32)
+    for a, b in zip(blurred + sharp, again[0] + again[1]):
+        np.testing.assert_array_equal(a, b)
+    other = B.synthesize_clip(img, np.random.default_rng(1), cfg, frames=4, crop=32)
+    assert not np.array_equal(blurred[0], other[0][0])
+
+
+def test_clip_without_motion_is_static():
+    img = textured(64, 64)
+    cfg = clean_cfg(length=[0.0, 0.0], rotation_deg=0.0, zoom=0.0)
+    blurred, sharp = B.synthesize_clip(img, np.random.default_rng(0), cfg, frames=3)
+    for b, s in zip(blurred, sharp):
+        np.testing.assert_allclose(s, img, atol=1e-6)
+        np.testing.assert_allclose(b, img, atol=1e-5)
+
+
+def test_bad_input_is_reported():
+    with pytest.raises(InputError, match="H x W x 3"):
+        B.synthesize(np.zeros((8, 8)), np.random.default_rng(0))
+    with pytest.raises(InputError, match="dtype"):
+        B.synthesize(np.zeros((8, 8, 3), np.int32), np.random.default_rng(0))
+    with pytest.raises(InputError):
+        B.random_trajectory(np.random.default_rng(0), -1.0)
+    with pytest.raises(InputError, match="too small"):
+        B.trajectory_to_kernel(np.array([[0.0, 0.0], [10.0, 0.0]]), size=3)
