@@ -1,0 +1,480 @@
+"""TensorRT backend (TensorRT 10 and 11) with NVIDIA cuda-python for memory, streams and events.
+
+- Opens a ``.engine`` (checked against its manifest: GPU model and TensorRT version) or an
+  ``.onnx`` file (built once through the engine cache, then reused).
+- I/O is bound by name (``set_input_shape`` / ``set_tensor_address``) and run with
+  ``execute_async_v3``; buffers own their memory (pinned host, device) and are freed in
+  ``close()`` through an ExitStack, never in ``__del__``.
+- Shapes outside the engine's optimization profile raise BackendError saying how to widen it.
+- :meth:`TensorRTBackend.pipeline` returns the two-slot double-buffered schedule
+  (:class:`TensorRTSlotExecutor`): uint8 frames are uploaded as they are and converted,
+  normalized and padded on the GPU by two small NVRTC kernels; a recurrent model's state stays
+  in device buffers from frame to frame.
+
+Untested on this project's CI machine (no GPU, no TensorRT); the code follows TensorRT's
+documented Python API and ``samples/python/common_runtime.py``. docs/JETSON.md lists the
+one-line checks to run on a GPU machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import BackendError, DependencyError, InputError, ModelError
+from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming, pair_state_tensors
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+WIDEN_HINT = ("rebuild the engine with a wider profile (edge-deblur build MODEL.onnx --shapes MIN:OPT:MAX, "
+              "e.g. --shapes 1x3x256x256:1x3x720x1280:1x3x{h}x{w}) or use --backend onnxruntime")
+
+
+def parse_device(device) -> int:
+    if device is None or device == "":
+        return 0
+    if isinstance(device, int):
+        return device
+    d = str(device).lower()
+    if d in ("cuda", "gpu", "tensorrt"):
+        return 0
+    for prefix in ("cuda:", "gpu:"):
+        if d.startswith(prefix) and d[len(prefix):].isdigit():
+            return int(d[len(prefix):])
+    if d.isdigit():
+        return int(d)
+    raise BackendError(f"the tensorrt backend runs on a CUDA device; got device={device!r} (use 'cuda' or 'cuda:N')")
+
+
+def profile_error(shape, lo, hi, name="input") -> str:
+    n, _, h, w = shape
+    return (f"{name} of shape {list(shape)} (frame {w}x{h} padded, batch {n}) is outside the TensorRT engine's "
+            f"optimization profile {list(lo)} .. {list(hi)}; "
+            + WIDEN_HINT.format(h=max(h, hi[2]), w=max(w, hi[3])))
+
+
+def check_in_profile(shape, lo, hi, name="input"):
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != len(lo) or any(not a <= s <= b for a, s, b in zip(lo, shape, hi)):
+        raise BackendError(profile_error(shape, lo, hi, name))
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, path, device=None, shapes: str | None = None, rebuild: bool = True, cache_dir=None,
+                 workspace_mb: int | None = None, dla_core: int | None = None, timing_cache=None,
+                 verbose: bool = False, **_ignored):
+        super().__init__()
+        from ...export.engine_cache import BuildEnv, check_engine, ensure_engine
+        from ...export.trt_build import _Logger, import_tensorrt, trt_version
+        from .. import cudart
+
+        trt = import_tensorrt()  # DependencyError: names the extra and --backend onnxruntime
+        cudart.load()
+        self.device = parse_device(device)
+        gpu = cudart.gpu_info(self.device)  # BackendError without a GPU
+        env = BuildEnv(gpu.name, gpu.compute_capability, trt_version(trt))
+        p = Path(path)
+        if not p.is_file():
+            raise ModelError(f"model file not found: {str(p)!r}; pass an .engine (edge-deblur build) or an .onnx file")
+        if p.suffix.lower() == ".onnx":
+            p = ensure_engine(p, shapes=shapes, rebuild=rebuild, cache_dir=cache_dir, workspace_mb=workspace_mb,
+                              dla_core=dla_core, timing_cache=timing_cache, env=env, device=self.device)
+        manifest = check_engine(p, env) or {}
+        self._trt, self._cudart = trt, cudart
+        self.path = p
+        self.manifest = manifest
+        self.precision = str(manifest.get("precision") or "fp32")
+        self.stride = int(manifest.get("stride") or 1)
+        self.gpu = gpu
+        self._stack = contextlib.ExitStack()
+        try:
+            self._open(p, _Logger.make(trt, verbose))
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # -- engine and I/O description -------------------------------------------------------------
+    def _open(self, path: Path, logger):
+        trt, cudart = self._trt, self._cudart
+        self._logger = logger
+        self._runtime = trt.Runtime(logger)
+        if self.manifest.get("build", {}).get("dla_core") is not None:
+            self._runtime.DLA_core = int(self.manifest["build"]["dla_core"])
+        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise BackendError(
+                f"TensorRT {self._trt.__version__} could not deserialize {str(path)!r} (built by another TensorRT "
+                "version, for another GPU, or corrupt; see the TensorRT error above); rebuild it with: "
+                "edge-deblur build MODEL.onnx -o ENGINE, or use --backend onnxruntime"
+            )
+        self.engine = engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        image_in = [n for n in self.inputs if not n.startswith("state")]
+        image_out = [n for n in self.outputs if not n.startswith("state") and not n.startswith("new_state")]
+        if len(image_in) != 1 or not image_out:
+            raise ModelError(f"{str(path)!r} has inputs {self.inputs} and outputs {self.outputs}; an edge-deblur engine "
+                             "has one image input (plus optional state_* inputs) and an image output")
+        self.input_name = image_in[0]
+        self.output_name = "output" if "output" in image_out else image_out[0]
+        self.state_pairs = pair_state_tensors(self.inputs, self.outputs)
+        lo, opt, hi = self._profile_of(self.input_name)
+        self.profile = (lo, opt, hi)
+        self.state_specs = []
+        for sin, sout in self.state_pairs.items():
+            _, s_opt, _ = self._profile_of(sin)
+            scale = max(1, opt[2] // max(1, s_opt[2]))
+            self.state_specs.append({"input": sin, "output": sout, "channels": s_opt[1], "scale": scale,
+                                     "rank": len(s_opt), "dtype": self.dtypes[sin]})
+        self.stream = self._stack.enter_context(cudart.Stream())
+        self._ctx = self._new_context()
+        self._bufs: dict[str, object] = {}
+        self._buf_stack: contextlib.ExitStack | None = None
+        self._buf_shape = None
+
+    def _profile_of(self, name):
+        """(min, opt, max) of an input: profile 0, or its fixed shape in an engine without profiles."""
+        if int(getattr(self.engine, "num_optimization_profiles", 1) or 0) == 0:
+            shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
+            return shape, shape, shape
+        return tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(name, 0))
+
+    def _new_context(self):
+        ctx = self.engine.create_execution_context()
+        if ctx is None:
+            raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
+        return ctx
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"backend input must be (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        if self.stride > 1 and (x.shape[2] % self.stride or x.shape[3] % self.stride):
+            raise InputError(f"input {x.shape[3]}x{x.shape[2]} is not a multiple of the model's stride {self.stride}; "
+                             "pad frames with edge_deblur.runtime.preprocess.frame_to_tensor(frame, stride)")
+        check_in_profile(x.shape, self.profile[0], self.profile[2], self.input_name)
+        return x
+
+    def state_shape(self, spec, n, h, w):
+        return (n, spec["channels"], h // spec["scale"], w // spec["scale"])[: spec["rank"]]
+
+    def set_shapes(self, ctx, shape) -> dict:
+        """Set the input shapes on ``ctx``; return every I/O tensor's shape for this input."""
+        n, _, h, w = shape
+        if not ctx.set_input_shape(self.input_name, tuple(shape)):
+            raise BackendError(profile_error(shape, self.profile[0], self.profile[2], self.input_name))
+        for spec in self.state_specs:
+            if not ctx.set_input_shape(spec["input"], self.state_shape(spec, n, h, w)):
+                raise BackendError(f"state {spec['input']} shape {self.state_shape(spec, n, h, w)} rejected by the "
+                                   "engine's profile; " + WIDEN_HINT.format(h=h, w=w))
+        return {name: tuple(int(d) for d in ctx.get_tensor_shape(name)) for name in self.inputs + self.outputs}
+
+    # -- synchronous inference (the Backend protocol) --------------------------------------------
+    def _ensure_buffers(self, shapes: dict):
+        key = tuple(sorted(shapes.items()))
+        if self._buf_shape == key:
+            return
+        cudart = self._cudart
+        if self._buf_stack is not None:
+            self.stream.synchronize()
+            self._buf_stack.close()
+        self._buf_stack = stack = contextlib.ExitStack()
+        self._bufs = {}
+        for name, shape in shapes.items():
+            dt = self.dtypes[name]
+            self._bufs[name] = (stack.enter_context(cudart.PinnedBuffer(shape, dt)),
+                                stack.enter_context(cudart.DeviceBuffer(int(np.prod(shape)) * dt.itemsize)))
+        self._buf_shape = key
+
+    def _run(self, x: np.ndarray, state: dict | None) -> tuple[np.ndarray, dict]:
+        cudart = self._cudart
+        x = self._check(x)
+        shapes = self.set_shapes(self._ctx, x.shape)
+        self._ensure_buffers(shapes)
+        feeds = {self.input_name: x}
+        for spec in self.state_specs:
+            v = (state or {}).get(spec["input"])
+            feeds[spec["input"]] = v if v is not None else np.zeros(shapes[spec["input"]], spec["dtype"])
+        for name in self.inputs:
+            host, dev = self._bufs[name]
+            v = feeds[name]
+            if tuple(v.shape) != shapes[name]:
+                raise InputError(f"{name} has shape {tuple(v.shape)}, the engine expects {shapes[name]}")
+            np.copyto(host.array, v, casting="same_kind")
+            cudart.memcpy_htod_async(dev, host.ptr, host.nbytes, self.stream)
+        for name in self.inputs + self.outputs:
+            self._ctx.set_tensor_address(name, self._bufs[name][1].ptr)
+        if not self._ctx.execute_async_v3(int(self.stream.handle)):
+            raise BackendError(f"TensorRT execute_async_v3 failed on a {tuple(x.shape)} input (see the TensorRT error above)")
+        for name in self.outputs:
+            host, dev = self._bufs[name]
+            cudart.memcpy_dtoh_async(host.ptr, dev, host.nbytes, self.stream)
+        self.stream.synchronize()
+        y = self._bufs[self.output_name][0].array.astype(np.float32, copy=True)
+        new_state = {spec["input"]: self._bufs[spec["output"]][0].array.copy() for spec in self.state_specs}
+        return y, new_state
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, None)[0]
+
+    def zero_state(self, n: int, h: int, w: int) -> dict:
+        return {s["input"]: np.zeros(self.state_shape(s, n, h, w), s["dtype"]) for s in self.state_specs}
+
+    def infer_state(self, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        """Host-side state API (as the ONNX Runtime backend); the slot pipeline keeps it on the GPU."""
+        return self._run(x, state)
+
+    def pipeline(self, slots: int = 2, rgb: bool = False, gpu_preprocess: bool = True,
+                 timeline: bool = False) -> SlotScheduler:
+        """The double-buffered schedule over this engine; close the returned scheduler's
+        executor (``sched.ex.close()``, or ``with sched.ex:``) when done."""
+        return SlotScheduler(TensorRTSlotExecutor(self, slots=slots, rgb=rgb, gpu_preprocess=gpu_preprocess,
+                                                  timeline=timeline))
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "device": f"cuda:{self.device}", "gpu": self.gpu.name,
+                "tensorrt": self._trt.__version__, "precision": self.precision, "stride": self.stride,
+                "profile": [list(s) for s in self.profile], "engine": str(self.path)}
+
+    def close(self):
+        stack, self._stack = getattr(self, "_stack", None), None
+        if stack is None:
+            return
+        try:
+            self.stream.synchronize()
+        finally:
+            if self._buf_stack is not None:
+                self._buf_stack.close()
+                self._buf_stack = None
+            self._ctx = None
+            self.engine = None
+            stack.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Two-slot executor
+# --------------------------------------------------------------------------------------------
+
+
+class _TrtSlot:
+    def __init__(self, cudart, timeline: bool):
+        self.stack = contextlib.ExitStack()
+        self.stream = self.stack.enter_context(cudart.Stream())
+        self.uploaded = self.stack.enter_context(cudart.Event())
+        self.computed = self.stack.enter_context(cudart.Event())
+        self.downloaded = self.stack.enter_context(cudart.Event())
+        self.marks = {k: self.stack.enter_context(cudart.Event(timing=True)) for k in
+                      ("upload0", "upload1", "compute0", "compute1", "download0", "download1")} if timeline else None
+        self.bufs = None  # ExitStack of the per-size buffers
+        self.key = None
+        self.index = -1
+        self.info = None
+        self.gpu = False
+
+    def close(self):
+        if self.bufs is not None:
+            self.bufs.close()
+            self.bufs = None
+        self.stack.close()
+
+
+class TensorRTSlotExecutor(SlotExecutor):
+    """Slot executor on cuda-python streams/events (see gpu_pipeline for the schedule).
+
+    It shares the backend's execution context: do not call ``backend.infer`` while the
+    pipeline has frames in flight (flush it first)."""
+
+    def __init__(self, backend: TensorRTBackend, slots: int = 2, rgb: bool = False, gpu_preprocess: bool = True,
+                 timeline: bool = False):
+        cudart = backend._cudart
+        self.b, self.cudart = backend, cudart
+        self.slots = int(slots)
+        self.rgb = rgb
+        self._stack = contextlib.ExitStack()
+        f32 = np.dtype(np.float32)
+        self.gpu_preprocess = bool(gpu_preprocess) and backend.dtypes[backend.input_name] == f32 \
+            and backend.dtypes[backend.output_name] == f32
+        try:
+            self.kernels = self._stack.enter_context(cudart.FrameKernels(backend.device)) if self.gpu_preprocess else None
+            self._slots = []
+            # one execution context for all slots: computes are chained by events so they never run
+            # at the same time, and one context per optimization profile is the portable rule
+            self.ctx = backend._ctx
+            self._ctx_shape = None
+            for _ in range(self.slots):
+                sl = _TrtSlot(cudart, timeline)
+                self._stack.callback(sl.close)
+                self._slots.append(sl)
+            self._state_stack = contextlib.ExitStack()
+            self._stack.callback(lambda: self._state_stack.close())
+            self._state = None  # {input name: [DeviceBuffer, DeviceBuffer]}
+            self._state_key = None
+            self._turn = 0
+            self._timeline: list[StageTiming] = []
+            if timeline:
+                self._t0 = self._stack.enter_context(cudart.Event(timing=True))
+                self._t0.record(self._slots[0].stream)
+                self._t0.synchronize()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    # per-slot buffers for one frame size
+    def _buffers(self, sl: _TrtSlot, frame: np.ndarray):
+        cudart, b = self.cudart, self.b
+        gpu = self.gpu_preprocess and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+        h, w = frame.shape[:2]
+        s = b.stride
+        hp, wp = -(-h // s) * s, -(-w // s) * s
+        key = (gpu, h, w)
+        if sl.key == key:
+            return
+        if sl.bufs is not None:
+            sl.bufs.close()  # the slot was collected: nothing in flight uses them
+        sl.bufs = st = contextlib.ExitStack()
+        sl.in_shape = (1, 3, hp, wp)
+        if self._ctx_shape not in (None, sl.in_shape):  # the shared context changes shape: drain it first
+            for other in self._slots:
+                other.computed.synchronize()
+        shapes = b.set_shapes(self.ctx, sl.in_shape)
+        self._ctx_shape = sl.in_shape
+        sl.shapes = shapes
+        sl.dev = {n: st.enter_context(cudart.DeviceBuffer(int(np.prod(shapes[n])) * b.dtypes[n].itemsize))
+                  for n in (b.input_name, b.output_name)}
+        # state outputs of this slot's compute are written straight into the shared ping-pong buffers
+        if gpu:
+            sl.host_in = st.enter_context(cudart.PinnedBuffer((h, w, 3), np.uint8))
+            sl.host_out = st.enter_context(cudart.PinnedBuffer((h, w, 3), np.uint8))
+            sl.dev_u8_in = st.enter_context(cudart.DeviceBuffer(h * w * 3))
+            sl.dev_u8_out = st.enter_context(cudart.DeviceBuffer(h * w * 3))
+        else:
+            sl.host_in = st.enter_context(cudart.PinnedBuffer(shapes[b.input_name], b.dtypes[b.input_name]))
+            sl.host_out = st.enter_context(cudart.PinnedBuffer(shapes[b.output_name], b.dtypes[b.output_name]))
+        sl.gpu, sl.hw, sl.hwp = gpu, (h, w), (hp, wp)
+        sl.key = key
+
+    def _mark(self, sl, name):
+        if sl.marks is not None:
+            sl.marks[name].record(sl.stream)
+
+    def stage(self, slot, index, frame):
+        from ..preprocess import check_frame, frame_to_tensor
+
+        sl = self._slots[slot]
+        sl.uploaded.synchronize()  # the previous upload has read host_in
+        frame = check_frame(frame)
+        self._buffers(sl, frame)
+        sl.index = index
+        if sl.gpu:
+            np.copyto(sl.host_in.array, frame)
+            sl.info = None
+        else:
+            x, sl.info = frame_to_tensor(frame, self.b.stride, self.rgb)
+            np.copyto(sl.host_in.array, x, casting="same_kind")
+
+    def upload(self, slot):
+        sl, cudart = self._slots[slot], self.cudart
+        self._mark(sl, "upload0")
+        if sl.gpu:
+            cudart.memcpy_htod_async(sl.dev_u8_in, sl.host_in.ptr, sl.host_in.nbytes, sl.stream)
+            (h, w), (hp, wp) = sl.hw, sl.hwp
+            self.kernels.preprocess(sl.dev_u8_in, sl.dev[self.b.input_name], h, w, hp, wp, self.rgb, sl.stream)
+        else:
+            cudart.memcpy_htod_async(sl.dev[self.b.input_name], sl.host_in.ptr, sl.host_in.nbytes, sl.stream)
+        self._mark(sl, "upload1")
+        sl.uploaded.record(sl.stream)
+
+    def _ensure_state(self, sl, after, reset):
+        b, cudart = self.b, self.cudart
+        if not b.state_specs:
+            return None
+        key = tuple(sl.shapes[s["input"]] for s in b.state_specs)
+        if self._state is None or key != self._state_key:
+            if after is not None:
+                self._slots[after].computed.synchronize()  # nothing may still read the old buffers
+            self._state_stack.close()
+            self._state_stack = contextlib.ExitStack()
+            self._state = {}
+            for s in b.state_specs:
+                nbytes = int(np.prod(sl.shapes[s["input"]])) * s["dtype"].itemsize
+                self._state[s["input"]] = [self._state_stack.enter_context(cudart.DeviceBuffer(nbytes))
+                                           for _ in range(2)]
+            self._state_key = key
+            reset = True
+        if reset:
+            for pair in self._state.values():
+                pair[self._turn].zero_async(sl.stream)
+        return self._turn
+
+    def compute(self, slot, after, reset=False):
+        sl, b = self._slots[slot], self.b
+        if after is not None and after != slot:
+            sl.stream.wait(self._slots[after].computed)  # frame order, and the state written by the last compute
+        turn = self._ensure_state(sl, after, reset)
+        ctx = self.ctx
+        if self._ctx_shape != sl.in_shape:  # a size change: let the previous run finish first
+            if after is not None:
+                self._slots[after].computed.synchronize()
+            b.set_shapes(ctx, sl.in_shape)
+            self._ctx_shape = sl.in_shape
+        self._mark(sl, "compute0")
+        for name in (b.input_name, b.output_name):
+            ctx.set_tensor_address(name, sl.dev[name].ptr)
+        for s in b.state_specs:
+            bufs = self._state[s["input"]]
+            ctx.set_tensor_address(s["input"], bufs[turn].ptr)
+            ctx.set_tensor_address(s["output"], bufs[1 - turn].ptr)
+        if not ctx.execute_async_v3(int(sl.stream.handle)):
+            raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT error above)")
+        if turn is not None:
+            self._turn = 1 - turn
+        self._mark(sl, "compute1")
+        sl.computed.record(sl.stream)
+
+    def download(self, slot):
+        sl, cudart = self._slots[slot], self.cudart
+        self._mark(sl, "download0")
+        out = sl.dev[self.b.output_name]
+        if sl.gpu:
+            (h, w), (hp, wp) = sl.hw, sl.hwp
+            self.kernels.postprocess(out, sl.dev_u8_out, h, w, hp, wp, self.rgb, sl.stream)
+            cudart.memcpy_dtoh_async(sl.host_out.ptr, sl.dev_u8_out, sl.host_out.nbytes, sl.stream)
+        else:
+            cudart.memcpy_dtoh_async(sl.host_out.ptr, out, sl.host_out.nbytes, sl.stream)
+        self._mark(sl, "download1")
+        sl.downloaded.record(sl.stream)
+
+    def collect(self, slot):
+        from ..preprocess import tensor_to_frame
+
+        sl = self._slots[slot]
+        sl.downloaded.synchronize()
+        if sl.marks is not None:
+            t = {k: e.elapsed_ms(self._t0) for k, e in sl.marks.items()}
+            for stage in ("upload", "compute", "download"):
+                self._timeline.append(StageTiming(sl.index, slot, stage, t[stage + "0"], t[stage + "1"]))
+        if sl.gpu:
+            return sl.host_out.array.copy()
+        return tensor_to_frame(sl.host_out.array.astype(np.float32), sl.info)
+
+    def timeline(self):
+        return list(self._timeline)
+
+    def close(self):
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            for sl in self._slots:
+                sl.stream.synchronize()
+        finally:
+            stack.close()
+
+
+__all__ = ["TensorRTBackend", "TensorRTSlotExecutor", "check_in_profile", "parse_device", "DependencyError"]

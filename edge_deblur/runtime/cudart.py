@@ -1,0 +1,376 @@
+"""Thin owning wrappers over NVIDIA's cuda-python runtime API (``cuda.bindings.runtime``).
+
+Used by the TensorRT backend and the engine builder; never by code that must run without a GPU.
+Importing this module imports nothing from CUDA: :func:`load` does, on first use, and raises
+:class:`DependencyError` naming the pip extra when cuda-python is missing.
+
+Every object that owns CUDA memory or a CUDA handle (:class:`PinnedBuffer`,
+:class:`DeviceBuffer`, :class:`Stream`, :class:`Event`) frees it in ``close()``, is a context
+manager, and does nothing in ``__del__``: owners free them deterministically (usually through a
+``contextlib.ExitStack``), in reverse order of creation.
+
+Untested here: this project's CI machine has no GPU. The calls follow cuda-python's documented
+runtime API as used by TensorRT's ``samples/python/common_runtime.py``; see docs/JETSON.md for the
+one-line GPU checks.
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BackendError, DependencyError
+
+_cudart = None
+
+NO_GPU_HINT = (
+    "run on a machine with an NVIDIA GPU and a working driver (check `nvidia-smi`), "
+    "or use --backend onnxruntime (CPU)"
+)
+
+
+def load():
+    """Import cuda-python's runtime module (new ``cuda.bindings`` layout first, then the
+    pre-12.6 ``cuda.cudart`` layout)."""
+    global _cudart
+    if _cudart is not None:
+        return _cudart
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 / 13
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[no-redef]  # cuda-python 12.x before 12.6
+        except ImportError as e:
+            raise DependencyError(
+                f"NVIDIA cuda-python is not installed ({e}); install it with: "
+                "pip install 'edge-deblur[tensorrt]', or use --backend onnxruntime"
+            ) from e
+    _cudart = cudart
+    return cudart
+
+
+def _error_text(cudart, err) -> str:
+    try:
+        name = cudart.cudaGetErrorName(err)[1]
+        text = cudart.cudaGetErrorString(err)[1]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return f"{name}: {text}"
+    except Exception:  # pragma: no cover - only when the error API itself fails
+        return str(err)
+
+
+def check(result, what: str):
+    """Unpack a cuda-python result tuple ``(err, *values)``; raise BackendError on failure."""
+    cudart = load()
+    if isinstance(result, tuple):
+        err, values = result[0], result[1:]
+    else:
+        err, values = result, ()
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendError(f"CUDA call {what} failed ({_error_text(cudart, err)})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def device_count() -> tuple[int, str]:
+    """(number of CUDA devices, reason when 0). Never raises for a missing GPU or driver."""
+    cudart = load()
+    err, n = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess:
+        return 0, _error_text(cudart, err)
+    return int(n), "" if n else "cudaGetDeviceCount returned 0 devices"
+
+
+def require_gpu(device: int = 0) -> None:
+    n, why = device_count()
+    if n == 0:
+        raise BackendError(f"no CUDA GPU is available ({why}); {NO_GPU_HINT}")
+    if not 0 <= device < n:
+        raise BackendError(f"CUDA device {device} does not exist (this machine has {n}); pick --device 0..{n - 1}")
+    check(load().cudaSetDevice(device), f"cudaSetDevice({device})")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    major: int
+    minor: int
+    total_memory: int = 0
+
+    @property
+    def compute_capability(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+def gpu_info(device: int = 0) -> GpuInfo:
+    cudart = load()
+    require_gpu(device)
+    prop = check(cudart.cudaGetDeviceProperties(device), f"cudaGetDeviceProperties({device})")
+    name = prop.name
+    if isinstance(name, (bytes, bytearray)):
+        name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
+    return GpuInfo(str(name).strip(), int(prop.major), int(prop.minor), int(getattr(prop, "totalGlobalMem", 0)))
+
+
+class _Owned:
+    """Base for objects that own one CUDA resource and free it in close()."""
+
+    _closed = False
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._free()
+
+    def _free(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class PinnedBuffer(_Owned):
+    """Page-locked host memory (cudaMallocHost) seen as a numpy array of ``shape``/``dtype``.
+
+    The array is a view of memory this object owns: it is invalid after close()."""
+
+    def __init__(self, shape, dtype=np.float32):
+        cudart = load()
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(int(s) for s in shape)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.ptr = int(check(cudart.cudaMallocHost(max(self.nbytes, 1)), f"cudaMallocHost({self.nbytes})"))
+        raw = (ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr)
+        self._array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._closed:
+            raise BackendError("pinned buffer used after close()")
+        return self._array
+
+    def _free(self):
+        self._array = None
+        check(load().cudaFreeHost(self.ptr), "cudaFreeHost")
+
+
+class DeviceBuffer(_Owned):
+    """Device memory (cudaMalloc) of ``nbytes``; ``ptr`` is the device address as an int."""
+
+    def __init__(self, nbytes: int):
+        cudart = load()
+        self.nbytes = int(nbytes)
+        self.ptr = int(check(cudart.cudaMalloc(max(self.nbytes, 1)), f"cudaMalloc({self.nbytes})"))
+
+    def zero_async(self, stream: "Stream"):
+        check(load().cudaMemsetAsync(self.ptr, 0, self.nbytes, stream.handle), "cudaMemsetAsync")
+
+    def _free(self):
+        check(load().cudaFree(self.ptr), "cudaFree")
+
+
+class Stream(_Owned):
+    def __init__(self, non_blocking: bool = True):
+        cudart = load()
+        if non_blocking:
+            self.handle = check(
+                cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+            )
+        else:
+            self.handle = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def synchronize(self):
+        check(load().cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+
+    def wait(self, event: "Event"):
+        """Later work on this stream waits for ``event``'s latest record (cudaStreamWaitEvent)."""
+        check(load().cudaStreamWaitEvent(self.handle, event.handle, 0), "cudaStreamWaitEvent")
+
+    def _free(self):
+        check(load().cudaStreamDestroy(self.handle), "cudaStreamDestroy")
+
+
+class Event(_Owned):
+    def __init__(self, timing: bool = False):
+        cudart = load()
+        flags = cudart.cudaEventDefault if timing else cudart.cudaEventDisableTiming
+        self.timing = timing
+        self.recorded = False
+        self.handle = check(cudart.cudaEventCreateWithFlags(flags), "cudaEventCreateWithFlags")
+
+    def record(self, stream: Stream):
+        check(load().cudaEventRecord(self.handle, stream.handle), "cudaEventRecord")
+        self.recorded = True
+
+    def synchronize(self):
+        if self.recorded:
+            check(load().cudaEventSynchronize(self.handle), "cudaEventSynchronize")
+
+    def elapsed_ms(self, since: "Event") -> float:
+        """Milliseconds from ``since`` to this event (both recorded with timing=True)."""
+        return float(check(load().cudaEventElapsedTime(since.handle, self.handle), "cudaEventElapsedTime"))
+
+    def _free(self):
+        check(load().cudaEventDestroy(self.handle), "cudaEventDestroy")
+
+
+def memcpy_htod_async(dst: DeviceBuffer, src_ptr: int, nbytes: int, stream: Stream):
+    cudart = load()
+    if nbytes > dst.nbytes:
+        raise BackendError(f"host-to-device copy of {nbytes} bytes into a {dst.nbytes}-byte buffer")
+    check(cudart.cudaMemcpyAsync(dst.ptr, src_ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                                 stream.handle), "cudaMemcpyAsync(HtoD)")
+
+
+def memcpy_dtoh_async(dst_ptr: int, src: DeviceBuffer, nbytes: int, stream: Stream):
+    cudart = load()
+    if nbytes > src.nbytes:
+        raise BackendError(f"device-to-host copy of {nbytes} bytes from a {src.nbytes}-byte buffer")
+    check(cudart.cudaMemcpyAsync(dst_ptr, src.ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                                 stream.handle), "cudaMemcpyAsync(DtoH)")
+
+
+def memcpy_dtod_async(dst: DeviceBuffer, src: DeviceBuffer, nbytes: int, stream: Stream):
+    cudart = load()
+    check(cudart.cudaMemcpyAsync(dst.ptr, src.ptr, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                                 stream.handle), "cudaMemcpyAsync(DtoD)")
+
+
+# --------------------------------------------------------------------------------------------
+# Frame pre/post-processing kernels (uint8 HWC <-> float32 NCHW), compiled once with NVRTC.
+# They reproduce runtime.preprocess.frame_to_tensor / tensor_to_frame for 3-channel uint8
+# frames bit for bit: scale by float32(1/255), BGR->RGB, pad bottom/right with reflect-101
+# (replicate when the pad is not smaller than the frame, as preprocess does), and back with
+# clip(x * 255 + 0.5, 0, 255) truncated to uint8.
+# --------------------------------------------------------------------------------------------
+
+FRAME_KERNELS = r"""
+extern "C" __global__ void u8hwc_to_f32nchw(const unsigned char* __restrict__ src, float* __restrict__ dst,
+                                            int h, int w, int hp, int wp, int swap_rb, int reflect, float s)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= wp || y >= hp) return;
+    int sx = x, sy = y;
+    if (reflect) {
+        if (sx >= w) sx = 2 * (w - 1) - sx;
+        if (sy >= h) sy = 2 * (h - 1) - sy;
+    } else {
+        if (sx >= w) sx = w - 1;
+        if (sy >= h) sy = h - 1;
+    }
+    const unsigned char* p = src + ((size_t)sy * w + sx) * 3;
+    float c0 = __fmul_rn((float)p[0], s), c1 = __fmul_rn((float)p[1], s), c2 = __fmul_rn((float)p[2], s);
+    if (swap_rb) { float t = c0; c0 = c2; c2 = t; }
+    size_t plane = (size_t)hp * wp, i = (size_t)y * wp + x;
+    dst[i] = c0; dst[plane + i] = c1; dst[2 * plane + i] = c2;
+}
+
+extern "C" __global__ void f32nchw_to_u8hwc(const float* __restrict__ src, unsigned char* __restrict__ dst,
+                                            int h, int w, int hp, int wp, int swap_rb)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= w || y >= h) return;
+    size_t plane = (size_t)hp * wp, i = (size_t)y * wp + x;
+    float c[3] = {src[i], src[plane + i], src[2 * plane + i]};
+    if (swap_rb) { float t = c[0]; c[0] = c[2]; c[2] = t; }
+    unsigned char* q = dst + ((size_t)y * w + x) * 3;
+    for (int k = 0; k < 3; ++k) {
+        float v = __fadd_rn(__fmul_rn(c[k], 255.0f), 0.5f);
+        v = fminf(fmaxf(v, 0.0f), 255.0f);
+        q[k] = (unsigned char)v;
+    }
+}
+"""
+
+
+class FrameKernels:
+    """The two frame kernels, compiled with NVRTC for this GPU and loaded with the driver API."""
+
+    BLOCK = (32, 8)
+
+    def __init__(self, device: int = 0):
+        try:
+            from cuda.bindings import driver, nvrtc
+        except ImportError:
+            try:
+                from cuda import cuda as driver, nvrtc  # type: ignore[no-redef]
+            except ImportError as e:
+                raise DependencyError(
+                    f"cuda-python's driver/NVRTC bindings are missing ({e}); "
+                    "pip install 'edge-deblur[tensorrt]' or run with gpu_preprocess=False"
+                ) from e
+        self._driver = driver
+        info = gpu_info(device)
+        check(load().cudaFree(0), "cudaFree(0)")  # make the primary context current for the driver API
+        err, prog = nvrtc.nvrtcCreateProgram(FRAME_KERNELS.encode(), b"edge_deblur_frames.cu", 0, [], [])
+        self._nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
+        opts = [f"--gpu-architecture=sm_{info.major}{info.minor}".encode(), b"--std=c++11"]
+        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            _, n = nvrtc.nvrtcGetProgramLogSize(prog)
+            log = b" " * n
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            nvrtc.nvrtcDestroyProgram(prog)
+            raise BackendError(f"NVRTC could not compile the frame kernels for sm_{info.major}{info.minor}: "
+                               f"{log.decode(errors='replace')}; run with gpu_preprocess=False")
+        err, size = nvrtc.nvrtcGetCUBINSize(prog)
+        self._nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize")
+        cubin = b" " * size
+        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
+        self._nvrtc_check(nvrtc, err, "nvrtcGetCUBIN")
+        nvrtc.nvrtcDestroyProgram(prog)
+        self._module = self._drv(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
+        self._pre = self._drv(driver.cuModuleGetFunction(self._module, b"u8hwc_to_f32nchw"), "cuModuleGetFunction")
+        self._post = self._drv(driver.cuModuleGetFunction(self._module, b"f32nchw_to_u8hwc"), "cuModuleGetFunction")
+        self._closed = False
+
+    @staticmethod
+    def _nvrtc_check(nvrtc, err, what):
+        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            raise BackendError(f"{what} failed ({err})")
+
+    def _drv(self, result, what):
+        err, values = result[0], result[1:]
+        if err != self._driver.CUresult.CUDA_SUCCESS:
+            raise BackendError(f"CUDA driver call {what} failed ({err})")
+        return values[0] if len(values) == 1 else values
+
+    def _launch(self, fn, w, h, args, types, stream: Stream):
+        bx, by = self.BLOCK
+        grid = ((w + bx - 1) // bx, (h + by - 1) // by, 1)
+        self._drv(self._driver.cuLaunchKernel(fn, *grid, bx, by, 1, 0, self._driver.CUstream(int(stream.handle)),
+                                              (args, types), 0), "cuLaunchKernel")
+
+    def preprocess(self, src: DeviceBuffer, dst: DeviceBuffer, h, w, hp, wp, rgb: bool, stream: Stream):
+        reflect = int(h > hp - h and w > wp - w)  # same rule as preprocess.frame_to_tensor
+        scale = float(np.float32(1.0 / 255.0))  # the very float32 constant preprocess multiplies by
+        c = ctypes
+        self._launch(self._pre, wp, hp, (src.ptr, dst.ptr, h, w, hp, wp, int(not rgb), reflect, scale),
+                     (c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int, c.c_float),
+                     stream)
+
+    def postprocess(self, src: DeviceBuffer, dst: DeviceBuffer, h, w, hp, wp, rgb: bool, stream: Stream):
+        c = ctypes
+        self._launch(self._post, w, h, (src.ptr, dst.ptr, h, w, hp, wp, int(not rgb)),
+                     (c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int), stream)
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._drv(self._driver.cuModuleUnload(self._module), "cuModuleUnload")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -1,0 +1,164 @@
+"""TensorRT on a GPU (skipped where TensorRT, cuda-python or a GPU is missing): build with a
+profile and a manifest, the engine cache's reuse, agreement with ONNX Runtime (verify, FP32 and
+FP16), clear errors for shapes outside the profile, a foreign engine and unsupported ops, the
+two-slot pipeline (NVRTC pre/post-processing kernels) and the recurrent state on the device.
+
+Run on a machine with TensorRT 10 or 11:  python -m pytest -m tensorrt tests/test_trt_gpu.py -v
+"""
+import json
+
+import numpy as np
+import pytest
+
+trt = pytest.importorskip("tensorrt")
+pytest.importorskip("cuda")
+
+
+def _gpu():
+    from edge_deblur.runtime import cudart
+
+    try:
+        return cudart.device_count()[0] > 0
+    except Exception:
+        return False
+
+
+pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu, pytest.mark.skipif(not _gpu(), reason="needs a CUDA GPU")]
+
+from edge_deblur.errors import BackendError, ModelError  # noqa: E402
+from edge_deblur.export import engine_cache as ec  # noqa: E402
+from edge_deblur.export import trt_build as tb  # noqa: E402
+from edge_deblur.runtime.gpu_pipeline import run_sync  # noqa: E402
+from edge_deblur.runtime.preprocess import frame_to_tensor, tensor_to_frame  # noqa: E402
+from runtime_helpers import TINY_RNN_SPEC, exported  # noqa: E402
+
+SHAPES = "1x3x16x16:1x3x64x96:1x3x128x128"  # the tiny model's stride is 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return exported(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "tiny.engine"
+    cache = out.parent / "timing.cache"
+    man = tb.build_engine(tiny["onnx"], out, SHAPES, workspace_mb=256, timing_cache=cache)
+    return out, man, cache
+
+
+def rand_frames(n, h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_build_writes_engine_manifest_and_timing_cache(engine, tiny):
+    path, man, cache = engine
+    assert path.is_file() and cache.is_file() and cache.stat().st_size > 0
+    got = tb.read_manifest(path)
+    assert got["tensorrt"] == trt.__version__ and got["precision"] == "fp32" and got["stride"] == 4
+    assert got["onnx"]["sha256"] == tb.sha256_file(tiny["onnx"])
+    assert got["profile"] == tb.parse_shapes(SHAPES, 4).to_dict() and got["build"]["strongly_typed"]
+    assert got["gpu"]["name"] and got["gpu"]["compute_capability"]
+
+
+def test_engine_cache_builds_once(tiny, tmp_path):
+    calls = []
+
+    def counting(*a, **k):
+        calls.append(a)
+        return tb.build_engine(*a, **k)
+
+    p1 = ec.ensure_engine(tiny["fp16"], shapes=SHAPES, cache_dir=tmp_path, build_fn=counting)
+    p2 = ec.ensure_engine(tiny["fp16"], shapes=SHAPES, cache_dir=tmp_path, build_fn=counting)
+    assert p1 == p2 and len(calls) == 1 and tb.read_manifest(p1)["precision"] == "fp16"
+
+
+@pytest.mark.parametrize("which", ["onnx", "fp16"])
+def test_verify_tensorrt_against_the_reference(tiny, which):
+    from edge_deblur.runtime.verify import format_report, verify
+
+    r = verify(tiny[which], backends="onnxruntime,tensorrt", frames=3, size=(90, 60), checkpoint=tiny["ckpt"],
+               trt_opts={"shapes": SHAPES})
+    assert r.passed, format_report(r)
+    assert {row.backend: row for row in r.rows}["tensorrt"].status == "pass"
+
+
+def test_shapes_outside_the_profile_say_how_to_widen(engine):
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    with TensorRTBackend(engine[0]) as b:
+        b.infer(np.zeros((1, 3, 64, 96), np.float32))
+        with pytest.raises(BackendError, match="--shapes"):
+            b.infer(np.zeros((1, 3, 256, 256), np.float32))
+
+
+def test_engine_from_another_gpu_is_refused(engine, tmp_path):
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    path = tmp_path / "foreign.engine"
+    path.write_bytes(engine[0].read_bytes())
+    man = dict(engine[1], gpu={"name": "Orin", "compute_capability": "8.7", "slug": "orin-sm87"})
+    tb.manifest_path(path).write_text(json.dumps(man))
+    with pytest.raises(BackendError, match="GPU: engine has 'Orin'"):
+        TensorRTBackend(path)
+
+
+def test_unsupported_op_lists_parser_errors(tmp_path):
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    g = h.make_graph([h.make_node("NoSuchOp", ["input"], ["output"], domain="edge.fake")], "g",
+                     [h.make_tensor_value_info("input", T.FLOAT, [1, 3, -1, -1])],
+                     [h.make_tensor_value_info("output", T.FLOAT, [1, 3, -1, -1])])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("edge.fake", 1)])
+    path = tmp_path / "bad.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(ModelError) as e:
+        tb.build_engine(path, tmp_path / "bad.engine", "1x3x16x16", stride=16)
+    assert "  1. " in str(e.value) and "--backend onnxruntime" in str(e.value)
+
+
+def test_two_slot_pipeline_matches_one_frame_at_a_time(engine):
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    fs = rand_frames(6, 30, 41) + rand_frames(3, 64, 90, seed=1)
+    with TensorRTBackend(engine[0]) as b:
+        ref = []
+        for f in fs:
+            x, info = frame_to_tensor(f, b.stride)
+            ref.append(tensor_to_frame(b.infer(x), info))
+        sched = b.pipeline(slots=2, timeline=True)
+        with sched.ex:
+            two = list(sched.run(fs))
+            assert len(sched.ex.timeline()) == 3 * len(fs)
+        sched1 = b.pipeline(slots=1, gpu_preprocess=False)
+        with sched1.ex:
+            one = list(run_sync(sched1.ex, fs))
+    for a, s, r in zip(two, one, ref):
+        assert a.shape == r.shape
+        assert np.abs(a.astype(int) - r.astype(int)).max() <= 1
+        assert np.array_equal(s, r)
+
+
+def test_recurrent_engine_carries_state_on_the_device(tmp_path_factory, tmp_path):
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    rnn = exported(tmp_path_factory, "tiny_rnn", TINY_RNN_SPEC, fp16=False)
+    path = tmp_path / "rnn.engine"
+    tb.build_engine(rnn["onnx"], path, SHAPES)
+    fs = rand_frames(5, 32, 48)
+    with TensorRTBackend(path) as b:
+        assert b.state_specs and b.state_specs[0]["scale"] == 4
+        ref, state = [], None
+        for f in fs:
+            x, info = frame_to_tensor(f, b.stride)
+            state = state or b.zero_state(1, x.shape[2], x.shape[3])
+            y, state = b.infer_state(x, state)
+            ref.append(tensor_to_frame(y, info))
+        sched = b.pipeline(slots=2)
+        with sched.ex:
+            out = list(sched.run(fs))
+    for a, r in zip(out, ref):
+        assert np.abs(a.astype(int) - r.astype(int)).max() <= 1
