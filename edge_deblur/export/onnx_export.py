@@ -131,6 +131,7 @@ def _torch_to_onnx_bytes(model, stride: int, opset: int, exporter: str) -> bytes
             input_names=in_names,
             output_names=out_names,
             dynamic_shapes=shapes,
+            verbose=False,
         )
         prog.save(buf)
     import onnx

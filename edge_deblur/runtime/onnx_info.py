@@ -17,8 +17,6 @@ def graph_macs(model, height: int, width: int, batch: int = 1, input_name: str |
     """MACs of one forward pass of ``model`` (a path or ``onnx.ModelProto``) on a
     ``(batch, C, height, width)`` input: the input's free dims are fixed and shapes inferred."""
     onnx = _onnx()
-    from onnx import numpy_helper
-
     m = onnx.load(str(model)) if not isinstance(model, onnx.ModelProto) else model
     fixed = onnx.ModelProto()
     fixed.CopyFrom(m)
@@ -51,6 +49,31 @@ def graph_macs(model, height: int, width: int, batch: int = 1, input_name: str |
         inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
     except Exception as e:  # onnx raises several types here
         raise ModelError(f"cannot infer the ONNX graph's shapes at {width}x{height}: {e}") from e
+    try:
+        return _count(inferred)
+    except _UnknownShape:
+        pass
+    # shapes computed at run time (Shape -> Div -> Reshape, as torch.export writes PixelUnshuffle):
+    # ONNX Runtime's symbolic shape inference follows those
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(fixed, auto_merge=False)
+    except Exception as e:
+        raise ModelError(f"cannot infer the ONNX graph's shapes at {width}x{height}: {e}") from e
+    try:
+        return _count(inferred)
+    except _UnknownShape as e:
+        raise ModelError(f"shape of {e} is unknown at {width}x{height}; cannot count MACs") from None
+
+
+class _UnknownShape(Exception):
+    pass
+
+
+def _count(inferred) -> int:
+    from onnx import numpy_helper
+
     shapes = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
@@ -65,7 +88,7 @@ def graph_macs(model, height: int, width: int, batch: int = 1, input_name: str |
     def shape_of(name):
         s = shapes.get(name) or (list(weights[name]) if name in weights else None)
         if s is None or any(v is None for v in s):
-            raise ModelError(f"shape of {name!r} is unknown at {width}x{height}; cannot count MACs")
+            raise _UnknownShape(repr(name))
         return s
 
     def numel(s):
