@@ -268,7 +268,7 @@ def _log_uniform(rng, pair) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi)))) if hi > lo else lo
 
 
-def max_margin(cfg: BlurConfig, crop: int | Sequence[int], frames: int = 1, duty_min: float = 0.3) -> int:
+def max_margin(cfg: BlurConfig, crop: int | Sequence[int], frames: int = 1, duty_min: float = 0.5) -> int:
     """A conservative bound of the margin (pixels per side) that ``synthesize`` (``frames=1``) or
     ``synthesize_clip`` may need around a crop: take a region this much larger on every side and
     the blur never has to invent border content."""
@@ -530,14 +530,15 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
 
 def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurConfig] = None,
                     frames: int = 5, crop: int | Sequence[int] | None = None,
-                    duty: Sequence[float] = (0.3, 1.0), return_info: bool = False):
+                    duty: Sequence[float] = (0.5, 1.0), return_info: bool = False):
     """Consecutive blurred video frames along ONE smooth camera path over one sharp image.
 
     The camera follows a single Boracchi-Foi trajectory (plus slow rotation and zoom) over the
     whole clip. Frame ``k`` is exposed for a fraction ``duty`` (the shutter's duty cycle, drawn
     once per clip) of its frame interval, so its blur is one segment of the path and consecutive
     frames move on. The crop window follows the camera: frame k's sharp ground truth is what the
-    camera sees at the middle of exposure k. Per-frame blur extent is about ``cfg.length``.
+    camera sees at the middle of exposure k. Each exposure travels about ``cfg.length`` pixels of
+    path (its extent is at most that; less where the path curls).
 
     Returns ``(blurred_frames, sharp_frames)``: two lists of ``frames`` float32 (h, w, 3) RGB
     images in [0, 1]. Highlight gain, defocus and JPEG quality are drawn once per clip; noise
@@ -561,10 +562,13 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
     # time axis [0, 1] spans the whole clip; exposure k covers [k/F, k/F + e]
     e = d / F
     span = (F - 1) / F + e  # the part of the axis that is actually used
-    total_len = length * span / e  # path extent so that one exposure moves about `length`
+    total_len = length * span / e  # path length so that one exposure travels about `length`
     n_ex = max(int(cfg.subframes), 2)
     dense_n = max(n_ex * F * 4, int(math.ceil(total_len)) * 2 + 2)
     dense = random_trajectory(rng, total_len, dense_n, cfg.anxiety, cfg.impulsive_prob)
+    arc = float(np.sum(np.hypot(*np.diff(dense, axis=0).T))) if len(dense) > 1 else 0.0
+    if arc > 0:  # scale by path length, not extent: a looping path must not blur each frame more
+        dense = dense * (total_len / arc)
     theta_rate, zoom_rate, centre = _draw_rot_zoom(rng, cfg, ch, cw, exposure=e)
     tau_dense = np.linspace(0.0, span, len(dense))
     mid = 0.5 * span
