@@ -123,5 +123,6 @@ class StreamOptions:
                 kw[f.name] = getattr(args, f.name)
         camera = getattr(args, "camera", None)
         if camera is not None:
-            kw["source"] = camera if "://" in str(camera) else f"camera://{camera}"
+            camera = str(camera).strip()
+            kw["source"] = f"camera://{camera}" if camera.isdigit() else camera  # also /dev/videoN, csi://N
         return cls(**kw).validate()

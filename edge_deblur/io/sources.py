@@ -236,7 +236,11 @@ class CaptureSource(Source):
         if kind in ("video", "network"):
             n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.frame_count = int(n) if n and 0 < n < 1e9 else None
-        self._prime(what)
+        try:
+            self._prime(what)
+        except SourceError:
+            self._cap.release()
+            raise
 
     def _what(self) -> str:
         t = self.target

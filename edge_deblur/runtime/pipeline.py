@@ -74,6 +74,10 @@ class StageTimes:
         vals = np.percentile(s, qs)
         return {f"p{q}": round(float(v), 3) for q, v in zip(qs, vals)} | {"mean": round(mean, 3), "count": n}
 
+    def total_ms(self, stage: str) -> float:
+        with self._lock:
+            return float(self._sum.get(stage, 0.0))
+
     def summary(self) -> dict:
         with self._lock:
             names = [s for s in STAGES if s in self._count] + [s for s in self._count if s not in STAGES]
@@ -469,6 +473,8 @@ class Pipeline:
             "frames_out": fout,
             "dropped": dropped,
             "elapsed_s": round(elapsed, 3),
+            # share of the streaming time the model was busy: < 1 means inference waited for frames
+            "infer_utilization": round(min(1.0, self.times.total_ms("infer") / (active * 1e3)), 3) if active > 0 else None,
             "latency_ms_p50": lat["p50"],
             "latency_ms_p95": lat["p95"],
             "latency_ms_p99": lat["p99"],
