@@ -18,8 +18,14 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    import signal
+
     from ..train import train
 
+    def _stop(signum, frame):  # SIGTERM stops like Ctrl-C: save a checkpoint to resume from
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     result = train(cfg, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0

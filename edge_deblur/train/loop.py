@@ -49,7 +49,14 @@ def lr_at(it: int, cfg) -> float:
 
 
 def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
+    import cv2
+
     from ..data.datasets import build_train_dataset
+
+    # OpenCV's thread pool must be sized before the workers fork: resizing it inside a forked
+    # worker can deadlock. One thread each: the workers are the parallelism.
+    if cfg.data.workers > 0:
+        cv2.setNumThreads(1)
 
     ds = build_train_dataset(cfg.data, seed=cfg.train.seed + 1000 * rank, length=cfg.train.iters * cfg.train.batch_size)
     workers = cfg.data.workers
@@ -61,8 +68,13 @@ def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
         pin_memory=torch.cuda.is_available(),
         drop_last=True,
         persistent_workers=workers > 0,
+        worker_init_fn=_worker_init if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def _worker_init(worker_id: int):
+    torch.set_num_threads(1)
 
 
 class Validator:
@@ -133,7 +145,8 @@ def _plot_curve(csv_path: Path, png_path: Path):
             ax[1].plot(*zip(*pts), marker="o", label=key.replace("_psnr_gain", ""))
     ax[1].set_xlabel("iteration")
     ax[1].set_ylabel("PSNR gain over blurry input (dB)")
-    ax[1].legend()
+    if ax[1].lines:
+        ax[1].legend()
     fig.tight_layout()
     tmp = png_path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)
