@@ -137,8 +137,9 @@ def test_live_source_drops_oldest_and_counts_it():
 
 def test_live_source_keeping_up_drops_nothing():
     got, sink = collect()
-    stats = Pipeline(SlowCall(0.0), camera(20, 100.0), sink, StreamOptions(live=True)).run()
-    assert stats["dropped"] == 0 and [i for i, _ in got] == list(range(20))
+    # 50 ms between frames and room for 4: only a stall of 200 ms on a loaded machine could drop one
+    stats = Pipeline(SlowCall(0.0), camera(10, 20.0), sink, StreamOptions(live=True, queue_size=4)).run()
+    assert stats["dropped"] == 0 and [i for i, _ in got] == list(range(10))
 
 
 def test_drop_newest_policy_keeps_the_early_frames():
@@ -147,7 +148,7 @@ def test_drop_newest_policy_keeps_the_early_frames():
     stats = Pipeline(SlowCall(0.02), frames, sink, StreamOptions(live=True, drop="newest", queue_size=2)).run()
     idx = [i for i, _ in got]
     assert stats["dropped"] == 30 - len(idx) > 0
-    assert idx[:2] == [0, 1] and idx[-1] != 29
+    assert idx[:2] == [0, 1]  # the waiting frames were kept (with 'oldest' they would be 28, 29)
 
 
 def test_never_policy_on_a_live_source():
