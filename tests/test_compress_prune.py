@@ -16,6 +16,15 @@ from edge_deblur.models import build_model, to_deploy  # noqa: E402
 from edge_deblur.models.checkpoint import load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from edge_deblur.models.profile import count_macs  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is much faster than two on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TINY = {"type": "edgenet", "widths": [16, 32, 48], "enc_blocks": [1, 2], "mid_blocks": 1, "dec_blocks": [2, 1]}
 
 

@@ -1,0 +1,293 @@
+"""INT8 Q/DQ quantization: graph form, accuracy on a fitted tiny model, calibration tables,
+calibration through the runtime's preprocessing, sources, bad input."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from edge_deblur.compress import quantize as Q  # noqa: E402
+from edge_deblur.errors import DatasetError, InputError, ModelError  # noqa: E402
+
+TILE = (32, 32)
+SPEC = {"type": "edgenet", "widths": [8, 16], "enc_blocks": [1], "mid_blocks": 1, "dec_blocks": [1], "rep": False}
+
+
+def _scene(rng, h, w):
+    """A smooth random image with a few hard edges (uint8 BGR)."""
+    img = cv2.GaussianBlur(rng.random((h, w, 3)).astype(np.float32), (0, 0), 3)
+    img = (img - img.min()) / (np.ptp(img) + 1e-6)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, w - 8), rng.integers(0, h - 8)
+        img[y0:y0 + rng.integers(4, h // 2), x0:x0 + rng.integers(4, w // 2)] = rng.random(3)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+KERNEL = np.zeros((5, 5), np.float32)
+KERNEL[2, :] = 1 / 5  # horizontal motion blur
+
+
+def _blur(img):
+    return cv2.filter2D(img, -1, KERNEL, borderType=cv2.BORDER_REFLECT)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """A tiny edgenet fitted for a few hundred steps to undo a motion blur, exported to ONNX,
+    plus a folder of blurred calibration images."""
+    torch = pytest.importorskip("torch")
+    from edge_deblur.export.onnx_export import export_onnx
+    from edge_deblur.models import build_model
+    from edge_deblur.models.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("q")
+    rng = np.random.default_rng(0)
+    sharp = np.stack([_scene(rng, 32, 32) for _ in range(128)])
+    blur = np.stack([_blur(s) for s in sharp])
+    xs = torch.from_numpy(blur[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+    ys = torch.from_numpy(sharp[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: one thread is much faster on a shared machine
+    try:
+        torch.manual_seed(0)
+        model = build_model(SPEC)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for step in range(160):
+            idx = torch.randint(0, len(xs), (8,))
+            loss = (model(xs[idx]) - ys[idx]).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    ckpt = root / "tiny.safetensors"
+    save_checkpoint(ckpt, model.state_dict(), model.spec, {}, {"iters": 250})
+    export_onnx(ckpt, root / "tiny")
+    calib = root / "calib"
+    calib.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(calib / f"{i:02d}.png"), _blur(_scene(rng, 48, 56)))
+    sharp_dir = root / "sharp"
+    sharp_dir.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(sharp_dir / f"{i}.png"), _scene(rng, 64, 64))
+    return {"root": root, "onnx": root / "tiny" / "model.onnx", "calib": calib, "sharp": sharp_dir}
+
+
+def _opts(**kw):
+    base = dict(samples=8, tile=TILE, eval_samples=4, min_samples=8)
+    base.update(kw)
+    return Q.QuantizeOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def quantized(work):
+    out = work["root"] / "tiny" / "model.int8.onnx"
+    recipe = Q.quantize_model(work["onnx"], out, calib=work["calib"], options=_opts(),
+                              calib_dir=work["root"] / "calibration")
+    return out, recipe
+
+
+def test_qdq_graph_is_symmetric_int8_per_channel(quantized):
+    out, recipe = quantized
+    rep = Q.qdq_report(out)
+    assert rep["quantize_linear"] > 0 and rep["dequantize_linear"] > 0
+    assert rep["zero_point_dtypes"] == ["int8"]
+    assert rep["nonzero_zero_points"] == []
+    assert rep["io_dtypes"] == {"input": "FLOAT", "output": "FLOAT"}
+    assert rep["convs"] and all(c["per_channel"] for c in rep["convs"])
+    for c in rep["convs"]:
+        assert c["axis"] == 0 and c["scale_len"] == c["out_channels"] and c["weight_dtype"] == "int8"
+        assert c["input_quantized"]
+    adds = [a for a in rep["adds"] if a["op"] == "Add"]
+    assert len(adds) == 5  # enc, mid and dec residual blocks, the skip, the global residual
+    *inner, last = adds
+    assert all(all(a["inputs_quantized"]) for a in inner)  # residual adds stay INT8 in TensorRT
+    assert last["inputs_quantized"].count(True) == 1  # the output add takes the float input image
+    # the manifest beside the models lists the INT8 file with its checksum and calibration
+    man = json.loads((out.parent / "manifest.json").read_text())
+    entry = man["artifacts"]["model.int8.onnx"]
+    assert entry["precision"] == "int8" and entry["source_sha256"] == man["onnx_sha256"]
+    md = {e.key: e.value for e in onnx.load(str(out)).metadata_props}
+    assert md["edge_deblur.precision"] == "int8" and md["edge_deblur.stride"] == "4"
+
+
+def test_int8_output_stays_close_to_fp32(work, quantized):
+    out, recipe = quantized
+    acc = recipe["accuracy"]["held_out_tiles"]
+    assert acc["inputs"] == 4
+    assert acc["psnr_int8_vs_fp32"] > 38.0, acc
+    # and on full frames (padded to the stride by the runtime's preprocessing)
+    rng = np.random.default_rng(5)
+    frames = [_blur(_scene(rng, 45, 61)) for _ in range(3)]
+    tensors = [Q.preprocess.frame_to_tensor(f, 4)[0] for f in frames]
+    assert Q.compare_outputs(work["onnx"], out, tensors)["psnr_int8_vs_fp32"] > 38.0
+
+
+def test_int8_vs_ground_truth_with_pairs(work, tmp_path):
+    pairs = tmp_path / "pairs" / "scene_a"
+    (pairs / "blur").mkdir(parents=True)
+    (pairs / "sharp").mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(3):
+        s = _scene(rng, 40, 60)
+        cv2.imwrite(str(pairs / "sharp" / f"{i}.png"), s)
+        cv2.imwrite(str(pairs / "blur" / f"{i}.png"), _blur(s))
+    recipe = Q.quantize_model(work["onnx"], tmp_path / "m.int8.onnx", calib=work["calib"], options=_opts(),
+                              calib_dir=tmp_path / "cal", pairs=tmp_path / "pairs")
+    p = recipe["accuracy"]["pairs"]
+    assert p["count"] == 3
+    assert p["fp32"]["psnr"] > p["fp32"]["input_psnr"]  # the fitted model deblurs
+    assert abs(p["delta_psnr"]) < 0.3
+    assert p["psnr_int8_vs_fp32"] > 38.0
+
+
+def test_calibration_table_round_trips(work, quantized, tmp_path):
+    out, recipe = quantized
+    table = work["root"] / "calibration" / "tiny" / "table.json"
+    rec = json.loads((table.parent / "recipe.json").read_text())
+    assert rec["method"] == "minmax" and rec["samples"] == 8 and rec["tile"] == list(TILE) and rec["seed"] == 0
+    assert rec["onnx_sha256"] == Q.sha256_file(work["onnx"]) and rec["tools"]["onnxruntime"]
+    t = Q.load_table(table)
+    assert t["tensors"] and all(v["min"] <= v["max"] for v in t["tensors"].values())
+    # save -> load gives the same numbers
+    ranges = {k: (v["min"], v["max"]) for k, v in t["tensors"].items()}
+    Q.save_table(tmp_path / "copy.json", ranges, t["method"], t["onnx_sha256"])
+    assert Q.load_table(tmp_path / "copy.json")["tensors"] == t["tensors"]
+    # re-quantizing from the table (no calibration) gives the identical graph
+    again = tmp_path / "again.int8.onnx"
+    Q.quantize_model(work["onnx"], again, table=tmp_path / "copy.json", options=_opts(),
+                     calib_dir=work["root"] / "calibration", name="tiny", update_manifest=False)
+    a, b = onnx.load(str(out)), onnx.load(str(again))
+    assert a.graph.SerializeToString() == b.graph.SerializeToString()
+    # a changed table changes the graph (the comparison above can fail)
+    k = next(iter(ranges))
+    ranges[k] = (ranges[k][0] * 2 - 1, ranges[k][1] * 2 + 1)
+    Q.save_table(tmp_path / "edited.json", ranges, t["method"], t["onnx_sha256"])
+    Q.quantize_model(work["onnx"], tmp_path / "edited.int8.onnx", table=tmp_path / "edited.json", options=_opts(),
+                     calib_dir=tmp_path / "cal2", name="tiny", update_manifest=False)
+    assert onnx.load(str(tmp_path / "edited.int8.onnx")).graph.SerializeToString() != a.graph.SerializeToString()
+    # a table made for another model is refused
+    Q.save_table(tmp_path / "other.json", ranges, "minmax", "0" * 64)
+    with pytest.raises(InputError, match="recalibrate"):
+        Q.quantize_model(work["onnx"], tmp_path / "x.onnx", table=tmp_path / "other.json", options=_opts(),
+                         calib_dir=tmp_path / "cal3", update_manifest=False)
+
+
+def test_calibration_frames_go_through_runtime_preprocessing(work, tmp_path, monkeypatch):
+    from edge_deblur.runtime import preprocess
+
+    calls = []
+    real = preprocess.frame_to_tensor
+
+    def spy(frame, stride=1, rgb=False):
+        calls.append((frame.shape, stride, rgb))
+        return real(frame, stride, rgb)
+
+    monkeypatch.setattr(preprocess, "frame_to_tensor", spy)
+    Q.quantize_model(work["onnx"], tmp_path / "m.onnx", calib=work["calib"], options=_opts(samples=10),
+                     calib_dir=tmp_path / "cal", update_manifest=False)
+    # 10 calibration tiles + 4 held-out tiles, all tile-sized, with the model's stride, BGR files
+    assert len(calls) == 14
+    assert all(c == ((TILE[1], TILE[0], 3), 4, False) for c in calls)
+
+
+def test_sources_video_and_synthetic(work, tmp_path):
+    video = tmp_path / "clip.avi"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    assert wr.isOpened()
+    rng = np.random.default_rng(1)
+    for _ in range(6):
+        wr.write(_scene(rng, 48, 64))
+    wr.release()
+    frames, rgb, info = Q.calibration_frames(video, 9, TILE, seed=0)
+    assert info["kind"] == "video" and info["distinct_frames"] == 6 and rgb is False
+    assert len(frames) == 9 and all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
+
+    frames, rgb, info = Q.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
+    assert info["kind"] == "synthetic" and rgb is True
+    assert len(frames) == 5 and all(f.shape == (32, 32, 3) and f.dtype == np.float32 for f in frames)
+    again, _, _ = Q.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # seeded: reproducible
+
+    # a pairs folder: only the blurry inputs are used
+    (tmp_path / "pairs" / "s" / "blur").mkdir(parents=True)
+    (tmp_path / "pairs" / "s" / "sharp").mkdir()
+    cv2.imwrite(str(tmp_path / "pairs" / "s" / "blur" / "0.png"), np.full((40, 40, 3), 10, np.uint8))
+    cv2.imwrite(str(tmp_path / "pairs" / "s" / "sharp" / "0.png"), np.full((40, 40, 3), 200, np.uint8))
+    frames, _, _ = Q.calibration_frames(tmp_path / "pairs", 3, TILE)
+    assert all(int(f.max()) == 10 for f in frames)
+
+
+def test_bad_inputs_give_clear_errors(work, quantized, tmp_path):
+    out, _ = quantized
+    with pytest.raises(InputError, match="too few"):
+        Q.quantize_model(work["onnx"], tmp_path / "a.onnx", calib=work["calib"], options=_opts(samples=3))
+    with pytest.raises(ModelError, match="already quantized"):
+        Q.quantize_model(out, tmp_path / "b.onnx", calib=work["calib"], options=_opts())
+    with pytest.raises(InputError, match="stride"):
+        Q.quantize_model(work["onnx"], tmp_path / "c.onnx", calib=work["calib"], options=_opts(tile=(30, 32)))
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+        Q.parse_tile("32by32")
+    good = [np.zeros((32, 32, 3), np.uint8)] * 8
+    with pytest.raises(InputError, match="channels"):
+        Q.quantize_model(work["onnx"], tmp_path / "d.onnx", frames=[np.zeros((32, 32, 2), np.uint8)] * 8,
+                         options=_opts(), calib_dir=tmp_path / "cal")
+    with pytest.raises(InputError, match="not the tile size"):
+        Q.quantize_model(work["onnx"], tmp_path / "e.onnx", frames=good[:7] + [np.zeros((40, 32, 3), np.uint8)],
+                         options=_opts(), calib_dir=tmp_path / "cal")
+    with pytest.raises(InputError, match="too few"):
+        Q.quantize_model(work["onnx"], tmp_path / "f.onnx", frames=good[:5], options=_opts(), calib_dir=tmp_path / "cal")
+    small = tmp_path / "small"
+    small.mkdir()
+    cv2.imwrite(str(small / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="smaller than the tile"):
+        Q.quantize_model(work["onnx"], tmp_path / "g.onnx", calib=small, options=_opts(), calib_dir=tmp_path / "cal")
+    with pytest.raises(DatasetError, match="not found"):
+        Q.quantize_model(work["onnx"], tmp_path / "h.onnx", calib=tmp_path / "nope", options=_opts())
+    with pytest.raises(InputError, match="method"):
+        Q.quantize_model(work["onnx"], tmp_path / "i.onnx", calib=work["calib"], options=_opts(method="kl"))
+    with pytest.raises(InputError, match="overwrite"):
+        Q.quantize_model(work["onnx"], work["onnx"], calib=work["calib"], options=_opts())
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods(work, quantized, tmp_path, method, monkeypatch):
+    monkeypatch.setattr(Q, "ENTROPY_BINS", 192)  # fewer KL candidates: faster, same code path
+    recipe = Q.quantize_model(work["onnx"], tmp_path / "m.onnx", calib=work["calib"],
+                              options=_opts(method=method, percentile=99.9), calib_dir=tmp_path / "cal",
+                              update_manifest=False)
+    assert recipe["method"] == method
+    assert Q.qdq_report(tmp_path / "m.onnx")["nonzero_zero_points"] == []
+    # entropy (KL) clipping suits classifiers more than image regression; only a sanity bound here
+    assert recipe["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] > (38.0 if method == "percentile" else 20.0)
+    minmax = Q.load_table(work["root"] / "calibration" / "tiny" / "table.json")["tensors"]
+    got = Q.load_table(tmp_path / "cal" / "tiny" / "table.json")["tensors"]
+    assert got.keys() == minmax.keys()
+    # histogram methods clip outliers: some activation range is tighter than its min/max
+    assert any(got[k]["max"] < minmax[k]["max"] * 0.999 for k in got)
+    assert all(got[k]["max"] <= minmax[k]["max"] * 1.0001 + 1e-6 for k in got)
+
+
+def test_quantize_cli(work, tmp_path, capsys):
+    from edge_deblur.cli import main
+
+    out = tmp_path / "cli.int8.onnx"
+    rc = main(["quantize", str(work["onnx"]), "--calib", str(work["calib"]), "-o", str(out), "--samples", "8",
+               "--tile", "32x32", "--calib-dir", str(tmp_path / "cal"), "--name", "tiny"])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "INT8 vs FP32" in text and out.is_file()
+    rc = main(["quantize", str(work["onnx"]), "--table", str(tmp_path / "cal" / "tiny" / "table.json"),
+               "-o", str(tmp_path / "cli2.int8.onnx"), "--tile", "32x32", "--calib-dir", str(tmp_path / "cal"),
+               "--name", "tiny"])
+    assert rc == 0
+    assert onnx.load(str(out)).graph.SerializeToString() == onnx.load(str(tmp_path / "cli2.int8.onnx")).graph.SerializeToString()
+    rc = main(["quantize", str(out), "--calib", str(work["calib"]), "-o", str(tmp_path / "x.onnx"), "--tile", "32x32"])
+    assert rc == 2 and "already quantized" in capsys.readouterr().err
+
