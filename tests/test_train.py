@@ -94,3 +94,43 @@ def test_train_cli_reports_typos(tmp_path, capsys):
     rc = main(["train", "-c", "configs/train/smoke.yaml", "train.iter=3"])
     assert rc != 0
     assert "did you mean 'iters'" in capsys.readouterr().err
+
+
+def test_gan_mode_and_recurrent_clips(tmp_path, sharp_dir):
+    # GAN mode: a discriminator is trained alongside and saved in the resume state
+    cfg = make_cfg(tmp_path, sharp_dir, 3, ["train.adv_weight=0.01", "train.val_every=3"])
+    train(cfg, progress=False)
+    st = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert "disc" in st and "dopt" in st
+    # recurrent model on synthetic clips: the state is an explicit input/output
+    cfg = load_train_config(
+        "configs/train/smoke.yaml",
+        [f"out_dir={tmp_path / 'rnn'}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=3", "train.val_every=3",
+         "model.type=edgenet_rnn", "data.clip_frames=3"],
+    )
+    train(cfg, progress=False)
+    m = load_model(tmp_path / "rnn" / "last.safetensors")
+    x = torch.rand(1, 3, 32, 32)
+    y, h = m(x, torch.zeros(m.state_shape(32, 32)))
+    assert y.shape == x.shape and h.shape == m.state_shape(32, 32)
+    bad = load_train_config("configs/train/smoke.yaml", [f"data.sharp_roots=[{sharp_dir}]", "model.type=edgenet_rnn"])
+    from edge_deblur.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="clip_frames"):
+        train(bad, progress=False)
+
+
+def test_ddp_two_processes(tmp_path, sharp_dir):
+    """torchrun with 2 CPU processes (gloo): both ranks step in lockstep, rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "edge_deblur", "train", "-c", "configs/train/smoke.yaml", "--no-progress",
+           f"out_dir={tmp_path / 'ddp'}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=4", "train.val_every=4"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _, _, _, meta = read_checkpoint(tmp_path / "ddp" / "last.safetensors")
+    assert meta["iters"] == 4

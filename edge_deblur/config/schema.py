@@ -67,6 +67,7 @@ class DataConfig:
     scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random downscale of sharp photos before cropping
     blur: BlurConfig = field(default_factory=BlurConfig)
     workers: int = 1
+    clip_frames: int = 0            # > 0: train on synthetic clips of this many frames (recurrent models)
     # validation
     val_pairs: Optional[str] = None                # pairs root used for validation
     val_scenes: list[str] = field(default_factory=list)  # scenes of val_pairs to validate on (empty: all)

@@ -336,6 +336,11 @@ def build_train_dataset(cfg: DataConfig, length: int, seed: int = 0) -> Dataset:
     """The training dataset a ``DataConfig`` describes: synthetic blur on ``sharp_roots``, real pairs
     from ``pair_roots`` (minus ``pair_exclude``), mixed with share ``pair_prob``."""
     cfg.validate()
+    if cfg.clip_frames > 0:
+        if not cfg.sharp_roots:
+            raise DatasetError("data.clip_frames > 0 trains on synthetic clips: set data.sharp_roots")
+        return SyntheticClipDataset(cfg.sharp_roots, cfg.crop, cfg.blur, frames=cfg.clip_frames, scale=cfg.scale,
+                                    seed=seed, length=length)
     synthetic = paired = None
     if cfg.sharp_roots and cfg.pair_prob < 1.0:
         synthetic = SyntheticDataset(cfg.sharp_roots, cfg.crop, cfg.blur, cfg.scale, seed=seed, length=length)

@@ -26,11 +26,18 @@ def evaluate_pairs(
     save_dir: str | None = None,
     save_count: int = 3,
     with_ssim: bool = True,
+    reset: Callable[[], None] | None = None,
 ) -> dict:
-    """``pairs``: (scene, blur_path, sharp_path). ``fn`` maps a BGR uint8 frame to a BGR uint8 frame."""
+    """``pairs``: (scene, blur_path, sharp_path), frames of a scene in order. ``fn`` maps a BGR uint8
+    frame to a BGR uint8 frame; ``reset`` (e.g. a recurrent model's state reset) is called at the
+    start of every scene."""
     per_scene: "OrderedDict[str, list]" = OrderedDict()
     saved = 0
+    current = None
     for scene, bpath, spath in pairs:
+        if scene != current and reset is not None:
+            reset()
+        current = scene
         blur = read_image(bpath)
         sharp = read_image(spath)
         if blur.shape != sharp.shape:

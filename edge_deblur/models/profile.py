@@ -40,7 +40,11 @@ def count_macs(model: nn.Module, size: tuple[int, int] = REFERENCE_SIZE, in_ch: 
         elif isinstance(mod, nn.Linear):
             hooks.append(mod.register_forward_hook(linear_hook))
     with torch.no_grad():
-        m(torch.zeros(1, in_ch, h, w, device="meta"))
+        x = torch.zeros(1, in_ch, h, w, device="meta")
+        if getattr(m, "recurrent", False):
+            m(x, torch.zeros(m.state_shape(h, w), device="meta"))
+        else:
+            m(x)
     for hk in hooks:
         hk.remove()
     return int(total)

@@ -109,15 +109,27 @@ class Validator:
 
         model.eval()
         stride = getattr(model, "stride", 1)
+        recurrent = getattr(model, "recurrent", False)
+        state = {"h": None}
 
         def fn(frame):
             t, info = frame_to_tensor(frame, stride)
-            y = model(torch.from_numpy(t).to(self.device)).float().cpu().numpy()
-            return tensor_to_frame(y, info)
+            x = torch.from_numpy(t).to(self.device)
+            if recurrent:
+                h = state["h"]
+                if h is None or h.shape[-2:] != (x.shape[2] // stride, x.shape[3] // stride):
+                    h = torch.zeros(model.state_shape(x.shape[2], x.shape[3]), device=self.device)
+                y, state["h"] = model(x, h)
+            else:
+                y = model(x)
+            return tensor_to_frame(y.float().cpu().numpy(), info)
+
+        def reset():
+            state["h"] = None
 
         out = {}
         for name, pairs in self.sets.items():
-            r = evaluate_pairs(fn, pairs, with_ssim=True)
+            r = evaluate_pairs(fn, pairs, with_ssim=True, reset=reset)
             out[name] = {k: r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "psnr_gain", "pairs")}
         return out
 
@@ -177,6 +189,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     if model is None:
         model = build_model(cfg.model)
     spec = getattr(model, "spec", None) or cfg.model
+    if getattr(model, "recurrent", False) != (cfg.data.clip_frames > 0):
+        raise ConfigError(
+            f"model type {spec.get('type')!r} is {'' if getattr(model, 'recurrent', False) else 'not '}recurrent but "
+            f"data.clip_frames={cfg.data.clip_frames}; recurrent models train on clips (set data.clip_frames, e.g. 4), "
+            "single-frame models need data.clip_frames=0"
+        )
     if t.init_from:
         state, ispec, _, imeta = read_checkpoint(t.init_from)
         try:
@@ -277,14 +295,25 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                     break
                 blur = batch["blur"].to(device, non_blocking=True)
                 sharp = batch["sharp"].to(device, non_blocking=True)
-                if t.channels_last:
+                if t.channels_last and blur.ndim == 4:
                     blur = blur.contiguous(memory_format=torch.channels_last)
                     sharp = sharp.contiguous(memory_format=torch.channels_last)
                 lr = lr_at(it, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    pred = train_model(blur)
+                    if blur.ndim == 5:  # clips (B, T, 3, h, w): carry the recurrent state through time
+                        preds, h = [], None
+                        for f in range(blur.shape[1]):
+                            xf = blur[:, f]
+                            if h is None:
+                                h = torch.zeros(model.state_shape(xf.shape[2], xf.shape[3], xf.shape[0]), device=device)
+                            pf, h = train_model(xf, h)
+                            preds.append(pf)
+                        pred = torch.stack(preds, 1).flatten(0, 1)
+                        sharp = sharp.flatten(0, 1)
+                    else:
+                        pred = train_model(blur)
                     loss = pixel_loss(pred.float(), sharp, t.charbonnier_eps)
                     if t.freq_weight > 0:
                         loss = loss + t.freq_weight * frequency_loss(pred, sharp)
