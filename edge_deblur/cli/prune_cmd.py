@@ -1,4 +1,4 @@
-"""edge-deblur prune CKPT --ratio R [--config YAML] [key=value ...] [--finetune-iters N] -o CKPT_OUT
+"""edge-deblur prune CKPT [key=value ...] --ratio R [--config YAML] [--set key=value ...] [--finetune-iters N] -o CKPT_OUT
 
 Structured channel pruning of an edgenet checkpoint (Torch-Pruning DepGraph, magnitude ranking,
 channel counts rounded to multiples of 8), then a fine-tune with the normal training loop. The
@@ -17,7 +17,10 @@ def add_arguments(p):
     p.add_argument("--config", "-c", default=None,
                    help="training YAML for the fine-tune (default: the config stored in the checkpoint)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="override fine-tune config keys, e.g. train.lr=2e-4 train.batch_size=8 out_dir=runs/pruned")
+                   help="override fine-tune config keys right after CKPT, e.g. train.lr=2e-4 out_dir=runs/pruned "
+                        "(or anywhere with --set)")
+    p.add_argument("--set", dest="set_overrides", nargs="+", action="extend", default=[], metavar="key=value",
+                   help="more key=value overrides of the fine-tune config")
     p.add_argument("--finetune-iters", type=int, default=2000,
                    help="fine-tuning iterations with the normal training loop (default 2000; 0: no fine-tune)")
     p.add_argument("--round-to", type=int, default=8, help="channel counts are rounded to multiples of this (default 8)")
@@ -34,6 +37,7 @@ def _finetune_config(args):
         raise InputError(f"--finetune-iters must be >= 0, got {args.finetune_iters}")
     if args.finetune_iters == 0:
         return None
+    args.overrides = list(args.overrides) + list(getattr(args, "set_overrides", []) or [])
     overrides = list(args.overrides) + [f"train.iters={args.finetune_iters}"]
     if not any(o.split("=", 1)[0].strip() == "out_dir" for o in args.overrides):
         out = Path(args.output)

@@ -274,6 +274,11 @@ def prune_checkpoint(src, dst, ratio: float, round_to: int = ROUND_TO, finetune=
         "after": {"params": after_prune["params"], "gmacs_1280x720": after_prune["gmacs_1280x720"], "spec": pruned.spec},
         "finetune": None,
     }
+    log.info(
+        "pruned at ratio %g: widths %s -> %s; params %.3f M -> %.3f M; GMACs at 1280x720 %.2f -> %.2f",
+        ratio, dense.spec.get("widths"), pruned.spec["widths"], before["params"] / 1e6, after_prune["params"] / 1e6,
+        before["gmacs_1280x720"], after_prune["gmacs_1280x720"],
+    )
     config = dense_config
     model = pruned
     if finetune is not None and finetune.train.iters > 0:
