@@ -1,10 +1,28 @@
-"""edge-deblur: real-time video deblurring for edge devices. ``from edge_deblur import
-Deblurrer`` is loaded on first use, so importing the package stays light."""
+"""edge-deblur: real-time video deblurring for edge devices.
+
+The public API is loaded on first use, so ``import edge_deblur`` stays light and never imports
+torch::
+
+    from edge_deblur import Deblurrer, StreamOptions, run_stream
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Deblurrer": ("edge_deblur.runtime.deblurrer", "Deblurrer"),
+    "StreamOptions": ("edge_deblur.io.options", "StreamOptions"),
+    "run_stream": ("edge_deblur.runtime.pipeline", "run_stream"),
+    "open_source": ("edge_deblur.io.sources", "open_source"),
+    "open_sink": ("edge_deblur.io.sinks", "open_sink"),
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name):
-    if name == "Deblurrer":
-        from .runtime.deblurrer import Deblurrer
+    if name in _LAZY:
+        import importlib
 
-        return Deblurrer
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
     raise AttributeError(f"module 'edge_deblur' has no attribute {name!r}")
