@@ -44,24 +44,30 @@ def parse_size(text):
     return w, h
 
 
-def latency_ms(path, size, runs, warmup, threads, stride):
-    """Median wall time of session.run on one 640x360 frame padded to the stride as the runtime does."""
+def latencies(paths_strides, size, runs, warmup, threads):
+    """Median wall time of session.run on one frame of ``size`` padded to the stride as the
+    runtime does. The artifacts are timed interleaved (one run of each per round), so a change
+    of load on a shared machine hits them alike."""
     from edge_deblur.compress.quantize import _ort_session
     from edge_deblur.runtime.preprocess import frame_to_tensor
 
-    sess = _ort_session(path, threads)
-    name = sess.get_inputs()[0].name
     w, h = size
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    x, _ = frame_to_tensor(frame, stride)
-    for _ in range(warmup):
-        sess.run(None, {name: x})
-    times = []
+    sessions = []
+    for path, stride in paths_strides:
+        sess = _ort_session(path, threads)
+        x, _ = frame_to_tensor(frame, stride)
+        feed = {sess.get_inputs()[0].name: x}
+        for _ in range(warmup):
+            sess.run(None, feed)
+        sessions.append((sess, feed, list(x.shape)))
+    times = [[] for _ in sessions]
     for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, {name: x})
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), times, list(x.shape)
+        for i, (sess, feed, _) in enumerate(sessions):
+            t = time.perf_counter()
+            sess.run(None, feed)
+            times[i].append((time.perf_counter() - t) * 1000)
+    return [(statistics.median(t), t, s[2]) for t, s in zip(times, sessions)]
 
 
 def measure(folder: Path, label: str, args, pairs, scene_tensors) -> list[dict]:
@@ -90,7 +96,6 @@ def measure(folder: Path, label: str, args, pairs, scene_tensors) -> list[dict]:
             continue
         print(f"[{label}] {path.name}: evaluating on {len(pairs)} frames of {args.scene}", flush=True)
         ev = evaluate_onnx_on_pairs(path, pairs, threads=args.threads, stride=stride)
-        ms, times, shape = latency_ms(path, args.size_wh, args.runs, args.warmup, args.threads, stride)
         row = {
             "model": label, "folder": str(folder), "file": path.name, "precision": prec,
             "params": man.get("params"),
@@ -98,18 +103,25 @@ def measure(folder: Path, label: str, args, pairs, scene_tensors) -> list[dict]:
             "gmacs_manifest": man.get("gmacs_1280x720"),
             "file_mb": path.stat().st_size / 1e6,
             "psnr": ev["psnr"], "ssim": ev["ssim"], "input_psnr": ev["input_psnr"], "input_ssim": ev["input_ssim"],
-            "latency_ms_p50": ms, "latency_ms_all": [round(t, 2) for t in times], "latency_input": shape,
-            "arch": man.get("arch"),
+            "arch": man.get("arch"), "stride": stride,
         }
         if prec == "int8":
             row["psnr_int8_vs_fp32"] = compare_outputs(fp32, path, scene_tensors(stride), args.threads)["psnr_int8_vs_fp32"]
         rows.append(row)
+    return rows
+
+
+def time_rows(rows, args):
+    print(f"timing {len(rows)} artifacts at {args.size}: {args.runs} interleaved rounds", flush=True)
+    res = latencies([(Path(r["folder"]) / r["file"], r["stride"]) for r in rows], args.size_wh, args.runs,
+                    args.warmup, args.threads)
+    for r, (ms, times, shape) in zip(rows, res):
+        r.update(latency_ms_p50=ms, latency_ms_all=[round(t, 2) for t in times], latency_input=shape)
         if args.record_latency:
             from edge_deblur.runtime.select import record_latency
 
-            record_latency(folder, path.name, ms, args.size_wh, args.threads or None,
+            record_latency(r["folder"], r["file"], ms, args.size_wh, args.threads or None,
                            extra={"runs": args.runs, "onnxruntime": _ort_version(), "source": "benchmarks/frontier.py"})
-    return rows
 
 
 def _ort_version():
@@ -142,7 +154,8 @@ def markdown(rows, mach, args, command) -> str:
         f"{', '.join(f'{v:.1f}' for v in mach['loadavg']) if mach['loadavg'] else 'n/a'} (shared machine: latencies are indicative).",
         f"Quality: REDS scene `{args.scene}` from `{args.pairs}` ({rows[0].get('pairs', '')} frames, held out of training), "
         f"whole frames through the runtime's preprocessing; blurry input {base['input_psnr']:.2f} dB / SSIM {base['input_ssim']:.4f}.",
-        f"Latency: median of {args.runs} runs of one {args.size} frame (padded to the stride) after {args.warmup} warm-up runs, model compute only.",
+        f"Latency: median of {args.runs} runs of one {args.size} frame (padded to the stride) after {args.warmup} warm-up runs, "
+        "model compute only; the artifacts are timed interleaved, one run of each per round.",
         "",
         "| model | file | precision | params (M) | GMACs @1280x720 | file (MB) | PSNR (dB) | SSIM | ΔPSNR vs dense FP32 | INT8 vs FP32 (dB) | CPU ms @" + args.size + " |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -245,12 +258,17 @@ def main(argv=None):
         return cache[stride]
 
     mach = machine()
+    if mach["loadavg"] and mach["loadavg"][0] > 0.5 * (mach["cores"] or 1):
+        print(f"warning: load average {mach['loadavg'][0]:.1f} on {mach['cores']} cores: other work will inflate the "
+              "latencies (they are recorded in the manifests the runtime chooses by); rerun on a quiet machine "
+              "without nice for numbers to publish", flush=True)
     command = "python benchmarks/frontier.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows = measure(Path(args.dense), "dense", args, pairs, scene_tensors)
     if args.pruned:
         rows += measure(Path(args.pruned), "pruned", args, pairs, scene_tensors)
     for r in rows:
         r["pairs"] = len(pairs)
+    time_rows(rows, args)
     base = rows[0]
     for r in rows:
         print(f"{r['model']:6s} {r['precision']:4s} params {r['params'] / 1e6:.3f} M  GMACs {r['gmacs_1280x720']:.2f}  "

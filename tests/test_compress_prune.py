@@ -79,6 +79,16 @@ def test_ratio_outside_open_interval_is_rejected(bad):
         check_ratio(bad)
 
 
+def test_other_architectures_are_refused():
+    from edge_deblur.errors import ModelError
+
+    rnn = build_model({"type": "edgenet_rnn", "widths": [16, 32], "enc_blocks": [1], "mid_blocks": 1, "dec_blocks": [1]})
+    with pytest.raises(ModelError, match="feed-forward edgenet"):
+        prune_edgenet(rnn, 0.5)
+    with pytest.raises(ModelError, match="edgenet"):
+        prune_edgenet(torch.nn.Conv2d(3, 3, 1), 0.5)
+
+
 def test_kept_channels_rounds_to_multiples_of_8():
     assert kept_channels(16, 0.5) == 8
     assert kept_channels(128, 0.5) == 64

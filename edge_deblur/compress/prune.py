@@ -181,6 +181,11 @@ def prune_edgenet(model: nn.Module, ratio: float, round_to: int = ROUND_TO, exam
     ratio = check_ratio(ratio)
     if not isinstance(model, EdgeNet):
         raise ModelError(f"pruning supports edgenet models, got {type(model).__name__}; prune an edgenet checkpoint")
+    if getattr(model, "recurrent", False) or (getattr(model, "spec", {}) or {}).get("type", "edgenet") != "edgenet":
+        raise ModelError(
+            f"pruning supports the feed-forward edgenet only, not {type(model).__name__} "
+            "(its state input/output would need its own channel groups); prune an 'edgenet' checkpoint"
+        )
     if round_to < 1:
         raise InputError(f"round_to must be >= 1, got {round_to}")
     m = copy.deepcopy(model) if _is_deploy(model) else to_deploy(model)
