@@ -224,7 +224,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dense", required=True, help="export folder of the dense (shipped) model")
     p.add_argument("--pruned", default=None, help="export folder of the pruned, fine-tuned model")
-    p.add_argument("--pairs", default="../shared/data/pairs/REDS_320x180", help="REDS-layout pairs root")
+    p.add_argument("--pairs", default=str(ROOT.parent / "shared" / "data" / "pairs" / "REDS_320x180"),
+                   help="REDS-layout pairs root (default: ../shared/data/pairs/REDS_320x180 beside the repo)")
     p.add_argument("--scene", required=True, help="held-out scene of --pairs (e.g. test_001)")
     p.add_argument("--calib", default=None, help="calibration source for missing INT8 files (e.g. synthetic:FOLDER)")
     p.add_argument("--requantize", action="store_true", help="re-make model.int8.onnx even when present")
