@@ -110,3 +110,15 @@ def test_bad_spec_errors():
         build_model({"type": "edgnet"})
     with pytest.raises(ConfigError, match="enc_blocks"):
         build_model({"type": "edgenet", "widths": [8, 16], "enc_blocks": [1, 1], "dec_blocks": [1]})
+
+
+def test_grow_is_function_preserving():
+    from edge_deblur.models.grow import grow_edgenet
+
+    m = randomize(build_model(TINY)).eval()
+    g = grow_edgenet(m, 3).eval()
+    assert len(g.mid) == 3 and g.spec["mid_blocks"] == 3
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert (g(x) - m(x)).abs().max().item() < 1e-6
+        assert (to_deploy(g)(x) - m(x)).abs().max().item() < 1e-5

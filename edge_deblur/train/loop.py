@@ -96,9 +96,13 @@ class Validator:
                 pairs = [p for p in pairs if p[0] in d.val_scenes]
             self.sets["real"] = pairs
         if d.val_synthetic:
+            # the fixed full-resolution set uses the default blur model, not the training
+            # recipe's, so every stage and every model is measured on the same frames
+            from ..config.schema import BlurConfig
+
             root = make_synthetic_val_set(
                 d.val_synthetic, d.val_synthetic_cache, count=d.val_synthetic_count,
-                size=tuple(d.val_synthetic_size), seed=d.val_seed, blur_cfg=d.blur,
+                size=tuple(d.val_synthetic_size), seed=d.val_seed, blur_cfg=BlurConfig(),
             )
             self.sets["synthetic_fullres"] = find_pairs(root)
 
