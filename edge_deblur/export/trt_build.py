@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import BackendError, DependencyError, InputError, ModelError
+from ..runtime.manifest import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -263,17 +263,6 @@ def network_precision(network, trt) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
 def gpu_slug(name: str, compute_capability: str) -> str:
     """File-name-safe GPU id: 'NVIDIA H100 80GB HBM3', '9.0' -> 'h100-80gb-hbm3-sm90'."""
     s = name.lower()
@@ -301,20 +290,9 @@ def read_manifest(engine_path) -> dict | None:
     return data
 
 
-def _atomic_write(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_manifest(engine_path, manifest: dict) -> Path:
     p = manifest_path(engine_path)
-    _atomic_write(p, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(p, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return p
 
 
@@ -579,9 +557,9 @@ def build_engine(
             "try a larger --workspace, a narrower --shapes profile, or run the ONNX with --backend onnxruntime"
         )
     data = bytes(memoryview(serialized))
-    _atomic_write(engine_path, data)
+    atomic_write_bytes(engine_path, data)
     try:
-        _atomic_write(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     except OSError as e:  # a read-only cache location must not fail the build
         log.warning("could not save the timing cache to %s: %s", cache_path, e)
     seconds = time.perf_counter() - t0
