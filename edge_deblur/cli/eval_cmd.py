@@ -14,6 +14,12 @@ def add_arguments(p):
     p.add_argument("--save-count", type=int, default=3)
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--make-synthetic", metavar="SHARP_DIR", default=None,
+                   help="first write the fixed full-resolution synthetic set (default blur model) from the sharp "
+                        "images in SHARP_DIR into --data (kept if already made with the same settings)")
+    p.add_argument("--synthetic-count", type=int, default=4)
+    p.add_argument("--synthetic-size", default="1280x720")
+    p.add_argument("--seed", type=int, default=1234)
 
 
 def run(args) -> int:
@@ -22,6 +28,13 @@ def run(args) -> int:
     from ..metrics.evaluate import evaluate_pairs
     from ..runtime.deblurrer import Deblurrer
 
+    if args.make_synthetic:
+        from ..config.schema import BlurConfig
+        from ..data.datasets import make_synthetic_val_set
+        from .info_cmd import parse_size
+
+        make_synthetic_val_set(args.make_synthetic, args.data, count=args.synthetic_count,
+                               size=parse_size(args.synthetic_size), seed=args.seed, blur_cfg=BlurConfig())
     pairs = find_pairs(args.data)
     if args.scenes:
         known = sorted({p[0] for p in pairs})
