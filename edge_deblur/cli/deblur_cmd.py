@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -117,21 +116,10 @@ def _check_jobs(jobs):
 
 def check_writable(folders) -> None:
     """Create each output folder and probe it with a temp file; SourceError when that fails."""
-    from ..errors import SourceError
+    from ..io.sinks import ensure_writable_dir
 
     for d in sorted(set(folders)):
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SourceError(f"cannot create output folder {str(d)!r}: {e.strerror or e}; pass a writable -o") from e
-        if not d.is_dir():
-            raise SourceError(f"output {str(d)!r} is not a folder; pass a writable -o")
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".edge-deblur-probe-", dir=d)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise SourceError(f"output folder {str(d)!r} is not writable: {e.strerror or e}; pass a writable -o") from e
+        ensure_writable_dir(d, "the output (pass a writable -o)")
 
 
 def deblur_image(d, src: Path, dst: Path):

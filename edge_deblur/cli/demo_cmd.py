@@ -181,7 +181,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io.options import StreamOptions
     from ..io.sources import FrameMeta
-    from ..io.sinks import _ensure_writable_dir, atomic_imwrite, open_sink
+    from ..io.sinks import ensure_writable_dir, atomic_imwrite, open_sink
     from ..metrics import psnr
     from ..runtime.pipeline import Pipeline, open_processor
 
@@ -191,7 +191,7 @@ def run(args) -> int:
     if not args.blur > 0:
         raise InputError(f"--blur must be > 0 pixels, got {args.blur}")
     out = Path(args.out)
-    _ensure_writable_dir(out, "the demo")
+    ensure_writable_dir(out, "the demo")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
 
     # 1. a sharp scene and a clip of camera shake along one trajectory

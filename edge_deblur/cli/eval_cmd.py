@@ -23,8 +23,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..data.pairs import find_pairs
-    from ..errors import DatasetError
+    from ..data.pairs import find_pairs, select_scenes
     from ..metrics.evaluate import evaluate_pairs
     from ..runtime.deblurrer import Deblurrer
 
@@ -36,12 +35,7 @@ def run(args) -> int:
         make_synthetic_val_set(args.make_synthetic, args.data, count=args.synthetic_count,
                                size=parse_size(args.synthetic_size), seed=args.seed, blur_cfg=BlurConfig())
     pairs = find_pairs(args.data)
-    if args.scenes:
-        known = sorted({p[0] for p in pairs})
-        missing = [s for s in args.scenes if s not in known]
-        if missing:
-            raise DatasetError(f"scenes {missing} not in {args.data!r}; scenes there: {known}")
-        pairs = [p for p in pairs if p[0] in args.scenes]
+    pairs = select_scenes(pairs, args.scenes, args.data)
     with Deblurrer.open(args.model, backend=args.backend, tile=args.tile) as d:
         result = evaluate_pairs(d, pairs, save_dir=args.save, save_count=args.save_count, with_ssim=not args.no_ssim)
         result["model"] = str(d.info.get("model", args.model))

@@ -221,3 +221,14 @@ def load_pair(bp: Path, sp: Path) -> tuple[np.ndarray, np.ndarray]:
     if b.dtype != s.dtype:
         b, s = _to_uint8(b), _to_uint8(s)
     return b, s
+
+
+def select_scenes(pairs, scenes, root=""):
+    """Keep the pairs of ``scenes`` (all when empty); DatasetError naming unknown scenes."""
+    if not scenes:
+        return list(pairs)
+    known = sorted({p[0] for p in pairs})
+    missing = [s for s in scenes if s not in known]
+    if missing:
+        raise DatasetError(f"scenes {missing} not in {str(root)!r}; scenes there: {known}")
+    return [p for p in pairs if p[0] in scenes]

@@ -55,7 +55,7 @@ def _for_image_file(frame: np.ndarray, ext: str, rgb: bool) -> np.ndarray:
     return frame
 
 
-def _ensure_writable_dir(d: Path, what: str):
+def ensure_writable_dir(d: Path, what: str):
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -215,7 +215,7 @@ class VideoSink(Sink):
         self.fps = float(options.fps or fps or 30.0)
         if self.path.is_dir():
             raise SourceError(f"output {str(self.path)!r} is a folder; give a file name such as out.mp4")
-        _ensure_writable_dir(self.path.parent, f"video {self.path.name!r}")
+        ensure_writable_dir(self.path.parent, f"video {self.path.name!r}")
         self.tmp_path = self.path.with_name(f".{self.path.stem}.partial{ext}")
         self._writer = None
         self._size: Optional[tuple[int, int]] = None
@@ -305,7 +305,7 @@ class ImageFolderSink(Sink):
         self.folder = Path(target.location).expanduser()
         if self.folder.exists() and not self.folder.is_dir():
             raise SourceError(f"output {str(self.folder)!r} exists and is not a folder")
-        _ensure_writable_dir(self.folder, "images")
+        ensure_writable_dir(self.folder, "images")
         self.ext = ext
 
     def _write(self, frame, meta):
@@ -333,7 +333,7 @@ class ImageFileSink(Sink):
                 raise SourceError(
                     f"output pattern {self.path.name!r} must hold one integer field such as %06d ({e})"
                 ) from e
-        _ensure_writable_dir(self.path.parent, f"image {self.path.name!r}")
+        ensure_writable_dir(self.path.parent, f"image {self.path.name!r}")
 
     def _write(self, frame, meta):
         if self.pattern:

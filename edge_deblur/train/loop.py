@@ -81,19 +81,13 @@ class Validator:
 
     def __init__(self, cfg: TrainConfig, device):
         from ..data.datasets import find_pairs, make_synthetic_val_set
+        from ..data.pairs import select_scenes
 
         self.device = device
         self.sets = {}
         d = cfg.data
         if d.val_pairs:
-            pairs = find_pairs(d.val_pairs)
-            if d.val_scenes:
-                known = sorted({p[0] for p in pairs})
-                missing = [s for s in d.val_scenes if s not in known]
-                if missing:
-                    raise ConfigError(f"data.val_scenes: {missing} not found in {d.val_pairs!r}; scenes there: {known}")
-                pairs = [p for p in pairs if p[0] in d.val_scenes]
-            self.sets["real"] = pairs
+            self.sets["real"] = select_scenes(find_pairs(d.val_pairs), d.val_scenes, d.val_pairs)
         if d.val_synthetic:
             # the fixed full-resolution set uses the default blur model, not the training
             # recipe's, so every stage and every model is measured on the same frames

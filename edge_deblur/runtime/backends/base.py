@@ -7,6 +7,8 @@ import abc
 
 import numpy as np
 
+from ...errors import InputError
+
 
 class Backend(abc.ABC):
     name: str = "base"
@@ -19,6 +21,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run one batch: (N, 3, H, W) float32 -> (N, 3, H, W) float32."""
+
+    def check_input(self, x) -> None:
+        """Raise InputError unless ``x`` is an (N, 3, H, W) array with H, W multiples of the stride."""
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"backend input must be (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        if x.shape[2] % self.stride or x.shape[3] % self.stride:
+            raise InputError(
+                f"input {x.shape[3]}x{x.shape[2]} is not a multiple of the model's stride {self.stride}; "
+                "pad frames with edge_deblur.runtime.preprocess.frame_to_tensor(frame, stride)"
+            )
 
     def warmup(self, height: int, width: int, runs: int = 2):
         x = np.zeros((1, 3, height, width), np.float32)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendError, DependencyError, InputError, ModelError
+from ...errors import BackendError, DependencyError, ModelError
 from ..manifest import verify_artifact
 from .base import Backend
 
@@ -147,13 +147,7 @@ class OnnxRuntimeBackend(Backend):
 
     # ------------------------------------------------------------------------------------------
     def _check(self, x: np.ndarray) -> np.ndarray:
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"backend input must be (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-        if x.shape[2] % self.stride or x.shape[3] % self.stride:
-            raise InputError(
-                f"input {x.shape[3]}x{x.shape[2]} is not a multiple of the model's stride {self.stride}; "
-                "pad frames with edge_deblur.runtime.preprocess.frame_to_tensor(frame, stride)"
-            )
+        self.check_input(x)
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
         return np.ascontiguousarray(x)

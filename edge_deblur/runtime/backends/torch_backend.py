@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendError, DependencyError, InputError, ModelError
+from ...errors import BackendError, DependencyError, ModelError
 from .base import Backend
 
 
@@ -81,13 +81,7 @@ class TorchBackend(Backend):
 
     def _forward(self, x: np.ndarray, state: np.ndarray | None = None):
         torch = self._torch
-        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"backend input must be (N, 3, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-        if x.shape[2] % self.stride or x.shape[3] % self.stride:
-            raise InputError(
-                f"input {x.shape[3]}x{x.shape[2]} is not a multiple of the model's stride {self.stride}; "
-                "pad frames with edge_deblur.runtime.preprocess.frame_to_tensor(frame, stride)"
-            )
+        self.check_input(x)
         args = [x] if state is None else [x, state]
         ts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in args]
         if self.half:
