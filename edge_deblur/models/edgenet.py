@@ -73,18 +73,26 @@ class EdgeNet(nn.Module):
                 if hasattr(m.conv2, "conv1"):
                     m.conv2.conv1.weight.data.mul_(0.1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor):
+        """Input -> (bottleneck features before the middle blocks, encoder skips)."""
         h = self.act(self.head(self.unshuffle(x)))
         skips = []
         for enc, down in zip(self.enc, self.down):
             h = enc(h)
             skips.append(h)
             h = self.act(down(h))
-        h = self.mid(h)
+        return h, skips
+
+    def decode(self, h: torch.Tensor, skips, x: torch.Tensor) -> torch.Tensor:
+        """Bottleneck features after the middle blocks -> output (with the global residual)."""
         for i in reversed(range(len(self.up))):
             h = self.up[i](h) + skips[i]
             h = self.dec[i](h)
         return self.shuffle(self.tail(h)) + x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, skips = self.encode(x)
+        return self.decode(self.mid(h), skips, x)
 
 
 class EdgeNetRecurrent(EdgeNet):
@@ -110,19 +118,9 @@ class EdgeNetRecurrent(EdgeNet):
         return (batch, self.state_channels, height // self.stride, width // self.stride)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor):
-        h = self.act(self.head(self.unshuffle(x)))
-        skips = []
-        for enc, down in zip(self.enc, self.down):
-            h = enc(h)
-            skips.append(h)
-            h = self.act(down(h))
-        h = self.act(self.fuse_state(torch.cat([h, state], 1)))
-        h = self.mid(h)
-        new_state = h
-        for i in reversed(range(len(self.up))):
-            h = self.up[i](h) + skips[i]
-            h = self.dec[i](h)
-        return self.shuffle(self.tail(h)) + x, new_state
+        h, skips = self.encode(x)
+        h = self.mid(self.act(self.fuse_state(torch.cat([h, state], 1))))
+        return self.decode(h, skips, x), h
 
 
 # the registry checks spec keys against the constructor's signature
