@@ -14,7 +14,7 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--tile", type=int, default=None, help="tile size (default: whole frame)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the 3x3-conv peak")
     p.add_argument("--peak-runs", type=int, default=10, help="timed runs per conv-peak configuration (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

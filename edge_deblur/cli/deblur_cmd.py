@@ -24,7 +24,7 @@ def add_arguments(p):
     p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--tile", type=int, default=None, help="split frames larger than this into overlapping tiles")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+    p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
 

@@ -80,7 +80,7 @@ class PipelineSection:
     gpu_preprocess: bool = True           # upload uint8 frames, convert/normalize/pad on the GPU
     cuda_graphs: bool = False             # torch-cuda only, stateless models
     tile: Optional[int] = None            # split frames larger than this (pixels) into tiles
-    overlap: int = 32                     # tile overlap in pixels
+    overlap: int = 128                    # tile overlap in pixels
 
     def validate(self, where: str = "pipeline"):
         if self.slots < 1:

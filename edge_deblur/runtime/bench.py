@@ -130,7 +130,7 @@ def measure_conv_peak(size=(1280, 720), widths=DEFAULT_WIDTHS, threads: int | No
 
 
 def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 50, warmup: int = 5,
-          batch: int = 1, threads: int | None = None, device: str | None = None, tile=None, overlap: int = 32,
+          batch: int = 1, threads: int | None = None, device: str | None = None, tile=None, overlap: int = 128,
           peak: bool = True, peak_runs: int = 10, seed: int = 0) -> dict:
     """Time ``model`` on random ``size`` = (width, height) frames through the ``Deblurrer``.
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Deblurrer:
-    def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 32, tile_batch: int = 1, model=None):
+    def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 128, tile_batch: int = 1, model=None):
         self.backend = backend
         self.rgb = bool(rgb)
         self.tile = tile
@@ -53,7 +53,7 @@ class Deblurrer:
         backend: str | None = None,
         rgb: bool = False,
         tile=None,
-        overlap: int = 32,
+        overlap: int = 128,
         device: str | None = None,
         threads: int | None = None,
         tile_batch: int = 1,

@@ -57,7 +57,7 @@ def tiled_infer(
     fn: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
     tile: int | tuple[int, int],
-    overlap: int = 32,
+    overlap: int = 128,
     stride: int = 1,
     margin: int | None = None,
     batch: int = 1,
