@@ -16,27 +16,9 @@ import pytest
 
 from edge_deblur.cli import main
 
+from video_helpers import count_frames, make_video
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def numbered_frame(i, w=64, h=48):
-    return np.full((h, w, 3), (8 * i) % 256, np.uint8)
-
-
-def make_video(path, n=12, w=64, h=48, fourcc="MJPG", fps=10.0):
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    for i in range(n):
-        wr.write(numbered_frame(i, w, h))
-    wr.release()
-    return path
-
-
-def count_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
 
 
 @pytest.fixture(scope="module")

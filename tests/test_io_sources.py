@@ -11,23 +11,7 @@ from edge_deblur.errors import SourceError
 from edge_deblur.io import StreamOptions, open_source
 from edge_deblur.io.sources import opencv_has_gstreamer
 
-
-def numbered_frame(i, w=64, h=48):
-    """A frame whose index can be read back after lossy coding: its mean level is 8 * i."""
-    return np.full((h, w, 3), (8 * i) % 256, np.uint8)
-
-
-def frame_index(frame):
-    return int(round(float(frame.mean()) / 8.0))
-
-
-def make_video(path, n=12, w=64, h=48, fourcc="MJPG", fps=10.0):
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert wr.isOpened()
-    for i in range(n):
-        wr.write(numbered_frame(i, w, h))
-    wr.release()
-    return path
+from video_helpers import frame_index, make_video, numbered_frame
 
 
 def test_video_file_reads_every_frame_in_order(tmp_path):

@@ -4,7 +4,6 @@ import random
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,29 +11,7 @@ from edge_deblur.errors import InputError
 from edge_deblur.io import StreamOptions, open_source
 from edge_deblur.runtime.pipeline import Pipeline, StageTimes, deblur_video, run_stream
 
-
-def numbered_frame(i, w=64, h=48):
-    return np.full((h, w, 3), (8 * i) % 256, np.uint8)
-
-
-def frame_index(frame):
-    return int(round(float(frame.mean()) / 8.0))
-
-
-def make_video(path, n=12, w=64, h=48, fourcc="MJPG", fps=10.0):
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    for i in range(n):
-        wr.write(numbered_frame(i, w, h))
-    wr.release()
-    return path
-
-
-def count_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    return n
+from video_helpers import count_frames, frame_index, make_video, numbered_frame
 
 
 class StagedFake:
