@@ -134,6 +134,21 @@ def test_block_middles_are_described_by_block_mid():
     assert pruned.enc[0][0].conv1.out_channels == 16 and pruned.mid[0].conv1.out_channels == 32
 
 
+def test_strip_blocks_are_pruned_with_their_level():
+    spec = dict(TINY, strip_levels=[0, 1], strip_kernel=5, block_mid={"enc_strip.1": 64})
+    dense = _random_model(spec)
+    pruned = prune_edgenet(dense, 0.5)
+    assert pruned.spec["strip_levels"] == [0, 1] and pruned.spec["strip_kernel"] == 5
+    assert pruned.enc_strip["0"].pw1.in_channels == pruned.spec["widths"][0] == 8
+    assert pruned.enc_strip["0"].dw_h.groups == pruned.enc_strip["0"].pw1.out_channels == 8
+    assert pruned.spec["block_mid"]["enc_strip.1"] == 32
+    rebuilt = build_model(pruned.spec)
+    rebuilt.load_state_dict(pruned.state_dict(), strict=True)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), pruned(x))
+
+
 def test_pruned_checkpoint_loads_from_its_own_spec_and_exports(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from edge_deblur.export.onnx_export import export_onnx

@@ -168,3 +168,40 @@ def test_recurrent_export_carries_state(tmp_path_factory):
                                   "state_in": np.zeros(model.state_shape(20, 24), np.float32)})[0]
     assert np.abs(again - fresh).max() <= 1e-6
     assert np.abs(outs[2] - fresh).max() > 1e-4  # the carried state changed the output
+
+
+def test_strip_blocks_export_as_grouped_convs_and_quantize(tmp_path_factory, tmp_path):
+    """An edgenet with strip blocks exports (parity is checked by export_onnx itself), its long
+    depthwise convs stay Conv nodes with group == channels, and ONNX Runtime's QDQ INT8 keeps it
+    close to FP32."""
+    from edge_deblur.compress.quantize import QuantizeOptions, quantize_model
+
+    spec = dict(TINY_SPEC, strip_levels=[0], strip_kernel=9)
+    e = exported(tmp_path_factory, "tiny_strip", spec, fp16=False)
+    m = onnx.load(str(e["onnx"]))
+    long = [n for n in m.graph.node if n.op_type == "Conv" and
+            any(a.name == "kernel_shape" and sorted(a.ints) == [1, 9] for a in n.attribute)]
+    assert len(long) == 4  # horizontal + vertical, encoder + decoder
+    for n in long:
+        assert {a.name: a.i for a in n.attribute if a.name == "group"}["group"] == TINY_SPEC["widths"][0]
+    assert e["manifest"]["arch"]["strip_levels"] == [0]
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(8)]
+    q = tmp_path / "model.int8.onnx"
+    opts = QuantizeOptions(samples=8, tile=(48, 32), eval_samples=4, min_samples=8)
+    quantize_model(e["onnx"], q, frames=frames, options=opts, calib_dir=tmp_path / "calibration",
+                   update_manifest=False)
+    qops = {n.op_type for n in onnx.load(str(q)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= qops
+    x = frame_to_tensor(frames[0], 4)[0]
+    ref = _session(e["onnx"]).run(["output"], {"input": x})[0]
+    got = _session(q).run(["output"], {"input": x})[0]
+    # random weights (no trained model here) put the output far outside [0, 1]; INT8 must still
+    # follow FP32 closely relative to that spread
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.95
+    # the strip convs' weights are quantized too (a DequantizeLinear feeds each of them)
+    qm = onnx.load(str(q))
+    producers = {o: n for n in qm.graph.node for o in n.output}
+    qlong = [n for n in qm.graph.node if n.op_type == "Conv" and
+             any(a.name == "kernel_shape" and sorted(a.ints) == [1, 9] for a in n.attribute)]
+    assert len(qlong) == 4 and all(producers[n.input[1]].op_type == "DequantizeLinear" for n in qlong)

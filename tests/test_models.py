@@ -122,3 +122,49 @@ def test_grow_is_function_preserving():
     with torch.no_grad():
         assert (g(x) - m(x)).abs().max().item() < 1e-6
         assert (to_deploy(g)(x) - m(x)).abs().max().item() < 1e-5
+
+
+STRIP = {**TINY, "strip_levels": [0, 1], "strip_kernel": 7}
+
+
+def test_strip_blocks_start_as_identity_and_grow_preserves_function():
+    from edge_deblur.models.grow import grow_to
+
+    assert torch.equal(build_model(STRIP).eval()(torch.ones(1, 3, 16, 16)), torch.ones(1, 3, 16, 16))
+    m = randomize(build_model(TINY)).eval()
+    g = grow_to(m, dict(m.spec, strip_levels=[0, 1], strip_kernel=7)).eval()
+    assert set(g.enc_strip) == {"0", "1"} and set(g.dec_strip) == {"0", "1"}
+    x = torch.rand(1, 3, 48, 32)
+    with torch.no_grad():
+        assert (g(x) - m(x)).abs().max().item() < 1e-6
+        assert (to_deploy(g)(x) - m(x)).abs().max().item() < 1e-5
+    assert count_macs(build_model(STRIP)) > count_macs(build_model(TINY))
+    with pytest.raises(ValueError, match="differ"):
+        grow_to(m, dict(m.spec, widths=[8, 16, 32]))
+    with pytest.raises(ValueError, match="drop levels"):
+        grow_to(g, dict(g.spec, strip_levels=[1]))
+
+
+def test_strip_block_reaches_kernel_half_width_along_rows_and_columns():
+    from edge_deblur.models.blocks import StripBlock
+
+    blk = randomize(StripBlock(4, kernel=21), std=0.3).eval()
+    for p in blk.parameters():  # positive weights keep the ReLU open, so any reach shows
+        p.data.abs_()
+    x = torch.rand(1, 4, 41, 41)
+
+    def changed(dy, dx):
+        x2 = x.clone()
+        x2[0, :, 20 + dy, 20 + dx] += 1.0
+        with torch.no_grad():
+            return (blk(x2) - blk(x))[0, :, 20, 20].abs().max().item() > 1e-6
+
+    assert changed(0, 10) and changed(0, -10) and changed(10, 0) and changed(-10, 0)
+    assert not changed(0, 11) and not changed(11, 0) and not changed(3, 3)
+
+
+def test_strip_levels_are_checked():
+    with pytest.raises(ConfigError, match="strip_levels"):
+        build_model({**TINY, "strip_levels": [2]})
+    with pytest.raises(ConfigError, match="odd"):
+        build_model({**TINY, "strip_levels": [0], "strip_kernel": 8})

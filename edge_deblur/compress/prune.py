@@ -144,6 +144,13 @@ def edgenet_spec(model) -> dict:
     visit("mid", model.mid, widths[-1])
     for i, seq in enumerate(model.dec):
         visit(f"dec.{i}", seq, widths[i])
+    for side in ("enc_strip", "dec_strip"):
+        for key, blk in getattr(model, side, {}).items():
+            ch = widths[int(key)]
+            if blk.pw1.in_channels != ch or blk.pw2.out_channels != ch:
+                raise ModelError(f"{side}.{key}: block width {blk.pw1.in_channels}/{blk.pw2.out_channels} != level width {ch}")
+            if blk.pw1.out_channels != ch:
+                block_mid[f"{side}.{key}"] = blk.pw1.out_channels
     base = dict(getattr(model, "spec", {}) or {})
     spec = {
         "type": "edgenet",
@@ -155,7 +162,7 @@ def edgenet_spec(model) -> dict:
         "in_ch": model.tail.out_channels // 4,
         "rep": False,
     }
-    for k, v in base.items():  # keep any other constructor argument (none today)
+    for k, v in base.items():  # keep any other constructor argument (strip_levels, strip_kernel)
         if k not in spec and k != "size":
             spec[k] = v
     return spec
@@ -210,7 +217,7 @@ def prune_edgenet(model: nn.Module, ratio: float, round_to: int = ROUND_TO, exam
     for group in dg.get_all_groups(ignored_layers=[m.tail], root_module_types=[nn.Conv2d]):
         root = group[0].dep.target.module
         fn = group[0].dep.handler
-        if fn not in (tp.prune_conv_out_channels,):
+        if fn not in (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels):
             continue
         c = root.out_channels
         keep = kept_channels(c, ratio, round_to)

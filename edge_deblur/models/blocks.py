@@ -70,6 +70,32 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(x)))
 
 
+class StripBlock(nn.Module):
+    """x + pw2(relu(dw_h(t) + dw_v(t))), t = pw1(x): long horizontal (1 x k) and vertical (k x 1)
+    depthwise convs between two 1x1 convs. Motion blur spans tens of pixels, and undoing it needs
+    filters that long; stacked 3x3 convs reach that far only in theory. Plain Conv2d ops (grouped
+    for the depthwise pair) that ONNX, TensorRT, Torch-Pruning and INT8 handle; a few hundred
+    MMACs per 1280x720 frame at half resolution. ``pw2`` starts at zero: the block is the
+    identity until trained."""
+
+    def __init__(self, ch: int, kernel: int = 21, mid: int | None = None):
+        super().__init__()
+        if kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"strip kernel must be odd and >= 3, got {kernel}")
+        mid = mid or ch
+        self.pw1 = nn.Conv2d(ch, mid, 1)
+        self.dw_h = nn.Conv2d(mid, mid, (1, kernel), padding=(0, kernel // 2), groups=mid)
+        self.dw_v = nn.Conv2d(mid, mid, (kernel, 1), padding=(kernel // 2, 0), groups=mid)
+        self.act = nn.ReLU(inplace=True)
+        self.pw2 = nn.Conv2d(mid, ch, 1)
+        nn.init.zeros_(self.pw2.weight)
+        nn.init.zeros_(self.pw2.bias)
+
+    def forward(self, x):
+        t = self.pw1(x)
+        return x + self.pw2(self.act(self.dw_h(t) + self.dw_v(t)))
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels written with plain ops (ReduceMean, Sub, Mul, Sqrt, Div)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import ResBlock, conv3x3
+from .blocks import ResBlock, StripBlock, conv3x3
 
 
 class EdgeNet(nn.Module):
@@ -21,6 +21,8 @@ class EdgeNet(nn.Module):
         mid_blocks: int = 2,
         dec_blocks: list[int] = (1, 1, 1),
         block_mid: dict | None = None,
+        strip_levels: list[int] = (),
+        strip_kernel: int = 21,
         in_ch: int = 3,
         rep: bool = True,
     ):
@@ -40,6 +42,18 @@ class EdgeNet(nn.Module):
         def block(ch, key):
             return ResBlock(ch, bm.get(key, ch), rep)
 
+        # strip_levels: levels (0 = half resolution) that get a StripBlock before their encoder
+        # blocks and after their decoder blocks (long 1xk / kx1 depthwise convs for long blur)
+        strip_levels = sorted(set(int(i) for i in strip_levels))
+        if any(not 0 <= i < levels - 1 for i in strip_levels):
+            raise ValueError(f"strip_levels must be in [0, {levels - 2}] for {levels} widths, got {strip_levels}")
+        self.strip_levels = strip_levels
+
+        def strip(ch, key):
+            return StripBlock(ch, strip_kernel, bm.get(key, ch))
+
+        self.enc_strip = nn.ModuleDict({str(i): strip(widths[i], f"enc_strip.{i}") for i in strip_levels})
+        self.dec_strip = nn.ModuleDict({str(i): strip(widths[i], f"dec_strip.{i}") for i in strip_levels})
         self.stride = 2 * 2 ** (levels - 1)
         self.unshuffle = nn.PixelUnshuffle(2)
         self.head = conv3x3(in_ch * 4, widths[0], rep)
@@ -77,7 +91,9 @@ class EdgeNet(nn.Module):
         """Input -> (bottleneck features before the middle blocks, encoder skips)."""
         h = self.act(self.head(self.unshuffle(x)))
         skips = []
-        for enc, down in zip(self.enc, self.down):
+        for i, (enc, down) in enumerate(zip(self.enc, self.down)):
+            if str(i) in self.enc_strip:
+                h = self.enc_strip[str(i)](h)
             h = enc(h)
             skips.append(h)
             h = self.act(down(h))
@@ -88,6 +104,8 @@ class EdgeNet(nn.Module):
         for i in reversed(range(len(self.up))):
             h = self.up[i](h) + skips[i]
             h = self.dec[i](h)
+            if str(i) in self.dec_strip:
+                h = self.dec_strip[str(i)](h)
         return self.shuffle(self.tail(h)) + x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
