@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edge_deblur.config import load_train_config
+from edge_deblur.errors import ModelError
 from edge_deblur.models.checkpoint import load_model, read_checkpoint
 from edge_deblur.train import train
 
@@ -88,6 +89,38 @@ def test_init_from_accumulates_iterations(tmp_path, sharp_dir):
     assert meta["iters"] == 4 and meta["total_iters"] == 10
 
 
+def test_init_from_a_smaller_edgenet_grows_it(tmp_path, sharp_dir):
+    """A checkpoint without strip blocks starts a run of the same net with them: the new blocks
+    begin as identities, so the first output equals the checkpoint's."""
+    cfg = make_cfg(tmp_path, sharp_dir, 4, ["train.val_every=4", "train.ckpt_every=4"])
+    train(cfg, progress=False)
+    first = tmp_path / "run" / "last.safetensors"
+    small = load_model(first).eval()
+    _, spec, _, _ = read_checkpoint(first)
+    grown_spec = dict(spec, strip_levels=[0], strip_kernel=5)
+    cfg2 = load_train_config(
+        "configs/train/smoke.yaml",
+        [f"out_dir={tmp_path / 'grown'}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=2", "train.val_every=2",
+         f"train.init_from={first}", "train.lr=1e-12"],
+    )
+    cfg2.model = grown_spec
+    train(cfg2, progress=False)
+    _, gspec, _, meta = read_checkpoint(tmp_path / "grown" / "last.safetensors")
+    assert gspec["strip_levels"] == [0] and meta["total_iters"] == 6
+    grown = load_model(tmp_path / "grown" / "last.safetensors").eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert (grown(x) - small(x)).abs().max().item() < 1e-6
+    # a spec that is not a growth (other widths) is refused with both reasons
+    cfg3 = load_train_config(
+        "configs/train/smoke.yaml",
+        [f"out_dir={tmp_path / 'bad'}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=1", f"train.init_from={first}"],
+    )
+    cfg3.model = dict(spec, widths=[w * 2 for w in spec["widths"]])
+    with pytest.raises(ModelError, match="nor can it grow into it"):
+        train(cfg3, progress=False)
+
+
 def test_train_cli_reports_typos(tmp_path, capsys):
     from edge_deblur.cli import main
 
@@ -134,3 +167,25 @@ def test_ddp_two_processes(tmp_path, sharp_dir):
     assert r.returncode == 0, r.stderr[-3000:]
     _, _, _, meta = read_checkpoint(tmp_path / "ddp" / "last.safetensors")
     assert meta["iters"] == 4
+
+
+def test_pixel_losses_match_their_definitions():
+    from edge_deblur.metrics.quality import psnr
+    from edge_deblur.train.losses import PIXEL_LOSSES
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 8, 8, generator=g)
+    pred = (target + 0.05 * torch.randn(2, 3, 8, 8, generator=g)).clamp(0, 1)
+    want = -np.mean([psnr(pred[i].numpy(), target[i].numpy()) for i in range(2)])
+    got = float(PIXEL_LOSSES["psnr"](pred, target))
+    assert abs(got - want) < 1e-3, (got, want)
+    assert abs(float(PIXEL_LOSSES["mse"](pred, target)) - float(((pred - target) ** 2).mean())) < 1e-9
+    # where the input allows two answers (half the pixels 0, half 1, same blurry input), the MSE
+    # family pulls a constant prediction to their mean; L1 does not care where between them it lies
+    t = torch.zeros(1, 1, 4, 4)
+    t[..., ::2, :] = 1.0
+    mid, low = torch.full_like(t, 0.5), torch.full_like(t, 0.2)
+    for name in ("psnr", "mse"):
+        f = PIXEL_LOSSES[name]
+        assert float(f(mid, t)) < float(f(low, t)) - 0.01
+    assert abs(float(PIXEL_LOSSES["l1"](mid, t)) - float(PIXEL_LOSSES["l1"](low, t))) < 1e-6

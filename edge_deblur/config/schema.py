@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from .core import apply_overrides, from_dict, load_yaml
+from .core import apply_overrides, from_dict, load_yaml, suggest
 
 
 def _range(where: str, name: str, pair, lo=None, hi=None):
@@ -98,7 +98,7 @@ class TrainSection:
     warmup_iters: int = 500
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
-    loss: str = "charbonnier"        # charbonnier | l1
+    loss: str = "charbonnier"        # charbonnier | l1 | mse | psnr (minus per-image PSNR, as NAFNet)
     charbonnier_eps: float = 1e-3
     freq_weight: float = 0.05        # weight of the FFT amplitude/phase L1 loss
     adv_weight: float = 0.0          # > 0 turns on GAN mode with a PatchGAN discriminator
@@ -116,8 +116,9 @@ class TrainSection:
     compile: bool = False
 
     def validate(self, where: str = "train"):
-        if self.loss not in ("charbonnier", "l1"):
-            raise ConfigError(f"{where}.loss: {self.loss!r} is not 'charbonnier' or 'l1'")
+        losses = ("charbonnier", "l1", "mse", "psnr")
+        if self.loss not in losses:
+            raise ConfigError(f"{where}.loss: {self.loss!r} is not one of {', '.join(losses)}{suggest(self.loss, losses)}")
         for name in ("iters", "batch_size", "val_every", "ckpt_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")

@@ -197,7 +197,19 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            raise ModelError(f"train.init_from {t.init_from!r} does not fit model {spec}: {e}") from e
+            # a smaller edgenet grows into the configured one (new blocks start as identities)
+            try:
+                from ..models.grow import grow_to
+
+                small = build_model(ispec)
+                small.load_state_dict(state)
+                model = grow_to(small, spec)
+            except (ValueError, RuntimeError, ConfigError) as ge:
+                raise ModelError(
+                    f"train.init_from {t.init_from!r} (spec {ispec}) does not fit model {spec}: {e}; "
+                    f"nor can it grow into it: {ge}"
+                ) from e
+            log.info(f"grew {ispec} into {spec}: the added blocks start as identities")
         prior_iters = int(imeta.get("total_iters", imeta.get("iters", 0)))
         log.info(f"initialised from {t.init_from} ({prior_iters} prior iterations)")
     model = model.to(device)
@@ -241,6 +253,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     if ddp:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     pixel_loss = PIXEL_LOSSES[t.loss]
+    eps_kw = {"eps": t.charbonnier_eps} if t.loss == "charbonnier" else {}
     validator = Validator(cfg, device) if rank == 0 else None
     resolved = to_dict(cfg)
     csv_path = out / "log.csv"
@@ -311,7 +324,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                         sharp = sharp.flatten(0, 1)
                     else:
                         pred = train_model(blur)
-                    loss = pixel_loss(pred.float(), sharp, t.charbonnier_eps)
+                    loss = pixel_loss(pred.float(), sharp, **eps_kw)
                     if t.freq_weight > 0:
                         loss = loss + t.freq_weight * frequency_loss(pred, sharp)
                     if disc is not None:

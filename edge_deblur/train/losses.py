@@ -1,4 +1,4 @@
-"""Losses: Charbonnier / L1 pixel losses, a frequency-domain loss and GAN losses.
+"""Losses: Charbonnier / L1 / MSE / PSNR pixel losses, a frequency-domain loss and GAN losses.
 (FFT is used in the loss only, never inside a model graph.)"""
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ def charbonnier(pred, target, eps: float = 1e-3):
 
 def l1(pred, target, eps: float = 0.0):
     return (pred - target).abs().mean()
+
+
+def mse(pred, target, eps: float = 0.0):
+    return ((pred - target) ** 2).mean()
+
+
+def psnr_loss(pred, target, eps: float = 1e-8):
+    """Minus the mean per-image PSNR (dB, images in [0, 1]), as NAFNet trains: the metric the
+    models are judged by. Where the input leaves the answer uncertain (long blur) the MSE family
+    pulls towards the conditional mean, which PSNR rewards, where L1/Charbonnier pull towards the
+    median. ``eps`` keeps the log finite on a perfect match."""
+    err = ((pred - target) ** 2).flatten(1).mean(1)
+    return (10.0 * torch.log10(err + eps)).mean()
 
 
 def frequency_loss(pred, target):
@@ -30,4 +43,4 @@ def gan_g_loss(fake_logits):
     return -fake_logits.mean()
 
 
-PIXEL_LOSSES = {"charbonnier": charbonnier, "l1": l1}
+PIXEL_LOSSES = {"charbonnier": charbonnier, "l1": l1, "mse": mse, "psnr": psnr_loss}
