@@ -10,11 +10,11 @@ def charbonnier(pred, target, eps: float = 1e-3):
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
 
 
-def l1(pred, target, eps: float = 0.0):
+def l1(pred, target):
     return (pred - target).abs().mean()
 
 
-def mse(pred, target, eps: float = 0.0):
+def mse(pred, target):
     return ((pred - target) ** 2).mean()
 
 
