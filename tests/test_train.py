@@ -189,3 +189,37 @@ def test_pixel_losses_match_their_definitions():
         f = PIXEL_LOSSES[name]
         assert float(f(mid, t)) < float(f(low, t)) - 0.01
     assert abs(float(PIXEL_LOSSES["l1"](mid, t)) - float(PIXEL_LOSSES["l1"](low, t))) < 1e-6
+
+
+def test_lowpass_loss_sees_local_brightness_not_detail():
+    from edge_deblur.train.losses import lowpass_loss
+
+    # a checkerboard and flat grey share every 8x8 mean: no lowpass loss, though every pixel is off
+    t = torch.zeros(1, 3, 16, 16)
+    t[..., ::2, ::2] = 1.0
+    t[..., 1::2, 1::2] = 1.0
+    flat = torch.full_like(t, 0.5)
+    assert float(lowpass_loss(flat, t, 8)) < 1e-7
+    # brightening one 8x8 cell by 0.1 costs 0.1 on that cell's mean: a quarter of the cells here
+    bright = t.clone()
+    bright[..., :8, :8] += 0.1
+    assert abs(float(lowpass_loss(bright, t, 8)) - 0.025) < 1e-6
+    with pytest.raises(ValueError, match="lowpass_scale=32"):
+        lowpass_loss(t, t, 32)
+
+
+def test_lowpass_weight_enters_the_training_loss(tmp_path, sharp_dir):
+    """Two one-iteration runs from the same seed differ only in train.lowpass_weight: their logged
+    losses differ (the term is really added), and a typo in its name gets a suggestion."""
+    from edge_deblur.errors import ConfigError
+
+    losses = []
+    for w in (0.0, 5.0):
+        cfg = make_cfg(tmp_path / str(w), sharp_dir, 1, ["train.log_every=1", f"train.lowpass_weight={w}",
+                                                         "train.lowpass_scale=4", "data.blur.gaussian_sigma=[0.3, 0.3]"])
+        train(cfg, progress=False)
+        with open(tmp_path / str(w) / "run" / "log.csv") as f:
+            losses.append(float(list(csv.DictReader(f))[-1]["loss"]))
+    assert losses[1] > losses[0] + 1e-4, losses
+    with pytest.raises(ConfigError, match=r"lowpas_weight.*did you mean .lowpass_weight."):
+        load_train_config("configs/train/smoke.yaml", ["train.lowpas_weight=1"])

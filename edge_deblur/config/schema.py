@@ -101,6 +101,8 @@ class TrainSection:
     loss: str = "charbonnier"        # charbonnier | l1 | mse | psnr (minus per-image PSNR, as NAFNet)
     charbonnier_eps: float = 1e-3
     freq_weight: float = 0.05        # weight of the FFT amplitude/phase L1 loss
+    lowpass_weight: float = 0.0      # weight of the L1 loss between lowpass_scale-box means (tone)
+    lowpass_scale: int = 8
     adv_weight: float = 0.0          # > 0 turns on GAN mode with a PatchGAN discriminator
     disc_lr: float = 2e-4
     ema_decay: float = 0.999
@@ -119,7 +121,7 @@ class TrainSection:
         losses = ("charbonnier", "l1", "mse", "psnr")
         if self.loss not in losses:
             raise ConfigError(f"{where}.loss: {self.loss!r} is not one of {', '.join(losses)}{suggest(self.loss, losses)}")
-        for name in ("iters", "batch_size", "val_every", "ckpt_every", "log_every"):
+        for name in ("iters", "batch_size", "val_every", "ckpt_every", "log_every", "lowpass_scale"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

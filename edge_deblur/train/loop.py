@@ -26,7 +26,7 @@ from ..models import build_model
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..models.profile import summary
 from .ema import EMA
-from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss
+from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss, lowpass_loss
 
 log = logging.getLogger("edge_deblur.train")
 
@@ -327,6 +327,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                     loss = pixel_loss(pred.float(), sharp, **eps_kw)
                     if t.freq_weight > 0:
                         loss = loss + t.freq_weight * frequency_loss(pred, sharp)
+                    if t.lowpass_weight > 0:
+                        loss = loss + t.lowpass_weight * lowpass_loss(pred, sharp, t.lowpass_scale)
                     if disc is not None:
                         loss = loss + t.adv_weight * gan_g_loss(disc(pred))
                 opt.zero_grad(set_to_none=True)
