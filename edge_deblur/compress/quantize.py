@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import numpy as np
 
 from ..errors import DatasetError, InputError, ModelError
 from ..runtime import preprocess
+from ..runtime.manifest import tool_versions
 
 log = logging.getLogger("edge_deblur.compress.quantize")
 
@@ -80,26 +80,6 @@ def sha256_file(path) -> str:
     from ..runtime.manifest import sha256_file as _sha
 
     return _sha(path)
-
-
-def tool_versions() -> dict:
-    import onnx
-    import onnxruntime
-
-    try:
-        from importlib.metadata import version
-
-        ours = version("edge-deblur")
-    except Exception:  # running from a checkout
-        ours = None
-    return {
-        "edge_deblur": ours,
-        "onnxruntime": onnxruntime.__version__,
-        "onnx": onnx.__version__,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "python": platform.python_version(),
-    }
 
 
 class _DropORTHints(logging.Filter):
@@ -884,7 +864,7 @@ def quantize_model(
             "float_nodes": exclude,
             "extra_options": extra_options(opts.method, opts.percentile),
         },
-        "tools": tool_versions(),
+        "tools": tool_versions(opencv="cv2"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - t0, 2),
         "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "io_dtypes")},

@@ -12,7 +12,6 @@ import inspect
 import io
 import json
 import logging
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from ..runtime.manifest import (
     atomic_write_json,
     read_manifest,
     sha256_file,
+    tool_versions,
 )
 
 log = logging.getLogger(__name__)
@@ -52,27 +52,6 @@ def resolve_output(output) -> Path:
 def fp16_path(onnx_path) -> Path:
     p = Path(onnx_path)
     return p.with_name(p.name[: -len(".onnx")] + ".fp16.onnx")
-
-
-def tool_versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-
-    try:
-        from importlib.metadata import version
-
-        ours = version("edge-deblur")
-    except Exception:  # not installed (running from a checkout)
-        ours = None
-    return {
-        "edge_deblur": ours,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 STATE_IN, STATE_OUT = "state_in", "state_out"
@@ -337,7 +316,7 @@ def export_onnx(
     onnx_sha = sha256_file(out)
     meta = getattr(ref, "meta", {}) or {}
     tensor = {"layout": "NCHW", "shape": ["batch", 3, "height", "width"], "dtype": "float32", "range": [0.0, 1.0], "colour": "RGB"}
-    versions = tool_versions()
+    versions = tool_versions(torch="torch")
     entry = {
         "sha256": onnx_sha,
         "precision": "fp32",

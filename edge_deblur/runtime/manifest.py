@@ -145,3 +145,23 @@ def add_artifact(folder, filename: str, entry: dict) -> dict:
     manifest.setdefault("artifacts", {})[filename] = entry
     atomic_write_json(folder / MANIFEST_NAME, manifest)
     return manifest
+
+
+def tool_versions(**modules: str) -> dict:
+    """Versions of the tools an artifact was made with, for its manifest or recipe: edge-deblur
+    (None when running from a checkout), ONNX, ONNX Runtime, NumPy and Python, plus
+    ``key=module`` extras (e.g. ``torch="torch"``, ``opencv="cv2"``)."""
+    import importlib
+    import platform
+
+    try:
+        from importlib.metadata import version
+
+        ours = version("edge-deblur")
+    except Exception:  # not installed (running from a checkout)
+        ours = None
+    out = {"edge_deblur": ours}
+    for key, mod in {"onnx": "onnx", "onnxruntime": "onnxruntime", "numpy": "numpy", **modules}.items():
+        out[key] = importlib.import_module(mod).__version__
+    out["python"] = platform.python_version()
+    return out
