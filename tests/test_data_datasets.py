@@ -17,9 +17,10 @@ from edge_deblur.data.datasets import (
     find_pairs,
     make_synthetic_val_set,
     read_image,
+    stack_frames,
     worker_init_fn,
 )
-from edge_deblur.errors import DatasetError
+from edge_deblur.errors import ConfigError, DatasetError
 
 
 def _img(h, w, seed):
@@ -195,6 +196,39 @@ def test_paired_augmentation_is_the_same_on_both(tmp_path):
     # random crops/augmentations really vary, and repeat for the same (seed, index)
     assert not torch.equal(ds[0]["blur"], ds[2]["blur"])
     assert torch.equal(ds[3]["blur"], PairedDataset(root, crop=24, length=16)[3]["blur"])
+
+
+def test_stack_frames_averages_in_linear_light():
+    black, white = np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 255, np.uint8)
+    # half black, half white in linear light is 0.5 ** (1 / 2.2) = 186 levels, not the sRGB mean 128
+    assert (stack_frames([black, white]) == 186).all()
+    assert (stack_frames([black, white], gamma=1.0) == 128).all()
+    assert stack_frames([black.astype(np.uint16) * 0, white.astype(np.uint16) * 257]).dtype == np.uint16
+    same = _img(8, 8, 3)
+    assert np.array_equal(stack_frames([same, same, same]), same)
+    with pytest.raises(DatasetError, match="differ in size"):
+        stack_frames([black, np.zeros((3, 2, 3), np.uint8)])
+
+
+def test_paired_stack_averages_consecutive_blurred_frames(tmp_path):
+    root = make_gopro(tmp_path / "d", scenes=(("s1", 5), ("s2", 1)))
+    ds = PairedDataset(root, crop=None, augment=False, stack=[3], length=6)
+    assert ds.neighbours(0, 3) == [0]              # first frame of s1: no left neighbour
+    assert ds.neighbours(2, 5) == [0, 1, 2, 3, 4]
+    assert ds.neighbours(4, 5) == [4]              # last frame of s1
+    assert ds.neighbours(5, 3) == [5]              # a one-frame scene never borrows from s1
+    x = ds[2]
+    blurs = [read_image(root / "s1" / "blur" / f"{i:06d}.png") for i in (1, 2, 3)]
+    want = torch.from_numpy(stack_frames(blurs).astype(np.float32).transpose(2, 0, 1) / 255)
+    assert torch.allclose(x["blur"], want)
+    # the target stays the centre sharp frame
+    assert torch.allclose(x["sharp"], PairedDataset(root, crop=None, augment=False)[2]["sharp"])
+    assert torch.equal(ds[0]["blur"], PairedDataset(root, crop=None, augment=False)[0]["blur"])
+    with pytest.raises(DatasetError, match="odd numbers"):
+        PairedDataset(root, stack=[2])
+    cfg = DataConfig(pair_roots=[str(root)], pair_prob=1.0, pair_stack=[1, 4])
+    with pytest.raises(ConfigError, match="pair_stack"):
+        cfg.validate()
 
 
 def test_synthetic_dataset(tmp_path):

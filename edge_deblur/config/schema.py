@@ -63,6 +63,7 @@ class DataConfig:
     pair_roots: list[str] = field(default_factory=list)    # GoPro/REDS-layout blur/sharp pairs
     pair_exclude: list[str] = field(default_factory=list)  # scene names held out of training
     pair_prob: float = 0.0          # share of training samples drawn from real pairs
+    pair_stack: list[int] = field(default_factory=lambda: [1])  # odd frame counts: real blur k frames long (see PairedDataset)
     crop: int = 128
     scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random downscale of sharp photos before cropping
     blur: BlurConfig = field(default_factory=BlurConfig)
@@ -84,6 +85,9 @@ class DataConfig:
             raise ConfigError(f"{where}.pair_prob must be in [0, 1], got {self.pair_prob}")
         if self.pair_prob > 0 and not self.pair_roots:
             raise ConfigError(f"{where}.pair_prob is {self.pair_prob} but pair_roots is empty")
+        if not self.pair_stack or any(k < 1 or k % 2 == 0 for k in self.pair_stack):
+            raise ConfigError(f"{where}.pair_stack must list odd frame counts >= 1 (1 = the pair as it is), "
+                              f"got {self.pair_stack}")
         if self.crop < 16 or self.crop % 16:
             raise ConfigError(f"{where}.crop must be a multiple of 16 and >= 16, got {self.crop}")
         _range(where, "scale", self.scale, lo=0.05, hi=4.0)

@@ -38,6 +38,7 @@ __all__ = [
     "MixedDataset",
     "worker_init_fn",
     "build_train_dataset",
+    "stack_frames",
     "make_synthetic_val_set",
 ]
 
@@ -114,10 +115,19 @@ class PairedDataset(_EpochMixin, Dataset):
     name or its last component); a name that matches no scene is an error, so a typo cannot
     silently leak a held-out scene into training. ``length``: items per epoch (index modulo the
     number of pairs; default: the number of pairs). Images are decoded once and cached.
+
+    ``stack``: odd frame counts drawn from uniformly per item (default ``(1,)``: the pair as it
+    is). With k > 1 the blurred input is the average, in linear light (``gamma``), of the k
+    consecutive blurred frames centred on the pair, and the target stays the centre sharp frame:
+    real blur k times as long, with the scene's own object motion, parallax and brightening (the
+    way REDS and GoPro make blur: sub-frames averaged in linear light). Frames are consecutive
+    when their names are consecutive integers in one scene; near a scene's ends or a gap the
+    largest odd k that fits is used.
     """
 
     def __init__(self, root, crop=None, exclude: Iterable[str] = (), include: Optional[Iterable[str]] = None,
-                 augment: bool = True, length: Optional[int] = None, seed: int = 0, cache: bool = True):
+                 augment: bool = True, length: Optional[int] = None, seed: int = 0, cache: bool = True,
+                 stack: Iterable[int] = (1,), gamma: float = 2.2):
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         if not roots:
             raise DatasetError("no pair folders given; set data.pair_roots")
@@ -128,6 +138,13 @@ class PairedDataset(_EpochMixin, Dataset):
         self.augment = bool(augment)
         self.length = int(length) if length else len(self.pairs)
         self.seed = int(seed)
+        self.stack = _check_stack(stack)
+        self.gamma = float(gamma)
+        # (scene, frame number) -> pair index, for the neighbours of a stacked item
+        self._frame_index: dict[tuple[str, int], int] = {}
+        for j, (scene, bp, _) in enumerate(self.pairs):
+            if bp.stem.isdigit():
+                self._frame_index[(scene, int(bp.stem))] = j
         self.cache: Optional[list[tuple[np.ndarray, np.ndarray]]] = None
         if cache:
             self.cache = [load_pair(bp, sp) for _, bp, sp in self.pairs]
@@ -151,6 +168,11 @@ class PairedDataset(_EpochMixin, Dataset):
         j = index % len(self.pairs)
         b, s = self.load(j)
         rng = _rng(self.seed, self.epoch, index, 1)
+        if len(self.stack) > 1 or self.stack[0] > 1:
+            k = self.stack[int(_rng(self.seed, self.epoch, index, 5).integers(len(self.stack)))]
+            neighbours = self.neighbours(j, k)
+            if len(neighbours) > 1:
+                b = stack_frames([self.load(i)[0] for i in neighbours], self.gamma)
         if self.crop is not None:
             ch, cw = self.crop
             H, W = b.shape[:2]
@@ -166,6 +188,45 @@ class PairedDataset(_EpochMixin, Dataset):
             b, s = _apply_aug(b, code), _apply_aug(s, code)
         scene, bp, _ = self.pairs[j]
         return {"blur": _tensor(b), "sharp": _tensor(s), "scene": scene, "name": bp.stem}
+
+    def neighbours(self, j: int, k: int) -> list[int]:
+        """Pair indices of the (at most) k consecutive frames centred on pair j: the largest odd
+        count <= k whose frames all exist (``[j]`` when the frame name is not a number)."""
+        scene, bp, _ = self.pairs[j]
+        if not bp.stem.isdigit():
+            return [j]
+        n = int(bp.stem)
+        r = k // 2
+        while r > 0:
+            idx = [self._frame_index.get((scene, n + d)) for d in range(-r, r + 1)]
+            if all(i is not None for i in idx):
+                return idx
+            r -= 1
+        return [j]
+
+
+def _check_stack(stack: Iterable[int]) -> tuple[int, ...]:
+    out = tuple(int(k) for k in stack)
+    if not out or any(k < 1 or k % 2 == 0 for k in out):
+        raise DatasetError(f"pair stack sizes must be odd numbers >= 1 (1 = the pair as it is), got {list(stack)}")
+    return out
+
+
+def stack_frames(frames: list[np.ndarray], gamma: float = 2.2) -> np.ndarray:
+    """Average same-sized frames in linear light (undo ``gamma``, mean, re-apply), keeping the
+    dtype: uint8/uint16 are rounded back to their levels, float stays float32."""
+    if not frames:
+        raise DatasetError("stack_frames: no frames given")
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise DatasetError(f"stack_frames: frames differ in size {sorted(shapes)}; stacked frames must match")
+    lin = np.mean([np.power(to_float(f), np.float32(gamma)) for f in frames], axis=0, dtype=np.float32)
+    out = np.power(np.clip(lin, 0.0, 1.0), np.float32(1.0 / gamma))
+    dtype = frames[0].dtype
+    if dtype == np.uint8 or dtype == np.uint16:
+        top = 255.0 if dtype == np.uint8 else 65535.0
+        return (out * top + 0.5).astype(dtype)
+    return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -345,7 +406,8 @@ def build_train_dataset(cfg: DataConfig, length: int, seed: int = 0) -> Dataset:
     if cfg.sharp_roots and cfg.pair_prob < 1.0:
         synthetic = SyntheticDataset(cfg.sharp_roots, cfg.crop, cfg.blur, cfg.scale, seed=seed, length=length)
     if cfg.pair_roots and cfg.pair_prob > 0.0:
-        paired = PairedDataset(cfg.pair_roots, cfg.crop, exclude=cfg.pair_exclude, length=length, seed=seed + 1)
+        paired = PairedDataset(cfg.pair_roots, cfg.crop, exclude=cfg.pair_exclude, length=length, seed=seed + 1,
+                               stack=cfg.pair_stack, gamma=cfg.blur.gamma)
     if paired is None:
         return synthetic
     if synthetic is None:
