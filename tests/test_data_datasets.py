@@ -226,6 +226,17 @@ def test_paired_stack_averages_consecutive_blurred_frames(tmp_path):
     assert torch.equal(ds[0]["blur"], PairedDataset(root, crop=None, augment=False)[0]["blur"])
     with pytest.raises(DatasetError, match="odd numbers"):
         PairedDataset(root, stack=[2])
+    # cropping happens before stacking: same pixels as stacking whole frames, then cropping
+    cropped = PairedDataset(root, crop=16, augment=False, stack=[3], length=6)
+    c, full = cropped[2]["blur"], x["blur"]
+    assert c.shape == (3, 16, 16)
+    assert any(torch.allclose(c, full[:, y:y + 16, x0:x0 + 16]) for y in range(25) for x0 in range(41))
+    other = tmp_path / "odd"
+    for i, w in enumerate((56, 56, 48)):
+        _write(other / "s" / "sharp" / f"{i}.png", _img(40, w, i))
+        _write(other / "s" / "blur" / f"{i}.png", _img(40, w, i))
+    with pytest.raises(DatasetError, match="must share a size"):
+        PairedDataset(other, crop=16, stack=[3])[1]
     cfg = DataConfig(pair_roots=[str(root)], pair_prob=1.0, pair_stack=[1, 4])
     with pytest.raises(ConfigError, match="pair_stack"):
         cfg.validate()

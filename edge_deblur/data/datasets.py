@@ -168,21 +168,31 @@ class PairedDataset(_EpochMixin, Dataset):
         j = index % len(self.pairs)
         b, s = self.load(j)
         rng = _rng(self.seed, self.epoch, index, 1)
+        blurs = [b]
         if len(self.stack) > 1 or self.stack[0] > 1:
             k = self.stack[int(_rng(self.seed, self.epoch, index, 5).integers(len(self.stack)))]
             neighbours = self.neighbours(j, k)
             if len(neighbours) > 1:
-                b = stack_frames([self.load(i)[0] for i in neighbours], self.gamma)
-        if self.crop is not None:
+                blurs = [self.load(i)[0] for i in neighbours]
+                for i, f in zip(neighbours, blurs):
+                    if f.shape != b.shape:
+                        raise DatasetError(
+                            f"cannot stack {self.pairs[i][1]} ({f.shape[1]}x{f.shape[0]}) with {self.pairs[j][1]} "
+                            f"({b.shape[1]}x{b.shape[0]}): frames of one scene must share a size for data.pair_stack; "
+                            "resize the scene or set data.pair_stack: [1]")
+        if self.crop is not None:  # crop first (the same window on every frame), then stack
             ch, cw = self.crop
             H, W = b.shape[:2]
             if H < ch or W < cw:
                 pad = ((0, max(0, ch - H)), (0, max(0, cw - W)), (0, 0))
-                b, s = np.pad(b, pad, mode="reflect"), np.pad(s, pad, mode="reflect")
-                H, W = b.shape[:2]
+                s = np.pad(s, pad, mode="reflect")
+                blurs = [np.pad(f, pad, mode="reflect") for f in blurs]
+                H, W = s.shape[:2]
             y = int(rng.integers(0, H - ch + 1))
             x = int(rng.integers(0, W - cw + 1))
-            b, s = b[y:y + ch, x:x + cw], s[y:y + ch, x:x + cw]
+            s = s[y:y + ch, x:x + cw]
+            blurs = [f[y:y + ch, x:x + cw] for f in blurs]
+        b = blurs[0] if len(blurs) == 1 else stack_frames(blurs, self.gamma)
         if self.augment:
             code = _augment_code(rng, b.shape[0] == b.shape[1])
             b, s = _apply_aug(b, code), _apply_aug(s, code)
