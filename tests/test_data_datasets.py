@@ -267,6 +267,32 @@ def test_synthetic_dataset_upscales_small_images(tmp_path):
     assert x["blur"].shape == (3, 48, 48)
 
 
+def test_synthetic_downscale_blurs_before_shrinking(tmp_path):
+    # a 1-pixel checkerboard: detail finer than the output pixels once shrunk 2x
+    board = ((np.indices((160, 160)).sum(0) % 2) * 255).astype(np.uint8)
+    _write(tmp_path / "b" / "board.png", np.dstack([board] * 3))
+    quiet = dict(noise_prob=0.0, jpeg_prob=0.0, defocus_prob=0.0, highlight_gain=[1.0, 1.0])
+    still = BlurConfig(sharp_prob=1.0, **quiet)
+    plain = SyntheticDataset(tmp_path / "b", crop=32, blur_cfg=still, scale=(1.0, 1.0), length=2, augment=False)
+    assert plain[0]["sharp"].std() > 0.4                       # d = 1: the board itself
+    shrunk = SyntheticDataset(tmp_path / "b", crop=32, blur_cfg=still, scale=(1.0, 1.0), length=2,
+                              augment=False, downscale=(2.0, 2.0))
+    x = shrunk[0]
+    assert x["sharp"].shape == (3, 32, 32)
+    assert torch.allclose(x["sharp"], torch.full_like(x["sharp"], 128 / 255), atol=1 / 255)  # area mean
+    assert torch.equal(x["sharp"] * 255, (x["sharp"] * 255).round())                         # 8-bit levels
+    # blurred at 2x in linear light, then shrunk: the flat grey target comes with a much brighter
+    # blurred frame (0.5 ** (1 / 2.2) = 186 levels), as real blur on detail finer than a pixel
+    moving = BlurConfig(sharp_prob=0.0, length=[6.0, 10.0], **quiet)
+    y = SyntheticDataset(tmp_path / "b", crop=32, blur_cfg=moving, scale=(1.0, 1.0), length=4,
+                         augment=False, downscale=(2.0, 2.0))[1]
+    assert y["sharp"].std() < 2 / 255 and y["blur"].mean() * 255 > 170
+    with pytest.raises(DatasetError, match="downscale"):
+        SyntheticDataset(tmp_path / "b", crop=32, downscale=(0.5, 1.0))
+    with pytest.raises(ConfigError, match="downscale"):
+        DataConfig(sharp_roots=["x"], downscale=[0.5, 2.0]).validate()
+
+
 def test_synthetic_clip_dataset(tmp_path):
     root = make_sharp_folder(tmp_path / "sharp")
     ds = SyntheticClipDataset(root, crop=32, frames=3, length=4, blur_cfg=BlurConfig(length=[2.0, 6.0]))

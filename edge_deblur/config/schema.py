@@ -66,6 +66,7 @@ class DataConfig:
     pair_stack: list[int] = field(default_factory=lambda: [1])  # odd frame counts: real blur k frames long (see PairedDataset)
     crop: int = 128
     scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random downscale of sharp photos before cropping
+    downscale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # blur at d x the crop, then shrink both d x (see SyntheticDataset)
     blur: BlurConfig = field(default_factory=BlurConfig)
     workers: int = 1
     clip_frames: int = 0            # > 0: train on synthetic clips of this many frames (recurrent models)
@@ -91,6 +92,7 @@ class DataConfig:
         if self.crop < 16 or self.crop % 16:
             raise ConfigError(f"{where}.crop must be a multiple of 16 and >= 16, got {self.crop}")
         _range(where, "scale", self.scale, lo=0.05, hi=4.0)
+        _range(where, "downscale", self.downscale, lo=1.0, hi=4.0)
 
 
 @dataclass
