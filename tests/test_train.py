@@ -169,6 +169,41 @@ def test_ddp_two_processes(tmp_path, sharp_dir):
     assert meta["iters"] == 4
 
 
+def test_sigterm_to_the_process_group_still_saves_a_resumable_state(tmp_path, sharp_dir):
+    """kill -- -PGID (or Ctrl-C in a terminal) reaches the DataLoader workers too: the trainer must
+    still write its resume checkpoint, not die in PyTorch's worker-death handler halfway through."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge_deblur", "train", "-c", "configs/train/smoke.yaml", "--no-progress",
+           f"out_dir={run}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=100000", "data.workers=1",
+           "train.val_every=100000", "train.ckpt_every=100000", "train.log_every=5"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 120
+        log = run / "log.csv"
+        while not (log.is_file() and len(log.read_text().splitlines()) >= 3):  # header + 2 rows
+            assert p.poll() is None, p.communicate()[1][-3000:]
+            assert time.time() < deadline, "training did not start logging within 120 s"
+            time.sleep(0.5)
+        os.killpg(p.pid, signal.SIGTERM)  # the trainer and its DataLoader worker
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "is killed by signal" not in err, err[-3000:]
+    assert "saving a checkpoint to resume from" in err
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert st["iter"] >= 10 and not (run / "state.tmp").exists()
+    _, _, _, meta = read_checkpoint(run / "last.safetensors")
+    assert meta["iters"] == st["iter"]
+
+
 def test_pixel_losses_match_their_definitions():
     from edge_deblur.metrics.quality import psnr
     from edge_deblur.train.losses import PIXEL_LOSSES

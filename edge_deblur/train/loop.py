@@ -13,6 +13,8 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,15 @@ def _dist_info():
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
+
+
+def _ignore_worker_deaths():
+    """A signal sent to the whole process group (Ctrl-C in a terminal, ``kill -- -PGID``,
+    ``pkill -f``) also stops the DataLoader workers, and PyTorch's SIGCHLD handler then raises
+    "DataLoader worker ... is killed" in the middle of writing the resume checkpoint. The
+    workers are no longer needed once training stops, so their deaths are ignored from here."""
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def lr_at(it: int, cfg) -> float:
@@ -379,6 +390,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         except KeyboardInterrupt:
             if rank == 0:
                 log.info(f"interrupted at iteration {it}; saving a checkpoint to resume from")
+                _ignore_worker_deaths()
                 save(it)
             raise
         finally:
