@@ -204,6 +204,33 @@ def test_sigterm_to_the_process_group_still_saves_a_resumable_state(tmp_path, sh
     assert meta["iters"] == st["iter"]
 
 
+def test_kept_checkpoints_average_into_one(tmp_path, sharp_dir, capsys):
+    from edge_deblur.cli import main
+    from edge_deblur.errors import ConfigError
+
+    cfg = make_cfg(tmp_path, sharp_dir, 6, ["train.val_every=6", "train.ckpt_every=2", "train.keep_every=2"])
+    train(cfg, progress=False)
+    kept = sorted((tmp_path / "run").glob("ckpt_*.safetensors"))
+    assert [p.name for p in kept] == ["ckpt_000002.safetensors", "ckpt_000004.safetensors", "ckpt_000006.safetensors"]
+    out = tmp_path / "avg.safetensors"
+    assert main(["average", str(tmp_path / "run" / "ckpt_*.safetensors"), "-o", str(out)]) == 0
+    states = [read_checkpoint(p)[0] for p in kept]
+    avg, spec, _, meta = read_checkpoint(out)
+    for k, v in avg.items():
+        assert torch.allclose(v, sum(s[k] for s in states) / 3, atol=1e-6)
+    assert not torch.equal(states[0][next(iter(avg))], states[2][next(iter(avg))])  # the inputs differ
+    assert meta["total_iters"] == 6 and [s["iters"] for s in meta["averaged_from"]] == [2, 4, 6]
+    assert load_model(out).spec == spec
+    assert main(["average", str(kept[0]), "-o", str(out)]) != 0
+    assert "at least two" in capsys.readouterr().err
+    other = make_cfg(tmp_path / "o", sharp_dir, 2, ["train.val_every=2", "model.widths=[8, 8]"])
+    train(other, progress=False)
+    assert main(["average", str(kept[0]), str(tmp_path / "o" / "run" / "last.safetensors"), "-o", str(out)]) != 0
+    assert "one architecture" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="keep_every"):
+        make_cfg(tmp_path, sharp_dir, 6, ["train.ckpt_every=4", "train.val_every=6", "train.keep_every=5"])
+
+
 def test_pixel_losses_match_their_definitions():
     from edge_deblur.metrics.quality import psnr
     from edge_deblur.train.losses import PIXEL_LOSSES

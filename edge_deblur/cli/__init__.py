@@ -15,6 +15,7 @@ COMMANDS = [
     ("eval", "PSNR/SSIM of a model on blur/sharp pairs against the blurry-input baseline"),
     ("info", "parameters and GMACs of a model spec, checkpoint or ONNX file"),
     ("prune", "structured channel pruning (+ fine-tune)"),
+    ("average", "uniform weight average of checkpoints of one training run"),
     ("export", "checkpoint -> ONNX with a parity check and manifest"),
     ("quantize", "ONNX -> INT8 Q/DQ ONNX with calibration"),
     ("build", "ONNX -> TensorRT engine"),

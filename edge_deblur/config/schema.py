@@ -118,6 +118,7 @@ class TrainSection:
     threads: int = 0                 # torch CPU threads (0: leave torch's default)
     val_every: int = 1000
     ckpt_every: int = 500
+    keep_every: int = 0              # > 0: also keep every such checkpoint as ckpt_<iter>.safetensors (for averaging)
     log_every: int = 50
     seed: int = 0
     init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer)
@@ -130,6 +131,10 @@ class TrainSection:
         for name in ("iters", "batch_size", "val_every", "ckpt_every", "log_every", "lowpass_scale"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.keep_every < 0 or (self.keep_every and self.keep_every % self.ckpt_every
+                                   and self.keep_every % self.val_every):
+            raise ConfigError(f"{where}.keep_every: must be 0 (off) or a multiple of ckpt_every ({self.ckpt_every}) "
+                              f"or val_every ({self.val_every}), got {self.keep_every}")
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

@@ -87,3 +87,42 @@ def _match(expected: dict, got: dict):
     unexpected = sorted(set(got) - set(expected))
     shape = [k for k in set(expected) & set(got) if tuple(expected[k].shape) != tuple(got[k].shape)]
     return missing + [f"{k} (shape)" for k in sorted(shape)], unexpected
+
+
+def average_checkpoints(paths, out) -> dict:
+    """Uniform weight average of checkpoints of one architecture (SWA / a "model soup" along one
+    training run): the same spec and tensor names are required. Writes ``out`` atomically with
+    the last checkpoint's config, ``total_iters`` the largest of the inputs, and the inputs listed
+    under ``averaged_from``. Returns the written meta."""
+    import torch
+
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ModelError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    total = None
+    spec0 = None
+    sources = []
+    for p in paths:
+        state, spec, config, meta = read_checkpoint(p)
+        if spec0 is None:
+            spec0, keys0 = spec, set(state)
+            total = {k: v.to(torch.float64) for k, v in state.items()}
+            dtypes = {k: v.dtype for k, v in state.items()}
+        else:
+            if spec != spec0:
+                raise ModelError(f"{str(p)!r} has arch {spec}, not {spec0} like {str(paths[0])!r}; "
+                                 "average checkpoints of one architecture only")
+            missing, unexpected = _match({k: total[k] for k in keys0}, state)
+            if missing or unexpected:
+                raise ModelError(f"{str(p)!r} does not match {str(paths[0])!r}: missing {missing[:5]}, "
+                                 f"unexpected {unexpected[:5]}; average checkpoints of one architecture only")
+            for k, v in state.items():
+                total[k] += v.to(torch.float64)
+        sources.append({"path": str(p), "iters": meta.get("iters"), "total_iters": meta.get("total_iters")})
+        last_config, last_meta = config, meta
+    avg = {k: (v / len(paths)).to(dtypes[k]) for k, v in total.items()}
+    meta = {k: v for k, v in last_meta.items() if k not in ("metrics", "best", "saved")}
+    meta["total_iters"] = max(int(s["total_iters"] or 0) for s in sources)
+    meta["averaged_from"] = sources
+    save_checkpoint(out, avg, spec0, last_config, meta)
+    return meta

@@ -285,6 +285,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
             meta["init_from"] = t.init_from
         sd = {k: v.contiguous() for k, v in ema.model.state_dict().items()}
         save_checkpoint(out / "last.safetensors", sd, spec, resolved, meta)
+        if t.keep_every > 0 and it > 0 and it % t.keep_every == 0:
+            save_checkpoint(out / f"ckpt_{it:06d}.safetensors", sd, spec, resolved, meta)
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
               "iter": it, "prior_iters": prior_iters, "rng": torch.get_rng_state()}
         if disc is not None:

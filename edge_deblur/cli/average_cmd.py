@@ -1,0 +1,25 @@
+"""edge-deblur average CKPT CKPT [...] -o OUT: uniform weight average of checkpoints of one run
+(stochastic weight averaging along a training run; BN-free models need no statistics update)."""
+from __future__ import annotations
+
+import glob
+
+
+def add_arguments(p):
+    p.add_argument("checkpoints", nargs="+", help="checkpoints (.safetensors) of one architecture; globs are expanded")
+    p.add_argument("--output", "-o", required=True, help="averaged checkpoint to write")
+
+
+def run(args) -> int:
+    from ..errors import ModelError
+    from ..models.checkpoint import average_checkpoints
+
+    paths = []
+    for pattern in args.checkpoints:
+        found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not found:
+            raise ModelError(f"no checkpoint matches {pattern!r}")
+        paths += found
+    meta = average_checkpoints(paths, args.output)
+    print(f"averaged {len(paths)} checkpoints -> {args.output} ({meta['total_iters']} iterations in total)")
+    return 0
