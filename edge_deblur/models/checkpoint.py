@@ -99,20 +99,18 @@ def average_checkpoints(paths, out) -> dict:
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ModelError(f"averaging needs at least two checkpoints, got {len(paths)}")
-    total = None
-    spec0 = None
-    sources = []
+    spec0, total, sources = None, {}, []
     for p in paths:
         state, spec, config, meta = read_checkpoint(p)
         if spec0 is None:
-            spec0, keys0 = spec, set(state)
+            spec0 = spec
             total = {k: v.to(torch.float64) for k, v in state.items()}
             dtypes = {k: v.dtype for k, v in state.items()}
         else:
             if spec != spec0:
                 raise ModelError(f"{str(p)!r} has arch {spec}, not {spec0} like {str(paths[0])!r}; "
                                  "average checkpoints of one architecture only")
-            missing, unexpected = _match({k: total[k] for k in keys0}, state)
+            missing, unexpected = _match(total, state)
             if missing or unexpected:
                 raise ModelError(f"{str(p)!r} does not match {str(paths[0])!r}: missing {missing[:5]}, "
                                  f"unexpected {unexpected[:5]}; average checkpoints of one architecture only")
