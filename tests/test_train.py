@@ -285,3 +285,41 @@ def test_lowpass_weight_enters_the_training_loss(tmp_path, sharp_dir):
     assert losses[1] > losses[0] + 1e-4, losses
     with pytest.raises(ConfigError, match=r"lowpas_weight.*did you mean .lowpass_weight."):
         load_train_config("configs/train/smoke.yaml", ["train.lowpas_weight=1"])
+
+
+def test_time_limit_ends_the_schedule_and_the_run(tmp_path, sharp_dir, monkeypatch):
+    import edge_deblur.train.loop as loop
+
+    cfg = make_cfg(tmp_path, sharp_dir, 10_000, ["train.time_limit=40", "train.log_every=5", "train.warmup_iters=2",
+                                                 "train.val_every=10000", "train.ckpt_every=10000"])
+    # the cosine runs to whichever ends first: half the time limit is half the schedule
+    half = loop.lr_at(10, cfg, elapsed=20.0)
+    assert half == pytest.approx(cfg.train.lr * (cfg.train.min_lr_ratio + (1 - cfg.train.min_lr_ratio) * 0.5), rel=1e-6)
+    assert loop.lr_at(10, cfg, elapsed=40.0) == pytest.approx(cfg.train.lr * cfg.train.min_lr_ratio)
+
+    class Clock:  # each reading of the clock is one second later: the run ends after a few iterations
+        now = 1000.0
+
+        def time(self):
+            self.now += 1.0
+            return self.now
+
+        def __getattr__(self, name):
+            import time
+            return getattr(time, name)
+
+    monkeypatch.setattr(loop, "time", Clock())
+    result = train(cfg, progress=False)
+    assert 0 < result["iters"] < 10_000
+    run = tmp_path / "run"
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert st["iter"] == result["iters"] and st["elapsed"] >= 40
+    _, _, _, meta = read_checkpoint(run / "last.safetensors")
+    assert meta["iters"] == result["iters"]
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert rows[-1]["iter"] == str(result["iters"])
+    # resuming with the same limit trains nothing more; a larger limit continues
+    assert train(cfg, progress=False)["iters"] == result["iters"]
+    cfg2 = make_cfg(tmp_path, sharp_dir, 10_000, ["train.time_limit=80", "train.log_every=5", "train.warmup_iters=2",
+                                                  "train.val_every=10000", "train.ckpt_every=10000"])
+    assert train(cfg2, progress=False)["iters"] > result["iters"]

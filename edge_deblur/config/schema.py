@@ -123,6 +123,8 @@ class TrainSection:
     seed: int = 0
     init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer)
     compile: bool = False
+    time_limit: float = 0.0          # > 0: stop after this many seconds of training (resume counts them);
+                                     # the cosine schedule then ends at whichever comes first, iters or time
 
     def validate(self, where: str = "train"):
         losses = ("charbonnier", "l1", "mse", "psnr")
@@ -135,6 +137,8 @@ class TrainSection:
                                    and self.keep_every % self.val_every):
             raise ConfigError(f"{where}.keep_every: must be 0 (off) or a multiple of ckpt_every ({self.ckpt_every}) "
                               f"or val_every ({self.val_every}), got {self.keep_every}")
+        if self.time_limit < 0:
+            raise ConfigError(f"{where}.time_limit: must be >= 0 seconds (0: no limit), got {self.time_limit}")
         if self.lr <= 0:
             raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

@@ -49,11 +49,15 @@ def _ignore_worker_deaths():
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
-def lr_at(it: int, cfg) -> float:
+def lr_at(it: int, cfg, elapsed: float = 0.0) -> float:
+    """Warm-up, then cosine decay to ``min_lr_ratio``. With ``train.time_limit`` the cosine runs
+    to whichever ends first, ``iters`` or the time limit (``elapsed`` seconds of training)."""
     t = cfg.train
     if it < t.warmup_iters:
         return t.lr * (it + 1) / t.warmup_iters
     p = (it - t.warmup_iters) / max(1, t.iters - t.warmup_iters)
+    if t.time_limit > 0:
+        p = max(p, elapsed / t.time_limit)
     p = min(1.0, p)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
@@ -153,9 +157,10 @@ def _plot_curve(csv_path: Path, png_path: Path):
     rows = list(csv.DictReader(open(csv_path)))
     if not rows:
         return
-    it = [int(r["iter"]) for r in rows]
+    losses = [(int(r["iter"]), float(r["loss"])) for r in rows if r.get("loss")]  # validation-only rows have none
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax[0].plot(it, [float(r["loss"]) for r in rows])
+    if losses:
+        ax[0].plot(*zip(*losses))
     ax[0].set_xlabel("iteration")
     ax[0].set_ylabel("train loss")
     ax[0].set_yscale("log")
@@ -243,6 +248,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     start = 0
+    elapsed0 = 0.0  # seconds trained before this process (resume), for train.time_limit
     state_path = out / "state.pt"
     if state_path.is_file():
         st = torch.load(state_path, map_location=device, weights_only=True)
@@ -253,6 +259,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
             disc.load_state_dict(st["disc"])
             dopt.load_state_dict(st["dopt"])
         start = int(st["iter"])
+        elapsed0 = float(st.get("elapsed", 0.0))
         prior_iters = int(st.get("prior_iters", prior_iters))
         torch.set_rng_state(st["rng"].cpu())
         if rank == 0:
@@ -275,6 +282,20 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
             csv.DictWriter(f, fieldnames=fields).writeheader()
     best = -1e9
     last_metrics: dict = {}
+    t_begin = time.time()
+
+    def trained_for() -> float:
+        return elapsed0 + time.time() - t_begin
+
+    def out_of_time() -> bool:
+        """train.time_limit reached; under DDP rank 0's clock decides for every rank."""
+        if t.time_limit <= 0:
+            return False
+        if not ddp:
+            return trained_for() >= t.time_limit
+        flag = torch.tensor([float(trained_for() >= t.time_limit)], device=device)
+        torch.distributed.broadcast(flag, 0)
+        return bool(flag.item())
 
     def save(it: int, metrics: dict | None = None):
         nonlocal best
@@ -288,7 +309,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         if t.keep_every > 0 and it > 0 and it % t.keep_every == 0:
             save_checkpoint(out / f"ckpt_{it:06d}.safetensors", sd, spec, resolved, meta)
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-              "iter": it, "prior_iters": prior_iters, "rng": torch.get_rng_state()}
+              "iter": it, "prior_iters": prior_iters, "rng": torch.get_rng_state(),
+              "elapsed": trained_for()}
         if disc is not None:
             st["disc"] = disc.state_dict()
             st["dopt"] = dopt.state_dict()
@@ -301,8 +323,24 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                 best = score
                 save_checkpoint(out / "best.safetensors", sd, spec, resolved, meta | {"best": True})
 
+    def validate(it: int, row: dict) -> dict:
+        """Validate the EMA weights, log them, save a checkpoint with the metrics; returns ``row``
+        with the metrics added (for log.csv)."""
+        nonlocal last_metrics
+        last_metrics = validator(ema.model)
+        for name, m in last_metrics.items():
+            for k in ("psnr", "psnr_gain", "ssim"):
+                row[f"{name}_{k}"] = f"{m[k]:.4f}"
+        msg = ", ".join(f"{n}: {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} vs input)" for n, m in last_metrics.items())
+        log.info(f"iter {it}: {msg}")
+        save(it, last_metrics)
+        return row
+
     it = start
-    if start < t.iters:
+    timed_out = t.time_limit > 0 and elapsed0 >= t.time_limit
+    if timed_out:
+        log.info(f"already trained {elapsed0:.0f} s >= train.time_limit={t.time_limit:g} s; raise it to continue")
+    if start < t.iters and not timed_out:
         loader = build_train_loader(cfg, rank, world)
         bar = None
         if progress and rank == 0:
@@ -321,7 +359,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                 if t.channels_last and blur.ndim == 4:
                     blur = blur.contiguous(memory_format=torch.channels_last)
                     sharp = sharp.contiguous(memory_format=torch.channels_last)
-                lr = lr_at(it, cfg)
+                if (not ddp or it % t.log_every == 0) and out_of_time():
+                    timed_out = True
+                    if rank == 0:
+                        log.info(f"train.time_limit={t.time_limit:g} s reached at iteration {it}")
+                    break
+                lr = lr_at(it, cfg, trained_for())
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
@@ -373,15 +416,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                         bar.set_postfix(loss=row["loss"], lr=row["lr"])
                     loss_acc, n_acc, tic = 0.0, 0, time.time()
                 if it % t.val_every == 0 or it == t.iters:
-                    last_metrics = validator(ema.model)
+                    row = validate(it, row or {"iter": it, "lr": f"{lr:.3g}", "loss": "", "it_per_s": ""})
                     model.train()
-                    row = row or {"iter": it, "lr": f"{lr:.3g}", "loss": "", "it_per_s": ""}
-                    for name, m in last_metrics.items():
-                        for k in ("psnr", "psnr_gain", "ssim"):
-                            row[f"{name}_{k}"] = f"{m[k]:.4f}"
-                    msg = ", ".join(f"{n}: {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} vs input)" for n, m in last_metrics.items())
-                    log.info(f"iter {it}: {msg}")
-                    save(it, last_metrics)
                 elif it % t.ckpt_every == 0:
                     save(it)
                 if row is not None:
@@ -398,7 +434,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         finally:
             if bar is not None:
                 bar.close()
-        if rank == 0 and it % t.val_every != 0:
+        if rank == 0 and timed_out and (it == start or it % t.val_every != 0):
+            # the run ends here: validate it like the end of the schedule
+            row = validate(it, {"iter": it, "lr": "", "loss": "", "it_per_s": ""})
+            with open(csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=fields).writerow(row)
+        elif rank == 0 and it % t.val_every != 0:
             save(it)
     if rank == 0:
         _plot_curve(csv_path, out / "curve.png")
