@@ -169,9 +169,13 @@ class TorchCudaBackend(Backend):
         return SlotScheduler(TorchCudaSlotExecutor(self, slots=slots, rgb=rgb, timeline=timeline,
                                                    cuda_graphs=cuda_graphs))
 
-    def sync_executor(self, rgb: bool = False, timeline: bool = False) -> "TorchCudaSlotExecutor":
-        """One slot, pageable memory, blocking copies: the baseline for the overlap benchmark."""
-        return TorchCudaSlotExecutor(self, slots=1, rgb=rgb, timeline=timeline, synchronous=True)
+    def sync_executor(self, rgb: bool = False, timeline: bool = False,
+                      cuda_graphs: bool = False) -> "TorchCudaSlotExecutor":
+        """One slot, pageable memory, blocking copies: the baseline for the overlap benchmark
+        (with ``cuda_graphs`` the same graph replay as the two-slot pipeline, so the two differ
+        only in the schedule)."""
+        return TorchCudaSlotExecutor(self, slots=1, rgb=rgb, timeline=timeline, synchronous=True,
+                                     cuda_graphs=cuda_graphs)
 
     def describe(self) -> dict:
         torch = self._torch
@@ -217,7 +221,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
         self.slots = 1 if synchronous else int(slots)
         self.rgb = rgb
         self.synchronous = synchronous
-        self.cuda_graphs = bool(cuda_graphs) and not backend.recurrent and not synchronous
+        self.cuda_graphs = bool(cuda_graphs) and not backend.recurrent
         if cuda_graphs and backend.recurrent:
             log.warning("CUDA graphs are off for recurrent models (their state moves between slots)")
         dev = backend.device
