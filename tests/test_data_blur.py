@@ -167,6 +167,34 @@ def test_linear_light_averaging_differs_from_srgb_averaging():
     assert bh[row].mean() > img[row].mean() + 0.02         # so the sRGB mean rises
 
 
+def test_gamma_range_draws_a_gamma_per_image():
+    """gamma_range draws each image's gamma; a steeper curve brightens the same blur more; a seed
+    gives the same gamma and pixels."""
+    img = _line_image()
+    base = clean_cfg(homography_prob=0.0, length=[10.0, 10.0], anxiety=0.0, impulsive_prob=0.0)
+    drawn = [B.synthesize(img, np.random.default_rng(s), dataclasses.replace(base, gamma_range=[2.0, 3.6]),
+                          return_info=True)[2]["gamma"] for s in range(12)]
+    assert all(2.0 <= g <= 3.6 for g in drawn) and max(drawn) - min(drawn) > 0.5
+    a = B.synthesize(img, np.random.default_rng(3), dataclasses.replace(base, gamma_range=[2.0, 3.6]))
+    b = B.synthesize(img, np.random.default_rng(3), dataclasses.replace(base, gamma_range=[2.0, 3.6]))
+    np.testing.assert_array_equal(a[0], b[0])
+    # a fixed range [g, g] is the scalar gamma g, drawn or not
+    lo = B.synthesize(img, np.random.default_rng(0), dataclasses.replace(base, gamma_range=[2.2, 2.2]))[0]
+    hi = B.synthesize(img, np.random.default_rng(0), dataclasses.replace(base, gamma_range=[3.4, 3.4]))[0]
+    np.testing.assert_allclose(hi, B.synthesize(img, np.random.default_rng(0), dataclasses.replace(base, gamma=3.4))[0],
+                               atol=1e-6)
+    assert hi.mean() > lo.mean() + 0.01  # the same smear of a bright line brightens more
+
+
+def test_bad_gamma_range_is_reported():
+    from edge_deblur.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="gamma_range"):
+        BlurConfig(gamma_range=[3.0, 2.0]).validate()
+    with pytest.raises(ConfigError, match="gamma_range"):
+        BlurConfig(gamma_range=[0.0, 2.0]).validate()
+
+
 def test_highlight_gain_makes_light_streaks():
     img = _line_image()
     base = clean_cfg(homography_prob=0.0, length=[12.0, 12.0], anxiety=0.0, impulsive_prob=0.0)

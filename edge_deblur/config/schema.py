@@ -29,6 +29,7 @@ class BlurConfig:
     rotation_deg: float = 0.6             # max in-plane rotation over the exposure (homography mode)
     zoom: float = 0.01                    # max relative scale change over the exposure (homography mode)
     gamma: float = 2.2                    # linear-light averaging: undo, average, re-apply
+    gamma_range: list[float] = field(default_factory=list)  # [lo, hi]: draw the gamma per image instead
     highlight_gain: list[float] = field(default_factory=lambda: [1.0, 3.0])  # boost near-saturated pixels before blur, clip after
     defocus_prob: float = 0.15
     defocus_radius: list[float] = field(default_factory=lambda: [0.5, 2.5])
@@ -55,6 +56,8 @@ class BlurConfig:
             raise ConfigError(f"{where}.subframes: must be >= 1, got {self.subframes}")
         if self.gamma <= 0:
             raise ConfigError(f"{where}.gamma: must be > 0, got {self.gamma}")
+        if self.gamma_range:
+            _range(where, "gamma_range", self.gamma_range, lo=0.1)
 
 
 @dataclass

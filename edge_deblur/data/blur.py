@@ -18,6 +18,7 @@ margin that the drawn motion needs), so the cost scales with the crop, not the p
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Optional, Sequence
@@ -392,6 +393,16 @@ def _randn(rng: np.random.Generator, shape) -> np.ndarray:
     return z.reshape(shape)
 
 
+def _draw_gamma(rng, cfg: BlurConfig) -> BlurConfig:
+    """With ``gamma_range`` set, a copy of ``cfg`` whose gamma is drawn for this image: cameras'
+    response curves differ, and REDS' blur brightens its frames more than a 2.2 power law does at
+    the same PSNR (``configs/train/edgenet_s_gamma_ft.yaml``). Without it, ``cfg`` as it is (and
+    no random number is drawn, so seeds give what they gave before)."""
+    if not cfg.gamma_range:
+        return cfg
+    return dataclasses.replace(cfg, gamma=_uniform(rng, cfg.gamma_range))
+
+
 def _finish(lin: np.ndarray, rng, cfg: BlurConfig, noise, quality) -> np.ndarray:
     """Linear light -> (Poisson-Gaussian noise) -> clip -> gamma -> (JPEG) -> (8-bit)."""
     if noise is not None:
@@ -467,7 +478,7 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
     PSF convolution -> Poisson-Gaussian noise -> clip -> gamma -> optional JPEG -> 8-bit levels.
     With probability ``sharp_prob`` there is no blur (noise and JPEG may still apply).
     """
-    cfg = cfg or BlurConfig()
+    cfg = _draw_gamma(rng, cfg or BlurConfig())
     img = _check_image(sharp)
     H, W = img.shape[:2]
     ch, cw = (H, W) if crop is None else _hw(crop)
@@ -482,7 +493,8 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
     if not is_sharp and rng.random() < cfg.defocus_prob:
         defocus = _uniform(rng, cfg.defocus_radius)
     extra = (int(math.ceil(defocus)) + 1 if defocus > 0 else 0) + _CORNER_SLACK
-    info = {"sharp": is_sharp, "mode": "none" if is_sharp else mode, "length": length, "gain": gain, "defocus": defocus}
+    info = {"sharp": is_sharp, "mode": "none" if is_sharp else mode, "length": length, "gain": gain, "defocus": defocus,
+            "gamma": cfg.gamma}
 
     if mode == "homography" and not is_sharp:
         dense = random_trajectory(rng, length, max(int(cfg.subframes), 2 * int(math.ceil(length)) + 2),
@@ -544,7 +556,7 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
     images in [0, 1]. Highlight gain, defocus and JPEG quality are drawn once per clip; noise
     is independent per frame. ``sharp_prob`` is ignored (a clip always moves).
     """
-    cfg = cfg or BlurConfig()
+    cfg = _draw_gamma(rng, cfg or BlurConfig())
     img = _check_image(sharp)
     F = int(frames)
     if F < 1:
