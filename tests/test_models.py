@@ -168,3 +168,14 @@ def test_strip_levels_are_checked():
         build_model({**TINY, "strip_levels": [2]})
     with pytest.raises(ConfigError, match="odd"):
         build_model({**TINY, "strip_levels": [0], "strip_kernel": 8})
+
+
+def test_info_prints_gmacs_at_1280x720_once_and_at_another_size_when_asked(capsys):
+    from edge_deblur.cli import main
+
+    assert main(["info", "--model", "{type: edgenet, size: S}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("GMACs at 1280x720: 10.00") == 1 and "640x360" not in out
+    assert main(["info", "--model", "{type: edgenet, size: S}", "--size", "640x360"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("GMACs at 1280x720: 10.00") == 1 and "GMACs at 640x360: 2.55" in out

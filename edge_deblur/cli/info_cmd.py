@@ -46,5 +46,6 @@ def run(args) -> int:
         print(json.dumps(s))
     else:
         print(f"{s['spec']}\nparams: {s['params'] / 1e6:.3f} M   GMACs at 1280x720: {s['gmacs_1280x720']:.2f}"
-              + (f"   GMACs at {args.size}: {s[f'gmacs_{size[0]}x{size[1]}']:.2f}" if f"gmacs_{size[0]}x{size[1]}" in s else ""))
+              + (f"   GMACs at {args.size}: {s[f'gmacs_{size[0]}x{size[1]}']:.2f}"
+                 if tuple(size) != (1280, 720) and f"gmacs_{size[0]}x{size[1]}" in s else ""))
     return 0
