@@ -30,6 +30,9 @@ class BlurConfig:
     zoom: float = 0.01                    # max relative scale change over the exposure (homography mode)
     gamma: float = 2.2                    # linear-light averaging: undo, average, re-apply
     gamma_range: list[float] = field(default_factory=list)  # [lo, hi]: draw the gamma per image instead
+    display_prob: float = 0.0             # share of images averaged in display space (gamma 1: no brightening)
+    layer_prob: float = 0.0               # share of homography-mode images with a moving foreground layer
+    layer_length: list[float] = field(default_factory=lambda: [4.0, 40.0])  # the layer's own path extent (px)
     highlight_gain: list[float] = field(default_factory=lambda: [1.0, 3.0])  # boost near-saturated pixels before blur, clip after
     defocus_prob: float = 0.15
     defocus_radius: list[float] = field(default_factory=lambda: [0.5, 2.5])
@@ -42,12 +45,14 @@ class BlurConfig:
     quantize: bool = True                 # round the blurred input to 8-bit levels like a real frame (JPEG does it anyway)
 
     def validate(self, where: str = "blur"):
-        for name in ("homography_prob", "impulsive_prob", "defocus_prob", "noise_prob", "jpeg_prob", "sharp_prob"):
+        for name in ("homography_prob", "impulsive_prob", "defocus_prob", "noise_prob", "jpeg_prob", "sharp_prob",
+                     "display_prob", "layer_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{where}.{name}: probability must be in [0, 1], got {v}")
         _range(where, "length", self.length, lo=0.0)
         _range(where, "highlight_gain", self.highlight_gain, lo=1.0)
+        _range(where, "layer_length", self.layer_length, lo=0.0)
         _range(where, "defocus_radius", self.defocus_radius, lo=0.0)
         _range(where, "poisson_peak", self.poisson_peak, lo=1.0)
         _range(where, "gaussian_sigma", self.gaussian_sigma, lo=0.0)
@@ -117,6 +122,9 @@ class TrainSection:
     ema_decay: float = 0.999
     grad_clip: float = 0.5
     amp: bool = True                 # used on CUDA only
+    bf16: bool = False               # CPU: bfloat16 autocast (fast where the CPU has AVX512-BF16 or AMX)
+    replay_pool: int = 0             # > 0: complete each batch from a pool of this many recent samples (train/replay.py)
+    replay_fresh: int = 0            # new samples per step with replay_pool (0: a quarter of the batch)
     channels_last: bool = True
     threads: int = 0                 # torch CPU threads (0: leave torch's default)
     val_every: int = 1000
@@ -140,6 +148,10 @@ class TrainSection:
                                    and self.keep_every % self.val_every):
             raise ConfigError(f"{where}.keep_every: must be 0 (off) or a multiple of ckpt_every ({self.ckpt_every}) "
                               f"or val_every ({self.val_every}), got {self.keep_every}")
+        if self.replay_pool and self.replay_pool < self.batch_size:
+            raise ConfigError(f"{where}.replay_pool: must hold at least one batch ({self.batch_size}), got {self.replay_pool}")
+        if self.replay_fresh < 0 or self.replay_fresh > self.batch_size:
+            raise ConfigError(f"{where}.replay_fresh: must be in [0, batch_size={self.batch_size}], got {self.replay_fresh}")
         if self.time_limit < 0:
             raise ConfigError(f"{where}.time_limit: must be >= 0 seconds (0: no limit), got {self.time_limit}")
         if self.lr <= 0:

@@ -394,10 +394,16 @@ def _randn(rng: np.random.Generator, shape) -> np.ndarray:
 
 
 def _draw_gamma(rng, cfg: BlurConfig) -> BlurConfig:
-    """With ``gamma_range`` set, a copy of ``cfg`` whose gamma is drawn for this image: cameras'
-    response curves differ, and REDS' blur brightens its frames more than a 2.2 power law does at
-    the same PSNR (``configs/train/edgenet_s_gamma_ft.yaml``). Without it, ``cfg`` as it is (and
-    no random number is drawn, so seeds give what they gave before)."""
+    """The averaging space of this image, as a copy of ``cfg`` with its gamma set.
+
+    With ``display_prob`` > 0, that share of images is averaged in display space (gamma 1: a
+    camera whose frames are averaged after the tone curve, as GoPro's blur is, which does not
+    brighten), so no global tone shift can be learned from the blur. Otherwise linear light: with
+    ``gamma_range`` set the gamma is drawn per image (cameras' response curves differ, and REDS'
+    blur brightens its frames more than a 2.2 power law does at the same PSNR), else ``cfg.gamma``.
+    Options left at their defaults draw no random number, so seeds give what they gave before."""
+    if cfg.display_prob > 0 and rng.random() < cfg.display_prob:
+        return dataclasses.replace(cfg, gamma=1.0)
     if not cfg.gamma_range:
         return cfg
     return dataclasses.replace(cfg, gamma=_uniform(rng, cfg.gamma_range))
@@ -460,6 +466,52 @@ def _warp_average(lin4: np.ndarray, maps: np.ndarray, ch: int, cw: int) -> np.nd
     return acc
 
 
+def _layer_mask(rng, ch: int, cw: int) -> np.ndarray:
+    """A soft-edged ellipse (an object) somewhere in a ch x cw crop: float32 (ch, cw) in [0, 1]."""
+    mask = np.zeros((ch, cw), np.float32)
+    ax = (max(2, int(cw * rng.uniform(0.12, 0.4))), max(2, int(ch * rng.uniform(0.12, 0.4))))
+    centre = (int(rng.uniform(0.2, 0.8) * cw), int(rng.uniform(0.2, 0.8) * ch))
+    cv2.ellipse(mask, centre, ax, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    sigma = float(rng.uniform(0.5, 2.0))
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def _draw_layer(rng, cfg: BlurConfig, lin: np.ndarray, target: np.ndarray, mt: int, ml: int, ch: int, cw: int):
+    """A moving foreground layer for one image: its texture (linear light, RGBA), its sRGB target,
+    its mask and its own straight-ish path. The texture is the crop turned 180 degrees and
+    re-tinted, so it is real image content that differs from what lies behind it."""
+    length = _uniform(rng, cfg.layer_length)
+    tint = rng.uniform(0.6, 1.4, size=3).astype(np.float32)
+    tex = np.ascontiguousarray(_crop(lin, mt, ml, ch, cw)[::-1, ::-1] * tint)
+    tgt = np.ascontiguousarray(np.clip(_crop(target, mt, ml, ch, cw)[::-1, ::-1]
+                                       * np.power(tint, np.float32(1.0 / cfg.gamma)), 0.0, 1.0))
+    path = random_trajectory(rng, length, max(2 * int(math.ceil(length)) + 2, 8), cfg.anxiety * 0.2, 0.0)
+    return {"tex4": _rgba(tex), "target": tgt, "mask": _layer_mask(rng, ch, cw), "path": path, "length": length}
+
+
+def _layer_shifts(layer: dict, taus: np.ndarray) -> np.ndarray:
+    """The layer's displacement (n, 2) at each sub-frame time, zero at mid-exposure."""
+    path = layer["path"]
+    tau = np.linspace(0.0, 1.0, len(path))
+    x, y = np.interp(taus, tau, path[:, 0]), np.interp(taus, tau, path[:, 1])
+    return np.stack([x - np.interp(0.5, tau, path[:, 0]), y - np.interp(0.5, tau, path[:, 1])], 1)
+
+
+def _warp_average_layer(lin4: np.ndarray, maps: np.ndarray, ch: int, cw: int, layer: dict,
+                        shifts: np.ndarray) -> np.ndarray:
+    """Like :func:`_warp_average`, with the layer composited over each background sub-frame at
+    its own displacement before averaging (an object moving against the camera-moved scene)."""
+    acc = np.zeros((ch, cw, 4), np.float32)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for M, (dx, dy) in zip(maps, shifts):
+        bg = cv2.warpAffine(lin4, M.astype(np.float32), (cw, ch), flags=flags, borderMode=cv2.BORDER_REFLECT101)
+        T = np.float32([[1, 0, dx], [0, 1, dy]])
+        fg = cv2.warpAffine(layer["tex4"], T, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        m = cv2.warpAffine(layer["mask"], T, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+        cv2.add(acc, bg + (fg - bg) * m, dst=acc)
+    return acc[..., :3] * np.float32(1.0 / len(maps))
+
+
 def _is_integer_shift(M: np.ndarray) -> bool:
     return bool(np.allclose(M[:, :2], np.eye(2), atol=1e-9) and np.allclose(M[:, 2], np.round(M[:, 2]), atol=1e-9))
 
@@ -494,13 +546,17 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
         defocus = _uniform(rng, cfg.defocus_radius)
     extra = (int(math.ceil(defocus)) + 1 if defocus > 0 else 0) + _CORNER_SLACK
     info = {"sharp": is_sharp, "mode": "none" if is_sharp else mode, "length": length, "gain": gain, "defocus": defocus,
-            "gamma": cfg.gamma}
+            "gamma": cfg.gamma, "space": "display" if cfg.display_prob > 0 and cfg.gamma == 1.0 else "linear"}
 
     if mode == "homography" and not is_sharp:
         dense = random_trajectory(rng, length, max(int(cfg.subframes), 2 * int(math.ceil(length)) + 2),
                                   cfg.anxiety, cfg.impulsive_prob)
         theta, zoom, centre = _draw_rot_zoom(rng, cfg, ch, cw)
         n = _n_warps(_arc_px(dense, theta, zoom, ch, cw, centre), cfg)
+        with_layer = cfg.layer_prob > 0 and rng.random() < cfg.layer_prob
+        if with_layer:  # one sub-frame per 1.5 px of the layer's own motion too
+            layer_len = float(cfg.layer_length[1])
+            n = max(n, _n_warps(layer_len, cfg))
         tau_dense = np.linspace(0.0, 1.0, len(dense))
         taus = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
         px = np.interp(taus, tau_dense, dense[:, 0])
@@ -512,7 +568,15 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
         lin, target = _prepare_region(region, cfg, gain, defocus)
         maps[:, 0, 2] += ml
         maps[:, 1, 2] += mt
-        out = _warp_average(_rgba(lin), maps, ch, cw)
+        if with_layer:
+            layer = _draw_layer(rng, cfg, lin, target, mt, ml, ch, cw)
+            out = _warp_average_layer(_rgba(lin), maps, ch, cw, layer, _layer_shifts(layer, taus))
+            tc = _crop(target, mt, ml, ch, cw)
+            target = tc + (layer["target"] - tc) * layer["mask"][..., None]
+            mt = ml = 0  # target is already the crop
+            info.update(layer_length=layer["length"], layer_mask=layer["mask"])
+        else:
+            out = _warp_average(_rgba(lin), maps, ch, cw)
         # trajectory: the sub-frame displacements relative to the middle of the exposure
         info.update(subframes=n, rotation_deg=math.degrees(theta), zoom=zoom,
                     trajectory=np.stack([px - mx, py - my], 1))
