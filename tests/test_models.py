@@ -179,3 +179,24 @@ def test_info_prints_gmacs_at_1280x720_once_and_at_another_size_when_asked(capsy
     assert main(["info", "--model", "{type: edgenet, size: S}", "--size", "640x360"]) == 0
     out = capsys.readouterr().out
     assert out.count("GMACs at 1280x720: 10.00") == 1 and "GMACs at 640x360: 2.55" in out
+
+
+def test_adding_a_level_is_function_preserving_and_trains_the_new_level():
+    """An edgenet grows by one coarser level: the old bottleneck blocks become that level's
+    encoder/decoder blocks, the new level starts silent (same output), and its weights receive
+    gradients once the up-projection moves."""
+    from edge_deblur.models.grow import grow_to
+
+    m = randomize(build_model(TINY)).eval()
+    spec = dict(m.spec, widths=list(m.spec["widths"]) + [32], enc_blocks=list(m.spec["enc_blocks"]) + [1],
+                dec_blocks=list(m.spec["dec_blocks"]) + [m.spec["mid_blocks"] - 1], mid_blocks=2)
+    g = grow_to(m, spec)
+    assert len(g.spec["widths"]) == len(m.spec["widths"]) + 1 and g.stride == 2 * m.stride
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert (g.eval()(x) - m(x)).abs().max().item() < 1e-6
+    g.train()
+    (g(x) - x).square().mean().backward()
+    assert g.up[-1][0].weight.grad.abs().sum() > 0          # the new level's way back in learns first
+    with pytest.raises(ValueError, match="enc_blocks"):
+        grow_to(m, dict(spec, dec_blocks=list(m.spec["dec_blocks"]) + [m.spec["mid_blocks"] + 1]))

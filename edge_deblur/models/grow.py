@@ -43,6 +43,9 @@ def grow_to(model, spec: dict):
     if new_spec.get("type") != old_spec.get("type") or not str(old_spec.get("type", "")).startswith("edgenet"):
         raise ValueError(f"can only grow an edgenet into the same type, not {old_spec.get('type')!r} into {new_spec.get('type')!r}")
     new = build_model(new_spec)
+    if len(new.spec["widths"]) == len(old_spec["widths"]) + 1:
+        model = _add_level(model, new.spec)
+        old_spec = dict(model.spec)
     full_old = dict(old_spec, **{k: v for k, v in new.spec.items() if k not in old_spec})
     diff = sorted(k for k in set(full_old) | set(new.spec) if full_old.get(k) != new.spec.get(k) and k not in _GROWABLE)
     if diff:
@@ -64,6 +67,46 @@ def grow_to(model, spec: dict):
         _zero_residual(new.enc_strip[str(i)])
         _zero_residual(new.dec_strip[str(i)])
     return new
+
+
+@torch.no_grad()
+def _add_level(model, spec: dict):
+    """Grow ``model`` by one coarser level (a bottleneck at half the resolution of its own).
+
+    The old bottleneck blocks become the new deepest encoder and decoder blocks of their level
+    (the first ``enc_blocks[-1]`` of them before the skip, the rest after it), and the new level
+    hangs off that skip: its up-projection starts at zero, so the skip carries exactly what the
+    old bottleneck computed and the output is unchanged. The new level's blocks get gradients as
+    soon as the up-projection moves away from zero. Other keys of ``spec`` (more bottleneck
+    blocks, strips) are left to :func:`grow_to`."""
+    old = dict(model.spec)
+    ow, nw = list(old["widths"]), list(spec["widths"])
+    e, d = int(spec["enc_blocks"][-1]), int(spec["dec_blocks"][-1])
+    if nw[:-1] != ow or list(spec["enc_blocks"][:-1]) != list(old["enc_blocks"]) \
+            or list(spec["dec_blocks"][:-1]) != list(old["dec_blocks"]):
+        raise ValueError(f"adding a level keeps the old widths and blocks: {ow}, {old['enc_blocks']}, {old['dec_blocks']} "
+                         f"must prefix {nw}, {spec['enc_blocks']}, {spec['dec_blocks']}")
+    if e + d != len(model.mid):
+        raise ValueError(f"the model's {len(model.mid)} bottleneck blocks become the new level's encoder and decoder "
+                         f"blocks: enc_blocks[-1] + dec_blocks[-1] must be {len(model.mid)}, got {e} + {d}")
+    if old.get("block_mid"):
+        raise ValueError("cannot add a level to a pruned model (block_mid set); grow before pruning")
+    # strips the spec adds are left to grow_to, which starts them as identities
+    grown = build_model(dict(spec, strip_levels=old.get("strip_levels", []), strip_kernel=old.get("strip_kernel", 21)))
+    lvl = len(ow) - 1  # index of the old bottleneck's level among the new encoder/decoder levels
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("mid."):
+            j, rest = k[4:].split(".", 1)
+            j = int(j)
+            k = f"enc.{lvl}.{j}.{rest}" if j < e else f"dec.{lvl}.{j - e}.{rest}"
+        sd[k] = v
+    missing, unexpected = grown.load_state_dict(sd, strict=False)
+    if unexpected:
+        raise ValueError(f"weights without a place in the grown model: {unexpected[:4]}")
+    grown.up[lvl][0].weight.zero_()
+    grown.up[lvl][0].bias.zero_()
+    return grown
 
 
 def grow_edgenet(model, mid_blocks: int):
