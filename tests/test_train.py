@@ -323,3 +323,43 @@ def test_time_limit_ends_the_schedule_and_the_run(tmp_path, sharp_dir, monkeypat
     cfg2 = make_cfg(tmp_path, sharp_dir, 10_000, ["train.time_limit=80", "train.log_every=5", "train.warmup_iters=2",
                                                   "train.val_every=10000", "train.ckpt_every=10000"])
     assert train(cfg2, progress=False)["iters"] > result["iters"]
+
+
+def test_replay_pool_completes_batches_from_earlier_samples():
+    """Each batch is the loader's fresh samples plus earlier ones, seen again under a symmetry of the
+    square; nothing is invented (every pooled sample is a flip/transpose of one the loader made)."""
+    from edge_deblur.train.replay import ReplayPool, _dihedral
+
+    made = []
+
+    def loader():
+        g = torch.Generator().manual_seed(0)
+        for _ in range(30):
+            b = torch.rand(2, 3, 8, 8, generator=g)
+            made.append(b)
+            yield {"blur": b, "sharp": b * 0.5}
+
+    batches = list(ReplayPool(loader(), batch_size=6, size=10, seed=0))
+    assert len(batches) == 30 - 2  # the first two loader batches only fill the pool
+    seen = torch.cat(made)
+    variants = torch.stack([_dihedral(seen, c) for c in range(8)], 1).half().float()  # (N, 8, 3, 8, 8)
+    for i, b in enumerate(batches):
+        assert b["blur"].shape == (6, 3, 8, 8)
+        assert torch.equal(b["blur"][:2], made[i + 2])          # the fresh samples come first
+        for x, y in zip(b["blur"][2:], b["sharp"][2:]):
+            d = (variants - x).abs().flatten(2).amax(2)                  # (N, 8)
+            assert d.min() < 1e-6                                        # a pooled sample, transformed
+            assert torch.allclose(y, x * 0.5, atol=2e-3)                 # its target, transformed alike
+    with pytest.raises(ValueError, match="replay_pool"):
+        ReplayPool(loader(), batch_size=8, size=4)
+
+
+def test_replay_pool_and_bf16_train(tmp_path, sharp_dir):
+    from edge_deblur.errors import ConfigError
+
+    cfg = make_cfg(tmp_path, sharp_dir, 12, ["train.replay_pool=16", "train.replay_fresh=1", "train.bf16=true",
+                                              "train.val_every=12", "train.ckpt_every=12"])
+    result = train(cfg, progress=False)
+    assert result["iters"] == 12
+    with pytest.raises(ConfigError, match="replay_pool"):
+        make_cfg(tmp_path, sharp_dir, 12, ["train.replay_pool=2"]).train.validate()

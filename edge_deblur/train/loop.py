@@ -74,9 +74,13 @@ def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
 
     ds = build_train_dataset(cfg.data, seed=cfg.train.seed + 1000 * rank, length=cfg.train.iters * cfg.train.batch_size)
     workers = cfg.data.workers
-    return torch.utils.data.DataLoader(
+    t = cfg.train
+    batch = t.batch_size
+    if t.replay_pool:
+        batch = t.replay_fresh or max(1, t.batch_size // 4)
+    loader = torch.utils.data.DataLoader(
         ds,
-        batch_size=cfg.train.batch_size,
+        batch_size=batch,
         shuffle=False,
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
@@ -85,6 +89,11 @@ def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
         worker_init_fn=_worker_init if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
+    if t.replay_pool:
+        from .replay import ReplayPool
+
+        return ReplayPool(loader, t.batch_size, t.replay_pool, seed=t.seed + 1000 * rank)
+    return loader
 
 
 def _worker_init(worker_id: int):
@@ -243,8 +252,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
 
         disc = PatchDiscriminator().to(device)
         dopt = torch.optim.AdamW(disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.99))
-    use_amp = t.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if (use_amp and torch.cuda.is_bf16_supported()) else torch.float16
+    use_amp = (t.amp and device.type == "cuda") or (t.bf16 and device.type == "cpu")
+    amp_dtype = torch.bfloat16 if (use_amp and (device.type == "cpu" or torch.cuda.is_bf16_supported())) else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     start = 0
