@@ -312,8 +312,8 @@ class _TrtSlot:
 class TensorRTSlotExecutor(SlotExecutor):
     """Slot executor on cuda-python streams/events (see gpu_pipeline for the schedule).
 
-    One execution context serves all slots (an engine with one optimization profile allows one
-    context at a time): computes are chained by events so they never run together, and before a
+    One execution context serves all slots (the engine has one optimization profile, and TensorRT
+    lets one context at a time use a profile): computes are chained by events so they never run together, and before a
     compute rebinds the context's tensor addresses the host waits for the previous run on it to
     finish (TensorRT does not document rebinding while a run is in flight). Uploads and downloads
     of the neighbouring frames still overlap each compute. Do not call ``backend.infer`` while
