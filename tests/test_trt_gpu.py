@@ -1,7 +1,8 @@
 """TensorRT on a GPU (skipped where TensorRT, cuda-python or a GPU is missing): build with a
 profile and a manifest, the engine cache's reuse, agreement with ONNX Runtime (verify, FP32 and
 FP16), clear errors for shapes outside the profile, a foreign engine and unsupported ops, the
-two-slot pipeline (NVRTC pre/post-processing kernels) and the recurrent state on the device.
+two-slot pipeline (NVRTC pre/post-processing kernels; skipped where NVRTC is not installed), an
+engine with an output the runtime does not use, and the recurrent state on the device.
 
 Run on a machine with TensorRT 10 or 11:  python -m pytest -m tensorrt tests/test_trt_gpu.py -v
 """
@@ -120,7 +121,17 @@ def test_unsupported_op_lists_parser_errors(tmp_path):
     assert "  1. " in str(e.value) and "--backend onnxruntime" in str(e.value)
 
 
-def test_two_slot_pipeline_matches_one_frame_at_a_time(engine):
+@pytest.fixture(scope="module")
+def nvrtc():
+    """The GPU frame kernels need NVRTC, which cuda-python alone does not install."""
+    from edge_deblur.runtime import cudart
+
+    why = cudart.nvrtc_available()
+    if why:
+        pytest.skip(why)
+
+
+def test_two_slot_pipeline_matches_one_frame_at_a_time(engine, nvrtc):
     from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
 
     fs = rand_frames(6, 30, 41) + rand_frames(3, 64, 90, seed=1)
@@ -129,7 +140,7 @@ def test_two_slot_pipeline_matches_one_frame_at_a_time(engine):
         for f in fs:
             x, info = frame_to_tensor(f, b.stride)
             ref.append(tensor_to_frame(b.infer(x), info))
-        sched = b.pipeline(slots=2, timeline=True)
+        sched = b.pipeline(slots=2, timeline=True, gpu_preprocess=True)
         with sched.ex:
             two = list(sched.run(fs))
             assert len(sched.ex.timeline()) == 3 * len(fs)
@@ -140,6 +151,33 @@ def test_two_slot_pipeline_matches_one_frame_at_a_time(engine):
         assert a.shape == r.shape
         assert np.abs(a.astype(int) - r.astype(int)).max() <= 1
         assert np.array_equal(s, r)
+
+
+def test_engine_with_an_unused_output_runs_with_a_scratch_buffer(tmp_path):
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    one = h.make_tensor("one", T.FLOAT, [], [1.0])
+    g = h.make_graph([h.make_node("Sub", ["one", "input"], ["output"]), h.make_node("Relu", ["input"], ["aux"])],
+                     "g", [h.make_tensor_value_info("input", T.FLOAT, [1, 3, -1, -1])],
+                     [h.make_tensor_value_info("output", T.FLOAT, [1, 3, -1, -1]),
+                      h.make_tensor_value_info("aux", T.FLOAT, [1, 3, -1, -1])], initializer=[one])
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    tb.build_engine(path, tmp_path / "two.engine", "1x3x16x16:1x3x32x32:1x3x64x64", stride=16)
+    fs = rand_frames(4, 30, 41)
+    with TensorRTBackend(tmp_path / "two.engine") as b:
+        assert b.extra_outputs == ["aux"]
+        x = np.random.default_rng(0).random((1, 3, 32, 48), np.float32)
+        assert np.allclose(b.infer(x), 1.0 - x, atol=1e-6)
+        sched = b.pipeline(slots=2, gpu_preprocess=False)
+        with sched.ex:
+            out = list(sched.run(fs))
+    for f, o in zip(fs, out):
+        x, info = frame_to_tensor(f, 16)
+        assert np.abs(o.astype(int) - tensor_to_frame(1.0 - x, info).astype(int)).max() <= 1
 
 
 def test_recurrent_engine_carries_state_on_the_device(tmp_path_factory, tmp_path):

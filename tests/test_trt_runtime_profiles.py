@@ -39,7 +39,9 @@ def test_typos_and_bad_values_are_reported():
         load_runtime_profile("driving_720p", ["engine.shapes=1x3x720x1280:1x3x256x256:1x3x1088x1920"])
     with pytest.raises(ConfigError, match="not one of"):
         load_runtime_profile("driving_720p", ["precision=fp64"])
-    p = load_runtime_profile("agx_orin", ["engine.dla_core=1", "precision=int8"])
+    with pytest.raises(ConfigError, match="dynamic: DLA runs fixed shapes only.*engine.shapes=1x3x720x1280"):
+        load_runtime_profile("agx_orin", ["engine.dla_core=1", "precision=int8"])
+    p = load_runtime_profile("agx_orin", ["engine.dla_core=1", "engine.shapes=1x3x720x1280", "precision=int8"])
     assert p.engine.dla_core == 1 and p.model_file("export/edgenet").name == "model.int8.onnx"
 
 

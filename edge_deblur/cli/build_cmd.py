@@ -20,7 +20,8 @@ def add_arguments(p):
     p.add_argument("--workspace", type=int, default=None, metavar="MB",
                    help="builder workspace limit in MiB (default: TensorRT's, the GPU memory)")
     p.add_argument("--dla", type=int, default=None, metavar="N",
-                   help="build for DLA core N (Jetson AGX Orin / Orin NX; FP16/INT8 layers, the rest on the GPU)")
+                   help="build for DLA core N (Jetson AGX Orin / Orin NX; FP16/INT8 layers, the rest on the GPU); "
+                        "DLA needs one fixed shape: give --shapes NxCxHxW (default: the default profile's opt shape)")
     p.add_argument("--no-gpu-fallback", action="store_true", help="with --dla: fail instead of running unsupported layers on the GPU")
     p.add_argument("--timing-cache", default=None, metavar="PATH",
                    help="timing cache file, read and updated (default: one per GPU and TensorRT version in the user cache)")
@@ -34,11 +35,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..export.engine_cache import current_env, engine_path_for
-    from ..export.trt_build import build_engine, manifest_path, onnx_stride, parse_shapes
+    from ..export.trt_build import build_engine, dla_profile, manifest_path, onnx_stride, parse_shapes, shapes_given
 
     onnx = Path(args.onnx)
     stride = args.stride or onnx_stride(onnx)
     profile = parse_shapes(args.shapes, stride)  # validate before touching TensorRT
+    profile = dla_profile(profile, explicit=shapes_given(args.shapes), dla_core=args.dla)  # DLA: fixed shapes
     out = Path(args.output) if args.output else engine_path_for(onnx, current_env(args.device), profile,
                                                                 dla_core=args.dla)
     manifest = build_engine(onnx, out, profile, workspace_mb=args.workspace, dla_core=args.dla,

@@ -51,6 +51,20 @@ class EngineSection:
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise ConfigError(f"{where}.opt_level: must be 0..5, got {self.opt_level}")
 
+    def validate_dla_shapes(self, where: str = "engine"):
+        """DLA runs fixed shapes only: with dla_core set, shapes must be one NxCxHxW."""
+        if self.dla_core is None or self.shapes is None:
+            return
+        from ..export.trt_build import parse_shapes
+
+        profile = parse_shapes(self.shapes, stride=1)
+        if not profile.static:
+            raise ConfigError(
+                f"{where}.dla_core is {self.dla_core} but {where}.shapes {self.shapes!r} is dynamic: DLA runs fixed "
+                f"shapes only; set {where}.shapes to one NxCxHxW (e.g. {where}.shapes="
+                f"{'x'.join(map(str, profile.opt))}) or drop dla_core"
+            )
+
 
 @dataclass
 class StreamSection:
@@ -128,6 +142,7 @@ class RuntimeProfile:
                 f"engine.dla_core {self.engine.dla_core}: the {self.jetson.module} has {self.jetson.dla_cores} DLA "
                 "core(s); drop dla_core or pick one it has"
             )
+        self.engine.validate_dla_shapes(f"{where}.engine" if where else "engine")
 
     def model_file(self, folder=None) -> Optional[Path]:
         """The ONNX of this profile's precision inside the model folder (None: use the default model)."""

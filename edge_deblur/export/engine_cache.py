@@ -24,12 +24,14 @@ from ..errors import BackendError, ModelError
 from .trt_build import (
     DEFAULT_SHAPES,
     ShapeProfile,
+    dla_profile,
     gpu_slug,
     manifest_path,
     onnx_stride,
     parse_shapes,
     read_manifest,
     sha256_file,
+    shapes_given,
 )
 
 log = logging.getLogger(__name__)
@@ -179,6 +181,7 @@ def ensure_engine(onnx, *, shapes: str | ShapeProfile | None = None, stride: int
     env = env or current_env(device)
     stride = stride or onnx_stride(onnx)
     profile = shapes if isinstance(shapes, ShapeProfile) else parse_shapes(shapes, stride)
+    profile = dla_profile(profile, explicit=shapes_given(shapes), dla_core=dla_core)  # DLA: fixed shapes only
     sha = sha256_file(onnx)
     path = engine_path_for(onnx, env, profile, dla_core=dla_core, cache_dir=cache_dir, onnx_sha256=sha)
     if path.is_file():

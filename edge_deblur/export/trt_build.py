@@ -2,8 +2,11 @@
 cache and a sidecar manifest.
 
 Precision comes from the ONNX file (FP32, FP16 weights/compute with FP32 I/O, or INT8 Q/DQ),
-never from builder flags: TensorRT 10 deprecated weak typing and TensorRT 11 removed the
-FP16/INT8 builder flags and implicit calibration. The same code builds with TensorRT 10
+never from builder flags: a strongly typed network takes its types from the graph. (In
+TensorRT 10.3, JetPack 6's version, the FP16/INT8 builder flags are not deprecated yet: 10.12
+deprecated weak typing and 11.0 removed it; the implicit INT8 calibrators are deprecated since
+10.1 and gone in 11.) TF32, on by default, is turned off so that an FP32 ONNX builds an FP32
+engine; the manifest records it (``build.tf32``). The same code builds with TensorRT 10
 (JetPack 6) and 11: attributes that differ between them are feature-detected.
 
 Everything above :func:`build_engine` (shape profiles, precision detection, manifests, parser
@@ -31,7 +34,8 @@ MANIFEST_FORMAT = "edge_deblur.engine.v1"
 DEFAULT_STRIDE = 16
 # 256x256 up to 1080p (1088 after padding to the stride), tuned for 720p.
 DEFAULT_SHAPES = "1x3x256x256:1x3x720x1280:1x3x1088x1920"
-TRT_EXTRA_HINT = "pip install 'edge-deblur[tensorrt]' (on Jetson, TensorRT comes with JetPack)"
+TRT_EXTRA_HINT = ("pip install 'edge-deblur[tensorrt]' (CUDA 12 build; 'edge-deblur[tensorrt-cu13]' for CUDA 13; "
+                  "on Jetson, TensorRT comes with JetPack)")
 
 # --------------------------------------------------------------------------------------------
 # Shape profiles
@@ -143,6 +147,31 @@ def check_profile_fits(profile: ShapeProfile, name: str, input_shape: Sequence[i
                 f"--shapes asks for {profile.min[axis]}..{profile.max[axis]}; re-export with dynamic axes "
                 f"(edge-deblur export ...) or pass --shapes with {d} in that dimension"
             )
+
+
+def shapes_given(shapes) -> bool:
+    """Whether the caller chose a profile (a ShapeProfile or a non-empty --shapes)."""
+    return isinstance(shapes, ShapeProfile) or bool(shapes is not None and str(shapes).strip())
+
+
+def dla_profile(profile: ShapeProfile, explicit: bool, dla_core: int | None) -> ShapeProfile:
+    """The profile to build with on DLA core ``dla_core`` (None: the GPU, ``profile`` as it is).
+
+    DLA has no dynamic dimensions: min, opt and max must be equal, or every layer falls back to
+    the GPU (or the build fails without GPU fallback). An explicit dynamic ``--shapes`` is
+    refused; the default profile becomes its opt shape, fixed, with a note in the log."""
+    if dla_core is None or profile.static:
+        return profile
+    opt = "x".join(map(str, profile.opt))
+    if explicit:
+        raise InputError(
+            f"--dla {dla_core} with the dynamic profile --shapes {profile}: DLA runs fixed shapes only "
+            f"(min, opt and max equal); pass one shape, e.g. --shapes {opt}, or build for the GPU without --dla"
+        )
+    fixed = ShapeProfile(profile.opt, profile.opt, profile.opt)
+    log.warning("--dla %s: DLA runs fixed shapes only, so the engine is built for %s (the default profile's opt "
+                "shape); pass --shapes NxCxHxW for another frame size", dla_core, opt)
+    return fixed
 
 
 def derive_profile(shape: Sequence[int], image: ShapeProfile, downscale: int = 1) -> ShapeProfile:
@@ -425,6 +454,40 @@ def strongly_typed_flags(trt) -> int:
     return flags
 
 
+def set_dla_parser_flag(parser, trt) -> bool:
+    """Let the ONNX parser reshape layers for DLA (``OnnxParserFlag.ADJUST_FOR_DLA``, TensorRT
+    10.16 and later); False where this TensorRT has no such flag."""
+    flag = getattr(getattr(trt, "OnnxParserFlag", None), "ADJUST_FOR_DLA", None)
+    if flag is None:
+        return False
+    parser.set_flag(flag)
+    return True
+
+
+def disable_tf32(config, trt) -> bool | None:
+    """Clear ``BuilderFlag.TF32`` (on by default) so FP32 layers compute in FP32, as the ONNX
+    says; return the flag as the builder will use it (None where TensorRT has no such flag)."""
+    flag = getattr(getattr(trt, "BuilderFlag", None), "TF32", None)
+    if flag is None:
+        return None
+    config.clear_flag(flag)
+    return bool(config.get_flag(flag))
+
+
+def set_profile_shape(opt_profile, name: str, p: ShapeProfile) -> None:
+    """``IOptimizationProfile.set_shape`` raises a bare RuntimeError (or returns False) on shapes
+    it rejects; say which input and which shapes instead."""
+    try:
+        ok = opt_profile.set_shape(name, p.min, p.opt, p.max)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ModelError(
+            f"TensorRT rejected the profile {p} for input {name!r} ({e}); the shapes must have the input's rank "
+            "and satisfy min <= opt <= max: fix --shapes, or re-export the model with edge-deblur export"
+        ) from e
+    if ok is False:
+        raise ModelError(f"TensorRT rejected the profile {p} for input {name!r}; fix --shapes, or re-export the model")
+
+
 class _Logger:
     """A TensorRT logger that routes to Python logging (subclassing trt.ILogger lazily)."""
 
@@ -471,6 +534,7 @@ def build_engine(
     folder_manifest, _ = export_info(onnx_path)
     stride = stride or onnx_stride(onnx_path, metadata=metadata)
     profile = shapes if isinstance(shapes, ShapeProfile) else parse_shapes(shapes, stride)
+    profile = dla_profile(profile, explicit=shapes_given(shapes), dla_core=dla_core)
     if workspace_mb is not None and workspace_mb <= 0:
         raise InputError(f"--workspace must be a positive number of MiB, got {workspace_mb}")
     trt = import_tensorrt()
@@ -488,6 +552,7 @@ def build_engine(
     builder = trt.Builder(logger)
     network = builder.create_network(strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
+    adjust_for_dla = dla_core is not None and set_dla_parser_flag(parser, trt)
     ok = parser.parse_from_file(str(onnx_path))  # resolves external data next to the file
     if not ok:
         errors = [parser.get_error(i) for i in range(parser.num_errors)]
@@ -496,6 +561,7 @@ def build_engine(
         precision = network_precision(network, trt)
 
     config = builder.create_builder_config()
+    tf32 = disable_tf32(config, trt)
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if opt_level is not None and hasattr(config, "builder_optimization_level"):
@@ -519,9 +585,13 @@ def build_engine(
         else:
             p = derive_profile(shape, profile,
                                state_downscale or state_scale(t.name, metadata, folder_manifest, stride))
-        opt_profile.set_shape(t.name, p.min, p.opt, p.max)
+        set_profile_shape(opt_profile, t.name, p)
         io_profiles[t.name] = p.to_dict()
-    config.add_optimization_profile(opt_profile)
+    if config.add_optimization_profile(opt_profile) < 0:
+        raise ModelError(
+            f"TensorRT {version} rejected the optimization profile {io_profiles} for {str(onnx_path)!r} (see the "
+            "TensorRT error above); check --shapes against the model's inputs, or re-export it with edge-deblur export"
+        )
 
     # timing cache, shared across builds on this GPU + TensorRT version
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(slug, version)
@@ -578,9 +648,11 @@ def build_engine(
         compute_capability=gpu.compute_capability, profile=profile, stride=stride,
         build={
             "strongly_typed": True,
+            "tf32": tf32,
             "workspace_mb": workspace_mb,
             "dla_core": dla_core,
             "gpu_fallback": bool(gpu_fallback) if dla_core is not None else None,
+            "dla_parser_adjust": adjust_for_dla if dla_core is not None else None,
             "timing_cache": str(cache_path),
             "builder_optimization_level": opt_level,
             "seconds": round(seconds, 2),

@@ -75,19 +75,57 @@ def check(result, what: str):
     return values[0] if len(values) == 1 else values
 
 
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+# the pip extra whose TensorRT and cuda-python match a driver's CUDA major
+TRT_EXTRA_FOR_CUDA = {12: "tensorrt", 13: "tensorrt-cu13"}
+
+
+def driver_problem(cudart, err) -> str | None:
+    """A sentence for cudaErrorInsufficientDriver: no NVIDIA driver at all, or one older than the
+    CUDA runtime of the installed cuda-python (cuda-python 13 needs a CUDA 13 driver, 580.65+).
+    None for any other error."""
+    if err != getattr(cudart.cudaError_t, "cudaErrorInsufficientDriver", object()):
+        return None
+    try:
+        drv = int(check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
+        rt = int(check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
+    except (BackendError, TypeError, ValueError):  # pragma: no cover - these queries need no driver
+        drv = rt = -1
+    if drv == 0:
+        return ("no NVIDIA driver is loaded (cudaDriverGetVersion reports none); install the NVIDIA driver and "
+                "check `nvidia-smi`, or use --backend onnxruntime (CPU)")
+    if drv < 0 or rt < 0:
+        return (f"the NVIDIA driver is too old for the installed cuda-python ({_error_text(cudart, err)}); update "
+                "the driver, or use --backend onnxruntime (CPU)")
+    extra = TRT_EXTRA_FOR_CUDA.get(drv // 1000)
+    match = (f" or install the TensorRT and cuda-python built for CUDA {drv // 1000}: "
+             f"pip install 'edge-deblur[{extra}]'," if extra and drv // 1000 < rt // 1000 else "")
+    return (f"the NVIDIA driver is too old: it supports CUDA {_cuda_version(drv)}, the installed cuda-python needs "
+            f"CUDA {_cuda_version(rt)}; update the driver (CUDA 13 needs 580.65 or newer),{match} "
+            "or use --backend onnxruntime (CPU)")
+
+
 def device_count() -> tuple[int, str]:
     """(number of CUDA devices, reason when 0). Never raises for a missing GPU or driver."""
     cudart = load()
     err, n = cudart.cudaGetDeviceCount()
     if err != cudart.cudaError_t.cudaSuccess:
-        return 0, _error_text(cudart, err)
+        return 0, driver_problem(cudart, err) or _error_text(cudart, err)
     return int(n), "" if n else "cudaGetDeviceCount returned 0 devices"
 
 
 def require_gpu(device: int = 0) -> None:
-    n, why = device_count()
+    cudart = load()
+    err, n = cudart.cudaGetDeviceCount()
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendError(driver_problem(cudart, err)
+                           or f"no CUDA GPU is available ({_error_text(cudart, err)}); {NO_GPU_HINT}")
+    n = int(n)
     if n == 0:
-        raise BackendError(f"no CUDA GPU is available ({why}); {NO_GPU_HINT}")
+        raise BackendError(f"no CUDA GPU is available (cudaGetDeviceCount returned 0 devices); {NO_GPU_HINT}")
     if not 0 <= device < n:
         raise BackendError(f"CUDA device {device} does not exist (this machine has {n}); pick --device 0..{n - 1}")
     check(load().cudaSetDevice(device), f"cudaSetDevice({device})")
@@ -292,22 +330,61 @@ extern "C" __global__ void f32nchw_to_u8hwc(const float* __restrict__ src, unsig
 """
 
 
+NVRTC_HINT = (
+    "install it with pip install 'edge-deblur[tensorrt]' (it brings nvidia-cuda-nvrtc-cu12; "
+    "'edge-deblur[tensorrt-cu13]' the CUDA 13 one; on Jetson it comes with JetPack's CUDA toolkit), "
+    "or run with gpu_preprocess=False (pre/post-processing on the CPU)"
+)
+
+
+def _driver_and_nvrtc():
+    try:
+        from cuda.bindings import driver, nvrtc
+    except ImportError:
+        try:
+            from cuda import cuda as driver, nvrtc  # type: ignore[no-redef]
+        except ImportError as e:
+            raise DependencyError(f"cuda-python's driver/NVRTC bindings are missing ({e}); {NVRTC_HINT}") from e
+    return driver, nvrtc
+
+
+def require_nvrtc(nvrtc=None) -> tuple[int, int]:
+    """NVRTC's (major, minor), or DependencyError when libnvrtc cannot be loaded.
+
+    cuda-python loads libnvrtc on the first NVRTC call, and ``cuda-python`` alone does not install
+    it; the failure is cuda.pathfinder's DynamicLibNotFoundError (a RuntimeError, not an
+    ImportError) in cuda-bindings 12.9/13, another RuntimeError in older ones."""
+    if nvrtc is None:
+        nvrtc = _driver_and_nvrtc()[1]
+    try:
+        err, major, minor = nvrtc.nvrtcVersion()
+    except Exception as e:  # whatever the loader raises: DynamicLibNotFoundError, RuntimeError, OSError
+        raise DependencyError(
+            f"NVRTC (libnvrtc, which compiles the GPU frame kernels) could not be loaded "
+            f"({type(e).__name__}: {str(e).strip()}); {NVRTC_HINT}"
+        ) from e
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        raise DependencyError(f"NVRTC does not work here (nvrtcVersion returned {err}); {NVRTC_HINT}")
+    return int(major), int(minor)
+
+
+def nvrtc_available() -> str | None:
+    """None when NVRTC loads, else why not (tests skip on it)."""
+    try:
+        require_nvrtc()
+    except DependencyError as e:
+        return str(e)
+    return None
+
+
 class FrameKernels:
     """The two frame kernels, compiled with NVRTC for this GPU and loaded with the driver API."""
 
     BLOCK = (32, 8)
 
     def __init__(self, device: int = 0):
-        try:
-            from cuda.bindings import driver, nvrtc
-        except ImportError:
-            try:
-                from cuda import cuda as driver, nvrtc  # type: ignore[no-redef]
-            except ImportError as e:
-                raise DependencyError(
-                    f"cuda-python's driver/NVRTC bindings are missing ({e}); "
-                    "pip install 'edge-deblur[tensorrt]' or run with gpu_preprocess=False"
-                ) from e
+        driver, nvrtc = _driver_and_nvrtc()
+        require_nvrtc(nvrtc)  # DependencyError when libnvrtc is not installed
         self._driver = driver
         info = gpu_info(device)
         check(load().cudaFree(0), "cudaFree(0)")  # make the primary context current for the driver API

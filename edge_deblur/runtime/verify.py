@@ -195,7 +195,7 @@ def unavailable_reason(name: str, a: Artifacts) -> str | None:
             n, why = cudart.device_count()
         except DependencyError as e:
             return str(e)
-        return None if n else f"no CUDA GPU ({why})"
+        return None if n else (why if "NVIDIA driver" in why else f"no CUDA GPU ({why})")
     return f"unknown backend {name!r}"
 
 

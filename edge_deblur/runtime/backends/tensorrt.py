@@ -2,14 +2,15 @@
 
 - Opens a ``.engine`` (checked against its manifest: GPU model and TensorRT version) or an
   ``.onnx`` file (built once through the engine cache, then reused).
-- I/O is bound by name (``set_input_shape`` / ``set_tensor_address``) and run with
-  ``execute_async_v3``; buffers own their memory (pinned host, device) and are freed in
-  ``close()`` through an ExitStack, never in ``__del__``.
+- I/O is bound by name (``set_input_shape`` / ``set_tensor_address``, both checked) and run
+  with ``execute_async_v3``; every I/O tensor is bound, outputs the runtime does not use to
+  scratch buffers. Buffers own their memory (pinned host, device) and are freed in ``close()``
+  through an ExitStack, never in ``__del__``.
 - Shapes outside the engine's optimization profile raise BackendError saying how to widen it.
 - :meth:`TensorRTBackend.pipeline` returns the two-slot double-buffered schedule
   (:class:`TensorRTSlotExecutor`): uint8 frames are uploaded as they are and converted,
-  normalized and padded on the GPU by two small NVRTC kernels; a recurrent model's state stays
-  in device buffers from frame to frame.
+  normalized and padded on the GPU by two small NVRTC kernels (on the CPU, with a warning, where
+  NVRTC is not installed); a recurrent model's state stays in device buffers from frame to frame.
 
 Untested on this project's CI machine (no GPU, no TensorRT); the code follows TensorRT's
 documented Python API and ``samples/python/common_runtime.py``. docs/JETSON.md lists the
@@ -125,6 +126,11 @@ class TensorRTBackend(Backend):
         self.input_name = image_in[0]
         self.output_name = "output" if "output" in image_out else image_out[0]
         self.state_pairs = pair_state_tensors(self.inputs, self.outputs)
+        used = {self.output_name, *self.state_pairs.values()}
+        self.extra_outputs = [n for n in self.outputs if n not in used]
+        if self.extra_outputs:
+            log.warning("engine %s has outputs the runtime does not use: %s; they are computed into scratch "
+                        "buffers (re-export the model without them to save the work)", path.name, self.extra_outputs)
         lo, opt, hi = self._profile_of(self.input_name)
         self.profile = (lo, opt, hi)
         self.state_specs = []
@@ -173,7 +179,23 @@ class TensorRTBackend(Backend):
             if not ctx.set_input_shape(spec["input"], self.state_shape(spec, n, h, w)):
                 raise BackendError(f"state {spec['input']} shape {self.state_shape(spec, n, h, w)} rejected by the "
                                    "engine's profile; " + WIDEN_HINT.format(h=h, w=w))
-        return {name: tuple(int(d) for d in ctx.get_tensor_shape(name)) for name in self.inputs + self.outputs}
+        shapes = {name: tuple(int(d) for d in ctx.get_tensor_shape(name)) for name in self.inputs + self.outputs}
+        unknown = {name: s for name, s in shapes.items() if any(d < 0 for d in s)}
+        if unknown:
+            raise BackendError(
+                f"{str(self.path)!r}: the shape of {sorted(unknown)} is unknown before the run ({unknown}, data-dependent); "
+                "edge-deblur binds a buffer of known size to every I/O tensor: re-export the model without that "
+                "output (edge-deblur export), or run the ONNX with --backend onnxruntime"
+            )
+        return shapes
+
+    @staticmethod
+    def bind(ctx, name: str, ptr: int) -> None:
+        """``set_tensor_address``, checked: TensorRT returns False for an unknown name or a
+        misaligned address instead of raising."""
+        if not ctx.set_tensor_address(name, int(ptr)):
+            raise BackendError(f"TensorRT refused the device address {int(ptr):#x} for tensor {name!r} (unknown name "
+                               "or misaligned buffer; see the TensorRT error above)")
 
     # -- synchronous inference (the Backend protocol) --------------------------------------------
     def _ensure_buffers(self, shapes: dict):
@@ -209,7 +231,7 @@ class TensorRTBackend(Backend):
             np.copyto(host.array, v, casting="same_kind")
             cudart.memcpy_htod_async(dev, host.ptr, host.nbytes, self.stream)
         for name in self.inputs + self.outputs:
-            self._ctx.set_tensor_address(name, self._bufs[name][1].ptr)
+            self.bind(self._ctx, name, self._bufs[name][1].ptr)
         if not self._ctx.execute_async_v3(int(self.stream.handle)):
             raise BackendError(f"TensorRT execute_async_v3 failed on a {tuple(x.shape)} input (see the TensorRT error above)")
         for name in self.outputs:
@@ -230,10 +252,13 @@ class TensorRTBackend(Backend):
         """Host-side state API (as the ONNX Runtime backend); the slot pipeline keeps it on the GPU."""
         return self._run(x, state)
 
-    def pipeline(self, slots: int = 2, rgb: bool = False, gpu_preprocess: bool = True,
+    def pipeline(self, slots: int = 2, rgb: bool = False, gpu_preprocess: bool | None = None,
                  timeline: bool = False) -> SlotScheduler:
         """The double-buffered schedule over this engine; close the returned scheduler's
-        executor (``sched.ex.close()``, or ``with sched.ex:``) when done."""
+        executor (``sched.ex.close()``, or ``with sched.ex:``) when done.
+
+        ``gpu_preprocess``: None (default) converts frames on the GPU where NVRTC loads and on the
+        CPU, with a warning, where it does not; True requires the GPU kernels; False never uses them."""
         return SlotScheduler(TensorRTSlotExecutor(self, slots=slots, rgb=rgb, gpu_preprocess=gpu_preprocess,
                                                   timeline=timeline))
 
@@ -287,26 +312,39 @@ class _TrtSlot:
 class TensorRTSlotExecutor(SlotExecutor):
     """Slot executor on cuda-python streams/events (see gpu_pipeline for the schedule).
 
-    It shares the backend's execution context: do not call ``backend.infer`` while the
-    pipeline has frames in flight (flush it first)."""
+    One execution context serves all slots (the engine has one optimization profile, and TensorRT
+    lets one context at a time use a profile): computes are chained by events so they never run together, and before a
+    compute rebinds the context's tensor addresses the host waits for the previous run on it to
+    finish (TensorRT does not document rebinding while a run is in flight). Uploads and downloads
+    of the neighbouring frames still overlap each compute. Do not call ``backend.infer`` while
+    the pipeline has frames in flight (flush it first)."""
 
-    def __init__(self, backend: TensorRTBackend, slots: int = 2, rgb: bool = False, gpu_preprocess: bool = True,
-                 timeline: bool = False):
+    def __init__(self, backend: TensorRTBackend, slots: int = 2, rgb: bool = False,
+                 gpu_preprocess: bool | None = None, timeline: bool = False):
         cudart = backend._cudart
         self.b, self.cudart = backend, cudart
         self.slots = int(slots)
         self.rgb = rgb
         self._stack = contextlib.ExitStack()
         f32 = np.dtype(np.float32)
-        self.gpu_preprocess = bool(gpu_preprocess) and backend.dtypes[backend.input_name] == f32 \
+        self.gpu_preprocess = gpu_preprocess is not False and backend.dtypes[backend.input_name] == f32 \
             and backend.dtypes[backend.output_name] == f32
+        self.preprocess_note = None
         try:
-            self.kernels = self._stack.enter_context(cudart.FrameKernels(backend.device)) if self.gpu_preprocess else None
+            self.kernels = None
+            if self.gpu_preprocess:
+                try:
+                    self.kernels = self._stack.enter_context(cudart.FrameKernels(backend.device))
+                except DependencyError as e:  # NVRTC not installed
+                    if gpu_preprocess:
+                        raise
+                    self.gpu_preprocess = False
+                    self.preprocess_note = f"frames are converted on the CPU: {e}"
+                    log.warning("TensorRT pipeline: %s", self.preprocess_note)
             self._slots = []
-            # one execution context for all slots: computes are chained by events so they never run
-            # at the same time, and one context per optimization profile is the portable rule
             self.ctx = backend._ctx
             self._ctx_shape = None
+            self._last_compute: int | None = None  # the slot whose compute was enqueued last
             for _ in range(self.slots):
                 sl = _TrtSlot(cudart, timeline)
                 self._stack.callback(sl.close)
@@ -339,14 +377,14 @@ class TensorRTSlotExecutor(SlotExecutor):
             sl.bufs.close()  # the slot was collected: nothing in flight uses them
         sl.bufs = st = contextlib.ExitStack()
         sl.in_shape = (1, 3, hp, wp)
-        if self._ctx_shape not in (None, sl.in_shape):  # the shared context changes shape: drain it first
-            for other in self._slots:
-                other.computed.synchronize()
+        for other in self._slots:  # the shared context is about to be reshaped: no run may be in flight on it
+            other.computed.synchronize()
         shapes = b.set_shapes(self.ctx, sl.in_shape)
         self._ctx_shape = sl.in_shape
         sl.shapes = shapes
+        # the image input and output, and a scratch buffer for each output the runtime does not use
         sl.dev = {n: st.enter_context(cudart.DeviceBuffer(int(np.prod(shapes[n])) * b.dtypes[n].itemsize))
-                  for n in (b.input_name, b.output_name)}
+                  for n in (b.input_name, b.output_name, *b.extra_outputs)}
         # state outputs of this slot's compute are written straight into the shared ping-pong buffers
         if gpu:
             sl.host_in = st.enter_context(cudart.PinnedBuffer((h, w, 3), np.uint8))
@@ -418,20 +456,21 @@ class TensorRTSlotExecutor(SlotExecutor):
             sl.stream.wait(self._slots[after].computed)  # frame order, and the state written by the last compute
         turn = self._ensure_state(sl, after, reset)
         ctx = self.ctx
-        if self._ctx_shape != sl.in_shape:  # a size change: let the previous run finish first
-            if after is not None:
-                self._slots[after].computed.synchronize()
+        if self._last_compute is not None:  # the shared context's previous run must end before it is rebound
+            self._slots[self._last_compute].computed.synchronize()
+        if self._ctx_shape != sl.in_shape:  # a size change
             b.set_shapes(ctx, sl.in_shape)
             self._ctx_shape = sl.in_shape
         self._mark(sl, "compute0")
-        for name in (b.input_name, b.output_name):
-            ctx.set_tensor_address(name, sl.dev[name].ptr)
+        for name in (b.input_name, b.output_name, *b.extra_outputs):
+            b.bind(ctx, name, sl.dev[name].ptr)
         for s in b.state_specs:
             bufs = self._state[s["input"]]
-            ctx.set_tensor_address(s["input"], bufs[turn].ptr)
-            ctx.set_tensor_address(s["output"], bufs[1 - turn].ptr)
+            b.bind(ctx, s["input"], bufs[turn].ptr)
+            b.bind(ctx, s["output"], bufs[1 - turn].ptr)
         if not ctx.execute_async_v3(int(sl.stream.handle)):
             raise BackendError("TensorRT execute_async_v3 failed (see the TensorRT error above)")
+        self._last_compute = slot
         if turn is not None:
             self._turn = 1 - turn
         self._mark(sl, "compute1")

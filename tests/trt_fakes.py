@@ -1,0 +1,390 @@
+"""CPU stand-ins for TensorRT and cuda-python, for tests of the code around them.
+
+- :class:`FakeCuda` replaces the wrappers of ``edge_deblur.runtime.cudart`` (streams, events,
+  pinned and device buffers, copies) with host memory addressed by integer "device pointers".
+  Work runs at once, in call order, and every event record/wait/synchronize is logged, so a
+  test can check what the host waited for before it did what.
+- :func:`fake_trt` is a ``tensorrt`` module with a runtime whose engine computes
+  ``output = 1 - input (+ state)`` on the bound buffers, and a builder that records what it was
+  asked for. Both fail the way TensorRT does: ``set_tensor_address`` returns False for an unknown
+  name, ``execute_async_v3`` returns False when an I/O tensor has no address.
+"""
+from __future__ import annotations
+
+import itertools
+import types
+
+import numpy as np
+
+from edge_deblur.errors import BackendError
+from edge_deblur.runtime.cudart import GpuInfo
+
+# --------------------------------------------------------------------------------------------
+# cuda-python
+# --------------------------------------------------------------------------------------------
+
+
+class FakeCuda:
+    """Host memory behind integer pointers, and the cudart wrapper classes over it."""
+
+    def __init__(self):
+        self.blocks: dict[int, np.ndarray] = {}
+        self._next = 0x10000
+        self.log: list[tuple] = []
+        self._ids = itertools.count()
+        cuda = self
+
+        class _Owned:
+            closed = False
+
+            def close(self):
+                self.closed = True
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.close()
+                return False
+
+        class DeviceBuffer(_Owned):
+            def __init__(self, nbytes):
+                self.nbytes = int(nbytes)
+                self.ptr = cuda.alloc(self.nbytes)
+
+            def zero_async(self, stream):
+                cuda.mem(self.ptr, self.nbytes)[:] = 0
+
+        class PinnedBuffer(_Owned):
+            def __init__(self, shape, dtype=np.float32):
+                self.dtype = np.dtype(dtype)
+                self.shape = tuple(int(s) for s in shape)
+                self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+                self.ptr = cuda.alloc(self.nbytes)
+                self.array = cuda.mem(self.ptr, self.nbytes).view(self.dtype).reshape(self.shape)
+
+        class Stream(_Owned):
+            def __init__(self, non_blocking=True):
+                self.handle = 0x5000 + next(cuda._ids)
+
+            def synchronize(self):
+                cuda.log.append(("stream_sync", self.handle))
+
+            def wait(self, event):
+                cuda.log.append(("stream_wait", self.handle, event.id))
+
+        class Event(_Owned):
+            def __init__(self, timing=False):
+                self.id = next(cuda._ids)
+                self.recorded = False
+
+            def record(self, stream):
+                self.recorded = True
+                cuda.log.append(("record", self.id))
+
+            def synchronize(self):
+                cuda.log.append(("event_sync", self.id))
+
+            def elapsed_ms(self, since):
+                return 0.0
+
+        self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.Event = DeviceBuffer, PinnedBuffer, Stream, Event
+
+    def alloc(self, nbytes: int) -> int:
+        ptr = self._next
+        self.blocks[ptr] = np.zeros(max(int(nbytes), 1), np.uint8)
+        self._next += -(-max(int(nbytes), 1) // 256) * 256 + 256
+        return ptr
+
+    def mem(self, ptr: int, nbytes: int) -> np.ndarray:
+        for base, block in self.blocks.items():
+            if base <= ptr and ptr + nbytes <= base + block.size:
+                return block[ptr - base: ptr - base + nbytes]
+        raise AssertionError(f"no buffer holds {nbytes} bytes at {ptr:#x}")
+
+    def tensor(self, ptr, shape, dtype=np.float32) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        return self.mem(ptr, int(np.prod(shape)) * dtype.itemsize).view(dtype).reshape(shape)
+
+    def install(self, monkeypatch, frame_kernels=None):
+        """Replace the cudart wrappers (and gpu_info/load) with these."""
+        from edge_deblur.runtime import cudart
+
+        def htod(dst, src_ptr, nbytes, stream):
+            self.mem(dst.ptr, nbytes)[:] = self.mem(src_ptr, nbytes)
+
+        def dtoh(dst_ptr, src, nbytes, stream):
+            self.mem(dst_ptr, nbytes)[:] = self.mem(src.ptr, nbytes)
+
+        for name, value in {
+            "load": lambda: None, "gpu_info": lambda device=0: GpuInfo("Fake GPU", 8, 7),
+            "DeviceBuffer": self.DeviceBuffer, "PinnedBuffer": self.PinnedBuffer, "Stream": self.Stream,
+            "Event": self.Event, "memcpy_htod_async": htod, "memcpy_dtoh_async": dtoh,
+        }.items():
+            monkeypatch.setattr(cudart, name, value)
+        if frame_kernels is not None:
+            monkeypatch.setattr(cudart, "FrameKernels", frame_kernels)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# TensorRT runtime
+# --------------------------------------------------------------------------------------------
+
+
+class FakeEngine:
+    """Inputs ``input`` (+ ``state_in``), outputs ``output`` (+ ``state_out``) and ``extra``
+    outputs; ``data_dependent`` outputs report -1 dimensions, as TensorRT does for shapes it
+    learns only while running."""
+
+    def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None):
+        self.cuda = cuda
+        self.profile = profile or ((1, 3, 4, 4), (1, 3, 32, 32), (1, 3, 128, 128))
+        self.modes = {"input": "in", "output": "out"}
+        if state:
+            self.modes.update({"state_in": "in", "state_out": "out"})
+        for n in extra:
+            self.modes[n] = "out"
+        self.data_dependent = set(data_dependent)
+        self.names = list(self.modes)
+        self.contexts = []
+
+    num_optimization_profiles = 1
+
+    @property
+    def num_io_tensors(self):
+        return len(self.names)
+
+    def get_tensor_name(self, i):
+        return self.names[i]
+
+    def get_tensor_mode(self, name):
+        return FakeTrt.TensorIOMode.INPUT if self.modes[name] == "in" else FakeTrt.TensorIOMode.OUTPUT
+
+    def get_tensor_dtype(self, name):
+        return np.float32
+
+    def get_tensor_profile_shape(self, name, index):
+        if name == "state_in":
+            return [(n, 2, h // 4, w // 4) for n, _, h, w in self.profile]
+        return list(self.profile)
+
+    def create_execution_context(self):
+        ctx = FakeContext(self)
+        self.contexts.append(ctx)
+        return ctx
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine):
+        self.engine, self.cuda = engine, engine.cuda
+        self.shapes: dict[str, tuple] = {}
+        self.addresses: dict[str, int] = {}
+        self.runs = 0
+
+    def set_input_shape(self, name, shape):
+        lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+        if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        n, c, h, w = self.shapes["input"]
+        if name in self.engine.data_dependent:
+            return (-1, c, -1, -1)
+        if name in ("state_in", "state_out"):
+            return (n, 2, h // 4, w // 4)
+        return (n, c, h, w)
+
+    def set_tensor_address(self, name, ptr):
+        if name not in self.engine.modes:
+            return False
+        self.addresses[name] = int(ptr)
+        self.cuda.log.append(("bind", name, int(ptr)))
+        return True
+
+    def execute_async_v3(self, stream):
+        if set(self.addresses) != set(self.engine.names):
+            return False  # TensorRT: "address is not set for ..." and the run fails
+        shape = self.get_tensor_shape("input")
+        x = self.cuda.tensor(self.addresses["input"], shape)
+        y = 1.0 - x
+        if "state_in" in self.engine.modes:
+            sshape = self.get_tensor_shape("state_in")
+            s = self.cuda.tensor(self.addresses["state_in"], sshape)
+            self.cuda.tensor(self.addresses["state_out"], sshape)[:] = s + 1.0
+            y = y + s.mean() / 255.0  # frame k sees state k: the output shows the state carried
+        self.cuda.tensor(self.addresses["output"], shape)[:] = y
+        for n in self.engine.modes:
+            if n not in ("input", "output", "state_in", "state_out"):
+                self.cuda.tensor(self.addresses[n], shape)[:] = 7.0  # a scratch output: written, never read
+        self.runs += 1
+        self.cuda.log.append(("execute", stream))
+        return True
+
+
+class FakeTrt:
+    """The parts of the ``tensorrt`` module the runtime and the builder use."""
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class ILogger:
+        class Severity:
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+        def __init__(self):
+            pass
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class DeviceType:
+        GPU, DLA = "GPU", "DLA"
+
+    class BuilderFlag:
+        GPU_FALLBACK, TF32 = "GPU_FALLBACK", "TF32"
+
+    class OnnxParserFlag:
+        NATIVE_INSTANCENORM = 0
+
+    @staticmethod
+    def nptype(dt):
+        return dt
+
+
+def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_dla=False, num_dla=0,
+             profile_index=0, reject_set_shape=None):
+    """A fake ``tensorrt``: ``Runtime`` deserializes to ``engine``; ``Builder`` records into
+    ``trt.built`` (the config's flags, the parser's flags, the profiles' shapes)."""
+    trt = types.SimpleNamespace(**{k: v for k, v in vars(FakeTrt).items() if not k.startswith("__")})
+    trt.__version__ = version
+    trt.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0, **({"ADJUST_FOR_DLA": 4} if adjust_for_dla else {}))
+    trt.built = built = {"profiles": [], "parser_flags": set(), "flags": {"TF32": True}}
+
+    class Runtime:
+        def __init__(self, logger):
+            self.DLA_core = -1
+
+        def deserialize_cuda_engine(self, data):
+            return engine
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape, self.dtype = name, shape, "DataType.FLOAT"
+
+    class Network:
+        num_layers = 0
+        inputs = [Tensor("input", (-1, 3, -1, -1)), Tensor("state_in", (-1, 2, -1, -1))]
+        outputs = [Tensor("output", (-1, 3, -1, -1)), Tensor("state_out", (-1, 2, -1, -1))]
+
+        @property
+        def num_inputs(self):
+            return len(self.inputs)
+
+        @property
+        def num_outputs(self):
+            return len(self.outputs)
+
+        def get_input(self, i):
+            return self.inputs[i]
+
+        def get_output(self, i):
+            return self.outputs[i]
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def set_flag(self, flag):
+            built["parser_flags"].add(flag)
+
+        def parse_from_file(self, path):
+            return True
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            if name == reject_set_shape:
+                raise RuntimeError("IOptimizationProfile::setDimensions: Error Code 3: API Usage Error")
+            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+    class Cache:
+        def serialize(self):
+            return b"timing"
+
+    class Config:
+        def __init__(self):
+            self.default_device_type = trt.DeviceType.GPU
+            self.DLA_core = -1
+
+        def set_memory_pool_limit(self, pool, size):
+            built["workspace"] = size
+
+        def set_flag(self, flag):
+            built["flags"][flag] = True
+
+        def clear_flag(self, flag):
+            built["flags"][flag] = False
+
+        def get_flag(self, flag):
+            return built["flags"].get(flag, False)
+
+        def add_optimization_profile(self, p):
+            built["profiles"].append(p.shapes)
+            return profile_index
+
+        def create_timing_cache(self, data):
+            return Cache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return Cache()
+
+    class Builder:
+        def __init__(self, logger):
+            self.num_DLA_cores = num_dla
+
+        def create_network(self, flags):
+            return Network()
+
+        def create_builder_config(self):
+            built["config"] = c = Config()
+            return c
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            built["device"] = config.default_device_type
+            return b"serialized engine"
+
+    trt.Runtime, trt.Builder, trt.OnnxParser = Runtime, Builder, Parser
+    return trt
+
+
+def open_fake_backend(monkeypatch, tmp_path, engine: FakeEngine, frame_kernels=None):
+    """A TensorRTBackend over ``engine`` with the fake TensorRT and cuda-python installed."""
+    from edge_deblur.export import trt_build
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    engine.cuda.install(monkeypatch, frame_kernels)
+    trt = fake_trt(engine)
+    monkeypatch.setattr(trt_build, "import_tensorrt", lambda: trt)
+    path = tmp_path / "fake.engine"
+    path.write_bytes(b"fake engine")
+    return TensorRTBackend(path)
+
+
+def no_kernels(device=0):
+    raise BackendError("the test asked for CPU pre/post-processing only")
