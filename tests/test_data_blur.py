@@ -280,3 +280,65 @@ def test_bad_input_is_reported():
         B.random_trajectory(np.random.default_rng(0), -1.0)
     with pytest.raises(InputError, match="too small"):
         B.trajectory_to_kernel(np.array([[0.0, 0.0], [10.0, 0.0]]), size=3)
+
+
+def test_display_prob_draws_both_averaging_spaces():
+    """display_prob draws each image's averaging space: display space (gamma 1) keeps the mean
+    brightness of a blurred bright line, linear light raises it; both appear at 0.5."""
+    img = _line_image()
+    base = clean_cfg(homography_prob=0.0, length=[10.0, 10.0], anxiety=0.0, impulsive_prob=0.0, display_prob=0.5)
+    infos = [B.synthesize(img, np.random.default_rng(s), base, return_info=True) for s in range(24)]
+    spaces = [i[2]["space"] for i in infos]
+    assert 6 <= spaces.count("display") <= 18, spaces
+    for blurred, target, info in infos:
+        if info["space"] == "display":
+            assert info["gamma"] == 1.0
+            assert blurred.mean() == pytest.approx(img.mean(), abs=2e-3)   # no brightening
+        else:
+            assert blurred.mean() > img.mean() + 0.005
+    # display_prob=0 draws nothing: the same seed gives what it gave before the option existed
+    a = B.synthesize(img, np.random.default_rng(5), dataclasses.replace(base, display_prob=0.0))[0]
+    b = B.synthesize(img, np.random.default_rng(5), clean_cfg(homography_prob=0.0, length=[10.0, 10.0], anxiety=0.0,
+                                                              impulsive_prob=0.0))[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_lengths_stay_in_the_configured_range():
+    img = textured(200, 200)
+    cfg = clean_cfg(length=[20.0, 80.0], homography_prob=0.5)
+    lengths = [B.synthesize(img, np.random.default_rng(s), cfg, crop=64, return_info=True)[2]["length"]
+               for s in range(40)]
+    assert all(20.0 <= v <= 80.0 for v in lengths)
+    assert max(lengths) > 65 and min(lengths) < 35  # the range is covered, not one end of it
+
+
+def test_foreground_layer_moves_independently_of_the_camera():
+    """With no camera motion at all, a moving layer still blurs its own region and leaves the rest
+    of the frame exactly sharp; the target shows the layer at mid-exposure."""
+    img = textured(96, 96, seed=3)
+    cfg = clean_cfg(homography_prob=1.0, length=[0.0, 0.0], rotation_deg=0.0, zoom=0.0, layer_prob=1.0,
+                    layer_length=[16.0, 16.0])
+    blurred, target, info = B.synthesize(img, np.random.default_rng(1), cfg, crop=64, return_info=True)
+    mask = info["layer_mask"]
+    assert info["layer_length"] == 16.0 and mask.max() > 0.99
+    err = np.abs(blurred - target).mean(2)
+    outside = cv2_dilate_free(mask, 12) < 1e-3          # far from the layer's path
+    assert err[outside].max() < 1e-5                     # the background did not move
+    assert err[mask > 0.5].mean() > 0.01                 # the layer smeared
+
+
+def cv2_dilate_free(mask, r):
+    import cv2
+
+    return cv2.dilate(mask, np.ones((2 * r + 1, 2 * r + 1), np.uint8))
+
+
+def test_layer_options_are_validated():
+    from edge_deblur.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="layer_prob"):
+        BlurConfig(layer_prob=1.5).validate()
+    with pytest.raises(ConfigError, match="display_prob"):
+        BlurConfig(display_prob=-0.1).validate()
+    with pytest.raises(ConfigError, match="layer_length"):
+        BlurConfig(layer_length=[30.0, 10.0]).validate()
