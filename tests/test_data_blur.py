@@ -342,3 +342,14 @@ def test_layer_options_are_validated():
         BlurConfig(display_prob=-0.1).validate()
     with pytest.raises(ConfigError, match="layer_length"):
         BlurConfig(layer_length=[30.0, 10.0]).validate()
+
+
+def test_length_log_draws_mostly_moderate_blur_with_a_long_tail():
+    cfg = BlurConfig(length=[4.0, 80.0], length_log=True)
+    rng = np.random.default_rng(0)
+    v = np.array([B.draw_length(rng, cfg) for _ in range(4000)])
+    assert v.min() >= 4.0 and v.max() <= 80.0
+    assert np.median(v) == pytest.approx(np.sqrt(4.0 * 80.0), rel=0.08)   # log-uniform: geometric mean
+    assert 0.18 < (v > 40).mean() < 0.28
+    uni = np.array([B.draw_length(rng, BlurConfig(length=[4.0, 80.0])) for _ in range(4000)])
+    assert np.median(uni) == pytest.approx(42.0, rel=0.08)

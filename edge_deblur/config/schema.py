@@ -23,6 +23,7 @@ class BlurConfig:
 
     homography_prob: float = 0.6          # sub-frame homography warps averaged in linear light; else a kernel
     length: list[float] = field(default_factory=lambda: [2.0, 24.0])  # trajectory extent (px)
+    length_log: bool = False              # draw the extent log-uniformly (most blur moderate, a long tail)
     subframes: int = 24                   # exposure samples along the trajectory
     anxiety: float = 0.005                # Boracchi-Foi: random acceleration strength
     impulsive_prob: float = 0.2           # Boracchi-Foi: chance of an abrupt shake

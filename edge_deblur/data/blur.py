@@ -255,7 +255,12 @@ def blur_with_kernel(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def draw_length(rng: np.random.Generator, cfg: BlurConfig) -> float:
+    """The camera-shake extent of one image: uniform in ``cfg.length``, or log-uniform with
+    ``cfg.length_log`` (real hand-held blur is mostly moderate with a long tail: [4, 80] px
+    log-uniform has its median at 18 px and 23% of the draws above 40 px)."""
     lo, hi = float(cfg.length[0]), float(cfg.length[1])
+    if cfg.length_log and hi > lo > 0:
+        return _log_uniform(rng, (lo, hi))
     return float(rng.uniform(lo, hi)) if hi > lo else lo
 
 
