@@ -353,3 +353,11 @@ def test_length_log_draws_mostly_moderate_blur_with_a_long_tail():
     assert 0.18 < (v > 40).mean() < 0.28
     uni = np.array([B.draw_length(rng, BlurConfig(length=[4.0, 80.0])) for _ in range(4000)])
     assert np.median(uni) == pytest.approx(42.0, rel=0.08)
+
+
+def test_a_crop_larger_than_the_image_is_reported():
+    img = textured(48, 64)
+    with pytest.raises(InputError, match=r"crop 96x96 is larger than the 64x48 image.*data\.crop"):
+        B.synthesize(img, np.random.default_rng(0), clean_cfg(), crop=96)
+    with pytest.raises(InputError, match="larger than"):
+        B.synthesize_clip(img, np.random.default_rng(0), clean_cfg(), frames=3, crop=(64, 80))

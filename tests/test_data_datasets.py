@@ -352,3 +352,10 @@ def test_synthetic_val_set(tmp_path):
     assert len(now) == 1 and not np.array_equal(read_image(now[0][1]), before)
     with pytest.raises(DatasetError, match="holds only 3"):
         make_synthetic_val_set(src, out, count=9, size=(64, 48))
+
+
+def test_pair_crop_far_larger_than_the_frames_is_reported(tmp_path):
+    root = make_gopro(tmp_path / "gopro", size=(40, 56))
+    assert PairedDataset(root, crop=64)[0]["blur"].shape[-2:] == (64, 64)   # a little mirrored border is fine
+    with pytest.raises(DatasetError, match=r"data\.crop 96x96 is more than twice the 56x40 frames.*lower data\.crop"):
+        PairedDataset(root, crop=96)[0]

@@ -521,6 +521,15 @@ def _is_integer_shift(M: np.ndarray) -> bool:
     return bool(np.allclose(M[:, :2], np.eye(2), atol=1e-9) and np.allclose(M[:, 2], np.round(M[:, 2]), atol=1e-9))
 
 
+def _check_crop(ch: int, cw: int, H: int, W: int, crop) -> None:
+    if ch < 1 or cw < 1:
+        raise InputError(f"crop must be positive, got {crop}")
+    if ch > H or cw > W:
+        raise InputError(f"crop {cw}x{ch} is larger than the {W}x{H} image: the blur would be made of mirrored "
+                         f"border, not the photo; use a crop of at most {W}x{H} (data.crop) or upscale the image first "
+                         f"(data.scale)")
+
+
 def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurConfig] = None,
                crop: int | Sequence[int] | None = None, return_info: bool = False):
     """Blur one sharp image; returns ``(blurred, sharp_target)`` float32 H x W x 3 RGB in [0, 1].
@@ -539,8 +548,7 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
     img = _check_image(sharp)
     H, W = img.shape[:2]
     ch, cw = (H, W) if crop is None else _hw(crop)
-    if ch < 1 or cw < 1:
-        raise InputError(f"crop must be positive, got {crop}")
+    _check_crop(ch, cw, H, W, crop)
 
     is_sharp = rng.random() < cfg.sharp_prob
     gain = _uniform(rng, cfg.highlight_gain)
@@ -632,6 +640,7 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
         raise InputError(f"frames must be >= 1, got {frames}")
     H, W = img.shape[:2]
     ch, cw = (H, W) if crop is None else _hw(crop)
+    _check_crop(ch, cw, H, W, crop)
 
     gain = _uniform(rng, cfg.highlight_gain)
     d = _uniform(rng, duty)

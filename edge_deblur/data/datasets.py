@@ -184,6 +184,10 @@ class PairedDataset(_EpochMixin, Dataset):
             ch, cw = self.crop
             H, W = b.shape[:2]
             if H < ch or W < cw:
+                if 2 * H < ch or 2 * W < cw:  # more than half the sample would be mirrored border
+                    raise DatasetError(
+                        f"data.crop {cw}x{ch} is more than twice the {W}x{H} frames of {self.pairs[j][1].parent}: "
+                        f"lower data.crop to at most {2 * min(H, W) // 16 * 16}, or leave these pairs out (pair_roots)")
                 pad = ((0, max(0, ch - H)), (0, max(0, cw - W)), (0, 0))
                 s = np.pad(s, pad, mode="reflect")
                 blurs = [np.pad(f, pad, mode="reflect") for f in blurs]
