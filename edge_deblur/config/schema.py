@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from .core import apply_overrides, from_dict, load_yaml, suggest
+from .core import apply_overrides, error_key, from_dict, parse_override, suggest
+from .inherit import Origins, load_layers
 
 
 def _range(where: str, name: str, pair, lo=None, hi=None):
@@ -176,8 +177,21 @@ class TrainConfig:
 
 
 def load_train_config(path=None, overrides=(), base: dict | None = None) -> TrainConfig:
+    """The training config in ``path`` (after its chain of ``base:`` files, see config/inherit.py)
+    over the mapping ``base``, with ``key=value`` overrides. An error about a key names the file
+    and line it was written at (or the override)."""
     data = dict(base or {})
+    origins = Origins()
     if path is not None:
-        data.update(load_yaml(path))
+        layered, origins = load_layers(path)
+        data.update(layered)
+    for text in overrides:
+        origins.add_override(".".join(parse_override(text)[0]), text)
     data = apply_overrides(data, overrides, TrainConfig)
-    return from_dict(TrainConfig, data)
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as e:
+        where = origins.of(error_key(e))
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {e}") from e
