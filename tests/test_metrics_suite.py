@@ -200,3 +200,17 @@ def test_eval_cli_takes_several_sets_each_with_its_scenes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "-m", model, "--scenes", "s1", "-d", str(a)])
     assert "give --data DIR before --scenes" in capsys.readouterr().err
+
+
+def test_eval_over_sets_runs_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    a = make_pairs(tmp_path / "camA", {"s1": 1})
+    code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch fails
+            "from edge_deblur.cli import main\n"
+            f"sys.exit(main(['eval', '-m', {str(REPO / 'export/edgenet_s/model.onnx')!r}, '-d', {str(a)!r}, "
+            "'--no-ssim', '--json']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert list(json.loads(r.stdout)["sets"]) == ["camA"]
