@@ -1,58 +1,119 @@
-"""edge-deblur eval --model CKPT|ONNX|ENGINE --data DIR [--scenes ...] [--json] [--save DIR]"""
+"""edge-deblur eval --model MODEL (--data DIR [--scenes ...])... | --suite NAME_OR_YAML [--json] [--save DIR]
+
+Several validation sets at once: per set PSNR/SSIM of output and input, gain, tone-aligned gain
+and worst scene; overall the mean of the per-set gains, the mean tone-aligned gain and a flag when
+a real scene ends below its blurry input. ONNX Runtime / numpy only (no torch) unless a synthetic
+set has to be made first."""
 from __future__ import annotations
 
+import argparse
 import json
+
+
+class _DataAction(argparse.Action):
+    """``--data PATH``: a new validation set; the ``--scenes`` after it filter that set."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sets = list(getattr(namespace, "sets", None) or [])
+        sets.append({"path": values, "scenes": []})
+        namespace.sets = sets
+
+
+class _ScenesAction(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        sets = getattr(namespace, "sets", None)
+        if not sets:
+            parser.error("--scenes filters the --data set it follows: give --data DIR before --scenes")
+        if sets[-1]["scenes"]:
+            parser.error(f"--scenes given twice for --data {sets[-1]['path']}; list the scenes once")
+        sets[-1]["scenes"] = list(values)
 
 
 def add_arguments(p):
     p.add_argument("--model", "-m", default=None, help="checkpoint (.safetensors), ONNX or engine; default: the bundled model")
-    p.add_argument("--data", "-d", required=True, help="blur/sharp pairs (GoPro or REDS layout)")
-    p.add_argument("--scenes", nargs="*", default=None, help="only these scenes (e.g. a held-out REDS scene)")
+    p.add_argument("--data", "-d", action=_DataAction, dest="data", metavar="DIR",
+                   help="blur/sharp pairs (GoPro or REDS layout, or a synthetic set made by the trainer); "
+                        "repeat for several sets")
+    p.add_argument("--scenes", nargs="+", action=_ScenesAction, default=None, metavar="SCENE",
+                   help="only these scenes of the --data set just before (e.g. a held-out REDS scene)")
+    p.add_argument("--suite", default=None, metavar="NAME_OR_YAML",
+                   help="the validation sets of a config: a name under configs/val/ (e.g. multi_camera), a YAML "
+                        "with data.val_sets, or a training config")
+    p.add_argument("--crop", default=None, metavar="WxH", help="evaluate the centre WxH of every frame (cheaper)")
+    p.add_argument("--max-pairs", type=int, default=None, metavar="N",
+                   help="at most N pairs per set, taken in turn from every scene (cheaper)")
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
     p.add_argument("--save", default=None, metavar="DIR", help="write side-by-side PNGs (blurry | deblurred | sharp) here")
-    p.add_argument("--save-count", type=int, default=3)
+    p.add_argument("--save-count", type=int, default=3, help="PNGs per set")
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--make-synthetic", metavar="SHARP_DIR", default=None,
                    help="first write the fixed full-resolution synthetic set (default blur model) from the sharp "
-                        "images in SHARP_DIR into --data (kept if already made with the same settings)")
+                        "images in SHARP_DIR into the last --data (kept if already made with the same settings)")
     p.add_argument("--synthetic-count", type=int, default=4)
     p.add_argument("--synthetic-size", default="1280x720")
     p.add_argument("--seed", type=int, default=1234)
 
 
+def set_configs(args) -> list:
+    """The ValSetConfigs named on the command line (--suite first, then each --data)."""
+    from ..config.validation import ValSetConfig, check_unique, default_set_name, load_suite
+    from ..data.valsets import is_synthetic_folder
+    from ..errors import ConfigError, InputError
+    from .info_cmd import parse_size
+
+    cfgs = load_suite(args.suite) if args.suite else []
+    cli = getattr(args, "sets", None) or []
+    if not cfgs and not cli:
+        raise InputError("no validation set given; pass --data DIR (repeatable, each with its own --scenes) "
+                         "or --suite NAME_OR_YAML (e.g. --suite multi_camera)")
+    if args.make_synthetic and not cli:
+        raise InputError("--make-synthetic writes into the last --data folder; give --data DIR")
+    names = {c.name for c in cfgs}
+    for i, s in enumerate(cli):
+        synthetic = (args.make_synthetic and i == len(cli) - 1) or is_synthetic_folder(s["path"])
+        name = default_set_name(s["path"])
+        if name in names and s["scenes"]:
+            name = f"{name}_{'_'.join(s['scenes'])}"
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.add(name)
+        cfg = ValSetConfig(path=s["path"], name=name, kind="synthetic" if synthetic else "real", scenes=s["scenes"])
+        if args.make_synthetic and i == len(cli) - 1:
+            w, h = parse_size(args.synthetic_size)
+            cfg.source, cfg.count, cfg.size, cfg.seed = args.make_synthetic, args.synthetic_count, [w, h], args.seed
+        try:
+            cfg.validate(f"--data {s['path']}")
+        except ConfigError as e:
+            raise InputError(str(e)) from e
+        cfgs.append(cfg)
+    for c in cfgs:
+        if args.crop:
+            c.crop = list(parse_size(args.crop))
+        if args.max_pairs is not None:
+            if args.max_pairs < 1:
+                raise InputError(f"--max-pairs must be >= 1, got {args.max_pairs}")
+            c.max_pairs = args.max_pairs
+    check_unique(cfgs, "validation sets")
+    return cfgs
+
+
 def run(args) -> int:
-    from ..data.pairs import find_pairs, select_scenes
-    from ..metrics.evaluate import evaluate_pairs
+    from ..data.valsets import load_val_sets
+    from ..metrics.suite import evaluate_sets, format_report
     from ..runtime.deblurrer import Deblurrer
 
-    if args.make_synthetic:
-        from ..config.schema import BlurConfig
-        from ..data.datasets import make_synthetic_val_set
-        from .info_cmd import parse_size
-
-        make_synthetic_val_set(args.make_synthetic, args.data, count=args.synthetic_count,
-                               size=parse_size(args.synthetic_size), seed=args.seed, blur_cfg=BlurConfig())
-    pairs = find_pairs(args.data)
-    pairs = select_scenes(pairs, args.scenes, args.data)
+    sets = load_val_sets(set_configs(args))
     with Deblurrer.open(args.model, backend=args.backend, tile=args.tile) as d:
-        result = evaluate_pairs(d, pairs, save_dir=args.save, save_count=args.save_count, with_ssim=not args.no_ssim)
+        result = evaluate_sets(d, sets, reset=d.reset, with_ssim=not args.no_ssim, save_dir=args.save,
+                               save_count=args.save_count)
         result["model"] = str(d.info.get("model", args.model))
         result["backend"] = d.info.get("backend")
-    result["data"] = args.data
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{'scene':<28}{'pairs':>6}{'PSNR':>9}{'input':>9}{'gain':>8}" + ("" if args.no_ssim else f"{'SSIM':>8}{'input':>8}"))
-    for name, s in result["scenes"].items():
-        line = f"{name:<28}{s['pairs']:>6}{s['psnr']:>9.2f}{s['input_psnr']:>9.2f}{s['psnr'] - s['input_psnr']:>+8.2f}"
-        if not args.no_ssim:
-            line += f"{s['ssim']:>8.4f}{s['input_ssim']:>8.4f}"
-        print(line)
-    r = result
-    line = f"{'overall':<28}{r['pairs']:>6}{r['psnr']:>9.2f}{r['input_psnr']:>9.2f}{r['psnr_gain']:>+8.2f}"
-    if not args.no_ssim:
-        line += f"{r['ssim']:>8.4f}{r['input_ssim']:>8.4f}"
-    print(line)
+    print(f"model {result['model']} ({result['backend']})")
+    print(format_report(result))
     return 0

@@ -14,6 +14,7 @@ from .schema import (
     TrainSection,
     load_train_config,
 )
+from .validation import ValSetConfig
 
 __all__ = [
     "apply_overrides",
@@ -27,4 +28,5 @@ __all__ = [
     "TrainConfig",
     "TrainSection",
     "load_train_config",
+    "ValSetConfig",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -25,6 +26,24 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     if close:
         return f" (did you mean {close[0]!r}?)"
     return f" (valid keys: {', '.join(valid)})" if valid else ""
+
+
+def _keyed(message: str, key: str) -> ConfigError:
+    """A ConfigError that remembers the dotted key it is about (``e.key``), so a loader that
+    knows where each key was written can add the file and line."""
+    e = ConfigError(message)
+    e.key = key
+    return e
+
+
+def error_key(e: ConfigError) -> str | None:
+    """The dotted key a ConfigError is about: the one it was raised with, else the one its message
+    starts with (validation messages read ``data.blur.jpeg_prob: ...``), else None."""
+    key = getattr(e, "key", None)
+    if key:
+        return key
+    m = re.match(r"([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*|\[\d+\])*):", str(e))
+    return m.group(1) if m else None
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
@@ -56,41 +75,41 @@ def _coerce(value: Any, tp: Any, where: str):
     if value is None:
         if optional or tp is Any:
             return None
-        raise ConfigError(f"{where}: null is not allowed here; give a value of type {getattr(tp, '__name__', tp)}")
+        raise _keyed(f"{where}: null is not allowed here; give a value of type {getattr(tp, '__name__', tp)}", where)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _keyed(f"{where}: expected a mapping, got {value!r}", where)
         return from_dict(tp, value, where)
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _keyed(f"{where}: expected a list, got {value!r}", where)
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         out = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _keyed(f"{where}: expected a mapping, got {value!r}", where)
         return dict(value)
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}{suggest(str(value), map(str, choices))}")
+            raise _keyed(f"{where}: {value!r} is not one of {list(choices)}{suggest(str(value), map(str, choices))}", where)
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise _keyed(f"{where}: expected true/false, got {value!r}", where)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise _keyed(f"{where}: expected an integer, got {value!r}", where)
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e6 (no dot) as a string
@@ -99,11 +118,11 @@ def _coerce(value: Any, tp: Any, where: str):
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise _keyed(f"{where}: expected a number, got {value!r}", where)
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise _keyed(f"{where}: expected a string, got {value!r}", where)
         return str(value)
     return value
 
@@ -115,7 +134,7 @@ def from_dict(cls, data: dict, where: str = ""):
     for key in data:
         if key not in fields:
             loc = f"{where}.{key}" if where else key
-            raise ConfigError(f"unknown config key {loc!r}{suggest(str(key), fields)}")
+            raise _keyed(f"unknown config key {loc!r}{suggest(str(key), fields)}", loc)
     kwargs = {}
     for name, f in fields.items():
         if name in data:
@@ -124,7 +143,7 @@ def from_dict(cls, data: dict, where: str = ""):
     try:
         obj = cls(**kwargs)
     except TypeError as e:
-        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+        raise _keyed(f"{where or cls.__name__}: {e}", where) from e
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate(where)

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import ConfigError
-from .core import apply_overrides, from_dict, load_yaml, suggest
+from .core import apply_overrides, error_key, from_dict, parse_override, suggest
+from .inherit import Origins, load_layers
+from .validation import ValSetConfig, check_unique
 
 
 def _range(where: str, name: str, pair, lo=None, hi=None):
@@ -87,6 +89,19 @@ class DataConfig:
     val_synthetic_size: list[int] = field(default_factory=lambda: [1280, 720])
     val_synthetic_cache: str = "runs/val_synthetic"
     val_seed: int = 1234
+    val_sets: list[ValSetConfig] = field(default_factory=list)  # more sets, after the two above (see config/validation.py)
+
+    def validation_sets(self) -> list[ValSetConfig]:
+        """Every set to validate on: ``val_pairs`` (named ``real``), the synthetic set from
+        ``val_synthetic`` (named ``synthetic_fullres``), then ``val_sets``."""
+        out = []
+        if self.val_pairs:
+            out.append(ValSetConfig(path=self.val_pairs, name="real", kind="real", scenes=list(self.val_scenes)))
+        if self.val_synthetic:
+            out.append(ValSetConfig(path=self.val_synthetic_cache, name="synthetic_fullres", kind="synthetic",
+                                    source=self.val_synthetic, count=self.val_synthetic_count,
+                                    size=list(self.val_synthetic_size), seed=self.val_seed))
+        return out + list(self.val_sets)
 
     def validate(self, where: str = "data"):
         if not self.sharp_roots and not self.pair_roots:
@@ -102,6 +117,7 @@ class DataConfig:
             raise ConfigError(f"{where}.crop must be a multiple of 16 and >= 16, got {self.crop}")
         _range(where, "scale", self.scale, lo=0.05, hi=4.0)
         _range(where, "downscale", self.downscale, lo=1.0, hi=4.0)
+        check_unique(self.validation_sets(), f"{where}.val_sets")
 
 
 @dataclass
@@ -176,8 +192,21 @@ class TrainConfig:
 
 
 def load_train_config(path=None, overrides=(), base: dict | None = None) -> TrainConfig:
+    """The training config in ``path`` (after its chain of ``base:`` files, see config/inherit.py)
+    over the mapping ``base``, with ``key=value`` overrides. An error about a key names the file
+    and line it was written at (or the override)."""
     data = dict(base or {})
+    origins = Origins()
     if path is not None:
-        data.update(load_yaml(path))
+        layered, origins = load_layers(path)
+        data.update(layered)
+    for text in overrides:
+        origins.add_override(".".join(parse_override(text)[0]), text)
     data = apply_overrides(data, overrides, TrainConfig)
-    return from_dict(TrainConfig, data)
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as e:
+        where = origins.of(error_key(e))
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {e}") from e

@@ -1,9 +1,10 @@
 """The training loop: AdamW, warm-up + cosine, EMA, gradient clipping, AMP on CUDA, resume,
-validation (real pairs and a fixed full-resolution synthetic set), CSV log, curve PNG, DDP.
+validation on several sets (real pairs from several cameras and a fixed full-resolution synthetic
+set: ``data.validation_sets()``, metrics/suite.py), CSV log, curve PNG, DDP.
 
 Layout of ``out_dir``:
   last.safetensors   EMA weights + arch spec + resolved config + meta (the model to use)
-  best.safetensors   the EMA weights with the best validation PSNR so far
+  best.safetensors   the EMA weights with the best mean of the per-set PSNR gains so far
   state.pt           raw weights, optimizer, scheduler, EMA, RNG and iteration (resume)
   log.csv, curve.png
 """
@@ -27,6 +28,7 @@ from ..errors import ConfigError, ModelError
 from ..models import build_model
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..models.profile import summary
+from ..metrics.suite import one_line
 from .ema import EMA
 from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss, lowpass_loss
 
@@ -101,31 +103,20 @@ def _worker_init(worker_id: int):
 
 
 class Validator:
-    """Runs the model through the runtime's own preprocessing on full frames."""
+    """Runs the model through the runtime's own preprocessing on every validation set (full frames,
+    or the centre crop / subset a set asks for) and returns the multi-set report of
+    ``metrics.suite.evaluate_sets`` ({} when the config names no set)."""
 
-    def __init__(self, cfg: TrainConfig, device):
-        from ..data.datasets import find_pairs, make_synthetic_val_set
-        from ..data.pairs import select_scenes
+    def __init__(self, set_configs, device):
+        from ..data.valsets import load_val_sets
 
         self.device = device
-        self.sets = {}
-        d = cfg.data
-        if d.val_pairs:
-            self.sets["real"] = select_scenes(find_pairs(d.val_pairs), d.val_scenes, d.val_pairs)
-        if d.val_synthetic:
-            # the fixed full-resolution set uses the default blur model, not the training
-            # recipe's, so every stage and every model is measured on the same frames
-            from ..config.schema import BlurConfig
-
-            root = make_synthetic_val_set(
-                d.val_synthetic, d.val_synthetic_cache, count=d.val_synthetic_count,
-                size=tuple(d.val_synthetic_size), seed=d.val_seed, blur_cfg=BlurConfig(),
-            )
-            self.sets["synthetic_fullres"] = find_pairs(root)
+        # a synthetic set is (re)made when missing or made with other settings (data/valsets.py)
+        self.sets = load_val_sets(set_configs, make_always=True)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict:
-        from ..metrics.evaluate import evaluate_pairs
+        from ..metrics.suite import evaluate_sets
         from ..runtime.preprocess import frame_to_tensor, tensor_to_frame
 
         model.eval()
@@ -148,11 +139,60 @@ class Validator:
         def reset():
             state["h"] = None
 
-        out = {}
-        for name, pairs in self.sets.items():
-            r = evaluate_pairs(fn, pairs, with_ssim=True, reset=reset)
-            out[name] = {k: r[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim", "psnr_gain", "pairs")}
-        return out
+        if not self.sets:
+            return {}
+        return evaluate_sets(fn, self.sets, reset=reset, with_ssim=True)
+
+
+_SET_COLUMNS = ("psnr", "psnr_gain", "ssim", "ssim_gain", "tone_gain", "worst_scene_gain", "seconds")
+
+
+def log_fields(set_names) -> list[str]:
+    """log.csv columns: per set ``<set>_psnr``, ``_psnr_gain``, ``_ssim``, ``_ssim_gain``,
+    ``_tone_gain``, ``_worst_scene_gain``, ``_seconds``; then the overall ``mean_gain`` (the
+    selection metric), ``mean_tone_gain`` and ``real_below_input`` (how many real scenes are worse
+    than their blurry input)."""
+    fields = ["iter", "lr", "loss", "it_per_s"]
+    for n in set_names:
+        fields += [f"{n}_{k}" for k in _SET_COLUMNS]
+    if set_names:
+        fields += ["mean_gain", "mean_tone_gain", "real_below_input"]
+    return fields
+
+
+def log_row(report: dict) -> dict:
+    row = {}
+    for n, m in report["sets"].items():
+        for k in _SET_COLUMNS:
+            if m.get(k) is not None:
+                row[f"{n}_{k}"] = f"{m[k]:.4f}" if k != "seconds" else f"{m[k]:.1f}"
+    row["mean_gain"] = f"{report['mean_gain']:.4f}"
+    if report.get("mean_tone_gain") is not None:
+        row["mean_tone_gain"] = f"{report['mean_tone_gain']:.4f}"
+    row["real_below_input"] = str(len(report["real_below_input"]))
+    return row
+
+
+def _open_log(csv_path: Path, fields: list[str]) -> list[str]:
+    """Create log.csv with ``fields``; a log from before (a resumed run, or one written with other
+    validation sets) keeps its columns and rows and gains the new columns. Returns the header."""
+    if not csv_path.exists():
+        with open(csv_path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=fields).writeheader()
+        return fields
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    merged = header + [k for k in fields if k not in header]
+    if merged != header:
+        tmp = csv_path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=merged)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, csv_path)
+    return merged
 
 
 def _plot_curve(csv_path: Path, png_path: Path):
@@ -173,10 +213,11 @@ def _plot_curve(csv_path: Path, png_path: Path):
     ax[0].set_xlabel("iteration")
     ax[0].set_ylabel("train loss")
     ax[0].set_yscale("log")
-    for key in [k for k in rows[0] if k.endswith("_psnr_gain")]:
+    for key in [k for k in rows[0] if k.endswith("_psnr_gain") or k == "mean_gain"]:
         pts = [(int(r["iter"]), float(r[key])) for r in rows if r.get(key)]
         if pts:
-            ax[1].plot(*zip(*pts), marker="o", label=key.replace("_psnr_gain", ""))
+            ax[1].plot(*zip(*pts), marker="o", label=key.replace("_psnr_gain", ""),
+                       **({"color": "black", "linewidth": 2} if key == "mean_gain" else {}))
     ax[1].set_xlabel("iteration")
     ax[1].set_ylabel("PSNR gain over blurry input (dB)")
     if ax[1].lines:
@@ -257,10 +298,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     start = 0
+    best = -1e9  # the best mean of the per-set gains so far (kept across resumes)
     elapsed0 = 0.0  # seconds trained before this process (resume), for train.time_limit
     state_path = out / "state.pt"
     if state_path.is_file():
         st = torch.load(state_path, map_location=device, weights_only=True)
+        best = float(st.get("best", best))
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         ema.load_state_dict(st["ema"])
@@ -281,15 +324,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
     pixel_loss = PIXEL_LOSSES[t.loss]
     eps_kw = {"eps": t.charbonnier_eps} if t.loss == "charbonnier" else {}
-    validator = Validator(cfg, device) if rank == 0 else None
+    validator = Validator(cfg.data.validation_sets(), device) if rank == 0 else None
     resolved = to_dict(cfg)
     csv_path = out / "log.csv"
-    fields = ["iter", "lr", "loss", "it_per_s", "real_psnr", "real_psnr_gain", "real_ssim",
-              "synthetic_fullres_psnr", "synthetic_fullres_psnr_gain", "synthetic_fullres_ssim"]
-    if rank == 0 and not csv_path.exists():
-        with open(csv_path, "w", newline="") as f:
-            csv.DictWriter(f, fieldnames=fields).writeheader()
-    best = -1e9
+    fields = log_fields([s.name for s in validator.sets] if validator is not None else [])
+    if rank == 0:
+        fields = _open_log(csv_path, fields)
     last_metrics: dict = {}
     t_begin = time.time()
 
@@ -317,31 +357,31 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         save_checkpoint(out / "last.safetensors", sd, spec, resolved, meta)
         if t.keep_every > 0 and it > 0 and it % t.keep_every == 0:
             save_checkpoint(out / f"ckpt_{it:06d}.safetensors", sd, spec, resolved, meta)
+        # best.safetensors first, so that state.pt never names a best it does not have
+        score = (metrics or {}).get("mean_gain")
+        if score is not None and score > best:
+            # chosen by the mean of the per-set gains (metrics/suite.py); "real_below_input" in the
+            # metrics lists the real scenes it still makes worse
+            best = score
+            save_checkpoint(out / "best.safetensors", sd, spec, resolved, meta | {"best": True})
         st = {"model": model.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
               "iter": it, "prior_iters": prior_iters, "rng": torch.get_rng_state(),
-              "elapsed": trained_for()}
+              "elapsed": trained_for(), "best": best}
         if disc is not None:
             st["disc"] = disc.state_dict()
             st["dopt"] = dopt.state_dict()
         tmp = state_path.with_suffix(".tmp")
         torch.save(st, tmp)
         os.replace(tmp, state_path)
-        if metrics:
-            score = metrics.get("real", metrics.get("synthetic_fullres", {})).get("psnr", -1e9)
-            if score > best:
-                best = score
-                save_checkpoint(out / "best.safetensors", sd, spec, resolved, meta | {"best": True})
 
     def validate(it: int, row: dict) -> dict:
         """Validate the EMA weights, log them, save a checkpoint with the metrics; returns ``row``
         with the metrics added (for log.csv)."""
         nonlocal last_metrics
         last_metrics = validator(ema.model)
-        for name, m in last_metrics.items():
-            for k in ("psnr", "psnr_gain", "ssim"):
-                row[f"{name}_{k}"] = f"{m[k]:.4f}"
-        msg = ", ".join(f"{n}: {m['psnr']:.2f} dB ({m['psnr_gain']:+.2f} vs input)" for n, m in last_metrics.items())
-        log.info(f"iter {it}: {msg}")
+        if last_metrics:
+            row.update(log_row(last_metrics))
+            log.info(f"iter {it}: {one_line(last_metrics)}")
         save(it, last_metrics)
         return row
 
