@@ -84,4 +84,7 @@ def test_every_shipped_training_config_loads_and_builds_its_model():
         cfg = load_train_config(p)
         assert cfg.name == p.stem, f"{p.name}: name {cfg.name!r} should match the file name"
         assert "test_001" in cfg.data.pair_exclude or not cfg.data.pair_roots, f"{p.name} trains on the held-out scene"
+        # GoPro_1280x720 is the GoPro test split: validation only, never a training source
+        sources = [str(r) for r in (*cfg.data.sharp_roots, *cfg.data.pair_roots)]
+        assert not any("GoPro" in r for r in sources), f"{p.name} trains on GoPro validation frames: {sources}"
         build_model(cfg.model)
