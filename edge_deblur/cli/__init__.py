@@ -15,7 +15,7 @@ from ..errors import EdgeDeblurError
 COMMANDS = [
     ("train", "train a model from a YAML config"),
     ("eval", "PSNR/SSIM of a model on blur/sharp pairs against the blurry-input baseline"),
-    ("info", "parameters and GMACs of a model spec, checkpoint or ONNX file"),
+    ("info", "what a model file is (ONNX, checkpoint, engine, model folder) or a spec: precision, I/O, parameters, GMACs"),
     ("prune", "structured channel pruning (+ fine-tune)"),
     ("average", "uniform weight average of checkpoints of one training run"),
     ("export", "checkpoint -> ONNX with a parity check and manifest"),

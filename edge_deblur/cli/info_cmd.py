@@ -27,7 +27,7 @@ def add_arguments(p):
                    help="an .onnx, .safetensors checkpoint, .engine, exported model folder, a YAML spec file, "
                    "or an inline spec like '{type: edgenet, size: S}'")
     p.add_argument("--size", default="1280x720", help="frame size WxH for the MAC count (default 1280x720)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def _torch_counts(model, size) -> dict:
