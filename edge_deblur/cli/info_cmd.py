@@ -40,7 +40,7 @@ def _torch_counts(model, size) -> dict:
     s = summary(model, size)
     out = {"params_as_trained": s.pop("params"), "stride": s.pop("stride")}
     out["params_deployed"] = count_params(reparameterize_(copy.deepcopy(model)))
-    out.update({k: round(v, 3) for k, v in s.items()})
+    out.update(s)
     return out
 
 

@@ -151,7 +151,7 @@ def describe_onnx(p: Path, size=(1280, 720)) -> dict:
     for w, h in {(1280, 720), tuple(size)}:
         hp, wp = -(-h // stride) * stride, -(-w // stride) * stride
         try:
-            out[f"gmacs_{w}x{h}"] = round(graph_macs(m, hp, wp) / 1e9, 3)
+            out[f"gmacs_{w}x{h}"] = graph_macs(m, hp, wp) / 1e9
         except ModelError as e:
             out[f"gmacs_{w}x{h}"] = None
             out.setdefault("notes", []).append(str(e))
