@@ -70,6 +70,19 @@ def test_info_json_for_every_kind(tiny, tmp_path, capsys):
     assert f["kind"] == "folder" and set(f["files"]) >= {"model.onnx", "model.fp16.onnx"}
     assert info(tiny["dir"] / "manifest.json")["kind"] == "folder"
 
+    # a file changed after export: refused alone, flagged (not fatal) in its folder
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny["dir"], folder)
+    with open(folder / "model.fp16.onnx", "ab") as fh:
+        fh.write(b"\0")
+    assert main(["info", "-m", str(folder / "model.fp16.onnx")]) == 2
+    assert "changed, truncated or replaced" in capsys.readouterr().err
+    f = info(folder)
+    assert "changed, truncated or replaced" in f["files"]["model.fp16.onnx"]["error"]
+    assert f["files"]["model.onnx"]["manifest"] == "listed, checksum matches"
+
     s = info("{type: edgenet, widths: [8, 16], enc_blocks: [1], dec_blocks: [1], mid_blocks: 1}")
     assert s["kind"] == "spec" and s["params_deployed"] == o["params_deployed"]
 

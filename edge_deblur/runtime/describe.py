@@ -121,9 +121,9 @@ def _manifest_check(p: Path) -> dict:
 def describe_onnx(p: Path, size=(1280, 720)) -> dict:
     from .onnx_info import graph_macs
 
+    check = _manifest_check(p)  # first: "changed after export" says more than a parse error
     m = _load_onnx(p)
     meta = {e.key: e.value for e in m.metadata_props}
-    check = _manifest_check(p)
     stride = int(meta.get("edge_deblur.stride", 0) or (check.get("entry") or {}).get("stride") or 1)
     arch = meta.get("edge_deblur.arch")
     try:
@@ -272,7 +272,11 @@ def describe_folder(folder: Path, size=(1280, 720)) -> dict:
         if not f.is_file():
             files[name] = {"missing": True}
             continue
-        d = describe(f, size)
+        try:
+            d = describe(f, size)
+        except ModelError as e:  # one bad file: say so and describe the others
+            files[name] = {"error": str(e)}
+            continue
         keep = ("precision", "bytes", "params_deployed", "params_as_trained", "manifest", f"gmacs_{size[0]}x{size[1]}",
                 "gmacs_1280x720", "tensorrt", "gpu")
         files[name] = {k: d[k] for k in keep if k in d}
@@ -320,6 +324,9 @@ def format_description(d: dict) -> str:
     for name, f in (d.get("files") or {}).items():
         if f.get("missing"):
             lines.append(f"  {name}: listed in the manifest but missing")
+            continue
+        if f.get("error"):
+            lines.append(f"  {name}: PROBLEM: {f['error']}")
             continue
         bits = [f.get("precision") or "", f"{f['bytes'] / 1e6:.2f} MB" if "bytes" in f else ""]
         if "params_deployed" in f:
