@@ -153,6 +153,16 @@ def test_deblur_json_stdout_parses(tmp_path):
     assert summary["videos"] == 1 and summary["frames"] == 4
     assert "in.avi" in r.stderr  # the per-video progress line went to stderr
 
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((24, 32, 3), 40 * i, np.uint8))
+    r = cli("deblur", folder, "-o", tmp_path / "out2", "--model", model, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["images"] == 3, r.stderr
+    assert "3/3 files" in r.stderr  # not a terminal: plain progress lines on stderr
+
 
 # ---- 8: did you mean ------------------------------------------------------------------------------
 def test_misspelt_command_and_option_get_a_suggestion():

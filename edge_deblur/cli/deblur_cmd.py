@@ -151,6 +151,7 @@ def run(args) -> int:
     with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
                         tile=args.tile, overlap=args.overlap, rgb=False) as d:
         bar = None
+        last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:
             from tqdm import tqdm
 
@@ -162,7 +163,11 @@ def run(args) -> int:
                 compute_s += time.perf_counter() - t
                 n_img += 1
                 frames += 1
-                log.debug("%s -> %s", src, dst)
+                if bar is None and len(jobs) > 1 and (time.perf_counter() - last_line > 2.0 or n_img + n_vid == len(jobs)):
+                    last_line = time.perf_counter()  # not a terminal: a plain progress line every 2 s at most
+                    log.info("%d/%d files: %s -> %s", n_img + n_vid, len(jobs), src, dst)
+                else:
+                    log.debug("%s -> %s", src, dst)
             else:
                 from ..runtime.pipeline import deblur_video
 
