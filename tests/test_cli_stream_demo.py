@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_deblur.cli import main
-from edge_deblur.cli.demo_cmd import build_sharp_image, find_package_photo, make_scene
+from edge_deblur.cli import build_parser, main
+from edge_deblur.cli.demo_cmd import build_sharp_image, make_scene
 
 from test_cli_stream import tiny_onnx  # noqa: F401  (fixture)
 
@@ -20,12 +20,20 @@ def test_scene_is_deterministic_and_sharp():
     assert cv2.Laplacian(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var() > 500  # plenty of edges
 
 
-def test_sharp_image_sources(tmp_path):
+def test_sharp_image_sources(tmp_path, monkeypatch):
     img, desc = build_sharp_image("synthetic", 64, 48, 0)
     assert img.shape == (96, 128, 3) and "procedural" in desc
-    img, desc = build_sharp_image("auto", 64, 48, 0)
-    if find_package_photo() is not None:
-        assert "photo" in desc
+    # the default scene is the same whatever is installed: a package shipping a sample photo
+    # (matplotlib's grace_hopper.jpg) must not change it, or a fresh install prints other figures
+    fake = tmp_path / "site" / "matplotlib" / "mpl-data" / "sample_data"
+    fake.mkdir(parents=True)
+    (fake.parents[1] / "__init__.py").write_text("")
+    cv2.imwrite(str(fake / "grace_hopper.jpg"), np.full((40, 30, 3), 200, np.uint8))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    default = build_parser().parse_args(["demo"]).image
+    again, desc2 = build_sharp_image(default, 64, 48, 0)
+    np.testing.assert_array_equal(again, make_scene(96, 128, 0))
+    assert desc2 == desc
     cv2.imwrite(str(tmp_path / "mine.png"), np.full((10, 20, 3), 7, np.uint8))
     img, desc = build_sharp_image(str(tmp_path / "mine.png"), 64, 48, 0)
     assert img.shape[0] >= 48 and img.shape[1] >= 64 and "mine.png" in desc

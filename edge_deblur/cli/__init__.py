@@ -4,8 +4,10 @@ are imported only when needed, so runtime commands never import torch."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
+import re
 import sys
 
 from ..errors import EdgeDeblurError
@@ -13,7 +15,7 @@ from ..errors import EdgeDeblurError
 COMMANDS = [
     ("train", "train a model from a YAML config"),
     ("eval", "PSNR/SSIM of a model on blur/sharp pairs against the blurry-input baseline"),
-    ("info", "parameters and GMACs of a model spec, checkpoint or ONNX file"),
+    ("info", "what a model file is (ONNX, checkpoint, engine, model folder) or a spec: precision, I/O, parameters, GMACs"),
     ("prune", "structured channel pruning (+ fine-tune)"),
     ("average", "uniform weight average of checkpoints of one training run"),
     ("export", "checkpoint -> ONNX with a parity check and manifest"),
@@ -36,9 +38,40 @@ def _module(name: str):
         raise
 
 
+def _did_you_mean(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the nearest valid name suggested for a misspelt subcommand, choice or option."""
+
+    def error(self, message):
+        m = re.match(r"argument (.+?): invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if m:
+            arg, bad, choices = m.groups()
+            names = re.findall(r"'([^']*)'", choices) or [c.strip() for c in choices.split(",")]
+            if arg == "COMMAND":
+                message = (f"unknown command {bad!r}{_did_you_mean(bad, names)}; "
+                           f"the commands are: {', '.join(names)}")
+            else:
+                message += _did_you_mean(bad, names)
+        super().error(message)
+
+    def unrecognized(self, extras: list[str]):
+        """Fail on arguments no option took, suggesting the nearest option for each."""
+        options = [o for a in self._actions for o in a.option_strings]
+        parts = []
+        for tok in extras:
+            hint = _did_you_mean(tok.split("=", 1)[0], options) if tok.startswith("-") else ""
+            parts.append(tok + hint)
+        self.error(f"unrecognized arguments: {' '.join(parts)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-deblur", description="Real-time deblurring for edge devices.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p = Parser(prog="edge-deblur", description="Real-time deblurring for edge devices.")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, and the warnings of OpenCV, FFmpeg and ONNX Runtime (quiet by default)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS:
         mod = _module(name)
@@ -51,9 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ..io.native_logs import configure_native_logs
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        owner = sub.choices.get(args.command) if sub is not None and args.command else None
+        (owner or parser).unrecognized(extras)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    configure_native_logs(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

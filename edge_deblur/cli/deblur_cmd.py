@@ -145,8 +145,17 @@ def run(args) -> int:
     t0 = time.perf_counter()
     n_img = n_vid = frames = 0
     compute_s = 0.0
+    # stdout carries the result only (the JSON with --json); progress goes to stderr: tqdm bars
+    # on a terminal, plain lines otherwise
+    tty = sys.stderr.isatty()
     with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
                         tile=args.tile, overlap=args.overlap, rgb=False) as d:
+        bar = None
+        last_line = time.perf_counter()
+        if tty and sum(k == "image" for _, _, k in jobs) > 1:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(jobs), unit="file", desc="deblur", leave=False, file=sys.stderr)
         for src, dst, k in jobs:
             if k == "image":
                 t = time.perf_counter()
@@ -154,17 +163,25 @@ def run(args) -> int:
                 compute_s += time.perf_counter() - t
                 n_img += 1
                 frames += 1
-                log.debug("%s -> %s", src, dst)
+                if bar is None and len(jobs) > 1 and (time.perf_counter() - last_line > 2.0 or n_img + n_vid == len(jobs)):
+                    last_line = time.perf_counter()  # not a terminal: a plain progress line every 2 s at most
+                    log.info("%d/%d files: %s -> %s", n_img + n_vid, len(jobs), src, dst)
+                else:
+                    log.debug("%s -> %s", src, dst)
             else:
                 from ..runtime.pipeline import deblur_video
 
                 d.reset()
                 t = time.perf_counter()
-                stats = deblur_video(d, str(src), str(dst), progress=sys.stderr.isatty())
+                stats = deblur_video(d, str(src), str(dst), progress=tty)
                 compute_s += time.perf_counter() - t
                 n_vid += 1
                 frames += int(stats.get("frames_out", 0))
-                print(f"{src} -> {dst}: {stats.get('frames_out', 0)} frames, {stats.get('fps', 0):.1f} FPS")
+                log.info("%s -> %s: %d frames, %.1f FPS", src, dst, stats.get("frames_out", 0), stats.get("fps", 0))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         info = d.info
     wall = time.perf_counter() - t0
     summary = {

@@ -1,8 +1,9 @@
 """edge-deblur demo [--out demo_out/] [--frames 48] [--size 640x360] [--model M] [--json]
 
 Works on a fresh machine with no data and no camera: builds a sharp scene (procedural: buildings,
-signs with text, checkerboards, thin lines, circles, fine texture; with a photo that ships with an
-installed dependency pasted in as a poster when one is found), shakes a virtual camera over it
+signs with text, checkerboards, thin lines, circles, fine texture; the same on every machine,
+whatever else is installed, so the figures it prints are reproducible; ``--image`` uses your own
+photo instead), shakes a virtual camera over it
 along ONE trajectory (``edge_deblur.data.blur.synthesize_clip``: sub-frame warps averaged in
 linear light, noise), runs the blurry clip through the real streaming pipeline with the bundled
 model, and writes a side-by-side video (blurry | deblurred | sharp) and a PNG of one frame. Prints
@@ -10,7 +11,6 @@ the PSNR of the blurry and the deblurred frames against the sharp ones, the gain
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import sys
@@ -21,13 +21,6 @@ import numpy as np
 
 log = logging.getLogger("edge_deblur.demo")
 
-# photos shipped inside packages that may be installed (looked up without importing them)
-_PACKAGE_PHOTOS = [
-    ("matplotlib", ("mpl-data", "sample_data", "grace_hopper.jpg")),
-    ("skimage", ("data", "astronaut.png")),
-    ("skimage", ("data", "chelsea.png")),
-]
-
 
 def add_arguments(p):
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out/)")
@@ -35,9 +28,8 @@ def add_arguments(p):
     p.add_argument("--size", default="640x360", help="frame size WxH (default 640x360)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene and the camera shake")
     p.add_argument("--blur", type=float, default=5.0, metavar="PX", help="typical blur extent per frame in pixels (default 5)")
-    p.add_argument("--image", default="auto",
-                   help="auto (procedural scene, with a photo from an installed package when one is found), "
-                   "synthetic (procedural only), or a path to your own sharp image")
+    p.add_argument("--image", default="synthetic",
+                   help="synthetic (the procedural scene, default) or a path to your own sharp image")
     p.add_argument("--model", "-m", default=None, help="model file or folder (default: the bundled model)")
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt (default: from the file)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
@@ -54,22 +46,6 @@ def _parse_size(s: str) -> tuple[int, int]:
     if w < 16 or h < 16:
         raise InputError(f"--size must be at least 16x16, got {s!r}")
     return w, h
-
-
-def find_package_photo() -> tuple[Path, str] | None:
-    """(photo, package) for a photo shipped with an installed package, found without importing it."""
-    for pkg, parts in _PACKAGE_PHOTOS:
-        try:
-            spec = importlib.util.find_spec(pkg)
-        except (ImportError, ValueError):
-            continue
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        for base in spec.submodule_search_locations:
-            p = Path(base).joinpath(*parts)
-            if p.is_file():
-                return p, pkg
-    return None
 
 
 def make_scene(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -117,27 +93,13 @@ def make_scene(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img.astype(np.float32) + texture, 0, 255).astype(np.uint8)
 
 
-def _paste_photo(scene: np.ndarray, photo: np.ndarray, frac: float = 0.55) -> np.ndarray:
-    """Paste a photo as a poster in the middle of the scene, ``frac`` of the scene's height."""
-    H, W = scene.shape[:2]
-    ph = max(16, int(H * frac))
-    pw = max(16, int(photo.shape[1] * ph / photo.shape[0]))
-    pw = min(pw, W - 8)
-    poster = cv2.resize(photo, (pw, ph), interpolation=cv2.INTER_AREA)
-    y0, x0 = (H - ph) // 2, (W - pw) // 2
-    out = scene.copy()
-    cv2.rectangle(out, (x0 - 4, y0 - 4), (x0 + pw + 3, y0 + ph + 3), (245, 245, 245), -1)
-    out[y0:y0 + ph, x0:x0 + pw] = poster
-    return out
-
-
 def build_sharp_image(image: str, w: int, h: int, seed: int) -> tuple[np.ndarray, str]:
     """(BGR uint8 image about twice the clip size, description)."""
     from ..errors import InputError
     from ..io.sources import imread
 
     H, W = 2 * h, 2 * w  # room for the camera to wander; the blur reads real pixels around each frame
-    if image not in ("auto", "synthetic"):
+    if image != "synthetic":
         img = imread(image)
         if img is None:
             raise InputError(f"--image {image!r} is not an image OpenCV can read")
@@ -150,15 +112,7 @@ def build_sharp_image(image: str, w: int, h: int, seed: int) -> tuple[np.ndarray
         if scale > 1:
             img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         return img, f"image {image}"
-    scene = make_scene(H, W, seed)
-    desc = f"procedural scene ({W}x{H}, seed {seed})"
-    if image == "auto":
-        found = find_package_photo()
-        photo = imread(str(found[0])) if found else None
-        if photo is not None and photo.ndim == 3 and photo.dtype == np.uint8:
-            scene = _paste_photo(scene, photo[..., :3])
-            desc += f" with the photo {found[0].name} shipped in {found[1]}"
-    return scene, desc
+    return make_scene(H, W, seed), f"procedural scene ({W}x{H}, seed {seed})"
 
 
 def _label(img: np.ndarray, text: str) -> np.ndarray:

@@ -36,7 +36,7 @@ def run(args) -> int:
         print(json.dumps(m, indent=2))
         return 0
     out = resolve_output(args.output)
-    print(f"wrote {out} (opset {m['opset']}, stride {m['stride']}, {m['params'] / 1e6:.3f} M params, "
+    print(f"wrote {out} (opset {m['opset']}, stride {m['stride']}, {m['params'] / 1e6:.3f} M params deployed, "
           f"{m['gmacs_1280x720']:.2f} GMACs at 1280x720)")
     print(f"parity vs PyTorch: max abs diff {m['parity']['max_abs_diff']:.2e} (tolerance {m['parity']['tolerance']:g})")
     if args.fp16:

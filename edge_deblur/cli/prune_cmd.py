@@ -70,7 +70,7 @@ def run(args) -> int:
     print(f"  widths     {b['spec'].get('widths')} -> {a['spec'].get('widths')}")
     if a["spec"].get("block_mid"):
         print(f"  block_mid  {a['spec']['block_mid']}")
-    print(f"  params     {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M ({100 * (a['params'] / b['params'] - 1):+.1f}%)")
+    print(f"  params (deployed)  {b['params'] / 1e6:.3f} M -> {a['params'] / 1e6:.3f} M ({100 * (a['params'] / b['params'] - 1):+.1f}%)")
     print(f"  GMACs at 1280x720  {b['gmacs_1280x720']:.2f} -> {a['gmacs_1280x720']:.2f} "
           f"({100 * (a['gmacs_1280x720'] / b['gmacs_1280x720'] - 1):+.1f}%)")
     ft = report["finetune"]

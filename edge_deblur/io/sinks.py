@@ -55,19 +55,50 @@ def _for_image_file(frame: np.ndarray, ext: str, rgb: bool) -> np.ndarray:
     return frame
 
 
+def _first_existing(d: Path) -> Path:
+    p = Path(os.path.abspath(d))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _why_unwritable(folder: Path, e: OSError) -> str:
+    """The reason a user can act on, not just the errno text of the probe."""
+    import errno
+
+    if e.errno == errno.EROFS:
+        return "it is on a read-only file system"
+    if e.errno in (errno.EACCES, errno.EPERM) or not os.access(folder, os.W_OK):
+        return "you have no permission to write there"
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    # /proc, /sys and similar virtual file systems exist but refuse new files (ENOENT, EINVAL)
+    return f"the folder refuses new files, as virtual file systems like /proc and /sys do ({e.strerror or e})"
+
+
 def ensure_writable_dir(d: Path, what: str):
+    """Create folder ``d`` (and its parents) and probe it with a temp file; SourceError naming the
+    real reason (a file in the way, no permission, read-only or virtual file system) otherwise."""
+    d = Path(d)
+    way_out = "choose an output in a folder you can write to"
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SourceError(f"cannot create output folder {str(d)!r} for {what}: {e.strerror or e}") from e
+        base = _first_existing(d)
+        if not base.is_dir():
+            why = f"{str(base)!r} is a file, not a folder"
+        else:
+            why = f"cannot create folders in {str(base)!r}: {_why_unwritable(base, e)}"
+        raise SourceError(f"cannot create output folder {str(d)!r} for {what}: {why}; {way_out}") from e
     if not d.is_dir():
-        raise SourceError(f"output folder {str(d)!r} for {what} is not a folder")
+        raise SourceError(f"output folder {str(d)!r} for {what} is not a folder; {way_out}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".edge-deblur-probe-", dir=d)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise SourceError(f"output folder {str(d)!r} for {what} is not writable: {e.strerror or e}") from e
+        raise SourceError(f"cannot write into the output folder {str(d)!r} for {what}: "
+                          f"{_why_unwritable(d, e)}; {way_out}") from e
 
 
 def atomic_imwrite(path: Path, frame: np.ndarray):

@@ -162,7 +162,9 @@ class Pipeline:
         self._lock = threading.Lock()
         self._error: Optional[BaseException] = None
         self._threads: list[threading.Thread] = []
-        self._frames_in = 0
+        self._frames_in = 0       # captured, including frames read ahead and never used
+        self._taken = 0           # taken from the capture queue into the model's sequence
+        self._processed = 0       # through the model
         self._frames_out = 0
         self._dropped = 0
         self._t_start: Optional[float] = None
@@ -238,6 +240,8 @@ class Pipeline:
                 if item is _END or self._abort.is_set():
                     return
                 frame, meta = item
+                with self._lock:
+                    self._taken += 1
                 if self._stages is not None:
                     t0 = time.perf_counter()
                     x, ctx = self._stages[0](frame)
@@ -268,6 +272,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 y = self._stages[1](x) if self._stages is not None else self.processor(x)
                 self.times.add("infer", (time.perf_counter() - t0) * 1e3)
+                with self._lock:
+                    self._processed += 1
                 if self.live:
                     self._slot.release()  # live: the next frame is picked once the model is free
                 self._out_q.put((meta, y, ctx))
@@ -423,7 +429,10 @@ class Pipeline:
     def stats(self) -> dict:
         """A snapshot: counts, FPS, end-to-end latency percentiles and per-stage percentiles (ms)."""
         with self._lock:
-            fin, fout, dropped = self._frames_in, self._frames_out, self._dropped
+            # read = frames the stream used or dropped; frames the capture thread read ahead
+            # and left unused when the stream stopped (--max-frames, Ctrl-C) are not counted
+            fout, dropped, processed = self._frames_out, self._dropped, self._processed
+            fin = self._taken + dropped
             t_first, t_last = self._t_first_out, self._t_last_out
         now = self._t_end or time.perf_counter()
         elapsed = (now - self._t_start) if self._t_start else 0.0
@@ -434,8 +443,9 @@ class Pipeline:
         out = {
             "fps": round(fout / active, 3) if active > 0 and fout else 0.0,
             "fps_steady": round((fout - 1) / (t_last - t_first), 3) if fout > 1 and t_last > t_first else None,
-            "frames_in": fin,
-            "frames_out": fout,
+            "frames_in": fin,          # = read
+            "frames_processed": processed,
+            "frames_out": fout,        # = written
             "dropped": dropped,
             "elapsed_s": round(elapsed, 3),
             # share of the streaming time the model was busy: < 1 means inference waited for frames
@@ -468,7 +478,8 @@ def format_stats(s: dict) -> str:
         return "-" if v is None else f"{v:.1f}"
 
     parts = [
-        f"frames in {s['frames_in']} out {s['frames_out']} dropped {s['dropped']}",
+        f"frames read {s['frames_in']} processed {s.get('frames_processed', s['frames_out'])} "
+        f"dropped {s['dropped']} written {s['frames_out']}",
         f"fps {s.get('interval_fps') or s['fps']:.2f}",
         f"latency p50 {ms(s['latency_ms_p50'])} p99 {ms(s['latency_ms_p99'])} ms",
     ]
