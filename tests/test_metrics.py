@@ -1,5 +1,7 @@
 import math
 
+import cv2
+
 import numpy as np
 import pytest
 
@@ -40,3 +42,23 @@ def test_ssim_properties():
 def test_shape_mismatch():
     with pytest.raises(InputError, match="differ in shape"):
         psnr(np.zeros((2, 2, 3)), np.zeros((2, 3, 3)))
+
+
+def test_temporal_error_is_zero_for_a_perfect_output_and_grows_with_flicker():
+    from edge_deblur.metrics.evaluate import temporal_error
+
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8), (96, 72), interpolation=cv2.INTER_CUBIC)
+    gt = [np.roll(base, 2 * i, axis=1) for i in range(6)]  # a pan
+
+    def seq_error(outs):
+        return float(np.mean([temporal_error(outs[i - 1], outs[i], gt[i - 1], gt[i]) for i in range(1, len(gt))]))
+
+    assert seq_error(gt) == 0.0
+    assert seq_error([np.clip(g.astype(int) + 5, 0, 250).astype(np.uint8) for g in gt]) == pytest.approx(0.0, abs=0.2)
+    errs = []
+    for amp in (2, 6, 12):  # brightness flicker: +amp, -amp, +amp, ... levels
+        outs = [np.clip(g.astype(int) + (amp if i % 2 else -amp), 0, 255).astype(np.uint8) for i, g in enumerate(gt)]
+        errs.append(seq_error(outs))
+    assert 0 < errs[0] < errs[1] < errs[2]
+    assert errs[2] == pytest.approx(24, rel=0.1)  # |(+12) - (-12)| levels per frame pair, minus clipping

@@ -25,6 +25,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--tile", type=int, default=None, help="split frames larger than this into overlapping tiles")
     p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
+    p.add_argument("--scene-cut", type=float, default=None, metavar="T",
+                   help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
+                        "more than T (0..1, default 0.16; 0 turns it off); each video starts from a fresh state")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
 
@@ -149,7 +152,8 @@ def run(args) -> int:
     # on a terminal, plain lines otherwise
     tty = sys.stderr.isatty()
     with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                        tile=args.tile, overlap=args.overlap, rgb=False) as d:
+                        tile=args.tile, overlap=args.overlap, rgb=False,
+                        **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:
@@ -188,6 +192,7 @@ def run(args) -> int:
         "images": n_img, "videos": n_vid, "frames": frames, "seconds": wall,
         "fps": frames / compute_s if compute_s > 0 else None,
         "output": str(args.output), "model": info.get("model"), "backend": info.get("backend"),
+        "state": d.state_stats(),
     }
     if args.json:
         print(json.dumps(summary))

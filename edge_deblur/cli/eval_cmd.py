@@ -47,6 +47,14 @@ def add_arguments(p):
     p.add_argument("--save", default=None, metavar="DIR", help="write side-by-side PNGs (blurry | deblurred | sharp) here")
     p.add_argument("--save-count", type=int, default=3, help="PNGs per set")
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
+    p.add_argument("--no-temporal", action="store_true",
+                   help="skip the temporal-consistency error of real sets (for scenes whose frames are not consecutive)")
+    p.add_argument("--per-frame", action="store_true", help="also print every frame's PSNR/SSIM (always in --json)")
+    p.add_argument("--scene-cut", type=float, default=None, metavar="T",
+                   help="recurrent models: scene-cut threshold inside a scene (default 0.16; 0: off); "
+                        "the state is always reset at the start of every scene")
+    p.add_argument("--no-state", action="store_true",
+                   help="recurrent models: zero the state before every frame (what the recurrence adds, as an ablation)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--make-synthetic", metavar="SHARP_DIR", default=None,
                    help="first write the fixed full-resolution synthetic set (default blur model) from the sharp "
@@ -106,14 +114,45 @@ def run(args) -> int:
     from ..runtime.deblurrer import Deblurrer
 
     sets = load_val_sets(set_configs(args))
-    with Deblurrer.open(args.model, backend=args.backend, tile=args.tile) as d:
-        result = evaluate_sets(d, sets, reset=d.reset, with_ssim=not args.no_ssim, save_dir=args.save,
-                               save_count=args.save_count)
+    extra = {"scene_cut": args.scene_cut} if args.scene_cut is not None else {}
+    with Deblurrer.open(args.model, backend=args.backend, tile=args.tile, **extra) as d:
+        fn = d
+        if args.no_state:
+            def fn(frame):
+                d.reset()
+                return d(frame)
+        result = evaluate_sets(fn, sets, reset=d.reset, with_ssim=not args.no_ssim, save_dir=args.save,
+                               save_count=args.save_count, temporal=not args.no_temporal)
         result["model"] = str(d.info.get("model", args.model))
         result["backend"] = d.info.get("backend")
+        result["state"] = d.state_stats()
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"model {result['model']} ({result['backend']})")
     print(format_report(result))
+    print_sequences(result, args.per_frame)
     return 0
+
+
+def print_sequences(result: dict, per_frame: bool = False):
+    """The temporal error of each set and scene of consecutive frames, every frame's figures with
+    ``per_frame``, and a recurrent model's state resets."""
+    for name, s in result["sets"].items():
+        if per_frame:
+            for scene, m in s["scenes"].items():
+                for f in m.get("frames", []):
+                    ss = f" SSIM {f['ssim']:.4f} (input {f['input_ssim']:.4f})" if "ssim" in f else ""
+                    print(f"  {name}/{scene}/{f['name']}: PSNR {f['psnr']:.2f} (input {f['input_psnr']:.2f}, "
+                          f"{f['psnr'] - f['input_psnr']:+.2f}){ss}")
+        if "temporal_error" in s:
+            scenes = ", ".join(f"{sc} {m['temporal_error']:.3f} (input {m['input_temporal_error']:.3f})"
+                               for sc, m in s["scenes"].items() if "temporal_error" in m)
+            print(f"temporal error {name}: {s['temporal_error']:.3f} (input {s['input_temporal_error']:.3f}) "
+                  f"over {s['temporal_pairs']} consecutive pairs; {scenes}")
+    if any("temporal_error" in s for s in result["sets"].values()):
+        print("temporal error: mean |output change - ground-truth change| between consecutive frames, 8-bit levels "
+              "(lower is better)")
+    st = result.get("state") or {}
+    if st.get("kind") == "recurrent":
+        print(f"recurrent state resets: {st['resets']} (scene-cut threshold {st['scene_cut_threshold']})")

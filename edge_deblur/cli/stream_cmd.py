@@ -25,6 +25,9 @@ def add_arguments(p):
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
+    p.add_argument("--scene-cut", type=float, default=None, metavar="T",
+                   help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
+                        "more than T (0..1, default 0.16; 0 turns it off)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the final stats")
 
 
@@ -81,6 +84,8 @@ def run(args) -> int:
         kwargs["threads"] = args.threads
     if args.tile:
         kwargs["tile"] = args.tile
+    if args.scene_cut is not None:
+        kwargs["scene_cut"] = args.scene_cut
 
     with _Signals() as sig:
         def hook(pipe):

@@ -95,8 +95,12 @@ class PipelineSection:
     cuda_graphs: bool = False             # torch-cuda only, stateless models
     tile: Optional[int] = None            # split frames larger than this (pixels) into tiles
     overlap: int = 128                    # tile overlap in pixels
+    scene_cut: Optional[float] = 0.16     # recurrent models: reset the state above this histogram distance (0/null: off)
 
     def validate(self, where: str = "pipeline"):
+        if self.scene_cut is not None and not 0.0 <= self.scene_cut <= 1.0:
+            raise ConfigError(f"{where}.scene_cut: must be in [0, 1] (a histogram distance; 0 or null: off), "
+                              f"got {self.scene_cut}")
         if self.slots < 1:
             raise ConfigError(f"{where}.slots: must be >= 1, got {self.slots}")
         if self.tile is not None and self.tile < 16:

@@ -279,6 +279,7 @@ def export_onnx(
             "edge_deblur.range": "[0, 1]",
             "edge_deblur.colour": "RGB",
             "edge_deblur.arch": spec,
+            "edge_deblur.kind": "recurrent" if recurrent else "image",
             **({f"edge_deblur.state_scale.{STATE_IN}": str(stride)} if recurrent else {}),
         },
     )
@@ -351,6 +352,7 @@ def export_onnx(
             "metrics": meta.get("metrics"),
             **{k: v for k, v in meta.items() if k not in ("iterations", "iteration", "metrics")},
         },
+        "kind": "recurrent" if recurrent else "image",
         "recurrent": recurrent,
         **({"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": int(model.state_channels),
                        "scale": stride, "layout": "NCHW", "init": "zeros"}]} if recurrent else {}),

@@ -36,6 +36,7 @@ class FrameMeta:
     name: Optional[str] = None     # file name for image sources; sinks that write files mirror it
     timestamp: float = 0.0         # time.perf_counter() when the frame left the source
     capture_ms: float = 0.0        # time spent reading/decoding it
+    restart: bool = False          # first frame after the source started over (a loop, a reconnect)
 
 
 def call_with_timeout(fn: Callable, timeout: float, what: str):
@@ -102,6 +103,7 @@ class Source:
     """Base class. Subclasses implement ``_read() -> np.ndarray | None`` and ``_close()``."""
 
     kind = "source"
+    _restarted = False  # subclasses set it when the stream starts over; the next frame's meta says so
 
     def __init__(self, uri: str, options: StreamOptions, live: bool):
         self.uri = uri
@@ -137,7 +139,9 @@ class Source:
             name = self._current_name
             ms = (time.perf_counter() - t0) * 1e3
         frame = self._finish(frame)
-        meta = FrameMeta(index=self.frames_read, name=name, timestamp=time.perf_counter(), capture_ms=ms)
+        meta = FrameMeta(index=self.frames_read, name=name, timestamp=time.perf_counter(), capture_ms=ms,
+                         restart=self._restarted)
+        self._restarted = False
         self.frames_read += 1
         return frame, meta
 
@@ -318,6 +322,7 @@ class CaptureSource(Source):
                     self._cap.release()
                     self._cap = self._open_capture()
                     self._decoded_this_pass = 0
+                    self._restarted = True
                     continue
                 return None
             # live: retry until read_timeout passes without a frame
@@ -406,6 +411,7 @@ class ImageSource(Source):
                 self._loops_left -= 1 if self._loops_left > 0 else 0
                 self._i = 0
                 self._good_this_pass = 0
+                self._restarted = True
             path = self.paths[self._i]
             self._i += 1
             img = imread(path)

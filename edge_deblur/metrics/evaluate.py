@@ -1,5 +1,6 @@
 """Evaluate any frame -> frame function on blur/sharp pairs (no torch here): PSNR, SSIM and
-tone-aligned PSNR per scene and overall, next to the blurry input's own, and side-by-side PNGs."""
+tone-aligned PSNR per frame, per scene and overall, next to the blurry input's own, a
+temporal-consistency error over consecutive frames (``temporal_error``), and side-by-side PNGs."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -10,8 +11,19 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
-from .quality import psnr, ssim
+from .quality import psnr, ssim, to_float01
 from .tone import tone_aligned_psnr
+
+
+def temporal_error(prev_out: np.ndarray, out: np.ndarray, prev_ref: np.ndarray, ref: np.ndarray) -> float:
+    """Flicker of a sequence against its ground truth, between two consecutive frames: the mean
+    absolute difference between the output's frame-to-frame change and the ground truth's, in
+    8-bit levels (0..255). 0 when the output changes exactly as the truth does (a perfect output,
+    or one off by a constant); it grows with flicker, and with motion the output gets wrong."""
+    a, b, c, d = (to_float01(np.asarray(v)) for v in (prev_out, out, prev_ref, ref))
+    if not a.shape == b.shape == c.shape == d.shape:
+        raise DatasetError(f"temporal error needs four frames of one size, got {a.shape}, {b.shape}, {c.shape}, {d.shape}")
+    return float(np.mean(np.abs((b - a) - (d - c))) * 255.0)
 
 
 def read_image(path) -> np.ndarray:
@@ -44,17 +56,25 @@ def evaluate_pairs(
     with_tone: bool = True,
     crop: tuple[int, int] | None = None,
     save_prefix: str = "",
+    temporal: bool = True,
 ) -> dict:
     """``pairs``: (scene, blur_path, sharp_path), frames of a scene in order. ``fn`` maps a BGR uint8
     frame to a BGR uint8 frame; ``reset`` (e.g. a recurrent model's state reset) is called at the
     start of every scene. ``crop`` = (width, height) evaluates the centre of every frame only.
-    ``with_tone`` adds the tone-aligned PSNR of output and input (metrics/tone.py)."""
+    ``with_tone`` adds the tone-aligned PSNR of output and input (metrics/tone.py). With ``temporal``
+    (and consecutive frames in a scene, as in REDS) each scene also gets ``temporal_error`` (see
+    :func:`temporal_error`, lower is better) for the output and ``input_temporal_error`` for the
+    blurry input; every frame's figures are in ``scenes[name]["frames"]``."""
     per_scene: "OrderedDict[str, list]" = OrderedDict()
+    temporal_rows: "OrderedDict[str, list]" = OrderedDict()
     saved = 0
     current = None
+    prev = None
     for scene, bpath, spath in pairs:
-        if scene != current and reset is not None:
-            reset()
+        if scene != current:
+            if reset is not None:
+                reset()
+            prev = None
         current = scene
         blur = read_image(bpath)
         sharp = read_image(spath)
@@ -73,6 +93,13 @@ def evaluate_pairs(
             row["tone_psnr"] = tone_aligned_psnr(out, sharp)
             row["input_tone_psnr"] = tone_aligned_psnr(blur, sharp)
         per_scene.setdefault(scene, []).append(row)
+        if temporal and prev is not None and prev[0].shape == out.shape:
+            temporal_rows.setdefault(scene, []).append({
+                "temporal_error": temporal_error(prev[0], out, prev[2], sharp),
+                "input_temporal_error": temporal_error(prev[1], blur, prev[2], sharp),
+            })
+        prev = (out, blur, sharp)
+        row["name"] = Path(bpath).name
         if save_dir is not None and saved < save_count:
             d = Path(save_dir)
             d.mkdir(parents=True, exist_ok=True)
@@ -82,12 +109,21 @@ def evaluate_pairs(
             saved += 1
     if not per_scene:
         raise DatasetError("no pairs to evaluate; check the data folder and the scene filter")
-    keys = list(next(iter(per_scene.values()))[0])
-    scenes = {s: _gains({k: float(np.mean([r[k] for r in rows])) for k in keys}) | {"pairs": len(rows)}
+    keys = [k for k in next(iter(per_scene.values()))[0] if k != "name"]
+    scenes = {s: _gains({k: float(np.mean([r[k] for r in rows])) for k in keys}) | {"pairs": len(rows), "frames": rows}
               for s, rows in per_scene.items()}
     allrows = [r for rows in per_scene.values() for r in rows]
     result = _gains({k: float(np.mean([r[k] for r in allrows])) for k in keys})
     result["pairs"] = len(allrows)
+    if temporal_rows:
+        for s, rows in temporal_rows.items():
+            for k in ("temporal_error", "input_temporal_error"):
+                scenes[s][k] = float(np.mean([r[k] for r in rows]))
+            scenes[s]["temporal_pairs"] = len(rows)
+        trows = [r for rows in temporal_rows.values() for r in rows]
+        for k in ("temporal_error", "input_temporal_error"):
+            result[k] = float(np.mean([r[k] for r in trows]))
+        result["temporal_pairs"] = len(trows)
     result["scenes"] = scenes
     return result
 

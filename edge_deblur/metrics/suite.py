@@ -19,18 +19,22 @@ import numpy as np
 from .evaluate import evaluate_pairs
 
 _SET_KEYS = ("kind", "path", "pairs", "psnr", "input_psnr", "psnr_gain", "ssim", "input_ssim", "ssim_gain",
-             "tone_psnr", "input_tone_psnr", "tone_gain", "worst_scene", "worst_scene_gain", "crop", "seconds")
+             "tone_psnr", "input_tone_psnr", "tone_gain", "worst_scene", "worst_scene_gain", "crop", "seconds",
+             "temporal_error", "input_temporal_error", "temporal_pairs")
 
 
 def evaluate_sets(fn: Callable[[np.ndarray], np.ndarray], sets, reset: Callable[[], None] | None = None,
-                  with_ssim: bool = True, save_dir: str | None = None, save_count: int = 3) -> dict:
+                  with_ssim: bool = True, save_dir: str | None = None, save_count: int = 3,
+                  temporal: bool = True) -> dict:
     """Run ``fn`` (BGR uint8 frame -> BGR uint8 frame) over every ``data.valsets.ValSet`` and
-    return the report (see ``summarize``)."""
+    return the report (see ``summarize``). ``temporal``: real sets also get the temporal error over
+    consecutive frames (``metrics.evaluate.temporal_error``; synthetic sets' frames are unrelated)."""
     out = {}
     for vs in sets:
         t0 = time.perf_counter()
         r = evaluate_pairs(fn, vs.pairs, save_dir=save_dir, save_count=save_count, with_ssim=with_ssim,
-                           reset=reset, crop=vs.crop, save_prefix=f"{vs.name}_")
+                           reset=reset, crop=vs.crop, save_prefix=f"{vs.name}_",
+                           temporal=temporal and vs.kind == "real")
         worst, wm = min(r["scenes"].items(), key=lambda kv: kv[1]["psnr_gain"])
         r.update(kind=vs.kind, path=vs.path, worst_scene=worst, worst_scene_gain=wm["psnr_gain"],
                  crop=list(vs.crop) if vs.crop else None, seconds=time.perf_counter() - t0)

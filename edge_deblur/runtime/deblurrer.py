@@ -7,8 +7,11 @@
 Any frame size works (padded to the model's stride and cropped back); uint8, uint16 and float32
 frames keep their dtype; grayscale (HxW, HxWx1) and BGRA frames keep their layout. Frames larger
 than ``tile`` are split and blended (``edge_deblur.runtime.tiling``). Recurrent models (graph
-inputs ``state_in*``) get their hidden state carried from frame to frame; it starts at zeros and
-is reset by :meth:`Deblurrer.reset` and whenever the frame size changes.
+inputs ``state_in*``) get their hidden state carried from frame to frame
+(``edge_deblur.runtime.stream_state``): it starts at zeros and is reset by :meth:`Deblurrer.reset`,
+whenever the frame size changes, and at a scene cut detected from the frames' colour histograms
+(``scene_cut``: the threshold, None or 0 to turn it off). One Deblurrer is one stream: open one per
+camera (or share a backend with :meth:`Deblurrer.for_stream`).
 """
 from __future__ import annotations
 
@@ -19,13 +22,15 @@ import numpy as np
 
 from ..errors import InputError
 from .preprocess import FrameInfo, frame_to_tensor, tensor_to_frame
+from .stream_state import DEFAULT_SCENE_CUT, StreamState
 from .tiling import tiled_infer
 
 log = logging.getLogger(__name__)
 
 
 class Deblurrer:
-    def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 128, tile_batch: int = 1, model=None):
+    def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 128, tile_batch: int = 1, model=None,
+                 scene_cut: float | None = DEFAULT_SCENE_CUT):
         self.backend = backend
         self.rgb = bool(rgb)
         self.tile = tile
@@ -42,9 +47,10 @@ class Deblurrer:
                 raise InputError("tiling is not supported for recurrent models (their state covers the whole frame); use tile=None")
         if self.overlap < 0:
             raise InputError(f"overlap must be >= 0, got {overlap!r}")
-        self._state = None
-        self._state_key = None
+        self.stream = StreamState(backend, scene_cut) if self.recurrent else None
+        self.scene_cut = self.stream.scene_cut if self.stream is not None else None
         self.frames = 0
+        self._owns_backend = True
 
     @classmethod
     def open(
@@ -57,6 +63,7 @@ class Deblurrer:
         device: str | None = None,
         threads: int | None = None,
         tile_batch: int = 1,
+        scene_cut: float | None = DEFAULT_SCENE_CUT,
         **opts,
     ) -> "Deblurrer":
         """Open ``model`` (.onnx, .safetensors, .engine, or a model folder; None: the bundled
@@ -69,7 +76,8 @@ class Deblurrer:
             model = default_model_path()
         b = open_backend(model, backend, device=device, threads=threads, **opts)
         try:
-            return cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model))
+            return cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model),
+                       scene_cut=scene_cut)
         except BaseException:
             b.close()
             raise
@@ -80,15 +88,8 @@ class Deblurrer:
 
     def infer_tensor(self, x: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 RGB in [0, 1], H and W multiples of the stride -> same shape."""
-        if self.recurrent:
-            key = (x.shape[0], x.shape[2], x.shape[3])
-            if self._state is None or self._state_key != key:
-                if self._state is not None:
-                    log.debug("frame size changed to %s: recurrent state reset", key)
-                self._state = self.backend.zero_state(*key)
-                self._state_key = key
-            y, self._state = self.backend.infer_state(x, self._state)
-            return y
+        if self.stream is not None:
+            return self.stream.step(x)
         if self.tile is not None:
             return tiled_infer(self.backend.infer, x, self.tile, self.overlap, self.stride, batch=self.tile_batch)
         return self.backend.infer(x)
@@ -125,10 +126,45 @@ class Deblurrer:
         self.frames += len(frames)
         return out
 
-    def reset(self):
-        """Forget the recurrent state (a scene cut, a new video)."""
-        self._state = None
-        self._state_key = None
+    def reset(self, reason: str = "manual"):
+        """Forget the recurrent state before the next frame (a new video, a new scene; a source
+        restart passes ``reason="restart"``). Counted in :attr:`state_stats`; no-op for image models."""
+        if self.stream is not None:
+            self.stream.reset(reason)
+
+    @property
+    def state(self) -> dict | None:
+        """The recurrent state the next frame will get (None: zeros; always None for image models)."""
+        return self.stream.state if self.stream is not None else None
+
+    def set_state(self, state: dict):
+        """Carry ``state`` (a dict like :attr:`state`) into the next frame; its shapes are checked then."""
+        if self.stream is None:
+            raise InputError(f"{Path(self.model).name} is an image model: it has no recurrent state to set")
+        self.stream.set(state)
+
+    def state_stats(self) -> dict:
+        """``{"kind": "image"}`` or ``{"kind": "recurrent", "resets": {reason: count}, "scene_cuts": n, ...}``."""
+        if self.stream is None:
+            return {"kind": "image"}
+        return {"kind": "recurrent", **self.stream.stats()}
+
+    def warmup(self, height: int, width: int):
+        """Run one black frame of this size (allocations, kernel selection) and forget its state."""
+        frame = np.zeros((height, width, 3), np.uint8)
+        x, _ = self.preprocess(frame)
+        if self.stream is not None:
+            StreamState(self.backend, None).step(x)  # a throw-away state: this stream's is untouched
+        else:
+            self.infer_tensor(x)
+
+    def for_stream(self) -> "Deblurrer":
+        """A Deblurrer for another stream over the same backend (model loaded once), with its own
+        recurrent state. Closing it leaves the shared backend open."""
+        d = Deblurrer(self.backend, rgb=self.rgb, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch,
+                      model=self.model, scene_cut=self.scene_cut)
+        d._owns_backend = False
+        return d
 
     @property
     def info(self) -> dict:
@@ -142,6 +178,8 @@ class Deblurrer:
             "tile": self.tile,
             "overlap": self.overlap if self.tile is not None else None,
             "recurrent": self.recurrent,
+            "kind": "recurrent" if self.recurrent else "image",
+            "scene_cut": self.scene_cut,
             "macs_per_pixel": getattr(b, "macs_per_pixel", None),
             "threads": getattr(b, "threads", None),
         }
@@ -156,7 +194,7 @@ class Deblurrer:
         return d
 
     def close(self):
-        if self.backend is not None:
+        if self.backend is not None and self._owns_backend:
             self.backend.close()
 
     def __enter__(self):

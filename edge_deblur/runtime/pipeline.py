@@ -136,6 +136,7 @@ class Pipeline:
         self.options = (options or StreamOptions()).validate()
         self.processor = processor
         self._stages = _stage_api(processor)
+        self._reset = getattr(processor, "reset", None) if callable(getattr(processor, "state_stats", None)) else None
         self.on_stats = on_stats
         self.on_frame = on_frame
         self._do_warmup = warmup
@@ -269,6 +270,8 @@ class Pipeline:
                 if item is _END or self._abort.is_set():
                     return
                 meta, x, ctx = item
+                if getattr(meta, "restart", False) and self._reset is not None:
+                    self._reset("restart")  # a recurrent model's state belongs to the previous pass
                 t0 = time.perf_counter()
                 y = self._stages[1](x) if self._stages is not None else self.processor(x)
                 self.times.add("infer", (time.perf_counter() - t0) * 1e3)
@@ -461,6 +464,9 @@ class Pipeline:
             "outputs": [s.describe() for s in self.sinks],
             "stopped_by": self.stopped_by,
         }
+        state_stats = getattr(self.processor, "state_stats", None)
+        if callable(state_stats):  # image or recurrent model; resets of the state by reason, scene cuts
+            out["state"] = state_stats()
         return out
 
     def _interval_stats(self, n: int, now: float) -> dict:

@@ -143,6 +143,22 @@ class OnnxRuntimeBackend(Backend):
                 {"input": i.name, "output": out_name, "channels": ch, "scale": scale, "rank": len(shape),
                  "dtype": _ORT_TYPES.get(i.type, np.float32)}
             )
+        paired = {s["output"] for s in self.state_specs}
+        orphans = [n for n in names_out if n.startswith("state_out") and n not in paired]
+        if orphans:
+            raise ModelError(
+                f"{str(p)!r}: state output(s) {orphans} have no matching input "
+                f"{['state_in' + n[len('state_out'):] for n in orphans]}; a recurrent model needs a state_inX for "
+                "every state_outX (re-export it with edge-deblur export)"
+            )
+        kind = self.manifest.get("kind") or meta.get("edge_deblur.kind")
+        if kind is not None and kind != ("recurrent" if self.state_specs else "image"):
+            raise ModelError(
+                f"{str(p)!r}: the manifest says a {kind} model but the graph has "
+                f"{'state inputs ' + str([s['input'] for s in self.state_specs]) if self.state_specs else 'no state inputs'}; "
+                "the manifest belongs to another model: re-export it (edge-deblur export CKPT -o DIR)"
+            )
+        self.kind = "recurrent" if self.state_specs else "image"
         self._out_names = [self.output_name] + [s["output"] for s in self.state_specs]
 
     # ------------------------------------------------------------------------------------------
@@ -177,7 +193,10 @@ class OnnxRuntimeBackend(Backend):
         return state
 
     def infer_state(self, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        from ..stream_state import check_state
+
         feeds = {self.input_name: self._check(x)}
+        check_state(self.zero_state(*self._nhw(x)), state, self.path.name)
         feeds.update(state)
         outs = self._run(feeds)
         new = {s["input"]: o for s, o in zip(self.state_specs, outs[1:])}

@@ -57,7 +57,9 @@ class TorchBackend(Backend):
         if self.recurrent:
             self.state_specs = [{"input": "state_in", "output": "state_out", "channels": int(model.state_channels),
                                  "scale": self.stride, "rank": 4, "dtype": np.float32}]
+        self.kind = "recurrent" if self.recurrent else "image"
         self.manifest = {
+            "kind": self.kind,
             "arch": getattr(model, "spec", {}),
             "stride": self.stride,
             "macs_per_pixel": self.macs_per_pixel,
@@ -76,6 +78,9 @@ class TorchBackend(Backend):
         return {"state_in": np.zeros((n, s["channels"], h // s["scale"], w // s["scale"]), np.float32)}
 
     def infer_state(self, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        from ..stream_state import check_state
+
+        check_state(self.zero_state(x.shape[0], x.shape[2], x.shape[3]), state, self.path.name)
         y, new = self._forward(x, state["state_in"])
         return y, {"state_in": new}
 
