@@ -149,7 +149,9 @@ class TrainSection:
     keep_every: int = 0              # > 0: also keep every such checkpoint as ckpt_<iter>.safetensors (for averaging)
     log_every: int = 50
     seed: int = 0
-    init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer)
+    init_from: Optional[str] = None  # start from this checkpoint's weights (fresh optimizer); an image edgenet
+                                     # starts a recurrent one, and model: {type: edgenet_rnn} alone takes its sizes
+    tbptt: int = 0                   # recurrent clips: back-propagate through at most this many frames (0: the clip)
     compile: bool = False
     time_limit: float = 0.0          # > 0: stop after this many seconds of training (resume counts them);
                                      # the cosine schedule then ends at whichever comes first, iters or time
@@ -169,6 +171,8 @@ class TrainSection:
             raise ConfigError(f"{where}.replay_pool: must hold at least one batch ({self.batch_size}), got {self.replay_pool}")
         if self.replay_fresh < 0 or self.replay_fresh > self.batch_size:
             raise ConfigError(f"{where}.replay_fresh: must be in [0, batch_size={self.batch_size}], got {self.replay_fresh}")
+        if self.tbptt < 0:
+            raise ConfigError(f"{where}.tbptt: must be >= 0 frames (0: the whole clip), got {self.tbptt}")
         if self.time_limit < 0:
             raise ConfigError(f"{where}.time_limit: must be >= 0 seconds (0: no limit), got {self.time_limit}")
         if self.lr <= 0:

@@ -35,6 +35,7 @@ __all__ = [
     "PairedDataset",
     "SyntheticDataset",
     "SyntheticClipDataset",
+    "PairedClipDataset",
     "MixedDataset",
     "worker_init_fn",
     "build_train_dataset",
@@ -217,6 +218,74 @@ class PairedDataset(_EpochMixin, Dataset):
                 return idx
             r -= 1
         return [j]
+
+
+class PairedClipDataset(PairedDataset):
+    """Clips of ``frames`` consecutive real blur/sharp pairs (REDS-style scenes whose frame names
+    are consecutive integers): ``{"blur": (T, 3, h, w), "sharp": (T, 3, h, w)}``, the same crop
+    window and augmentation on every frame, for recurrent models. Every run of ``frames``
+    consecutive frames in a selected scene is one clip (``exclude`` holds scenes out, as in
+    :class:`PairedDataset`); ``stack`` re-blurs every frame of a clip with the same k (its k
+    neighbours averaged in linear light), as the single-frame dataset does."""
+
+    def __init__(self, root, frames: int = 4, crop=128, exclude: Iterable[str] = (),
+                 include: Optional[Iterable[str]] = None, augment: bool = True, length: Optional[int] = None,
+                 seed: int = 0, cache: bool = True, stack: Iterable[int] = (1,), gamma: float = 2.2):
+        super().__init__(root, crop, exclude=exclude, include=include, augment=augment, length=length or 1,
+                         seed=seed, cache=cache, stack=stack, gamma=gamma)
+        self.frames = int(frames)
+        if self.frames < 1:
+            raise DatasetError(f"clip frames must be >= 1, got {frames}")
+        self.clips: list[list[int]] = []
+        for j, (scene, bp, _) in enumerate(self.pairs):
+            if not bp.stem.isdigit():
+                continue
+            idx = [self._frame_index.get((scene, int(bp.stem) + d)) for d in range(self.frames)]
+            if all(i is not None for i in idx):
+                self.clips.append(idx)
+        if not self.clips:
+            raise DatasetError(
+                f"no run of {self.frames} consecutive frames (integer file names in one scene) in {self.scenes}; "
+                "lower data.clip_frames or add sequence data"
+            )
+        self.length = int(length) if length else len(self.clips)
+
+    def __getitem__(self, index: int) -> dict:
+        if index < 0 or index >= self.length:
+            raise IndexError(index)
+        clip = self.clips[index % len(self.clips)]
+        rng = _rng(self.seed, self.epoch, index, 6)
+        k = self.stack[int(rng.integers(len(self.stack)))]
+        blurs, sharps = [], []
+        for j in clip:
+            nb = self.neighbours(j, k) if k > 1 else [j]
+            frames = [self.load(i)[0] for i in nb]
+            sharps.append(self.load(j)[1])
+            blurs.append(frames)
+        h0, w0 = sharps[0].shape[:2]
+        for j, f in zip(clip, sharps):
+            if f.shape[:2] != (h0, w0):
+                raise DatasetError(f"frames of one clip must share a size: {self.pairs[j][2]} is {f.shape[1]}x{f.shape[0]}, "
+                                   f"{self.pairs[clip[0]][2]} is {w0}x{h0}")
+        if self.crop is not None:
+            ch, cw = self.crop
+            if h0 < ch or w0 < cw:
+                pad = ((0, max(0, ch - h0)), (0, max(0, cw - w0)), (0, 0))
+                sharps = [np.pad(f, pad, mode="reflect") for f in sharps]
+                blurs = [[np.pad(f, pad, mode="reflect") for f in fs] for fs in blurs]
+                h0, w0 = sharps[0].shape[:2]
+            y = int(rng.integers(0, h0 - ch + 1))
+            x = int(rng.integers(0, w0 - cw + 1))
+            sharps = [f[y:y + ch, x:x + cw] for f in sharps]
+            blurs = [[f[y:y + ch, x:x + cw] for f in fs] for fs in blurs]
+        blur = [fs[0] if len(fs) == 1 else stack_frames(fs, self.gamma) for fs in blurs]
+        if self.augment:
+            code = _augment_code(rng, blur[0].shape[0] == blur[0].shape[1])
+            blur = [_apply_aug(b, code) for b in blur]
+            sharps = [_apply_aug(s, code) for s in sharps]
+        scene, bp, _ = self.pairs[clip[0]]
+        return {"blur": torch.stack([_tensor(b) for b in blur]), "sharp": torch.stack([_tensor(s) for s in sharps]),
+                "scene": scene, "name": bp.stem}
 
 
 def _check_stack(stack: Iterable[int]) -> tuple[int, ...]:
@@ -438,12 +507,22 @@ def build_train_dataset(cfg: DataConfig, length: int, seed: int = 0) -> Dataset:
     """The training dataset a ``DataConfig`` describes: synthetic blur on ``sharp_roots``, real pairs
     from ``pair_roots`` (minus ``pair_exclude``), mixed with share ``pair_prob``."""
     cfg.validate()
-    if cfg.clip_frames > 0:
-        if not cfg.sharp_roots:
-            raise DatasetError("data.clip_frames > 0 trains on synthetic clips: set data.sharp_roots")
-        return SyntheticClipDataset(cfg.sharp_roots, cfg.crop, cfg.blur, frames=cfg.clip_frames, scale=cfg.scale,
-                                    seed=seed, length=length)
     synthetic = paired = None
+    if cfg.clip_frames > 0:  # recurrent models: synthetic clips and clips of consecutive real pairs
+        if cfg.sharp_roots and cfg.pair_prob < 1.0:
+            synthetic = SyntheticClipDataset(cfg.sharp_roots, cfg.crop, cfg.blur, frames=cfg.clip_frames,
+                                             scale=cfg.scale, seed=seed, length=length)
+        if cfg.pair_roots and cfg.pair_prob > 0.0:
+            paired = PairedClipDataset(cfg.pair_roots, cfg.clip_frames, cfg.crop, exclude=cfg.pair_exclude,
+                                       length=length, seed=seed + 1, stack=cfg.pair_stack, gamma=cfg.blur.gamma)
+        if paired is None:
+            if synthetic is None:
+                raise DatasetError("data.clip_frames > 0 needs data.sharp_roots (synthetic clips) with pair_prob < 1, "
+                                   "or data.pair_roots with pair_prob > 0 (consecutive real pairs)")
+            return synthetic
+        if synthetic is None:
+            return paired
+        return MixedDataset(paired, synthetic, cfg.pair_prob, seed=seed + 2, length=length)
     if cfg.sharp_roots and cfg.pair_prob < 1.0:
         synthetic = SyntheticDataset(cfg.sharp_roots, cfg.crop, cfg.blur, cfg.scale, seed=seed, length=length,
                                      downscale=cfg.downscale)

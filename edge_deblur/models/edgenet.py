@@ -132,6 +132,11 @@ class EdgeNetRecurrent(EdgeNet):
             self.fuse_state.weight[:, :w, 0, 0].copy_(torch.eye(w))
             self.fuse_state.bias.zero_()
 
+    @staticmethod
+    def recurrent_parameter_names() -> list[str]:
+        """Weights an image edgenet does not have (they start as the identity on the image path)."""
+        return ["fuse_state.weight", "fuse_state.bias"]
+
     def state_shape(self, height: int, width: int, batch: int = 1):
         return (batch, self.state_channels, height // self.stride, width // self.stride)
 

@@ -1,7 +1,9 @@
 """Function-preserving growth of an edgenet checkpoint (Net2Net-style): add residual blocks that
 start as exact identities, so training continues from the smaller model's quality instead of
 from scratch. Used to grow the shipped model (see export/*/MODEL_CARD.md): ``train.init_from`` a
-checkpoint whose spec is a subset of the configured model grows it with :func:`grow_to`."""
+checkpoint whose spec is a subset of the configured model grows it with :func:`grow_to`; an image
+edgenet checkpoint starts a recurrent ``edgenet_rnn`` with :func:`to_recurrent` (its first frame,
+from a zero state, is exactly the image model's output)."""
 from __future__ import annotations
 
 import torch
@@ -113,3 +115,26 @@ def grow_edgenet(model, mid_blocks: int):
     """Return a copy of edgenet ``model`` with ``mid_blocks`` bottleneck blocks (>= the current
     count); the new blocks are appended as identities, so the output is unchanged."""
     return grow_to(model, dict(model.spec, mid_blocks=mid_blocks))
+
+
+def to_recurrent(image_model, spec: dict):
+    """Return the recurrent edgenet ``spec`` (``type: edgenet_rnn``) that computes exactly what
+    the image edgenet ``image_model`` computes as long as its state is zero: every image weight is
+    copied (after growing the image model when ``spec`` has more blocks), and the recurrent
+    additions keep their identity initialisation (the state fuse passes the image features
+    through and ignores the state until trained). Raises ``ValueError`` when the two do not fit."""
+    new = build_model(spec)
+    if not getattr(new, "recurrent", False):
+        raise ValueError(f"{spec.get('type')!r} is not a recurrent model")
+    img_type = str(image_model.spec.get("type", ""))
+    if img_type != "edgenet":
+        raise ValueError(f"a recurrent edgenet starts from an image edgenet, not {img_type!r}")
+    img_spec = dict(new.spec, type=img_type)
+    if any(image_model.spec.get(k) != img_spec.get(k) for k in set(image_model.spec) | set(img_spec)):
+        image_model = grow_to(image_model, img_spec)
+    missing, unexpected = new.load_state_dict(image_model.state_dict(), strict=False)
+    extra = set(new.recurrent_parameter_names())
+    if unexpected or set(missing) - extra:
+        raise ValueError(f"image weights do not fit the recurrent model: missing {sorted(set(missing) - extra)[:4]}, "
+                         f"unexpected {sorted(unexpected)[:4]}")
+    return new

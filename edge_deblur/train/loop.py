@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..config import TrainConfig, to_dict
 from ..errors import ConfigError, ModelError
 from ..models import build_model
+from ..models.registry import arch_class
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from ..models.profile import summary
 from ..metrics.suite import one_line
@@ -249,8 +250,14 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prior_iters = 0
+    init_ckpt = read_checkpoint(t.init_from) if (t.init_from and model is None) else None
     if model is None:
-        model = build_model(cfg.model)
+        mspec = dict(cfg.model)
+        if init_ckpt is not None and set(mspec) == {"type"} and mspec["type"] != init_ckpt[1].get("type"):
+            # model: {type: edgenet_rnn} with an image checkpoint: the image model's sizes, made recurrent
+            mspec = dict(init_ckpt[1], type=mspec["type"])
+            log.info(f"model spec from train.init_from: {mspec}")
+        model = build_model(mspec)
     spec = getattr(model, "spec", None) or cfg.model
     if getattr(model, "recurrent", False) != (cfg.data.clip_frames > 0):
         raise ConfigError(
@@ -259,9 +266,21 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
             "single-frame models need data.clip_frames=0"
         )
     if t.init_from:
-        state, ispec, _, imeta = read_checkpoint(t.init_from)
+        state, ispec, _, imeta = init_ckpt or read_checkpoint(t.init_from)
         try:
-            model.load_state_dict(state)
+            if getattr(model, "recurrent", False) and not getattr(arch_class(ispec.get("type", "")), "recurrent", False):
+                from ..models.grow import to_recurrent
+
+                image = build_model(ispec)
+                image.load_state_dict(state)
+                try:
+                    model = to_recurrent(image, spec)
+                except ValueError as ve:
+                    raise RuntimeError(str(ve)) from ve
+                log.info(f"recurrent {spec.get('type')} starts from image model {ispec.get('type')}: "
+                         "its first frame equals the image model's output")
+            else:
+                model.load_state_dict(state)
         except RuntimeError as e:
             # a smaller edgenet grows into the configured one (new blocks start as identities)
             try:
@@ -423,6 +442,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                             xf = blur[:, f]
                             if h is None:
                                 h = torch.zeros(model.state_shape(xf.shape[2], xf.shape[3], xf.shape[0]), device=device)
+                            elif t.tbptt and f % t.tbptt == 0:
+                                h = h.detach()  # truncated back-propagation through time
                             pf, h = train_model(xf, h)
                             preds.append(pf)
                         pred = torch.stack(preds, 1).flatten(0, 1)
