@@ -184,7 +184,7 @@ class Counter(Backend):
 def test_recurrent_state_is_carried_in_frame_order_and_reset():
     fs = frames(7, sizes=((8, 8),)) + frames(2, sizes=((12, 8),))  # size change at frame 7
     with CpuSlotExecutor(Counter()) as ex:
-        sched = SlotScheduler(ex)
+        sched = SlotScheduler(ex, scene_cut=0)  # random frames: only the explicit cut counts
         out = []
         for i, f in enumerate(fs):
             out += sched.submit(f, reset=(i == 4))  # a scene cut at frame 4
@@ -224,3 +224,17 @@ def test_state_tensor_pairing():
     assert pair_state_tensors(["input"], ["output"]) == {}
     with pytest.raises(InputError, match="cannot pair"):
         pair_state_tensors(["x", "state_a", "state_b"], ["y", "state_c"])
+
+
+def test_scene_cut_resets_the_state_in_the_slot_schedule():
+    rng = np.random.default_rng(5)
+    scene = [np.clip(rng.normal(128, 30, (16, 24, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+    dark = [(f // 5).astype(np.uint8) for f in scene[:3]]  # a cut to a dark scene at frame 4
+    with CpuSlotExecutor(Counter()) as ex:
+        sched = SlotScheduler(ex)
+        out = list(sched.run(scene + dark))
+        assert sched.scene_cuts == 1
+    assert [int(o[0, 0, 0]) for o in out] == [1, 2, 3, 4, 1, 2, 3]
+    with CpuSlotExecutor(Counter()) as ex:
+        sched = SlotScheduler(ex, scene_cut=0)  # off
+        assert [int(o[0, 0, 0]) for o in sched.run(scene + dark)] == list(range(1, 8)) and sched.scene_cuts == 0

@@ -101,11 +101,22 @@ class SlotScheduler:
         for out in sched.flush():
             sink(out)
 
-    or pull style: ``for out in sched.run(frames)``."""
+    or pull style: ``for out in sched.run(frames)``.
 
-    def __init__(self, executor: SlotExecutor):
+    For a recurrent model (the executor's backend has ``state_specs``) every frame is also checked
+    for a scene cut on the host (``edge_deblur.runtime.stream_state.SceneCutDetector``, threshold
+    ``scene_cut``; None or 0: off) and a cut resets the state as ``reset=True`` would;
+    ``scene_cuts`` counts them."""
+
+    def __init__(self, executor: SlotExecutor, scene_cut: float | None = None):
+        from .stream_state import DEFAULT_SCENE_CUT, SceneCutDetector
+
         if executor.slots < 1:
             raise InputError(f"a slot executor needs at least one slot, got {executor.slots}")
+        recurrent = bool(getattr(getattr(executor, "backend", None), "state_specs", None))
+        threshold = DEFAULT_SCENE_CUT if scene_cut is None else scene_cut
+        self._cuts = SceneCutDetector(threshold) if recurrent and threshold else None
+        self.scene_cuts = 0
         self.ex = executor
         self.slots = executor.slots
         self._pending: deque[tuple[int, int]] = deque()  # (frame index, slot), oldest first
@@ -127,6 +138,12 @@ class SlotScheduler:
         ready = []
         while len(self._pending) >= self.slots:
             ready.append(self._collect_oldest())
+        if self._cuts is not None:
+            if reset:
+                self._cuts.clear()
+            if self._cuts(frame) and not reset:
+                reset = True
+                self.scene_cuts += 1
         ex = self.ex
         ex.stage(slot, i, frame)
         ex.upload(slot)

@@ -146,14 +146,23 @@ class TorchCudaBackend(Backend):
         if self.recurrent:
             n, _, h, w = x.shape
             v = (state or {}).get("state_in")
-            st = torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(self.device) if v is not None \
-                else self.zero_state_device(n, h, w)
+            if v is None:
+                st = self.zero_state_device(n, h, w)
+            elif isinstance(v, torch.Tensor):  # carried from the previous frame: already on the device
+                st = v.to(self.device, torch.float32)
+            else:
+                st = torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(self.device)
+            if tuple(st.shape) != tuple(self.model.state_shape(h, w, n)):
+                raise InputError(f"recurrent state 'state_in' has shape {tuple(st.shape)}, expected "
+                                 f"{tuple(self.model.state_shape(h, w, n))} for a {w}x{h} batch of {n}; "
+                                 "pass the state the previous frame of the same size returned, or reset()")
         try:
             with torch.inference_mode():
                 y, new = self.forward(t, st)
         except RuntimeError as e:
             raise BackendError(f"PyTorch CUDA failed on a {tuple(x.shape)} batch: {e}") from e
-        return y.cpu().numpy(), ({"state_in": new.cpu().numpy()} if new is not None else {})
+        # the next state stays on the device (a torch tensor); the runtime hands it back next frame
+        return y.cpu().numpy(), ({"state_in": new} if new is not None else {})
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.infer_state(x, None)[0]
