@@ -236,3 +236,10 @@ def test_eval_reports_temporal_error_and_resets_per_scene(rnn, texture, tmp_path
     assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--per-frame"]) == 0
     text = capsys.readouterr().out
     assert "0003.png" in text and "tErr" in text and "recurrent state resets" in text
+    # the ablation: a zero state at every frame gives the first frames the same figures, not the rest
+    assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--json", "--no-state"]) == 0
+    z = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert z["state"]["resets"]["manual"] == 8
+    for s in ("scene_a", "scene_b"):
+        fa, fz = r["scenes"][s]["frames"], z["scenes"][s]["frames"]
+        assert fa[0]["psnr"] == fz[0]["psnr"] and any(a["psnr"] != b["psnr"] for a, b in zip(fa[1:], fz[1:]))
