@@ -7,8 +7,9 @@
 Both models run as the stream runs them (``Deblurrer``: pre-processing, the model, post-processing;
 the recurrent one with its state carried and the scene-cut detector on) over the same consecutive
 frames of a synthetic camera pan, alternating model by model in each round, so that load from
-other processes hits both alike. Prints the median time per frame of each, their ratio (the
-median over rounds of the per-round ratio) and the GMACs per frame from the manifests.
+other processes hits both alike. Prints the median wall time per frame of each, their ratio (the
+median over rounds of the per-round ratio), the same for the process's CPU time (the fairer figure
+on a machine shared with other jobs) and the GMACs per frame from the manifests.
 """
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def pan(size, n, seed=0):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recurrent")
-    ap.add_argument("--image", default=None, help="image model (default: the bundled one)")
+    ap.add_argument("--image", default=None,
+                    help="image model (default: the bundled folder, whose fastest measured file is chosen: compare "
+                         "the same precision by naming the file, e.g. export/edgenet_s/model.onnx)")
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)
@@ -51,14 +54,17 @@ def main():
         for d in models.values():
             d.warmup(size[1], size[0])
         per = {k: [] for k in models}
+        cpu = {k: [] for k in models}
         for _ in range(args.rounds):
             for k, d in models.items():
                 d.reset()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 for f in frames:
                     d(f)
                 per[k].append((time.perf_counter() - t0) / len(frames) * 1e3)
+                cpu[k].append((time.process_time() - c0) / len(frames) * 1e3)
         ratios = [r / i for r, i in zip(per["recurrent"], per["image"])]
+        cpu_ratios = [r / i for r, i in zip(cpu["recurrent"], cpu["image"])]
         gm = {}
         for k, d in models.items():
             mpp = d.info.get("macs_per_pixel")
@@ -68,8 +74,12 @@ def main():
             "size": args.size, "frames": args.frames, "rounds": args.rounds,
             "ms_per_frame": {k: float(np.median(v)) for k, v in per.items()},
             "ratio": float(np.median(ratios)), "ratios": ratios,
+            "cpu_ms_per_frame": {k: float(np.median(v)) for k, v in cpu.items()},
+            "cpu_ratio": float(np.median(cpu_ratios)), "cpu_ratios": cpu_ratios,
             "gmacs_per_frame": gm,
             "gmacs_ratio": gm["recurrent"] / gm["image"] if all(gm.values()) else None,
+            "models": {k: d.info.get("model") for k, d in models.items()},
+            "precision": {k: d.info.get("precision") for k, d in models.items()},
             "state": models["recurrent"].state_stats(),
             "threads": models["image"].info.get("threads"),
             "machine": machine_info(),
@@ -82,10 +92,13 @@ def main():
         return
     ms = result["ms_per_frame"]
     print(f"{args.size}, {args.frames} frames x {args.rounds} rounds, {result['threads']} threads")
-    print(f"image      {ms['image']:.1f} ms/frame  {gm['image']:.3f} GMACs")
-    print(f"recurrent  {ms['recurrent']:.1f} ms/frame  {gm['recurrent']:.3f} GMACs")
-    print(f"ratio      {result['ratio']:.3f} (per round: {', '.join(f'{r:.3f}' for r in ratios)}); "
+    for k in ("image", "recurrent"):
+        print(f"{k:<10} {ms[k]:.1f} ms/frame  {gm[k]:.3f} GMACs  {result['models'][k]} ({result['precision'][k]})")
+    print(f"ratio      {result['ratio']:.3f} wall (per round: {', '.join(f'{r:.3f}' for r in ratios)}); "
           f"GMACs ratio {result['gmacs_ratio']:.4f}")
+    c = result["cpu_ms_per_frame"]
+    print(f"CPU time   image {c['image']:.1f} ms/frame, recurrent {c['recurrent']:.1f} ms/frame: ratio "
+          f"{result['cpu_ratio']:.3f} (per round: {', '.join(f'{r:.3f}' for r in cpu_ratios)})")
     m = result["machine"]
     print(f"machine    {m['cpu']} ({m['cores']} cores), load {m.get('load_avg_1_5_15min')}")
 
