@@ -243,3 +243,21 @@ def test_eval_reports_temporal_error_and_resets_per_scene(rnn, texture, tmp_path
     for s in ("scene_a", "scene_b"):
         fa, fz = r["scenes"][s]["frames"], z["scenes"][s]["frames"]
         assert fa[0]["psnr"] == fz[0]["psnr"] and any(a["psnr"] != b["psnr"] for a, b in zip(fa[1:], fz[1:]))
+
+
+def test_one_state_per_stream_over_a_shared_model(rnn, texture):
+    """Two streams interleaved over one loaded model: each gets exactly what it gets alone."""
+    a_frames = pan(texture, 4)
+    b_frames = [np.ascontiguousarray(f[::-1]) for f in pan(texture[60:], 4)]
+    with Deblurrer.open(rnn["onnx"]) as a:
+        b = a.for_stream()
+        assert b.backend is a.backend
+        got_a, got_b = [], []
+        for fa, fb in zip(a_frames, b_frames):
+            got_a.append(a(fa))
+            got_b.append(b(fb))
+        b.close()  # leaves the shared model open
+        a(a_frames[0])
+    for frames, got in ((a_frames, got_a), (b_frames, got_b)):
+        with Deblurrer.open(rnn["onnx"]) as solo:
+            assert all(np.array_equal(solo(f), g) for f, g in zip(frames, got))
