@@ -303,3 +303,40 @@ def test_quantize_cli(work, tmp_path, capsys):
     assert rc == 2 and "already quantized" in capsys.readouterr().err
 
 
+
+
+def test_recurrent_model_quantizes_with_its_state(work, tmp_path):
+    """A recurrent model's state input is calibrated with the states the model itself makes; the
+    INT8 graph keeps the state as float I/O and runs a stream through the runtime."""
+    torch = pytest.importorskip("torch")
+    from edge_deblur.export.onnx_export import export_onnx
+    from edge_deblur.models import build_model
+    from edge_deblur.models.checkpoint import save_checkpoint
+    from edge_deblur.runtime.deblurrer import Deblurrer
+
+    torch.manual_seed(1)
+    model = build_model(dict(SPEC, type="edgenet_rnn"))
+    with torch.no_grad():  # the fuse uses the state: the INT8 path must carry it
+        model.fuse_state.weight[:, 16:].normal_(0, 0.05)
+        model.tail.weight.normal_(0, 0.02)
+    ckpt = tmp_path / "rnn.safetensors"
+    save_checkpoint(ckpt, model.state_dict(), model.spec, {}, {"iters": 1})
+    export_onnx(ckpt, tmp_path / "rnn")
+    info = Q.inspect_float_model(tmp_path / "rnn" / "model.onnx")
+    assert [s["name"] for s in info.state_inputs] == ["state_in"] and info.state_inputs[0]["scale"] == 4
+    out = tmp_path / "rnn" / "model.int8.onnx"
+    recipe = Q.quantize_model(tmp_path / "rnn" / "model.onnx", out, calib=work["calib"], options=_opts(),
+                              calib_dir=tmp_path / "calibration")
+    assert recipe["state_inputs"] == ["state_in"]
+    assert recipe["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] > 30
+    g = onnx.load(str(out))
+    assert [i.name for i in g.graph.input] == ["input", "state_in"]
+    assert [o.name for o in g.graph.output] == ["output", "state_out"]
+    assert Q.qdq_report(out)["quantize_linear"] > 0
+    rng = np.random.default_rng(2)
+    frames = [_blur(_scene(rng, 32, 48)) for _ in range(3)]
+    with Deblurrer.open(tmp_path / "rnn" / "model.onnx", scene_cut=0) as f32, Deblurrer.open(out, scene_cut=0) as i8:
+        assert i8.info["kind"] == "recurrent"
+        for f in frames:
+            a, b = f32(f), i8(f)
+            assert Q._psnr(a / 255.0, b / 255.0) > 30

@@ -138,6 +138,8 @@ class ModelInfo:
     height: int | None  # fixed input dims, None when dynamic
     width: int | None
     metadata: dict
+    # recurrent models: [{"name": "state_in", "output": "state_out", "channels": C, "scale": s}]
+    state_inputs: tuple = ()
 
 
 def inspect_float_model(path, stride: int | None = None) -> ModelInfo:
@@ -160,19 +162,34 @@ def inspect_float_model(path, stride: int | None = None) -> ModelInfo:
         )
     inits = {i.name for i in m.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in inits]
-    if len(inputs) != 1:
+    md = {e.key: e.value for e in m.metadata_props}
+    outputs = [o.name for o in m.graph.output]
+    states = []
+    for i in inputs:
+        if not i.name.startswith("state_in"):
+            continue
+        out_name = "state_out" + i.name[len("state_in"):]
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+        if out_name not in outputs or len(dims) != 4 or not dims[1]:
+            raise ModelError(
+                f"{str(p)!r}: state input {i.name!r} (shape {dims}) needs a matching output {out_name!r} and a fixed "
+                "channel count; re-export the recurrent model with edge-deblur export"
+            )
+        states.append({"name": i.name, "output": out_name, "channels": int(dims[1]),
+                       "scale": int(md.get(f"edge_deblur.state_scale.{i.name}", 1))})
+    images = [i for i in inputs if not i.name.startswith("state_in")]
+    if len(images) != 1:
         raise ModelError(
-            f"{str(p)!r} has {len(inputs)} inputs ({[i.name for i in inputs]}); INT8 calibration here supports "
-            "single-input image models (recurrent models with a state input are not supported yet)"
+            f"{str(p)!r} has inputs {[i.name for i in inputs]}; INT8 calibration needs one image input "
+            "(plus state_in* inputs for a recurrent model)"
         )
-    inp = inputs[0]
+    inp = images[0]
     tt = inp.type.tensor_type
     if tt.elem_type != onnx.TensorProto.FLOAT:
         raise ModelError(f"{str(p)!r}: input {inp.name!r} is {onnx.TensorProto.DataType.Name(tt.elem_type)}, expected float32")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
     if len(dims) != 4 or dims[1] not in (3, None):
         raise ModelError(f"{str(p)!r}: input {inp.name!r} has shape {dims}, expected N x 3 x H x W")
-    md = {e.key: e.value for e in m.metadata_props}
     if stride is None:
         if "edge_deblur.stride" in md:
             stride = int(md["edge_deblur.stride"])
@@ -185,7 +202,30 @@ def inspect_float_model(path, stride: int | None = None) -> ModelInfo:
             f"{str(p)!r} does not record its stride (no edge_deblur.stride metadata, no manifest.json beside it); "
             "pass --stride (16 for edgenet)"
         )
-    return ModelInfo(p, sha256_file(p), inp.name, m.graph.output[0].name, int(stride), dims[2], dims[3], md)
+    image_out = next((o for o in outputs if not o.startswith("state_out")), outputs[0])
+    return ModelInfo(p, sha256_file(p), inp.name, image_out, int(stride), dims[2], dims[3], md, tuple(states))
+
+
+def model_feeds(info: ModelInfo, tensors: Sequence[np.ndarray], threads: int = 0) -> list:
+    """ONNX Runtime feeds for calibration and comparison: ``{input: x}`` per tensor for an image
+    model. A recurrent model's state is an input too, and its range in a stream is the range of
+    states the model itself makes: each tensor is fed twice, with the zero state (a stream's first
+    frame) and with the state the FP32 model left after that frame (a frame in the middle of a
+    stream of similar frames)."""
+    if not info.state_inputs:
+        return [{info.input_name: t} for t in tensors]
+    sess = _ort_session(info.path, threads)
+    names = [info.output_name] + [s["output"] for s in info.state_inputs]
+    feeds = []
+    for t in tensors:
+        n, _, h, w = t.shape
+        zero = {s["name"]: np.zeros((n, s["channels"], h // s["scale"], w // s["scale"]), np.float32)
+                for s in info.state_inputs}
+        first = {info.input_name: t, **zero}
+        outs = sess.run(names, first)
+        feeds.append(first)
+        feeds.append({info.input_name: t, **{s["name"]: o for s, o in zip(info.state_inputs, outs[1:])}})
+    return feeds
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,9 +389,10 @@ def frames_to_tensors(frames: Iterable[np.ndarray], stride: int, tile: tuple[int
 
 
 class TensorReader:
-    """ONNX Runtime CalibrationDataReader over preprocessed tensors (supports strided collection)."""
+    """ONNX Runtime CalibrationDataReader over preprocessed tensors, or over whole feed dicts (a
+    recurrent model's image and state), with strided collection."""
 
-    def __init__(self, input_name: str, tensors: Sequence[np.ndarray]):
+    def __init__(self, input_name: str, tensors: Sequence):
         self.input_name = input_name
         self.tensors = list(tensors)
         self.set_range(0, len(self.tensors))
@@ -364,7 +405,9 @@ class TensorReader:
 
     def get_next(self):
         t = next(self._items, None)
-        return None if t is None else {self.input_name: t}
+        if t is None:
+            return None
+        return t if isinstance(t, dict) else {self.input_name: t}
 
     def __iter__(self):
         return self
@@ -645,14 +688,17 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def compare_outputs(fp32_path, int8_path, tensors: Sequence[np.ndarray], threads: int = 0) -> dict:
-    """INT8 vs FP32 outputs (clipped to [0, 1], as frames are) on model inputs: PSNR over all."""
+def compare_outputs(fp32_path, int8_path, tensors: Sequence, threads: int = 0) -> dict:
+    """INT8 vs FP32 image outputs (clipped to [0, 1], as frames are) on model inputs (tensors, or
+    feed dicts with a recurrent model's state): PSNR over all."""
     a_s, b_s = _ort_session(fp32_path, threads), _ort_session(int8_path, threads)
-    name = a_s.get_inputs()[0].name
+    name = next(i.name for i in a_s.get_inputs() if not i.name.startswith("state_in"))
+    out = next(o.name for o in a_s.get_outputs() if not o.name.startswith("state_out"))
     se, n, worst = 0.0, 0, 0.0
     for t in tensors:
-        a = np.clip(a_s.run(None, {name: t})[0], 0, 1).astype(np.float64)
-        b = np.clip(b_s.run(None, {name: t})[0], 0, 1).astype(np.float64)
+        feed = t if isinstance(t, dict) else {name: t}
+        a = np.clip(a_s.run([out], feed)[0], 0, 1).astype(np.float64)
+        b = np.clip(b_s.run([out], feed)[0], 0, 1).astype(np.float64)
         se += float(np.sum((a - b) ** 2))
         n += a.size
         worst = max(worst, float(np.max(np.abs(a - b))))
@@ -689,13 +735,28 @@ def evaluate_onnx_on_pairs(model_path, pairs, with_ssim: bool = True, threads: i
     if stride is None:
         stride = inspect_float_model_stride(model_path)
     sess = _ort_session(model_path, threads)
-    name = sess.get_inputs()[0].name
+    ins = sess.get_inputs()
+    name = next(i.name for i in ins if not i.name.startswith("state_in"))
+    states = [i for i in ins if i.name.startswith("state_in")]
+    meta = dict(sess.get_modelmeta().custom_metadata_map or {})
+    scale = {i.name: int(meta.get(f"edge_deblur.state_scale.{i.name}", 1)) for i in states}
+    outs = [next(o.name for o in sess.get_outputs() if not o.name.startswith("state_out"))]
+    outs += ["state_out" + i.name[len("state_in"):] for i in states]
+    carried: dict = {}
 
-    def fn(frame):
+    def fn(frame):  # a recurrent model's state is carried through a scene, from zeros
         t, info = preprocess.frame_to_tensor(frame, stride)
-        return preprocess.tensor_to_frame(sess.run(None, {name: t})[0], info)
+        feed = {name: t}
+        for i in states:
+            v = carried.get(i.name)
+            n, _, h, w = t.shape
+            shape = (n, i.shape[1], h // scale[i.name], w // scale[i.name])
+            feed[i.name] = v if v is not None and v.shape == shape else np.zeros(shape, np.float32)
+        res = sess.run(outs, feed)
+        carried.update({i.name: o for i, o in zip(states, res[1:])})
+        return preprocess.tensor_to_frame(res[0], info)
 
-    return evaluate_pairs(fn, pairs, with_ssim=with_ssim)
+    return evaluate_pairs(fn, pairs, with_ssim=with_ssim, reset=carried.clear)
 
 
 def inspect_float_model_stride(path) -> int:
@@ -830,7 +891,8 @@ def quantize_model(
             else:
                 raise InputError("pass a calibration source (--calib FOLDER|VIDEO|synthetic:FOLDER) or a saved --table")
             log.info("calibrating %s on %d tiles of %dx%d (%s)", info.path.name, len(tensors), tw, th, opts.method)
-            ranges = collect_ranges(named, tensors, info.input_name, opts.method, opts.percentile)
+            ranges = collect_ranges(named, model_feeds(info, tensors, threads), info.input_name, opts.method,
+                                    opts.percentile)
             save_table(cdir / "table.json", ranges, opts.method, info.sha256)
         _quantize_with_ranges(named, out, ranges, opts.method, exclude, opts.percentile)
     recipe_rel = str(cdir / "recipe.json")
@@ -870,8 +932,12 @@ def quantize_model(
         "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "io_dtypes")},
         "accuracy": {},
     }
+    if info.state_inputs:
+        recipe["state_inputs"] = [s["name"] for s in info.state_inputs]
+        recipe["state_calibration"] = "each tile with the zero state and with the state the FP32 model left after it"
     if eval_tensors:
-        recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, out, eval_tensors, threads)
+        recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, out, model_feeds(info, eval_tensors, threads),
+                                                               threads)
     if pairs is not None:
         pl = find_pairs(pairs, pair_scenes)
         f32 = evaluate_onnx_on_pairs(info.path, pl, threads=threads, stride=info.stride)
@@ -907,7 +973,8 @@ def _pairs_int8_vs_fp32(fp32_path, int8_path, pairs, stride, threads) -> float:
     from ..metrics.evaluate import read_image
 
     tensors = [preprocess.frame_to_tensor(read_image(b), stride)[0] for _, b, _ in pairs]
-    return compare_outputs(fp32_path, int8_path, tensors, threads)["psnr_int8_vs_fp32"]
+    feeds = model_feeds(inspect_float_model(fp32_path, stride), tensors, threads)
+    return compare_outputs(fp32_path, int8_path, feeds, threads)["psnr_int8_vs_fp32"]
 
 
 def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
