@@ -229,20 +229,25 @@ def test_eval_reports_temporal_error_and_resets_per_scene(rnn, texture, tmp_path
                 (root / s / sub).mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(root / s / sub / f"{i:04d}.png"), img)
     assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--json"]) == 0
-    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (r,) = rep["sets"].values()
     assert r["temporal_pairs"] == 6 and r["temporal_error"] > 0 and r["input_temporal_error"] > 0
     assert [len(s["frames"]) for s in r["scenes"].values()] == [4, 4]
-    assert r["state"]["resets"]["manual"] == 2 and r["state"]["scene_cuts"] == 0
+    assert rep["state"]["resets"]["manual"] == 2 and rep["state"]["scene_cuts"] == 0
     assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--per-frame"]) == 0
     text = capsys.readouterr().out
-    assert "0003.png" in text and "tErr" in text and "recurrent state resets" in text
+    assert "scene_a/0003.png" in text and "temporal error" in text and "recurrent state resets" in text
     # the ablation: a zero state at every frame gives the first frames the same figures, not the rest
     assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--json", "--no-state"]) == 0
-    z = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert z["state"]["resets"]["manual"] == 8
+    rz = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (z,) = rz["sets"].values()
+    assert rz["state"]["resets"]["manual"] == 8
     for s in ("scene_a", "scene_b"):
         fa, fz = r["scenes"][s]["frames"], z["scenes"][s]["frames"]
         assert fa[0]["psnr"] == fz[0]["psnr"] and any(a["psnr"] != b["psnr"] for a, b in zip(fa[1:], fz[1:]))
+    assert main(["eval", "-m", str(rnn["onnx"]), "-d", str(root), "--json", "--no-temporal"]) == 0
+    (nt,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sets"].values()
+    assert "temporal_error" not in nt
 
 
 def test_one_state_per_stream_over_a_shared_model(rnn, texture):

@@ -122,7 +122,7 @@ def run(args) -> int:
                 d.reset()
                 return d(frame)
         result = evaluate_sets(fn, sets, reset=d.reset, with_ssim=not args.no_ssim, save_dir=args.save,
-                               save_count=args.save_count, temporal=not args.no_temporal)
+                               save_count=args.save_count, temporal=not args.no_temporal, frames=True)
         result["model"] = str(d.info.get("model", args.model))
         result["backend"] = d.info.get("backend")
         result["state"] = d.state_stats()

@@ -25,10 +25,12 @@ _SET_KEYS = ("kind", "path", "pairs", "psnr", "input_psnr", "psnr_gain", "ssim",
 
 def evaluate_sets(fn: Callable[[np.ndarray], np.ndarray], sets, reset: Callable[[], None] | None = None,
                   with_ssim: bool = True, save_dir: str | None = None, save_count: int = 3,
-                  temporal: bool = True) -> dict:
+                  temporal: bool = True, frames: bool = False) -> dict:
     """Run ``fn`` (BGR uint8 frame -> BGR uint8 frame) over every ``data.valsets.ValSet`` and
     return the report (see ``summarize``). ``temporal``: real sets also get the temporal error over
-    consecutive frames (``metrics.evaluate.temporal_error``; synthetic sets' frames are unrelated)."""
+    consecutive frames (``metrics.evaluate.temporal_error``; synthetic sets' frames are unrelated).
+    ``frames`` keeps every frame's figures under ``scenes[name]["frames"]`` (not kept by default: the
+    report goes into checkpoints and manifests)."""
     out = {}
     for vs in sets:
         t0 = time.perf_counter()
@@ -38,7 +40,9 @@ def evaluate_sets(fn: Callable[[np.ndarray], np.ndarray], sets, reset: Callable[
         worst, wm = min(r["scenes"].items(), key=lambda kv: kv[1]["psnr_gain"])
         r.update(kind=vs.kind, path=vs.path, worst_scene=worst, worst_scene_gain=wm["psnr_gain"],
                  crop=list(vs.crop) if vs.crop else None, seconds=time.perf_counter() - t0)
-        out[vs.name] = {k: r[k] for k in _SET_KEYS if k in r} | {"scenes": r["scenes"]}
+        scenes = r["scenes"] if frames else {k: {a: b for a, b in v.items() if a != "frames"}
+                                             for k, v in r["scenes"].items()}
+        out[vs.name] = {k: r[k] for k in _SET_KEYS if k in r} | {"scenes": scenes}
     return summarize(out)
 
 
