@@ -46,3 +46,15 @@ def require(module: str, extra: str):
         raise DependencyError(
             f"{module!r} is not installed ({e}); install it with: pip install 'edge-deblur[{extra}]'"
         ) from e
+
+
+class SinkWriteError(SourceError):
+    """Writing an output failed (disk full, I/O error); the message says what was kept."""
+
+    exit_code = 3
+
+
+class SourceLostError(SourceError):
+    """A live source stopped delivering frames and every reconnect attempt failed."""
+
+    exit_code = 4

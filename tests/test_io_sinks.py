@@ -23,7 +23,7 @@ def count_frames(path):
     return n
 
 
-@pytest.mark.parametrize("name, fourcc", [("out.mp4", "mp4v"), ("out.avi", "MJPG")])
+@pytest.mark.parametrize("name, fourcc", [("out.mp4", "h264"), ("out.avi", "mjpeg"), ("out.mkv", "h264")])
 def test_video_sink_writes_to_a_temp_name_and_renames_at_close(tmp_path, name, fourcc):
     dst = tmp_path / "sub" / name  # parent folders are created
     sink = open_sink(str(dst), StreamOptions(), fps=12.0)

@@ -207,7 +207,8 @@ def test_stream_video_and_deblurrer_agree(rnn, image_model, texture, tmp_path, k
         assert np.array_equal(a, b)
     assert stats["state"]["kind"] == kind
     if kind == "recurrent":
-        assert stats["state"]["resets"] == {"start": 1, "size": 0, "restart": 1, "scene_cut": 2, "manual": 0}
+        assert stats["state"]["resets"] == {"start": 1, "size": 0, "restart": 1, "scene_cut": 2, "manual": 0,
+                                            "bad_output": 0}
         assert ref_stats["scene_cuts"] == 1
     # deblur of a video (lossless frames in, an image folder out)
     out = tmp_path / "out"

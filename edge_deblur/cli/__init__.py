@@ -94,13 +94,16 @@ def main(argv=None) -> int:
         (owner or parser).unrecognized(extras)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     configure_native_logs(args.verbose)
+    from ..io.redact import install_log_filter, redact
+
+    install_log_filter()  # no credentials in any log line
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
     try:
         return int(args._run(args) or 0)
     except EdgeDeblurError as e:
-        print(f"edge-deblur {args.command}: error: {e}", file=sys.stderr)
+        print(f"edge-deblur {args.command}: error: {redact(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"edge-deblur {args.command}: interrupted", file=sys.stderr)

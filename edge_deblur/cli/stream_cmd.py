@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
+
+from .signals import Signals as _Signals
 
 log = logging.getLogger("edge_deblur.stream")
 
@@ -29,44 +29,12 @@ def add_arguments(p):
                    help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
                         "more than T (0..1, default 0.16; 0 turns it off)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the final stats")
-
-
-class _Signals:
-    """SIGINT/SIGTERM -> pipeline.stop(): the first drains the frames in flight, the second
-    discards them. Restores the previous handlers on exit."""
-
-    def __init__(self):
-        self.pipeline = None
-        self.received: list[int] = []
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received.append(signum)
-        if self.pipeline is None:
-            # still opening: behave like the default (KeyboardInterrupt ends the command)
-            raise KeyboardInterrupt
-        drain = len(self.received) == 1
-        self.pipeline.stop(drain=drain, reason="SIGINT" if signum == signal.SIGINT else "SIGTERM")
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-    @property
-    def exit_code(self) -> int:
-        if not self.received:
-            return 0
-        return 128 + int(self.received[0])
+    p.add_argument("--max-bad-frames", type=int, default=30, metavar="N",
+                   help="model outputs with NaN/Inf are replaced by the input frame; fail after N in a row (default 30)")
 
 
 def run(args) -> int:
+    from ..errors import EdgeDeblurError
     from ..io.options import StreamOptions
     from ..runtime.pipeline import format_stats, open_processor, run_stream
 
@@ -86,6 +54,7 @@ def run(args) -> int:
         kwargs["tile"] = args.tile
     if args.scene_cut is not None:
         kwargs["scene_cut"] = args.scene_cut
+    kwargs["max_bad_frames"] = args.max_bad_frames
 
     with _Signals() as sig:
         def hook(pipe):
@@ -114,8 +83,16 @@ def run(args) -> int:
             log.info("stream: %s -> %s | model %s (%s) | %s", source.uri, ", ".join(s.uri for s in sinks),
                      info.get("name") or info.get("model"), info.get("backend"),
                      "live: drops the oldest frame when behind" if source.live else "file: no drops")
-            stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,
-                               pipeline_hook=hook, source=source, sinks=sinks)
+            failure = None
+            try:
+                stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,
+                                   pipeline_hook=hook, source=source, sinks=sinks)
+            except EdgeDeblurError as e:
+                # the stream ran and failed (source lost, disk full, bad model output): report what
+                # it did, then the error; the CLI's exit status is the error's
+                if sig.pipeline is None or sig.pipeline._result is None:
+                    raise
+                stats, failure = sig.pipeline._result, e
         finally:
             close = getattr(processor, "close", None)
             if close is not None:
@@ -129,4 +106,6 @@ def run(args) -> int:
         print(format_stats(stats), flush=True)
         print(f"fps {stats['fps']:.2f} over {stats['frames_out']} frames ({stats['elapsed_s']:.1f} s)"
               + (f"; {stats['dropped']} dropped" if stats["dropped"] else ""), flush=True)
+    if failure is not None:
+        raise failure
     return sig.exit_code

@@ -37,11 +37,16 @@ class StreamOptions:
     rgb: bool = False                     # frames handed to/accepted from Python are RGB (else BGR)
     queue_size: int = 2                   # captured frames waiting for inference
     drop: str = "auto"                    # auto (live: oldest, files: never) | oldest | newest | never
-    codec: Optional[str] = None           # FourCC of the output video (default by extension: mp4v / MJPG)
+    codec: Optional[str] = None           # output video codec: h264 (default; .avi: mjpeg), h264-420, hevc, mpeg4, mjpeg, ffv1
+    quality: Optional[int] = None         # output video quality: CRF for h264/hevc (0 lossless..51), quantizer for mpeg4/mjpeg
+    fragment_s: float = 2.0               # output video: a fragment (what survives a crash) at least every this many seconds
     stats_every: int = 0                  # report stats every N output frames (0: only at the end)
     max_frames: int = 0                   # stop after this many frames through the model (0: no limit)
     open_timeout: float = 10.0            # seconds to open a source and get its first frame
-    read_timeout: float = 5.0             # live sources: end the stream after this long without a frame
+    read_timeout: float = 5.0             # live sources: a stall after this long without a frame (then reconnect)
+    reconnect: int = 5                    # live sources: reconnect attempts after a stall or error (0: none, -1: forever)
+    reconnect_delay: float = 0.5          # first wait before reconnecting; doubles after each failed attempt
+    reconnect_max_delay: float = 30.0     # the longest wait between attempts
 
     def validate(self) -> "StreamOptions":
         for name in ("width", "height"):
@@ -60,16 +65,28 @@ class StreamOptions:
             raise InputError(f"queue_size must be an integer >= 1, got {self.queue_size!r}")
         if self.drop not in DROP_POLICIES:
             raise InputError(f"drop policy {self.drop!r} is not one of {', '.join(DROP_POLICIES)}")
-        if self.codec is not None and len(self.codec) != 4:
-            raise InputError(f"codec must be a 4-character FourCC such as 'mp4v' or 'MJPG', got {self.codec!r}")
+        if self.codec is not None:
+            from .video_writer import CODECS, ALIASES
+
+            if str(self.codec).strip().lower() not in set(CODECS) | set(ALIASES):
+                raise InputError(f"unknown video codec {self.codec!r}; use one of {', '.join(CODECS)} "
+                                 "(FourCCs such as avc1, mp4v, MJPG are accepted too)")
+        if self.quality is not None and (not isinstance(self.quality, int) or not 0 <= self.quality <= 51):
+            raise InputError(f"quality must be an integer from 0 (best) to 51, got {self.quality!r}")
+        if not (isinstance(self.reconnect, int) and self.reconnect >= -1):
+            raise InputError(f"reconnect must be -1 (forever), 0 (never) or a count of attempts, got {self.reconnect!r}")
+        for name in ("fragment_s", "reconnect_delay", "reconnect_max_delay"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v > 0 and v < float("inf")):
+                raise InputError(f"{name} must be a finite number > 0 seconds, got {v!r}")
         for name in ("stats_every", "max_frames"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise InputError(f"{name} must be an integer >= 0, got {v!r}")
         for name in ("open_timeout", "read_timeout"):
             v = getattr(self, name)
-            if not v > 0:
-                raise InputError(f"{name} must be > 0 seconds, got {v!r}")
+            if not (isinstance(v, (int, float)) and 0 < v < float("inf")):
+                raise InputError(f"{name} must be a finite number > 0 seconds, got {v!r}")
         return self
 
     def replace(self, **changes: Any) -> "StreamOptions":
@@ -94,7 +111,15 @@ class StreamOptions:
                 "('%%06d' pattern for sequences) or a GStreamer pipeline (default: null://)",
             )
             parser.add_argument("--display", action="store_true", help="also show the output in a window")
-            parser.add_argument("--codec", metavar="FOURCC", help="output video FourCC (default: mp4v for .mp4, MJPG for .avi)")
+            parser.add_argument("--codec", metavar="NAME",
+                                help="output video codec: h264 (default; 4:4:4), h264-420 (plays everywhere), hevc, "
+                                "mpeg4, mjpeg (default for .avi), ffv1 (lossless, .mkv/.avi); FourCCs such as avc1/mp4v work too")
+            parser.add_argument("--quality", type=int, metavar="CRF",
+                                help="output video quality: x264/x265 CRF, 0 = lossless (default 6 for h264), "
+                                "or the quantizer for mpeg4/mjpeg (default 2)")
+            parser.add_argument("--fragment-s", type=float, default=2.0, metavar="S",
+                                help="output video: start a new fragment at least every S seconds; a crash keeps "
+                                "everything up to the last fragment (default 2)")
         parser.add_argument("--width", type=int, help="requested capture width (cameras; other sources are resized)")
         parser.add_argument("--height", type=int, help="requested capture height")
         parser.add_argument("--fps", type=float, help="requested camera rate; playback rate of a file with --live; output video rate")
@@ -113,7 +138,14 @@ class StreamOptions:
         parser.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
                             help="seconds to open the source and read its first frame (default 10)")
         parser.add_argument("--read-timeout", type=float, default=5.0, metavar="S",
-                            help="live sources: stop after this long without a frame (default 5)")
+                            help="live sources: a stall after this long without a frame (default 5); then reconnect")
+        parser.add_argument("--reconnect", type=int, default=5, metavar="N",
+                            help="live sources: reconnect attempts after a stall or error before giving up "
+                            "(exit 4, stopped_by source_lost); 0: none, -1: forever (default 5)")
+        parser.add_argument("--reconnect-delay", type=float, default=0.5, metavar="S",
+                            help="first wait before reconnecting, doubled after each failure (default 0.5)")
+        parser.add_argument("--reconnect-max-delay", type=float, default=30.0, metavar="S",
+                            help="longest wait between reconnect attempts (default 30)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "StreamOptions":

@@ -3,8 +3,9 @@ null, and Python callbacks.
 
 Sinks that write files check at open that the place is writable, so a bad output path fails
 before any frame is processed. Files appear atomically: images are written to a hidden temp name
-and renamed; a video is written to a hidden ``.<name>.partial<ext>`` and renamed to its final name
-when ``close()`` has finalized the container, so a half-written file never replaces a good one
+and renamed; a video is written crash-safe (fragmented) to a hidden ``.<name>.partial<ext>`` and
+renamed to its final name once ``close()`` has finalized and verified it, so a half-written file
+never replaces a good one, a killed process leaves the partial file playable to its last fragment,
 and a stream stopped by Ctrl-C/SIGTERM (which closes the sinks) leaves a playable file.
 """
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 from ..errors import SourceError
 from .options import StreamOptions
 from .sources import FrameMeta, opencv_has_gstreamer
+from .redact import redact
 from .uri import Target, parse_sink
+from .video_writer import SinkWriteError, VideoWriter, count_video_frames, resolve_codec
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 _HIGH_DEPTH_EXTS = (".png", ".tif", ".tiff", ".pgm", ".ppm", ".pnm", ".jp2")
 
 
@@ -118,7 +120,7 @@ def atomic_imwrite(path: Path, frame: np.ndarray):
             tmp.unlink()
         except OSError:
             pass
-        raise SourceError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+        raise SinkWriteError(f"cannot write {str(path)!r}: {e.strerror or e}; the previous file, if any, is unchanged") from e
 
 
 class Sink:
@@ -127,7 +129,7 @@ class Sink:
     kind = "sink"
 
     def __init__(self, uri: str, options: StreamOptions):
-        self.uri = uri
+        self.uri = redact(uri)  # for messages, logs and stats
         self.options = options
         self.frames_written = 0
         self.wants_stop = False
@@ -232,9 +234,13 @@ class DisplaySink(Sink):
 
 
 class VideoSink(Sink):
-    """A video file through cv2.VideoWriter (mp4v for .mp4/.mov/.m4v, MJPG for .avi/.mkv unless
-    ``codec`` says otherwise). Opens on the first frame (its size fixes the video's); frames of
-    another size are resized to it. Written to ``.<name>.partial<ext>`` and renamed at close."""
+    """A crash-safe video file through PyAV (``edge_deblur.io.video_writer``): fragmented MP4/MOV,
+    Matroska clusters or MJPEG AVI; H.264 by default (``options.codec`` / ``options.quality``).
+    Opens on the first frame (its size fixes the video's); frames of another size are resized to
+    it. Written to ``.<name>.partial<ext>``; ``close()`` finishes the file, verifies it by demuxing
+    every frame written, and only then renames it over the final name, so a good existing file is
+    never replaced by a broken one. After a write error (disk full) nothing is renamed: the
+    partial file keeps the frames up to its last fragment and the error names it."""
 
     kind = "video"
 
@@ -242,57 +248,92 @@ class VideoSink(Sink):
         super().__init__(target.uri, options)
         self.path = Path(target.location).expanduser()
         ext = self.path.suffix.lower()
-        self.codec = options.codec or _DEFAULT_FOURCC.get(ext, "mp4v")
+        self._codec = resolve_codec(options.codec, ext)
+        self.codec = self._codec.name
         self.fps = float(options.fps or fps or 30.0)
         if self.path.is_dir():
             raise SourceError(f"output {str(self.path)!r} is a folder; give a file name such as out.mp4")
         ensure_writable_dir(self.path.parent, f"video {self.path.name!r}")
         self.tmp_path = self.path.with_name(f".{self.path.stem}.partial{ext}")
-        self._writer = None
-        self._size: Optional[tuple[int, int]] = None
+        self._writer = VideoWriter(self.tmp_path, ext, self._codec, self.fps, quality=options.quality,
+                                   fragment_s=options.fragment_s)
+        self._opened = False
+        self._failed = False
         self._warned_resize = False
-
-    def _open(self, w: int, h: int):
-        fourcc = cv2.VideoWriter_fourcc(*self.codec)
-        writer = cv2.VideoWriter(str(self.tmp_path), cv2.CAP_FFMPEG, fourcc, self.fps, (w, h))
-        if not writer.isOpened():
-            writer.release()
-            try:
-                self.tmp_path.unlink()
-            except OSError:
-                pass
-            raise SourceError(
-                f"OpenCV cannot write {self.path.suffix} video with codec {self.codec!r} at {w}x{h} "
-                f"({str(self.path)!r}); try --codec mp4v with .mp4 or --codec MJPG with .avi"
-            )
-        self._writer = writer
-        self._size = (w, h)
+        self.published = False
 
     def _write(self, frame, meta):
+        if self._failed:
+            raise SinkWriteError(f"video {str(self.path)!r} failed earlier; no more frames are written to it")
         img = to_bgr8(frame, self.options.rgb)
         h, w = img.shape[:2]
-        if self._writer is None:
-            self._open(w, h)
-        elif (w, h) != self._size:
-            if not self._warned_resize:
-                log.warning("frame size %dx%d differs from the video's %dx%d; resizing", w, h, *self._size)
-                self._warned_resize = True
-            img = cv2.resize(img, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(img))
+        try:
+            if not self._opened:
+                self._writer.open(w, h)
+                self._opened = True
+            elif (w, h) != self._writer.size:
+                if not self._warned_resize:
+                    log.warning("frame size %dx%d differs from the video's %dx%d; resizing", w, h, *self._writer.size)
+                    self._warned_resize = True
+                img = cv2.resize(img, self._writer.size, interpolation=cv2.INTER_AREA)
+            self._writer.write(img)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def abandon(self, why: str = "the run was interrupted"):
+        """Finish the partial file (playable) but leave it under its hidden name: used when the
+        output would be incomplete, so it must not take the final name."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._opened or self._failed:
+            return
+        self._writer.finish()
+        log.warning("%s: kept the %d frames written so far in %s (not renamed to %s)",
+                    why, self.frames_written, self.tmp_path, self.path.name)
 
     def _close(self):
-        if self._writer is None:
+        if not self._opened:
             log.warning("no frames were written; %s was not created", self.path)
             return
-        self._writer.release()
-        self._writer = None
+        if self._failed:
+            return  # the write error already said what is kept
+        self._writer.finish()
+        try:
+            n = count_video_frames(self.tmp_path)
+        except SourceError as e:
+            raise SinkWriteError(f"the finished video {str(self.tmp_path)!r} does not read back ({e}); "
+                                 f"{str(self.path)!r} was left as it was") from e
+        if n != self.frames_written:
+            raise SinkWriteError(
+                f"the finished video {str(self.tmp_path)!r} holds {n} frames but {self.frames_written} were "
+                f"written; {str(self.path)!r} was left as it was"
+            )
         try:
             os.replace(self.tmp_path, self.path)
+            _fsync_dir(self.path.parent)
         except OSError as e:
-            raise SourceError(f"cannot move the finished video to {str(self.path)!r}: {e.strerror or e}") from e
+            raise SinkWriteError(f"cannot move the finished video to {str(self.path)!r}: {e.strerror or e}; "
+                                 f"it is kept as {str(self.tmp_path)!r}") from e
+        self.published = True
 
     def describe(self) -> dict:
-        return super().describe() | {"path": str(self.path), "codec": self.codec, "fps": self.fps}
+        return super().describe() | {"path": str(self.path), "codec": self.codec, "fps": self.fps,
+                                     "quality": self._writer.quality, "fragments": self._writer.fragments}
+
+
+def _fsync_dir(d: Path):
+    try:
+        fd = os.open(str(d), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class GStreamerSink(Sink):

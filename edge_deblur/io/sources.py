@@ -21,8 +21,10 @@ from typing import Callable, Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, SourceLostError
 from .options import StreamOptions
+from .reconnect import ReconnectPolicy, ReconnectStats, reconnect
+from .redact import redact
 from .uri import IMAGE_EXTS, Target, list_images, parse_source
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ class Source:
     _restarted = False  # subclasses set it when the stream starts over; the next frame's meta says so
 
     def __init__(self, uri: str, options: StreamOptions, live: bool):
-        self.uri = uri
+        self.uri = redact(uri)  # for messages, logs and stats; credentials never leave the source
         self.options = options
         self.live = live if options.live is None else bool(options.live)
         self.fps: Optional[float] = None          # native rate when known
@@ -116,6 +118,7 @@ class Source:
         self._closed = False
         self._pace_t0: Optional[float] = None
         self._current_name: Optional[str] = None
+        self._stop = threading.Event()  # set by interrupt()/close(): stop waiting (reconnect backoff, reads)
 
     # ---- public -------------------------------------------------------------------------
     @property
@@ -153,9 +156,15 @@ class Source:
             yield item
 
     def close(self):
+        self._stop.set()
         if not self._closed:
             self._closed = True
             self._close()
+
+    def interrupt(self):
+        """Ask a read that waits (for a stalled source, between reconnect attempts) to give up
+        soon; safe from any thread. The pipeline calls it when the stream stops."""
+        self._stop.set()
 
     def __enter__(self):
         return self
@@ -176,12 +185,16 @@ class Source:
         """Read the first frame now (under the open timeout) so errors surface at open."""
         opts = self.options
         t0 = time.perf_counter()
-        frame = call_with_timeout(self._read, opts.open_timeout, what)
+        frame = self._read_first(what)
         if frame is None:
             raise SourceError(self._no_frames_message())
         self._pending = (frame, self._current_name, (time.perf_counter() - t0) * 1e3)
         out = self._finish(frame)
         self._size = (out.shape[1], out.shape[0])
+
+    def _read_first(self, what: str):
+        """The first frame, within ``open_timeout`` (in a helper thread: OpenCV calls block)."""
+        return call_with_timeout(self._read, self.options.open_timeout, what)
 
     def _no_frames_message(self) -> str:
         return f"source {self.uri!r} delivered no frames"
@@ -230,8 +243,15 @@ class CaptureSource(Source):
         self._loops_left = options.loop
         self._decoded_this_pass = 0
         self._cap = None
+        self.policy = ReconnectPolicy.from_options(options)
+        self.reconnect_stats = ReconnectStats()
         what = self._what()
-        self._cap = call_with_timeout(self._open_capture, options.open_timeout, what)
+        if kind == "network":
+            # FFmpeg's own open/read timeouts (CAP_PROP_*_TIMEOUT_MSEC) bound these calls: no helper
+            # thread is left behind in native code (one abandoned there aborts the process at exit)
+            self._cap = self._open_capture()
+        else:
+            self._cap = call_with_timeout(self._open_capture, options.open_timeout, what)
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(self._open_failed_message())
@@ -250,8 +270,13 @@ class CaptureSource(Source):
         t = self.target
         return {
             "camera": f"camera {t.index}", "v4l2": f"V4L2 device {t.location}", "csi": f"CSI camera {t.index}",
-            "gstreamer": "GStreamer pipeline", "network": f"stream {t.location}", "video": f"video {t.location!r}",
-        }.get(t.kind, t.uri)
+            "gstreamer": "GStreamer pipeline", "network": f"stream {redact(t.location)}", "video": f"video {t.location!r}",
+        }.get(t.kind, self.uri)
+
+    def _read_first(self, what: str):
+        if self.kind == "network":
+            return self._read()  # bounded by FFmpeg's read timeout
+        return super()._read_first(what)
 
     def _open_capture(self):
         t, o = self.target, self.options
@@ -280,8 +305,8 @@ class CaptureSource(Source):
                 pipeline = csi_pipeline(t.index or 0, o.width or 1280, o.height or 720, o.fps or 30)
             return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
         if t.kind == "network":
-            ms = int(max(o.open_timeout, o.read_timeout) * 1000)
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(o.open_timeout * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(o.read_timeout * 1000)]
             return cv2.VideoCapture(t.location, cv2.CAP_FFMPEG, params)
         # video file
         return cv2.VideoCapture(t.location, cv2.CAP_FFMPEG) if _has_ffmpeg() else cv2.VideoCapture(t.location)
@@ -295,7 +320,8 @@ class CaptureSource(Source):
         if t.kind in ("gstreamer", "csi"):
             return f"GStreamer could not start the pipeline for {self._what()}; test it with gst-launch-1.0"
         if t.kind == "network":
-            return f"cannot open stream {t.location!r}: unreachable, wrong URL or unsupported protocol"
+            return (f"cannot open stream {redact(t.location)!r} within {self.options.open_timeout:g} s: unreachable, "
+                    "silent, wrong URL or unsupported protocol (raise the limit with --open-timeout)")
         return (
             f"cannot decode video {t.location!r}: not a video OpenCV/FFmpeg can read, or a file that was cut "
             "short before its index (an .mp4 interrupted while writing has no 'moov' atom)"
@@ -325,17 +351,42 @@ class CaptureSource(Source):
                     self._restarted = True
                     continue
                 return None
-            # live: retry until read_timeout passes without a frame
-            deadline = time.perf_counter() + self.options.read_timeout
-            while time.perf_counter() < deadline and not self._closed:
-                ok, frame = self._cap.read()
-                if ok and frame is not None:
-                    return frame
-                time.sleep(0.01)
-            if self.frames_read:
-                log.warning("%s stopped delivering frames for %.1f s; ending the stream",
-                            self._what(), self.options.read_timeout)
-            return None
+            # live: a stall is read_timeout without a frame; then reconnect with backoff
+            frame = self._read_live()
+            if frame is not None:
+                return frame
+            if self._closed or self._stop.is_set() or not self.frames_read:
+                return None  # stopping, or still opening (the open reports the failure)
+            return reconnect(self._what(), f"delivered no frame for {self.options.read_timeout:g} s",
+                             self.policy, self.reconnect_stats, self._reopen, self._stop)
+
+    def _read_live(self):
+        """A frame, or None when ``read_timeout`` passes without one (the network reads are bounded
+        by FFmpeg's read timeout; a camera read by the driver's)."""
+        deadline = time.perf_counter() + self.options.read_timeout
+        while not self._closed and not self._stop.is_set():
+            ok, frame = self._cap.read()
+            if ok and frame is not None:
+                return frame
+            if time.perf_counter() >= deadline:
+                return None
+            time.sleep(0.01)
+        return None
+
+    def _reopen(self):
+        """One reconnect attempt: release, open again, read a first frame."""
+        if self._cap is not None:
+            self._cap.release()
+        self._cap = self._open_capture()
+        if not self._cap.isOpened():
+            raise SourceError(self._open_failed_message())
+        return self._read_live()
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if self.live:
+            d.update(self.reconnect_stats.as_dict())
+        return d
 
     def _check_truncated(self):
         n, expected = self._decoded_this_pass, self.frame_count
@@ -427,13 +478,19 @@ class ImageSource(Source):
 
 
 class IterableSource(Source):
-    """Frames from any Python iterable of HxWxC arrays (or ``(frame, name)`` pairs)."""
+    """Frames from any Python iterable of HxWxC arrays (or ``(frame, name)`` pairs).
+
+    A list or tuple is read directly. Any other iterable (a generator reading a camera SDK, a
+    socket...) is pumped by a helper thread, so a source that blocks is detected: no frame within
+    ``open_timeout`` at open is a SourceError, none within ``read_timeout`` later a
+    SourceLostError (a Python iterable cannot be reopened)."""
 
     def __init__(self, frames: Iterable, options: StreamOptions, live: bool = False, fps: Optional[float] = None):
         super().__init__("<python>", options, live=live)
         self.kind = "python"
         self.fps = fps
         self._it = iter(frames)
+        self._pump: Optional[_Pump] = None if isinstance(frames, (list, tuple)) else _Pump(self._it)
         try:
             self.frame_count = len(frames)  # type: ignore[arg-type]
         except TypeError:
@@ -443,11 +500,31 @@ class IterableSource(Source):
     def _no_frames_message(self) -> str:
         return "the frame iterable is empty"
 
+    def _read_first(self, what: str):
+        return self._next_item(self.options.open_timeout, first=True)
+
     def _read(self):
-        try:
-            item = next(self._it)
-        except StopIteration:
-            return None
+        return self._next_item(self.options.read_timeout)
+
+    def _next_item(self, timeout: float, first: bool = False):
+        if self._pump is None:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                return None
+        else:
+            item = self._pump.get(timeout, self._stop)
+            if item is _Pump.TIMEOUT:
+                if self._stop.is_set():
+                    return None
+                if first:
+                    raise SourceError(f"the Python frame source delivered no frame within {timeout:g} s (open_timeout)")
+                raise SourceLostError(
+                    f"the Python frame source delivered no frame for {timeout:g} s (read_timeout); "
+                    "it cannot be reopened, so the stream ends here"
+                )
+            if item is _Pump.END:
+                return None
         name = None
         if isinstance(item, tuple):
             item, name = item
@@ -455,6 +532,51 @@ class IterableSource(Source):
             raise SourceError(f"frames must be numpy arrays, got {type(item).__name__}")
         self._current_name = name
         return item
+
+
+class _Pump:
+    """Runs ``next(it)`` in a daemon thread, one item ahead; ``get(timeout)`` waits for it."""
+
+    END = object()
+    TIMEOUT = object()
+
+    def __init__(self, it: Iterator):
+        import queue
+
+        self._it = it
+        self._q: "queue.Queue" = queue.Queue(maxsize=1)
+        self._thread = threading.Thread(target=self._run, name="edge-deblur-python-source", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self._q.put(self.END)
+                return
+            except BaseException as e:  # noqa: BLE001 - handed to the reader
+                self._q.put(e)
+                return
+            self._q.put(item)
+
+    def get(self, timeout: float, stop: threading.Event):
+        import queue
+
+        deadline = time.perf_counter() + timeout
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0 or stop.is_set():
+                return self.TIMEOUT
+            try:
+                item = self._q.get(timeout=min(left, 0.1))
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if item is self.END:
+                self._q.put(self.END)  # later reads see the end too
+            return item
 
 
 def open_source(source=None, options: Optional[StreamOptions] = None, **overrides) -> Source:

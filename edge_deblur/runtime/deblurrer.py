@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BackendError, InputError
+from .output_guard import OutputGuard, probe_model, probe_shape
 from .preprocess import FrameInfo, frame_to_tensor, tensor_to_frame
 from .stream_state import DEFAULT_SCENE_CUT, StreamState
 from .tiling import tiled_infer
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 class Deblurrer:
     def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 128, tile_batch: int = 1, model=None,
-                 scene_cut: float | None = DEFAULT_SCENE_CUT):
+                 scene_cut: float | None = DEFAULT_SCENE_CUT, max_bad_frames: int = 30):
         self.backend = backend
         self.rgb = bool(rgb)
         self.tile = tile
@@ -51,6 +52,7 @@ class Deblurrer:
         self.scene_cut = self.stream.scene_cut if self.stream is not None else None
         self.frames = 0
         self._owns_backend = True
+        self.guard = OutputGuard(max_bad_frames, Path(self.model).name or "model")
 
     @classmethod
     def open(
@@ -64,10 +66,15 @@ class Deblurrer:
         threads: int | None = None,
         tile_batch: int = 1,
         scene_cut: float | None = DEFAULT_SCENE_CUT,
+        max_bad_frames: int = 30,
+        probe: bool = True,
         **opts,
     ) -> "Deblurrer":
         """Open ``model`` (.onnx, .safetensors, .engine, or a model folder; None: the bundled
-        default) with ``backend`` (default: from the file) on ``device``."""
+        default) with ``backend`` (default: from the file) on ``device``. With ``probe`` a small
+        probe frame checks that the model returns finite frames of its input's shape
+        (``edge_deblur.runtime.output_guard``); NaN/Inf outputs later are passed through as the
+        input frame and fail the run after ``max_bad_frames`` in a row."""
         from .backends import open_backend
 
         if model is None:
@@ -76,18 +83,58 @@ class Deblurrer:
             model = default_model_path()
         b = open_backend(model, backend, device=device, threads=threads, **opts)
         try:
-            return cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model),
-                       scene_cut=scene_cut)
+            d = cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model),
+                    scene_cut=scene_cut, max_bad_frames=max_bad_frames)
+            if probe:
+                d.probe()
+            return d
         except BaseException:
             b.close()
             raise
 
+    def probe(self):
+        """Check the model's output on a probe frame (shape, channels, finiteness); ModelError if wrong."""
+        b = self.backend
+        if self.recurrent:
+            def run(x):
+                return b.infer_state(x, b.zero_state(x.shape[0], x.shape[2], x.shape[3]))[0]
+        else:
+            run = b.infer
+        probe_model(run, self.stride, Path(self.model).name or "model", shape=probe_shape(b, self.stride))
+
+    def guard_stats(self) -> dict:
+        """``{"bad_frames": n, "longest_bad_run": n}``: outputs with NaN/Inf replaced by their input."""
+        return self.guard.stats()
+
     # -- the three stages, usable separately by a pipeline ----------------------------------------
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
-        return frame_to_tensor(frame, self.stride, self.rgb)
+        try:
+            return frame_to_tensor(frame, self.stride, self.rgb)
+        except MemoryError as e:
+            raise self._too_large(frame.shape[1], frame.shape[0], e) from e
+
+    def _too_large(self, w: int, h: int, e: BaseException) -> InputError:
+        hint = ("use a smaller --tile" if self.tile is not None
+                else "split it into tiles with --tile 1024 (Deblurrer.open(tile=1024))")
+        return InputError(f"a {w}x{h} frame does not fit in memory here ({type(e).__name__}); {hint}")
 
     def infer_tensor(self, x: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) float32 RGB in [0, 1], H and W multiples of the stride -> same shape."""
+        """(N, 3, H, W) float32 RGB in [0, 1], H and W multiples of the stride -> same shape.
+        An output with NaN/Inf is replaced by ``x`` (see ``OutputGuard``)."""
+        try:
+            y = self._infer_raw(x)
+        except MemoryError as e:
+            raise self._too_large(x.shape[3], x.shape[2], e) from e
+        except BackendError as e:
+            if "alloc" in str(e).lower():
+                raise self._too_large(x.shape[3], x.shape[2], e) from e
+            raise
+        y, ok = self.guard.check(x, y)
+        if not ok and self.stream is not None:
+            self.stream.reset("bad_output")  # the state is poisoned too
+        return y
+
+    def _infer_raw(self, x: np.ndarray) -> np.ndarray:
         if self.stream is not None:
             return self.stream.step(x)
         if self.tile is not None:
@@ -162,7 +209,7 @@ class Deblurrer:
         """A Deblurrer for another stream over the same backend (model loaded once), with its own
         recurrent state. Closing it leaves the shared backend open."""
         d = Deblurrer(self.backend, rgb=self.rgb, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch,
-                      model=self.model, scene_cut=self.scene_cut)
+                      model=self.model, scene_cut=self.scene_cut, max_bad_frames=self.guard.max_bad_frames)
         d._owns_backend = False
         return d
 

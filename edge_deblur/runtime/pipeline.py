@@ -31,8 +31,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..metrics.latency import LatencyStats
-from ..errors import InputError
+from ..errors import InputError, SourceLostError
 from ..io.options import StreamOptions
+from ..io.redact import redact
 from ..io.sinks import Sink, open_sink
 from ..io.sources import Source, open_source
 
@@ -128,7 +129,7 @@ class Pipeline:
     def __init__(self, processor, source=None, sinks=None, options: Optional[StreamOptions] = None, *,
                  on_stats: Optional[Callable[[dict], Any]] = None,
                  on_frame: Optional[Callable[[np.ndarray, Any], Any]] = None,
-                 warmup: bool = True):
+                 warmup: bool = True, publish_incomplete: bool = True):
         if not callable(processor) and _stage_api(processor) is None:
             raise InputError(
                 f"processor must be a Deblurrer or a callable frame -> frame, got {type(processor).__name__}"
@@ -140,6 +141,9 @@ class Pipeline:
         self.on_stats = on_stats
         self.on_frame = on_frame
         self._do_warmup = warmup
+        # False: a run that ends early (signal, error) leaves video outputs under their hidden
+        # partial name instead of publishing a truncated file under the final name (deblur of files)
+        self.publish_incomplete = publish_incomplete
         self._own_source = not isinstance(source, Source)
         self.source: Source = open_source(source if source is not None else self.options.source, self.options)
         self.sinks: list[Sink] = []
@@ -175,6 +179,7 @@ class Pipeline:
         self._last_report = (0, 0.0)
         self.stopped_by: Optional[str] = None
         self._writer_thread: Optional[threading.Thread] = None
+        self._failed_sinks: list[Sink] = []
         self._result: Optional[dict] = None
         self._started = False
 
@@ -195,17 +200,21 @@ class Pipeline:
         if self.stopped_by is None:
             self.stopped_by = reason
         self._stop_capture.set()
+        self.source.interrupt()
         if not drain:
             self._abort.set()
 
-    def _fail(self, e: BaseException):
+    def _fail(self, e: BaseException, drain: bool = False):
+        """Record the first error and end the stream; with ``drain`` the frames already read are
+        still deblurred and written (a source that failed, a model that failed on one frame)."""
         with self._lock:
             if self._error is None:
                 self._error = e
         if self.stopped_by is None:
-            self.stopped_by = "error"
+            self.stopped_by = "source_lost" if isinstance(e, SourceLostError) else "error"
         self._stop_capture.set()
-        self._abort.set()
+        if not drain:
+            self._abort.set()
 
     # ---- threads -----------------------------------------------------------------------------
     def _capture_loop(self):
@@ -225,7 +234,7 @@ class Pipeline:
                     with self._lock:
                         self._dropped += d
         except BaseException as e:  # noqa: BLE001
-            self._fail(e)
+            self._fail(e, drain=True)  # the frames already read are still written
         finally:
             self._cap_q.close()
 
@@ -281,7 +290,7 @@ class Pipeline:
                     self._slot.release()  # live: the next frame is picked once the model is free
                 self._out_q.put((meta, y, ctx))
         except BaseException as e:  # noqa: BLE001
-            self._fail(e)
+            self._fail(e, drain=True)  # frames the model already finished are still written
         finally:
             self._slot.release()
             self._out_q.close()
@@ -301,8 +310,8 @@ class Pipeline:
                 else:
                     frame = y
                 t0 = time.perf_counter()
-                for sink in self.sinks:
-                    sink.write(frame, meta)
+                if not self._write_sinks(frame, meta):
+                    break
                 now = time.perf_counter()
                 self.times.add("write", (now - t0) * 1e3)
                 self.times.add("latency", (now - meta.timestamp) * 1e3)
@@ -320,6 +329,21 @@ class Pipeline:
                     self.on_stats(self._interval_stats(n, now))
         except BaseException as e:  # noqa: BLE001
             self._fail(e)
+
+    def _write_sinks(self, frame, meta) -> bool:
+        """Write to every sink that has not failed. A failing sink is dropped and the stream ends
+        (its error is raised at the end); the frames in flight still go to the other sinks.
+        False when no sink is left."""
+        for sink in self.sinks:
+            if sink in self._failed_sinks:
+                continue
+            try:
+                sink.write(frame, meta)
+            except Exception as e:  # noqa: BLE001 - KeyboardInterrupt etc. end the loop
+                self._failed_sinks.append(sink)
+                log.error("output %s failed: %s", sink.uri, e)
+                self._fail(e, drain=True)
+        return len(self._failed_sinks) < len(self.sinks)
 
     # ---- running -----------------------------------------------------------------------------
     def _warmup(self):
@@ -361,6 +385,7 @@ class Pipeline:
         # capture may sit in a blocking read (a camera between frames): give it a bounded wait
         self._stop_capture.set()
         self._abort.set()  # the writer is done: nothing in flight is wanted any more
+        self.source.interrupt()
         for ch in (self._cap_q, self._infer_q, self._out_q):
             ch.wake()
         cap, others = self._threads[0], self._threads[1:]
@@ -368,9 +393,13 @@ class Pipeline:
             t.join(timeout=30)
         cap.join(timeout=self.options.read_timeout + 1.0)
         errors = []
+        complete = self.stopped_by in ("end", "max_frames", "sink")
         for s in self.sinks:
             try:
-                s.close()
+                if not complete and not self.publish_incomplete and hasattr(s, "abandon"):
+                    s.abandon(f"the run ended early ({self.stopped_by})")
+                else:
+                    s.close()
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
         if self._own_source:
@@ -463,10 +492,14 @@ class Pipeline:
             "source": self.source.describe(),
             "outputs": [s.describe() for s in self.sinks],
             "stopped_by": self.stopped_by,
+            "error": redact(str(self._error)) if self._error is not None else None,
         }
         state_stats = getattr(self.processor, "state_stats", None)
         if callable(state_stats):  # image or recurrent model; resets of the state by reason, scene cuts
             out["state"] = state_stats()
+        guard = getattr(self.processor, "guard_stats", None)
+        if callable(guard):
+            out["model_output"] = guard()
         return out
 
     def _interval_stats(self, n: int, now: float) -> dict:
@@ -549,10 +582,12 @@ def run_stream(options: StreamOptions, processor=None, *, source: Optional[Sourc
 
 
 def deblur_video(deblurrer, src_path, dst_path, *, options: Optional[StreamOptions] = None,
-                 progress: bool = False, on_stats=None) -> dict:
+                 progress: bool = False, on_stats=None,
+                 pipeline_hook: Optional[Callable[["Pipeline"], Any]] = None) -> dict:
     """Deblur one video file into another (or into an image folder / any sink URI) through the
-    streaming pipeline: nothing is dropped, order is kept, the output is finalized even on
-    Ctrl-C. Returns the stats dict (frames_in/out, fps, latency and per-stage percentiles)."""
+    streaming pipeline: nothing is dropped, order is kept. A run that ends early (Ctrl-C,
+    SIGTERM, an error) does not publish a truncated video under ``dst_path``: what was written
+    stays playable under the hidden partial name, which the log names. Returns the stats dict (frames_in/out, fps, latency and per-stage percentiles)."""
     opts = (options or StreamOptions()).replace(source=src_path, output=dst_path, live=False)
     source = open_source(src_path, opts)
     bar = None
@@ -565,13 +600,16 @@ def deblur_video(deblurrer, src_path, dst_path, *, options: Optional[StreamOptio
         def on_frame(frame, meta):
             bar.update(1)
     try:
-        pipe = Pipeline(deblurrer, source, dst_path, opts, on_stats=on_stats, on_frame=on_frame)
+        pipe = Pipeline(deblurrer, source, dst_path, opts, on_stats=on_stats, on_frame=on_frame,
+                        publish_incomplete=False)
     except BaseException:
         source.close()
         if bar is not None:
             bar.close()
         raise
     pipe._own_source = True
+    if pipeline_hook is not None:
+        pipeline_hook(pipe)
     try:
         with pipe:
             return pipe.run()

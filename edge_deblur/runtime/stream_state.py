@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # and highway clips), consecutive frames and frames two apart (a dropped frame) stay at or below
 # 0.129 and frames of different scenes at or above 0.197: see docs/RECURRENT.md.
 DEFAULT_SCENE_CUT = 0.16
-RESET_REASONS = ("start", "size", "restart", "scene_cut", "manual")
+RESET_REASONS = ("start", "size", "restart", "scene_cut", "manual", "bad_output")  # bad_output: NaN/Inf (output_guard)
 
 _THUMB = (32, 18)  # (width, height) of the thumbnail whose histogram is compared
 _BINS = 16

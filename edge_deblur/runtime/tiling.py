@@ -40,10 +40,10 @@ def tile_starts(size: int, tile: int, overlap: int, stride: int = 1) -> list[int
 def _ramp(length: int, overlap: int, margin: int, low_edge: bool, high_edge: bool) -> np.ndarray:
     """1-D weights of one tile: ramps up over ``overlap`` pixels at a shared low edge and down at
     a shared high edge; 0 over the first/last ``margin`` pixels of the ramp."""
-    w = np.ones(length, np.float64)
+    w = np.ones(length, np.float32)
     ramp_len = overlap - 2 * margin
     i = np.arange(ramp_len, dtype=np.float64)
-    up = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / ramp_len)  # raised cosine, strictly in (0, 1)
+    up = (0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / ramp_len)).astype(np.float32)  # raised cosine, in (0, 1)
     if low_edge:
         w[:margin] = 0.0
         w[margin:margin + ramp_len] = up
@@ -91,8 +91,10 @@ def tiled_infer(
     wy = {y: _ramp(th, overlap, margin, y > 0, y + th < H) for y in ys}
     wx = {x0: _ramp(tw, overlap, margin, x0 > 0, x0 + tw < W) for x0 in xs}
     coords = [(y, x0) for y in ys for x0 in xs]
+    # float32 accumulators, updated in place: besides the input and the output (one frame each),
+    # memory holds only one batch of tiles and its weights, whatever the frame size
     acc = None
-    wsum = np.zeros((H, W), np.float64)
+    wsum = np.zeros((H, W), np.float32)
     for i in range(0, len(coords), max(1, batch)):
         group = coords[i:i + max(1, batch)]
         tiles = np.concatenate([x[:, :, y:y + th, x0:x0 + tw] for y, x0 in group], axis=0)
@@ -100,11 +102,14 @@ def tiled_infer(
         if out.shape[0] != tiles.shape[0] or out.shape[2:] != tiles.shape[2:]:
             raise InputError(f"the model returned {out.shape} for tiles of shape {tiles.shape}")
         if acc is None:
-            acc = np.zeros((n, out.shape[1], H, W), np.float64)
+            acc = np.zeros((n, out.shape[1], H, W), np.float32)
         for j, (y, x0) in enumerate(group):
             w2 = np.outer(wy[y], wx[x0])
-            acc[:, :, y:y + th, x0:x0 + tw] += out[j * n:(j + 1) * n] * w2
+            region = acc[:, :, y:y + th, x0:x0 + tw]
+            region += out[j * n:(j + 1) * n].astype(np.float32, copy=False) * w2  # a tile-sized temporary
             wsum[y:y + th, x0:x0 + tw] += w2
+        del out, tiles
     if not (wsum > 0).all():  # a bug in the layout, never expected
         raise RuntimeError("tiling left pixels without weight")
-    return (acc / wsum).astype(np.float32)
+    np.divide(acc, wsum, out=acc)
+    return acc

@@ -36,6 +36,23 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def bounded_threads(threads: int | None) -> int:
+    """``threads`` (None: all cores), at most the cores this process may use: more threads than
+    cores only contend (and ``--threads 100000`` would try to create 100000 threads). Warns when
+    it lowers the count; InputError for a count below 1."""
+    cores = cpu_cores()
+    if threads is None:
+        return cores
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        from ...errors import InputError
+
+        raise InputError(f"threads must be a positive integer (at most the {cores} cores here), got {threads!r}")
+    if threads > cores:
+        log.warning("%d threads asked but this process may use %d cores; using %d", threads, cores, cores)
+        return cores
+    return threads
+
+
 def _ort():
     try:
         import onnxruntime as ort
@@ -47,7 +64,7 @@ def _ort():
 def session_options(threads: int | None = None):
     ort = _ort()
     so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or cpu_cores())
+    so.intra_op_num_threads = bounded_threads(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -84,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
                     f"ONNX Runtime here has no {providers[0]} (available: {', '.join(available)}); "
                     "install onnxruntime-gpu for CUDA/TensorRT, or use device='cpu'"
                 )
-        self.threads = int(threads or cpu_cores())
+        self.threads = bounded_threads(threads)
         try:
             self._sess = ort.InferenceSession(str(p), session_options(self.threads), providers=providers)
         except Exception as e:  # InvalidProtobuf, Fail, NoSuchFile, RuntimeException ...

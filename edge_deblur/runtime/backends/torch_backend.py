@@ -34,7 +34,9 @@ class TorchBackend(Backend):
         if device != "cpu" and not device.startswith("cuda"):
             raise BackendError(f"unknown torch device {device!r}; use 'cpu' or 'cuda[:N]'")
         if threads:
-            torch.set_num_threads(int(threads))
+            from .onnxruntime import bounded_threads
+
+            torch.set_num_threads(bounded_threads(threads))
         self._torch = torch
         self.device = torch.device(device)
         self.half = bool(half) and self.device.type == "cuda"
