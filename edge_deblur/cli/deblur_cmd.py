@@ -4,7 +4,12 @@ Output names mirror input names: ``deblur frames/ -o out/`` writes ``out/<same r
 path>`` for every image (and video) under ``frames/``; several folder inputs each get a
 subfolder named after them; files and globs land in ``OUT/<file name>``. A single image or
 video input with ``-o`` naming a file of that kind writes that file. Images keep their format
-and bit depth; every file is written atomically (temp file + rename)."""
+and bit depth; every file is written atomically (temp file + rename).
+
+A bad input (unreadable image, undecodable video) or a failed output does not stop the batch:
+the other files are processed, every failure is listed at the end and the exit status is 1.
+Ctrl-C/SIGTERM stop after the current file (a video in progress keeps its frames in its hidden
+partial file, never under the final name); the exit status is then 130/143."""
 from __future__ import annotations
 
 import glob
@@ -29,6 +34,8 @@ def add_arguments(p):
                    help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
                         "more than T (0..1, default 0.16; 0 turns it off); each video starts from a fresh state")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--max-bad-frames", type=int, default=30, metavar="N",
+                   help="model outputs with NaN/Inf are replaced by the input; fail after N in a row (default 30)")
 
 
 def _exts():
@@ -141,7 +148,9 @@ def run(args) -> int:
     import json
     import sys
 
+    from ..errors import BackendError, EdgeDeblurError, ModelError
     from ..runtime.deblurrer import Deblurrer
+    from .signals import Signals
 
     jobs = plan_jobs(args.inputs, args.output)
     check_writable(dst.parent for _, dst, _ in jobs)
@@ -151,9 +160,11 @@ def run(args) -> int:
     # stdout carries the result only (the JSON with --json); progress goes to stderr: tqdm bars
     # on a terminal, plain lines otherwise
     tty = sys.stderr.isatty()
-    with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                        tile=args.tile, overlap=args.overlap, rgb=False,
-                        **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
+    failures: list[tuple[Path, str]] = []
+    with Signals(raise_while_idle=False) as sig, \
+            Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                           tile=args.tile, overlap=args.overlap, rgb=False, max_bad_frames=args.max_bad_frames,
+                           **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:
@@ -161,27 +172,45 @@ def run(args) -> int:
 
             bar = tqdm(total=len(jobs), unit="file", desc="deblur", leave=False, file=sys.stderr)
         for src, dst, k in jobs:
-            if k == "image":
-                t = time.perf_counter()
-                deblur_image(d, src, dst)
-                compute_s += time.perf_counter() - t
-                n_img += 1
-                frames += 1
-                if bar is None and len(jobs) > 1 and (time.perf_counter() - last_line > 2.0 or n_img + n_vid == len(jobs)):
-                    last_line = time.perf_counter()  # not a terminal: a plain progress line every 2 s at most
-                    log.info("%d/%d files: %s -> %s", n_img + n_vid, len(jobs), src, dst)
+            if sig.stopped:
+                break
+            try:
+                if k == "image":
+                    t = time.perf_counter()
+                    deblur_image(d, src, dst)
+                    compute_s += time.perf_counter() - t
+                    n_img += 1
+                    frames += 1
+                    done = n_img + n_vid + len(failures)
+                    if bar is None and len(jobs) > 1 and (time.perf_counter() - last_line > 2.0 or done == len(jobs)):
+                        last_line = time.perf_counter()  # not a terminal: a plain progress line every 2 s at most
+                        log.info("%d/%d files: %s -> %s", done, len(jobs), src, dst)
+                    else:
+                        log.debug("%s -> %s", src, dst)
                 else:
-                    log.debug("%s -> %s", src, dst)
-            else:
-                from ..runtime.pipeline import deblur_video
+                    from ..runtime.pipeline import deblur_video
 
-                d.reset()
-                t = time.perf_counter()
-                stats = deblur_video(d, str(src), str(dst), progress=tty)
-                compute_s += time.perf_counter() - t
-                n_vid += 1
-                frames += int(stats.get("frames_out", 0))
-                log.info("%s -> %s: %d frames, %.1f FPS", src, dst, stats.get("frames_out", 0), stats.get("fps", 0))
+                    def hook(pipe):
+                        sig.pipeline = pipe
+
+                    d.reset()
+                    t = time.perf_counter()
+                    try:
+                        stats = deblur_video(d, str(src), str(dst), progress=tty, pipeline_hook=hook)
+                    finally:
+                        sig.pipeline = None
+                    compute_s += time.perf_counter() - t
+                    frames += int(stats.get("frames_out", 0))
+                    if sig.stopped:
+                        break  # interrupted: the partial video was kept under its hidden name
+                    n_vid += 1
+                    log.info("%s -> %s: %d frames, %.1f FPS", src, dst, stats.get("frames_out", 0), stats.get("fps", 0))
+            except EdgeDeblurError as e:
+                # one bad file does not stop the batch; every failure is reported at the end
+                failures.append((src, str(e)))
+                log.error("%s: %s", src, e)
+                if isinstance(e, (ModelError, BackendError)):
+                    break  # the model itself failed: every other file would fail the same way
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -193,13 +222,25 @@ def run(args) -> int:
         "fps": frames / compute_s if compute_s > 0 else None,
         "output": str(args.output), "model": info.get("model"), "backend": info.get("backend"),
         "state": d.state_stats(),
+        "failed": [{"input": str(p), "error": m} for p, m in failures],
+        "interrupted": sig.stopped,
+        "not_processed": max(0, len(jobs) - n_img - n_vid - len(failures)),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         what = ", ".join(s for s in (f"{n_img} image{'s' * (n_img != 1)}" if n_img else "",
                                      f"{n_vid} video{'s' * (n_vid != 1)}" if n_vid else "") if s)
-        print(f"deblurred {what} ({frames} frames) into {args.output} in {wall:.1f} s"
+        print(f"deblurred {what or 'nothing'} ({frames} frames) into {args.output} in {wall:.1f} s"
               + (f", {summary['fps']:.1f} frames/s" if summary["fps"] else "")
               + f" [{info.get('backend')}, {Path(str(info.get('model'))).name}]")
-    return 0
+    if sig.stopped:
+        print(f"edge-deblur deblur: interrupted; {summary['not_processed']} of {len(jobs)} inputs not finished",
+              file=sys.stderr)
+    if failures:
+        print(f"edge-deblur deblur: {len(failures)} of {len(jobs)} input{'s' * (len(jobs) != 1)} failed:", file=sys.stderr)
+        for p, m in failures:
+            print(f"  {p}: {m}", file=sys.stderr)
+    if sig.stopped:
+        return sig.exit_code
+    return 1 if failures else 0
