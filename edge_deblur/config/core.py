@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -114,11 +115,13 @@ def _coerce(value: Any, tp: Any, where: str):
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e6 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _keyed(f"{where}: expected a number, got {value!r}", where)
+        if not math.isfinite(float(value)):  # YAML's .nan/.inf pass every '< 0' check
+            raise _keyed(f"{where}: must be a finite number, got {value!r}", where)
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

@@ -32,6 +32,7 @@ from ..models.profile import summary
 from ..metrics.suite import one_line
 from .ema import EMA
 from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss, lowpass_loss
+from .resume import load_resume_state
 
 log = logging.getLogger("edge_deblur.train")
 
@@ -321,18 +322,25 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     elapsed0 = 0.0  # seconds trained before this process (resume), for train.time_limit
     state_path = out / "state.pt"
     if state_path.is_file():
-        st = torch.load(state_path, map_location=device, weights_only=True)
-        best = float(st.get("best", best))
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        ema.load_state_dict(st["ema"])
-        if disc is not None and "disc" in st:
-            disc.load_state_dict(st["disc"])
-            dopt.load_state_dict(st["dopt"])
-        start = int(st["iter"])
-        elapsed0 = float(st.get("elapsed", 0.0))
-        prior_iters = int(st.get("prior_iters", prior_iters))
-        torch.set_rng_state(st["rng"].cpu())
+        st = load_resume_state(state_path, device)
+        try:
+            best = float(st.get("best", best))
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            ema.load_state_dict(st["ema"])
+            if disc is not None and "disc" in st:
+                disc.load_state_dict(st["disc"])
+                dopt.load_state_dict(st["dopt"])
+            start = int(st["iter"])
+            elapsed0 = float(st.get("elapsed", 0.0))
+            prior_iters = int(st.get("prior_iters", prior_iters))
+            torch.set_rng_state(st["rng"].cpu())
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as e:
+            raise ModelError(
+                f"cannot resume from {str(state_path)!r}: it was written for another model or optimizer "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                f"move it away to start this run afresh, or set out_dir to another folder"
+            ) from e
         if rank == 0:
             log.info(f"resumed from {state_path} at iteration {start}")
     if start >= t.iters:
