@@ -23,9 +23,13 @@ import cv2
 import numpy as np
 
 from edge_deblur import Deblurrer
-from edge_deblur.io import FrameMeta, StreamOptions, open_sink
+from edge_deblur.io import FrameMeta, StreamOptions, open_sink, video_writer
 
-SETTINGS = [("h264", None), ("h264", 10), ("h264", 2), ("h264-420", None), ("mpeg4", None), ("mjpeg", None)]
+# (codec, quality, x264 preset or None for the project's default); 'opencv-mp4v' is the writer this
+# project used before (cv2.VideoWriter, FourCC mp4v), for comparison
+SETTINGS = [("h264", None, None), ("h264", None, "superfast"), ("h264", 10, None), ("h264", 2, None),
+            ("h264-420", None, None), ("h264-420", 0, None), ("mpeg4", None, None), ("mjpeg", None, None),
+            ("opencv-mp4v", None, None)]
 
 
 def psnr(a, b) -> float:
@@ -61,20 +65,33 @@ def main():
         with av.open(args.video) as c:
             sizes = [p.size for _, p in zip(range(len(model)), c.demux(video=0)) if p.size]
         rows["input_bytes_per_frame"] = int(np.mean(sizes))
-        for codec, q in SETTINGS:
+        for codec, q, preset in SETTINGS:
             ext = ".avi" if codec == "mjpeg" else ".mp4"
-            dst = os.path.join(tmp, f"out_{codec}_{q}{ext}")
+            dst = os.path.join(tmp, f"out_{codec}_{q}_{preset}{ext}")
             c0 = time.process_time()
-            with open_sink(dst, StreamOptions(codec=codec, quality=q), fps=fps) as sink:
-                for i, f in enumerate(model):
-                    sink.write(f, FrameMeta(i))
-                used_q = sink.describe()["quality"]
-                sink._writer.finish()  # the flush counts; close() then only verifies and renames
+            if codec == "opencv-mp4v":
+                wr = cv2.VideoWriter(dst, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                for f in model:
+                    wr.write(f)
+                wr.release()
+                used_q = None
+            else:
+                default_preset = video_writer.X264_PRESET
+                video_writer.X264_PRESET = preset or default_preset
+                try:
+                    with open_sink(dst, StreamOptions(codec=codec, quality=q), fps=fps) as sink:
+                        for i, f in enumerate(model):
+                            sink.write(f, FrameMeta(i))
+                        used_q = sink.describe()["quality"]
+                        sink._writer.finish()  # the flush counts; close() then only verifies and renames
+                finally:
+                    video_writer.X264_PRESET = default_preset
             cpu_ms = (time.process_time() - c0) * 1e3 / len(model)
             with av.open(dst) as c:
                 dec = [fr.to_ndarray(format="bgr24") for fr in c.decode(video=0)]
             rows["settings"].append({
-                "codec": codec, "quality": used_q, "default": q is None,
+                "codec": codec, "quality": used_q, "preset": (preset or video_writer.X264_PRESET)
+                if codec.startswith("h264") else None,
                 "psnr_vs_model_db": round(float(np.mean([psnr(a, b) for a, b in zip(dec, model)])), 2),
                 "bytes_per_frame": int(os.path.getsize(dst) / len(model)),
                 "encode_cpu_ms_per_frame": round(cpu_ms, 2),

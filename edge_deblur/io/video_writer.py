@@ -48,10 +48,9 @@ CODECS = {
     "mjpeg": Codec("mjpeg", "mjpeg", "yuvj444p", "qscale", 2),
     "ffv1": Codec("ffv1", "ffv1", "bgr0", "", 0),
 }
-# x264/x265 speed preset: 'superfast' costs about 2/3 of the CPU time of 'veryfast' per frame at the
-# same CRF and PSNR, for files about 1.5x larger (benchmarks/video_encode.py, docs/RELIABILITY.md):
-# on an edge device the encoder shares the cores with the model, so CPU time comes first
-X264_PRESET = "superfast"
+# x264/x265 speed preset. Measured (benchmarks/video_encode.py, docs/RELIABILITY.md): 'superfast'
+# saves about a fifth of the CPU time of 'veryfast' at the same CRF but writes files 1.5x larger
+X264_PRESET = "veryfast"
 # FourCCs and other spellings people use for the same codecs
 ALIASES = {
     "avc1": "h264", "h.264": "h264", "x264": "h264", "264": "h264", "avc": "h264",
