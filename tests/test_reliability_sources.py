@@ -141,7 +141,8 @@ def test_reconnects_with_backoff_then_gives_up(fake_network, caplog):
     assert "reconnect attempt 1 failed" in caplog.text and "reconnected on attempt 2" in caplog.text
 
 
-def test_stream_cli_source_lost_exit_and_json(fake_network, tiny_onnx, capsys):
+def test_stream_cli_source_lost_exit_and_json(fake_network, tiny_onnx, capsys, caplog):
+    caplog.set_level(logging.INFO)
     fake_network([6])
     url = f"rtsp://admin:{SECRET}@cam.local/stream1"
     rc = main(["stream", "--source", url, "--model", str(tiny_onnx), "--json", "--read-timeout", "0.2",
@@ -151,8 +152,9 @@ def test_stream_cli_source_lost_exit_and_json(fake_network, tiny_onnx, capsys):
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["stopped_by"] == "source_lost" and stats["frames_out"] == 6
     assert stats["source"]["reconnect_attempts"] == 2
-    assert SECRET not in out + err and "admin:***@" in stats["source"]["uri"]
+    assert SECRET not in out + err + caplog.text and "admin:***@" in stats["source"]["uri"]
     assert "reconnect" in err
+    assert "stream: rtsp://admin:***@cam.local/stream1 ->" in caplog.text  # the CLI's log line
 
 
 def test_no_reconnect_and_files_end_normally(fake_network, tmp_path):
