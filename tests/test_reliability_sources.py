@@ -69,6 +69,67 @@ def test_silent_stream_fails_cleanly_within_the_open_timeout(silent_server):
     assert time.time() - t0 < 30
 
 
+@pytest.fixture
+def mjpeg_server():
+    """An MJPEG-over-HTTP camera on 127.0.0.1 (what many IP cameras serve): connections 1 and 2 get
+    5 frames each and then hang with the socket open (a camera that freezes); later connections
+    get 503 (a camera that stays down)."""
+    import http.server
+    import socketserver
+
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        count = 0
+
+        def do_GET(self):
+            Handler.count += 1
+            if Handler.count > 2:
+                self.send_error(503)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for i in range(5):
+                jpg = cv2.imencode(".jpg", numbered_frame(i))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                                 + jpg + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.02)
+            release.wait(30)
+
+        def log_message(self, *a):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+
+    srv = Server(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_real_http_camera_that_freezes_is_reconnected_then_lost(mjpeg_server):
+    """Real FFmpeg over a real socket: the stall is seen after read_timeout, the stream reconnects,
+    and gives up with source_lost when the camera stays down; every frame received is written."""
+    url = f"http://viewer:{SECRET}@127.0.0.1:{mjpeg_server}/video.mjpg"
+    opts = StreamOptions(read_timeout=0.5, open_timeout=5, reconnect=1, reconnect_delay=0.05, drop="never")
+    written = []
+    pipe = Pipeline(lambda f: f, open_source(url, opts), lambda f, m: written.append(m.index), opts, warmup=False)
+    t0 = time.perf_counter()
+    with pytest.raises(SourceLostError, match="1 reconnect attempt over") as e:
+        pipe.run()
+    assert SECRET not in str(e.value)
+    s = pipe._result
+    assert s["stopped_by"] == "source_lost" and written == list(range(10))
+    assert (s["source"]["stalls"], s["source"]["reconnect_attempts"], s["source"]["reconnects"]) == (2, 2, 1)
+    assert time.perf_counter() - t0 < 15
+
+
 class FakeCapture:
     """Stands in for cv2.VideoCapture on a network URL. ``plan`` lists, per open, how many frames
     that connection delivers before it stalls (None: the open fails)."""
