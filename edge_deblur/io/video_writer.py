@@ -114,7 +114,7 @@ class VideoWriter:
     """Encode BGR uint8 frames into ``path`` (the temp file; the caller renames it)."""
 
     def __init__(self, path: Path, ext: str, codec: Codec, fps: float, quality: Optional[int] = None,
-                 fragment_s: float = 2.0, opener: Callable = None):
+                 fragment_s: float = 2.0, opener: Optional[Callable] = None):
         self.path = Path(path)
         self.format = _FORMATS.get(ext)
         if self.format is None:
@@ -127,6 +127,8 @@ class VideoWriter:
         self.codec = codec
         self.fps = float(fps)
         self.quality = codec.default_quality if quality is None else int(quality)
+        if codec.quality_opt == "qscale" and not 1 <= self.quality <= 31:
+            raise SourceError(f"codec {codec.name!r} takes a quantizer from 1 (best) to 31 as quality, got {self.quality}")
         self.fragment_s = float(fragment_s)
         self._opener = opener or _open_file
         self._file = None
