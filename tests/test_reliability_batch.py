@@ -58,6 +58,7 @@ def test_corrupt_or_foreign_state_is_a_clear_error(tmp_path):
         load_resume_state(bad, "cpu")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_training_refuses_a_corrupt_state_naming_it(tmp_path, capsys):
     pytest.importorskip("torch")
     sharp = tmp_path / "sharp"

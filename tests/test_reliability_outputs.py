@@ -192,7 +192,7 @@ def test_sigkill_leaves_the_frames_up_to_the_last_fragment(tmp_path, tiny_onnx):
 
 
 def test_interrupted_deblur_does_not_publish_a_truncated_video(tmp_path, tiny_onnx):
-    src = make_video(tmp_path / "in.avi", n=3000, w=320, h=240)
+    src = make_video(tmp_path / "in.avi", n=1500, w=320, h=240)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous complete result")
     cmd = [sys.executable, "-m", "edge_deblur", "deblur", str(src), "-o", str(out), "--model", str(tiny_onnx)]

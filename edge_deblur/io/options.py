@@ -115,7 +115,7 @@ class StreamOptions:
                                 help="output video codec: h264 (default; 4:4:4), h264-420 (plays everywhere), hevc, "
                                 "mpeg4, mjpeg (default for .avi), ffv1 (lossless, .mkv/.avi); FourCCs such as avc1/mp4v work too")
             parser.add_argument("--quality", type=int, metavar="CRF",
-                                help="output video quality: x264/x265 CRF, 0 = lossless (default 6 for h264), "
+                                help="output video quality: x264/x265 CRF, 0 = lossless in YUV (default 6 for h264), "
                                 "or the quantizer for mpeg4/mjpeg (default 2)")
             parser.add_argument("--fragment-s", type=float, default=2.0, metavar="S",
                                 help="output video: start a new fragment at least every S seconds; a crash keeps "
