@@ -117,6 +117,27 @@ def test_tiling_memory_stays_near_one_frame():
     assert peak < 2.0 * x.nbytes, peak / x.nbytes  # float64 accumulators: 5.9x
 
 
+class _ProfileBackend:
+    """Like a TensorRT engine: only shapes inside its optimization profile run."""
+    stride = 8
+    path = "engine.plan"
+    profile = ((1, 3, 64, 96), (1, 3, 720, 1280), (1, 3, 1080, 1920))
+
+    def infer(self, x):
+        lo, _, hi = self.profile
+        if not all(a <= v <= b for a, v, b in zip(lo, x.shape, hi)):
+            raise RuntimeError(f"shape {x.shape} outside the profile")
+        return x.copy()
+
+    def close(self):
+        pass
+
+
+def test_the_probe_respects_an_engines_profile():
+    d = Deblurrer(_ProfileBackend())
+    d.probe()  # at the profile's smallest shape, not at 32x40
+
+
 class _NoMemoryBackend:
     stride = 4
     path = "big.onnx"

@@ -19,12 +19,26 @@ from ..errors import InputError, ModelError
 log = logging.getLogger(__name__)
 
 
-def probe_model(infer, stride: int, name: str, size: int = 32) -> None:
-    """Run ``infer`` ((1, 3, h, w) float32 -> array) on a probe frame and check what comes back."""
+def probe_shape(backend, stride: int, size: int = 32) -> tuple[int, int, int]:
+    """(n, h, w) of the probe: 32 x (32 + stride) rounded to the stride (not square, so a transposed
+    output is caught too), or the smallest shape of an engine's optimization profile (a TensorRT
+    engine accepts nothing outside it)."""
+    profile = getattr(backend, "profile", None)
+    if profile:
+        lo = tuple(int(v) for v in profile[0])
+        return max(1, lo[0]), lo[2], lo[3]
     s = max(stride, -(-size // stride) * stride)
-    h, w = s, s + stride  # not square: a transposed output is caught too
+    return 1, s, s + stride
+
+
+def probe_model(infer, stride: int, name: str, size: int = 32, shape: tuple[int, int, int] | None = None) -> None:
+    """Run ``infer`` ((n, 3, h, w) float32 -> array) on a probe frame and check what comes back."""
+    if shape is None:
+        s = max(stride, -(-size // stride) * stride)
+        shape = (1, s, s + stride)
+    n, h, w = shape
     rng = np.random.default_rng(0)
-    x = (0.25 + 0.5 * rng.random((1, 3, h, w))).astype(np.float32)
+    x = (0.25 + 0.5 * rng.random((n, 3, h, w))).astype(np.float32)
     try:
         y = infer(x)
     except (MemoryError, KeyboardInterrupt):
