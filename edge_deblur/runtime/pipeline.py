@@ -14,6 +14,9 @@ writing overlap with inference (ONNX Runtime and OpenCV release the GIL).
 * ``stop()`` ends capture and lets the frames already in flight finish (``stop(drain=False)``
   discards them); the sinks are always closed, so a video file is finalized. Signal handlers are
   the caller's business (the CLI installs them); the library only exposes ``stop()``.
+* A source, model or output error ends the stream the same way: the frames already read are
+  still deblurred and written (to the outputs that still work), then the error is raised; a live
+  source that is lost ends with ``stopped_by: source_lost``. ``stats()`` carries the error.
 
 The processor is a ``Deblurrer`` or any callable ``frame -> frame``. When it exposes the stages
 separately (``preprocess(frame) -> (x, ctx)``, ``infer_tensor(x) -> y`` (or ``infer``),
