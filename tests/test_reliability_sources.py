@@ -179,9 +179,15 @@ def test_reconnects_with_backoff_then_gives_up(fake_network, caplog):
     fake_network([5, None, 4, None])
     opts = StreamOptions(read_timeout=0.2, reconnect=3, reconnect_delay=0.05, reconnect_max_delay=0.1, drop="never")
     url = f"rtsp://admin:{SECRET}@cam.local/stream1"
-    written = []
+    written, restarts = [], []
     caplog.set_level(logging.WARNING)
-    pipe = Pipeline(lambda f: f, open_source(url, opts), lambda f, m: written.append(m.index), opts, warmup=False)
+
+    def sink(f, m):
+        written.append(m.index)
+        if m.restart:
+            restarts.append(m.index)
+
+    pipe = Pipeline(lambda f: f, open_source(url, opts), sink, opts, warmup=False)
     t0 = time.perf_counter()
     with pytest.raises(SourceLostError, match="3 reconnect attempts"):
         pipe.run()
@@ -189,6 +195,7 @@ def test_reconnects_with_backoff_then_gives_up(fake_network, caplog):
     s = pipe._result
     assert s["stopped_by"] == "source_lost"
     assert written == list(range(9))  # every frame read was written
+    assert restarts == [5]  # the first frame after the reconnect resets a recurrent model's state
     src = s["source"]
     assert (src["stalls"], src["reconnect_attempts"], src["reconnects"]) == (2, 2 + 3, 1)
     # backoff: 0.05, then 0.1 (doubled); read_timeout 0.2 per stall and per attempt that opens

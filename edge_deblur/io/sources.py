@@ -357,8 +357,11 @@ class CaptureSource(Source):
                 return frame
             if self._closed or self._stop.is_set() or not self.frames_read:
                 return None  # stopping, or still opening (the open reports the failure)
-            return reconnect(self._what(), f"delivered no frame for {self.options.read_timeout:g} s",
-                             self.policy, self.reconnect_stats, self._reopen, self._stop)
+            frame = reconnect(self._what(), f"delivered no frame for {self.options.read_timeout:g} s",
+                              self.policy, self.reconnect_stats, self._reopen, self._stop)
+            if frame is not None:
+                self._restarted = True  # a recurrent model's state belongs to the stream before the gap
+            return frame
 
     def _read_live(self):
         """A frame, or None when ``read_timeout`` passes without one (the network reads are bounded
