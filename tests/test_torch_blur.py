@@ -98,7 +98,7 @@ def test_shapes_dtypes_and_range():
 
 def test_deterministic_under_seed():
     x = _photo(4)
-    cfg = BlurConfig(length=[2, 30], layer_prob=0.5) if hasattr(BlurConfig(), "layer_prob") else BlurConfig(length=[2, 30])
+    cfg = BlurConfig(length=[2, 30], layer_prob=0.5, display_prob=0.5)
     outs = []
     for _ in range(2):
         g = torch.Generator().manual_seed(5)
@@ -110,10 +110,7 @@ def test_deterministic_under_seed():
 
 
 def _display_cfg(**kw):
-    cfg = BlurConfig(**CLEAN, quantize=False, **kw)
-    if hasattr(cfg, "display_prob"):
-        return dataclasses.replace(cfg, display_prob=1.0)
-    return dataclasses.replace(cfg, gamma=1.0)  # pragma: no cover - before BlurConfig.display_prob
+    return BlurConfig(**CLEAN, quantize=False, display_prob=1.0, **kw)
 
 
 def test_display_space_keeps_mean_brightness_linear_light_brightens():
@@ -123,9 +120,7 @@ def test_display_space_keeps_mean_brightness_linear_light_brightens():
                                 crop=64)
         assert abs(float(b.mean()) - float(s.mean())) < 0.004
         assert float((b - s).abs().mean()) > 0.01  # and it did blur
-    lin = dataclasses.replace(_display_cfg(length=[20, 30]), gamma=2.2)
-    if hasattr(lin, "display_prob"):
-        lin = dataclasses.replace(lin, display_prob=0.0)
+    lin = dataclasses.replace(_display_cfg(length=[20, 30]), display_prob=0.0, gamma=2.2)
     b, s = synthesize_batch(x, np.random.default_rng(1), lin, crop=64)
     assert float(b.mean()) > float(s.mean()) + 0.004  # averaging in linear light brightens
 
@@ -150,14 +145,12 @@ def test_warp_mode_identity_without_motion():
     assert float((b - s).abs().max()) < 1e-4
 
 
-@pytest.mark.skipif(not hasattr(BlurConfig(), "layer_prob"), reason="BlurConfig has no layer_prob yet")
 def test_layer_moves_independently_of_the_camera():
     """No camera motion, a moving layer: the blur is where the layer is, the rest stays sharp,
     and the target holds the layer (the composite at mid-exposure)."""
     x = _photo(4, 96, 96, seed=8)
-    cfg = dataclasses.replace(BlurConfig(**CLEAN, homography_prob=1.0, rotation_deg=0.0, zoom=0.0, quantize=False),
-                              length=[0.0, 0.0], layer_prob=1.0, layer_length=[20.0, 30.0])
-    cfg.length = [0.0, 0.0]
+    cfg = BlurConfig(**CLEAN, homography_prob=1.0, rotation_deg=0.0, zoom=0.0, quantize=False, length=[0.0, 0.0],
+                     layer_prob=1.0, layer_length=[20.0, 30.0])
     b, s, d = synthesize_batch(x, np.random.default_rng(3), cfg, crop=64, return_draw=True)
     assert d.layer.all()
     ys, xs = np.mgrid[:64, :64]

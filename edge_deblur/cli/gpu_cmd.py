@@ -1,4 +1,4 @@
-"""edge-deblur gpu --job CONFIG[,key=value...] [--job ...] --pack PACK [--val-pack PACK] --out DIR:
+"""edge-deblur gpu --job 'CONFIG [key=value ...]' [--job ...] --pack PACK [--val-pack PACK] --out DIR:
 the one-call GPU training session (edge_deblur/train/session.py, docs/GPU_TRAINING.md)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument("--job", action="append", default=[], metavar="CONFIG[,key=value,...]",
+    p.add_argument("--job", action="append", default=[], metavar="'CONFIG [key=value ...]'",
                    help="a training recipe to train in this session (repeatable; jobs train side by side on the GPU)")
     p.add_argument("--pack", required=True, help="training data pack (edge-deblur pack)")
     p.add_argument("--val-pack", default=None, help="pack of validation pairs to evaluate on at the end")

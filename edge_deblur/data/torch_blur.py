@@ -289,8 +289,8 @@ def _inverse_maps(d: np.ndarray, theta: np.ndarray, scale: np.ndarray, centre: n
 class BatchBlur:
     """The blur model of ``blur.synthesize`` for batches of regions, on ``device``.
 
-    ``crop``: output size (int or (h, w)). ``cfg.length`` and ``defocus_radius`` are in output
-    pixels. Fields that this ``BlurConfig`` lacks (an older config) count as off.
+    ``crop``: output size (int or (h, w)). ``cfg.length``, ``layer_length`` and
+    ``defocus_radius`` are in output pixels.
     """
 
     def __init__(self, cfg: Optional[BlurConfig] = None, crop=256, device=None):
@@ -309,15 +309,15 @@ class BatchBlur:
         if B < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
         sharp = rng.random(B) < cfg.sharp_prob
-        display = rng.random(B) < float(getattr(cfg, "display_prob", 0.0))
+        display = rng.random(B) < cfg.display_prob
         gamma = _u(rng, cfg.gamma_range, B) if cfg.gamma_range else np.full(B, float(cfg.gamma))
         gain = _u(rng, cfg.highlight_gain, B)
         homog = rng.random(B) < cfg.homography_prob
         length = np.where(sharp, 0.0, _u(rng, cfg.length, B))
         defocus = np.where(~sharp & (rng.random(B) < cfg.defocus_prob), _u(rng, cfg.defocus_radius, B), 0.0)
         # as blur.synthesize: a share of the homography-mode images get a moving foreground layer
-        layer = homog & ~sharp & (rng.random(B) < float(getattr(cfg, "layer_prob", 0.0)))
-        layer_len = np.where(layer, _u(rng, getattr(cfg, "layer_length", [0.0, 0.0]) or [0.0, 0.0], B), 0.0)
+        layer = homog & ~sharp & (rng.random(B) < cfg.layer_prob)
+        layer_len = np.where(layer, _u(rng, cfg.layer_length, B), 0.0)
         warp = (homog | layer) & ~sharp
         # rotation and zoom about an axis up to one crop size away (at most half a 1280x720 frame)
         theta = np.where(homog, np.radians(cfg.rotation_deg) * rng.uniform(-1, 1, B), 0.0)

@@ -46,14 +46,17 @@ class Job:
 
 
 def parse_job(text: str) -> Job:
-    """``CONFIG[,key=value,...]``: a training recipe and its overrides for this session."""
-    parts = [p for p in text.split(",") if p]
+    """``"CONFIG key=value ..."``: a training recipe and its overrides for this session (one
+    shell word; quote values with spaces)."""
+    import shlex
+
+    parts = shlex.split(text)
     if not parts:
-        raise ConfigError("empty --job; give CONFIG[,key=value,...]")
+        raise ConfigError("empty --job; give 'CONFIG [key=value ...]'")
     over = parts[1:]
     bad = [o for o in over if "=" not in o]
     if bad:
-        raise ConfigError(f"--job {text!r}: {bad[0]!r} is not key=value; write CONFIG,key=value,...")
+        raise ConfigError(f"--job {text!r}: {bad[0]!r} is not key=value; write 'CONFIG key=value ...'")
     return Job(parts[0], over)
 
 
@@ -204,7 +207,7 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
     from ..data.pack import read_manifest, unpack_pairs
 
     if not jobs:
-        raise ConfigError("no jobs: give at least one --job CONFIG[,key=value,...]")
+        raise ConfigError("no jobs: give at least one --job 'CONFIG [key=value ...]'")
     if not dry_run and not torch.cuda.is_available():
         raise BackendError(
             f"no CUDA device: torch {torch.__version__} (CUDA build {torch.version.cuda}) sees no GPU. Run this on a "
@@ -255,7 +258,7 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
         t_train = float(train_s) if train_s else max(5.0, budget_s - (time.time() - t0) - reserve)
         t_train = min(t_train, max(5.0, budget_s - (time.time() - t0) - 30.0 * len(resolved)))
         report["train_s"] = round(t_train, 1)
-        procs = []
+        procs, stopped = [], set()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd())] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
                    PYTHONUNBUFFERED="1")
         sampler = _GpuSampler(work / "nvidia_smi.csv")
@@ -266,12 +269,15 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
                 log.info(f"[{name}] {' '.join(cmd[2:])}")
                 f = open(work / f"{name}.train.log", "w")
                 procs.append((name, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), f))
-            deadline = time.time() + t_train + 60.0  # start-up, the final checkpoint; then SIGTERM (saves too)
+            # start-up (imports, pack decoding) is not in train.time_limit's clock; the budget is the
+            # hard limit: past it a job is stopped with SIGTERM, and it still saves a checkpoint
+            deadline = max(time.time() + t_train + 30.0, t0 + budget_s - 20.0 * len(resolved) - (60.0 if tests else 0.0))
             for name, p, f in procs:
                 try:
                     p.wait(max(1.0, deadline - time.time()))
                 except subprocess.TimeoutExpired:
                     log.info(f"[{name}] still running at its deadline: stopping it (it saves a checkpoint)")
+                    stopped.add(name)
                     p.terminate()
                     try:
                         p.wait(30)
@@ -289,7 +295,8 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
             run_dir = work / name
             last = run_dir / "last.safetensors"
             entry = {"config": job.config, "overrides": job.overrides, "init_from": start_from, "prior_iters": prior,
-                     "batch_size": cfg.train.batch_size, "crop": cfg.data.crop, "exit_code": p.returncode}
+                     "batch_size": cfg.train.batch_size, "crop": cfg.data.crop, "exit_code": p.returncode,
+                     "stopped_at_deadline": name in stopped}
             entry.update(_throughput(run_dir / "log.csv", cfg.train.batch_size))
             if last.is_file():
                 from ..models.checkpoint import read_checkpoint
