@@ -48,6 +48,7 @@ def test_round_trip_same_pixels_and_checksums(data, tmp_path):
             src = open(f"{it['root']}/{it['source']}", "rb").read()
             assert it["source_sha256"] == hashlib.sha256(src).hexdigest()
             assert it["sha256"] == hashlib.sha256(zf.read(it["name"])).hexdigest()
+    assert open_pack(out, [sharp]).pairs == []  # a recipe without pairs decodes none
     pc = open_pack(out, [sharp], [pairs], ["b"], want_val=True)
     for name, arr in zip(pc.sharp_names, pc.sharp):
         src = read_image(name)

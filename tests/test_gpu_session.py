@@ -67,8 +67,12 @@ def test_device_batches_from_pack_and_folders(tmp_path, folders):
     again = DeviceBatches(cfg, "cpu", seed=3, batch_size=6)
     assert all(torch.equal(x["blur"], again.next()["blur"]) for x in a)  # determinism under a seed
     cfg2 = _cfg(tmp_path, folders, ["data.pack=null"])  # the same data straight from the folders
-    assert len(DeviceBatches(cfg2, "cpu", batch_size=2).images) == len(db.images) == 3
+    assert DeviceBatches(cfg2, "cpu", batch_size=2).n_images == db.n_images == 3
     assert len(db.pairs) == 3  # scene s1 is held out
+    # the prefetching thread gives the same batches in the same order
+    it = iter(DeviceBatches(cfg, "cpu", seed=3, batch_size=6, prefetch=True))
+    assert all(torch.equal(x["sharp"], next(it)["sharp"]) for x in a)
+    it.close()
 
 
 def test_torch_synth_config_errors(tmp_path, folders):

@@ -308,6 +308,8 @@ def open_pack(path: str | os.PathLike, sharp_roots: Optional[Sequence[str]] = No
             pc.sharp.append(decoded[it["name"]])
             pc.sharp_names.append(f"{it['root']}/{it['source']}")
     for p in m["pairs"]:
+        if p["blur"] not in decoded:  # not used by this recipe
+            continue
         entry = (p["scene"], p["frame"], decoded[p["blur"]], decoded[p["sharp"]])
         if p["group"] == "train":
             held_out = any(p["scene"] == n or p["scene"].rsplit("/", 1)[-1] == n for n in pair_exclude)

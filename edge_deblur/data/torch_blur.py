@@ -257,6 +257,7 @@ class Draw:
     peak: np.ndarray           # (B,) photons at white
     sigma: np.ndarray          # (B,) read noise
     jpeg: np.ndarray           # (B,) quality, 0 for none
+    n_sub: np.ndarray          # (B,) sub-frames a warped sample needs (0: not warped)
     crop: tuple[int, int]
     margin: int                # pixels per side the regions need around the crop
 
@@ -330,12 +331,14 @@ class BatchBlur:
         blob = np.concatenate([np.stack([rng.uniform(0.2, 0.8, B) * cw, rng.uniform(0.2, 0.8, B) * ch], 1), rad,
                                rng.uniform(0, math.pi, B)[:, None], rng.uniform(0.5, 2.0, B)[:, None]], 1)
         tint = rng.uniform(0.6, 1.4, (B, 3))
-        # one sub-frame per 1.5 px of the longest motion in the batch (no ghost copies), at least
+        # one sub-frame per 1.5 px of each sample's motion (no ghost copies), at least
         # cfg.subframes; PSFs take 4 samples per pixel of path like blur.synthesize
         reach = max(math.hypot(x, y) for x in (ch, cw) for y in (ch, cw)) * 2.0
         arc = length * 1.6 + np.abs(theta) * reach + np.abs(zoom) * reach  # BF paths are about 1.6x their extent
-        n_warp = int(min(max(int(np.ceil(np.max(np.where(warp, np.maximum(arc, layer_len * 1.6), 0.0)) / 1.5)) + 1,
-                             int(cfg.subframes), 2), 160))
+        n_sub = np.clip(np.ceil(np.maximum(arc, layer_len * 1.6) / 1.5).astype(np.int64) + 1,
+                        max(int(cfg.subframes), 2), 160)
+        n_sub = np.where(warp, n_sub, 0)
+        n_warp = int(max(n_sub.max(initial=0), 2))
         n_kern = int(min(max(int(cfg.subframes), 4 * int(math.ceil(float(np.max(length, initial=0.0)))) + 2), 400))
         T = max(n_warp, n_kern) if np.any(~warp & ~sharp) else n_warp
         traj = batch_trajectories(rng, length, T, cfg.anxiety, cfg.impulsive_prob)
@@ -352,9 +355,8 @@ class BatchBlur:
         d = Draw(sharp=sharp, display=display, gamma=gamma, gain=gain, warp=warp, length=length, defocus=defocus,
                  traj=traj, theta=theta, zoom=zoom, centre=centre, layer=layer, layer_traj=ltraj, layer_blob=blob,
                  layer_tint=tint,
-                 noise=noise, peak=peak, sigma=sigma, jpeg=jpeg, crop=(ch, cw), margin=0)
+                 noise=noise, peak=peak, sigma=sigma, jpeg=jpeg, n_sub=n_sub, crop=(ch, cw), margin=0)
         d.margin = self._margin(d, n_warp)
-        d.n_warp = n_warp  # type: ignore[attr-defined]
         return d
 
     def _margin(self, d: Draw, n_warp: int) -> int:
@@ -410,9 +412,15 @@ class BatchBlur:
         out = lin[:, :, m:m + ch, m:m + cw].clone()
         target = target[:, :, m:m + ch, m:m + cw].contiguous()
         widx = np.nonzero(d.warp)[0]
-        if len(widx):
-            acc, tgt_w = self._warp_average(lin, target, g_avg, d, widx)
-            wsel = torch.as_tensor(widx, device=dev)
+        # two groups by sub-frame count (short and long motion), each warped with its own count,
+        # so short blurs do not pay for the batch's longest
+        widx = widx[np.argsort(d.n_sub[widx], kind="stable")]
+        groups = [widx] if len(widx) < 8 else [widx[:len(widx) // 2], widx[len(widx) // 2:]]
+        for gidx in groups:
+            if not len(gidx):
+                continue
+            acc, tgt_w = self._warp_average(lin, target, g_avg, d, gidx, int(d.n_sub[gidx].max()))
+            wsel = torch.as_tensor(gidx, device=dev)
             out[wsel] = acc
             target[wsel] = tgt_w
         kidx = np.nonzero(~d.warp & ~d.sharp)[0]
@@ -437,12 +445,11 @@ class BatchBlur:
             out = torch.round(out * 255.0) * (1.0 / 255.0)
         return out.contiguous(), target.clamp(0, 1)
 
-    def _warp_average(self, lin, target, g_avg, d: Draw, idx):
+    def _warp_average(self, lin, target, g_avg, d: Draw, idx, n: int):
         """Sub-frame warps of the selected samples (camera motion, plus the layer where drawn),
         averaged; returns (their blurred linear light, their sharp targets)."""
         ch, cw = d.crop
         m = d.margin
-        n = int(getattr(d, "n_warp", d.traj.shape[1]))
         R = d.region
         maps = self._warp_maps(d, n)[idx]  # (b, n, 2, 3) crop pixels
         maps[..., 0, 2] += m
@@ -530,29 +537,39 @@ def _resample(traj: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np.ndar
     return traj[:, i0] * (1 - f) + traj[:, i0 + 1] * f
 
 
-def _grid(maps: np.ndarray, src_hw, dst_hw, device) -> torch.Tensor:
-    """Sampling grid (b, h, w, 2) for ``grid_sample(align_corners=False)`` from dst->src maps in
-    pixels (b, 2, 3), a source of ``src_hw`` and an output of ``dst_hw``."""
+def _norm_maps(maps: np.ndarray, src_hw, dst_hw) -> np.ndarray:
+    """dst->src maps in pixels (..., 2, 3) -> the same maps in ``grid_sample``'s normalised
+    coordinates (``align_corners=False``) for a source of ``src_hw`` and an output of ``dst_hw``."""
     Hs, Ws = src_hw
     Hd, Wd = dst_hw
-    b = maps.shape[0]
-    M = np.zeros((b, 3, 3))
-    M[:, :2] = maps
-    M[:, 2, 2] = 1.0
+    M = np.zeros(maps.shape[:-2] + (3, 3))
+    M[..., :2, :] = maps
+    M[..., 2, 2] = 1.0
     # normalised dst -> dst pixels, then the map, then src pixels -> normalised src
     Nd_inv = np.array([[Wd / 2, 0, (Wd - 1) / 2], [0, Hd / 2, (Hd - 1) / 2], [0, 0, 1]])
     Ns = np.array([[2 / Ws, 0, 1 / Ws - 1], [0, 2 / Hs, 1 / Hs - 1], [0, 0, 1]])
-    A = Ns @ M @ Nd_inv
-    theta = torch.from_numpy(A[:, :2]).float().to(device)
-    return F.affine_grid(theta, (b, 1, Hd, Wd), align_corners=False)
+    return (Ns @ M @ Nd_inv)[..., :2, :]
+
+
+def _grid(maps: np.ndarray, src_hw, dst_hw, device) -> torch.Tensor:
+    """Sampling grid (b, h, w, 2) for ``grid_sample(align_corners=False)`` from dst->src maps in
+    pixels (b, 2, 3), a source of ``src_hw`` and an output of ``dst_hw``."""
+    return _grid_multi(maps[:, None], src_hw, dst_hw, device)
 
 
 def _grid_multi(maps: np.ndarray, src_hw, dst_hw, device) -> torch.Tensor:
-    """Grids of J sub-frames per sample, side by side: maps (b, J, 2, 3) -> (b, h, J * w, 2)."""
+    """Grids of J sub-frames per sample side by side: maps (b, J, 2, 3) -> (b, h, J * w, 2), made
+    by broadcasting (x' = a x + b y + c) straight into that layout (no matmul, no copy)."""
     b, J = maps.shape[:2]
-    g = _grid(maps.reshape(b * J, 2, 3), src_hw, dst_hw, device)  # (b * J, h, w, 2)
     h, w = dst_hw
-    return g.view(b, J, h, w, 2).permute(0, 2, 1, 3, 4).reshape(b, h, J * w, 2)
+    A = torch.from_numpy(_norm_maps(maps, src_hw, dst_hw)).float().to(device)  # (b, J, 2, 3)
+    xs = (torch.arange(w, device=device, dtype=torch.float32) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=device, dtype=torch.float32) * 2 + 1) / h - 1
+    X, Y = xs.view(1, 1, 1, w), ys.view(1, h, 1, 1)
+    coef = [A[:, :, r, c].reshape(b, 1, J, 1) for r in range(2) for c in range(3)]
+    gx = coef[0] * X + coef[1] * Y + coef[2]  # (b, h, J, w)
+    gy = coef[3] * X + coef[4] * Y + coef[5]
+    return torch.stack([gx, gy], -1).view(b, h, J * w, 2)
 
 
 def _blob_alpha_multi(blob: torch.Tensor, xx, yy, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:

@@ -13,11 +13,15 @@ then blurred. ``data.downscale`` is drawn once per batch (the CPU path draws it 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import queue
+import threading
 from typing import Iterator, Optional
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,11 +39,6 @@ def _to_dev(img: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).to(device)
 
 
-def _half(t: torch.Tensor) -> torch.Tensor:
-    """2x2 area downscale of a (3, H, W) uint8 tensor."""
-    return torch.round(F.avg_pool2d(t[None].float(), 2)[0]).to(torch.uint8)
-
-
 def _reflect_pad(x: torch.Tensor, pads) -> torch.Tensor:
     """Reflect-pad a (C, H, W) float tensor by (left, right, top, bottom), further than the image
     is wide if need be (reflects repeatedly)."""
@@ -55,6 +54,17 @@ def _reflect_pad(x: torch.Tensor, pads) -> torch.Tensor:
     return x[0]
 
 
+def _fit(img: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """Photos read from folders are shrunk (area) to at most ``max_side`` on the long side, as
+    ``edge-deblur pack`` does by default, so that the canvases (one per photo, all of the
+    largest photo's size) stay small."""
+    h, w = img.shape[:2]
+    if max(h, w) <= max_side:
+        return img
+    r = max_side / max(h, w)
+    return cv2.resize(img, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+
+
 def _aug(x: torch.Tensor, code: int) -> torch.Tensor:
     """bit 0: flip left-right, bit 1: flip up-down, bit 2: transpose (as data.datasets)."""
     if code & 1:
@@ -67,10 +77,11 @@ def _aug(x: torch.Tensor, code: int) -> torch.Tensor:
 
 
 class DeviceBatches:
-    """An endless iterator of ``{"blur", "sharp"}`` batches (B, 3, crop, crop) float32 on ``device``."""
+    """An endless iterator of ``{"blur", "sharp"}`` batches (B, 3, crop, crop) float32 on ``device``
+    (made ahead by a background thread when ``prefetch``, the default on CUDA)."""
 
     def __init__(self, cfg: TrainConfig, device=None, seed: int = 0, batch_size: Optional[int] = None,
-                 check_sources: bool = True):
+                 check_sources: bool = True, prefetch: Optional[bool] = None):
         d = cfg.data
         d.validate()
         if d.clip_frames > 0:
@@ -78,6 +89,8 @@ class DeviceBatches:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.cfg = cfg
         self.batch = int(batch_size or cfg.train.batch_size)
+        # a producer thread on GPUs; on the CPU it would only compete with training for the cores
+        self.prefetch = (self.device.type == "cuda") if prefetch is None else bool(prefetch)
         self.crop = int(d.crop)
         self.scale = (float(d.scale[0]), float(d.scale[1]))
         self.downscale = (float(d.downscale[0]), float(d.downscale[1]))
@@ -91,13 +104,36 @@ class DeviceBatches:
             raise DatasetError("data.synth: torch needs sharp photos (data.sharp_roots) unless data.pair_prob is 1")
         if self.pair_prob > 0 and not pairs:
             raise DatasetError(f"data.pair_prob is {self.pair_prob} but no training pairs were found in {d.pair_roots}")
-        self.images = [_to_dev(im, self.device) for im in sharp]
-        self.halves = [_half(t) if min(t.shape[1:]) >= 2 * (self.crop + 8) else None for t in self.images]
+        self._canvases(sharp)
         self.pairs = [(sc, fr, _to_dev(b, self.device), _to_dev(s, self.device)) for sc, fr, b, s in pairs]
         self._index = {(sc, fr): i for i, (sc, fr, _, _) in enumerate(pairs) if fr.isdigit()}
         self.gamma = float(d.blur.gamma)
-        log.info(f"device data on {self.device}: {len(self.images)} sharp photos, {len(self.pairs)} pairs, "
-                 f"{sum(t.numel() for t in self.images) / 2**20:.0f} MiB of uint8 pixels")
+        log.info(f"device data on {self.device}: {self.n_images} sharp photos, {len(self.pairs)} pairs, "
+                 f"{(self.canvas.numel() + self.half.numel()) / 2**20:.0f} MiB of uint8 canvases")
+
+    def _canvases(self, sharp: list[np.ndarray]):
+        """All photos in one uint8 tensor (N, 3, Hmax, Wmax), each mirrored beyond its own edges to
+        fill its canvas (so a window reaching past the photo reads reflected content, as
+        blur._take_region), and the same at half resolution (area filter) for scales below 0.75."""
+        self.n_images = len(sharp)
+        if not sharp:
+            self.canvas = self.half = torch.zeros(0, 3, 1, 1, dtype=torch.uint8, device=self.device)
+            self.sizes = self.half_sizes = np.zeros((0, 2), np.int64)
+            return
+        Hc = max(im.shape[0] for im in sharp)
+        Wc = max(im.shape[1] for im in sharp)
+        self.sizes = np.array([im.shape[:2] for im in sharp], np.int64)
+        canvas = torch.empty(len(sharp), 3, Hc, Wc, dtype=torch.uint8, device=self.device)
+        halves = []
+        for i, im in enumerate(sharp):
+            H, W = im.shape[:2]
+            canvas[i] = _to_dev(np.pad(im, ((0, Hc - H), (0, Wc - W), (0, 0)), mode="symmetric"), self.device)
+            halves.append(cv2.resize(im, (max(1, W // 2), max(1, H // 2)), interpolation=cv2.INTER_AREA))
+        self.canvas = canvas
+        self.half_sizes = np.array([h.shape[:2] for h in halves], np.int64)
+        Hh, Wh = self.half_sizes.max(0)
+        self.half = torch.stack([_to_dev(np.pad(h, ((0, Hh - h.shape[0]), (0, Wh - h.shape[1]), (0, 0)), mode="symmetric"),
+                                         self.device) for h in halves])
 
     def _load(self, d, check_sources: bool):
         if d.pack:
@@ -108,7 +144,7 @@ class DeviceBatches:
         from ..data.datasets import _select
         from ..data.pairs import _to_uint8, find_pairs, list_images, load_pair, read_image
 
-        sharp = [_to_uint8(read_image(p)) for p in list_images(d.sharp_roots)] if d.sharp_roots else []
+        sharp = [_fit(_to_uint8(read_image(p))) for p in list_images(d.sharp_roots)] if d.sharp_roots else []
         pairs = []
         if d.pair_roots and d.pair_prob > 0:
             found = [p for r in d.pair_roots for p in find_pairs(r)]
@@ -118,8 +154,59 @@ class DeviceBatches:
         return sharp, pairs
 
     def __iter__(self) -> Iterator[dict]:
-        while True:
-            yield self.next()
+        if not self.prefetch:
+            while True:
+                yield self.next()
+        yield from self._prefetched()
+
+    def _prefetched(self, depth: int = 3) -> Iterator[dict]:
+        """Batches made by a background thread (on its own CUDA stream on a GPU), so the host-side
+        work of the next batches (paths, index maths, kernel launches) overlaps the training step.
+        The batches are the same, in the same order, as ``next()`` gives."""
+        cuda = self.device.type == "cuda"
+        q: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+        stream = torch.cuda.Stream(self.device) if cuda else None
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work():
+            try:
+                with torch.cuda.stream(stream) if cuda else contextlib.nullcontext():
+                    while not stop.is_set():
+                        b = self.next()
+                        ev = None
+                        if cuda:
+                            ev = torch.cuda.Event()
+                            ev.record(stream)
+                        if not put((b, ev)):
+                            return
+            except BaseException as e:  # handed to the consumer, raised there
+                put(e)
+
+        th = threading.Thread(target=work, name="device-batches", daemon=True)
+        th.start()
+        try:
+            while True:
+                item = q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                b, ev = item
+                if ev is not None:
+                    cur = torch.cuda.current_stream(self.device)
+                    cur.wait_event(ev)
+                    for t in b.values():
+                        t.record_stream(cur)
+                yield b
+        finally:
+            stop.set()
 
     def next(self) -> dict:
         B = self.batch
@@ -156,46 +243,40 @@ class DeviceBatches:
 
     def _regions(self, n: int, R: int, crop: int) -> torch.Tensor:
         """n windows of R x R output pixels: a random photo at a random scale (at least enough for
-        the crop itself to fit, as data.datasets), cut with reflection where the image ends,
-        resampled bicubic, flipped/transposed at random. uint8 in, float [0, 1] out."""
+        the crop itself to fit, as data.datasets), at a random place (reflected where it reaches
+        past the photo), with a random flip/transpose; resampled bicubic from the photo, or from
+        its half-resolution copy below 0.75x so nothing aliases. Float [0, 1] out."""
         rng = self.rng
-        ks = rng.integers(0, len(self.images), n)
-        s_draw = rng.uniform(self.scale[0], self.scale[1], n) if self.scale[1] > self.scale[0] else np.full(n, self.scale[0])
+        ks = rng.integers(0, self.n_images, n)
+        s = rng.uniform(self.scale[0], self.scale[1], n) if self.scale[1] > self.scale[0] else np.full(n, self.scale[0])
         codes = rng.integers(0, 8, n)
         fx, fy = rng.random(n), rng.random(n)
-        wins, maps, sizes = [], [], []
+        H, W = self.sizes[ks, 0].astype(np.float64), self.sizes[ks, 1].astype(np.float64)
+        s = np.maximum(s, np.maximum((crop + 4) / H, (crop + 4) / W))
+        hh, hw = self.half_sizes[ks, 0].astype(np.float64), self.half_sizes[ks, 1].astype(np.float64)
+        use_half = (s < 0.75) & (np.minimum(hh, hw) >= crop + 8)
+        s_eff = np.where(use_half, s * hh / H, s)
+        Hs, Ws = np.where(use_half, hh, H), np.where(use_half, hw, W)
+        need = R / s_eff  # the window's side in source pixels
+        y0 = np.where(need <= Hs, fy * (Hs - need), 0.5 * (Hs - need))  # centred when the photo is smaller
+        x0 = np.where(need <= Ws, fx * (Ws - need), 0.5 * (Ws - need))
+        # region pixel (u, v) -> source pixel: x = x0 + (u + 0.5) / s - 0.5, after the flip/transpose
+        maps = np.zeros((n, 2, 3))
         for i in range(n):
-            img = self.images[ks[i]]
-            H, W = img.shape[1:]
-            s = max(float(s_draw[i]), (crop + 4) / H, (crop + 4) / W)
-            src = img
-            if s < 0.75 and self.halves[ks[i]] is not None:
-                src = self.halves[ks[i]]
-                s = s * src.shape[1] / H
-            Hs, Ws = src.shape[1:]
-            need = int(math.ceil(R / s)) + 4  # window side in source pixels (bicubic support)
-            wh, ww = min(Hs, need), min(Ws, need)
-            y0 = int(fy[i] * (Hs - wh + 1))
-            x0 = int(fx[i] * (Ws - ww + 1))
-            win = src[:, y0:y0 + wh, x0:x0 + ww]
-            if wh < need or ww < need:  # the image ends: reflect (as blur._take_region)
-                ph, pw = need - wh, need - ww
-                win = _reflect_pad(win.float(), (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)).to(torch.uint8)
-            wins.append(win)
-            sizes.append(win.shape[1:])
-            # region pixel (u, v) -> window pixel: centre to centre, scaled by 1/s, after the flip/transpose
-            c = (need - 1) / 2.0
-            A = np.array([[1 / s, 0, c - (R - 1) / 2.0 / s], [0, 1 / s, c - (R - 1) / 2.0 / s], [0, 0, 1]])
-            A = A @ _aug_matrix(int(codes[i]), R)
-            maps.append(A[:2])
-        side = max(max(h, w) for h, w in sizes)
-        buf = torch.zeros(n, 3, side, side, dtype=torch.uint8, device=self.device)
-        for i, w in enumerate(wins):
-            buf[i, :, :w.shape[1], :w.shape[2]] = w
+            A = np.array([[1 / s_eff[i], 0, x0[i] + 0.5 / s_eff[i] - 0.5],
+                          [0, 1 / s_eff[i], y0[i] + 0.5 / s_eff[i] - 0.5], [0, 0, 1]]) @ _aug_matrix(int(codes[i]), R)
+            maps[i] = A[:2]
         out = torch.empty(n, 3, R, R, device=self.device)
-        # one grid per sample: the windows share the buffer's size, each in its top-left corner
-        grid = _grid(np.stack(maps), (side, side), (R, R), self.device)
-        out = F.grid_sample(buf.float() * (1.0 / 255.0), grid, mode="bicubic", padding_mode="border", align_corners=False)
+        for half, canvas in ((False, self.canvas), (True, self.half)):
+            sel = np.nonzero(use_half == half)[0]
+            if not len(sel):
+                continue
+            idx = torch.as_tensor(ks[sel], device=self.device)
+            src = canvas.index_select(0, idx).float().mul_(1.0 / 255.0)
+            grid = _grid(maps[sel], tuple(canvas.shape[2:]), (R, R), self.device)
+            # past the canvas, reflection continues the mirrored photo
+            out[torch.as_tensor(sel, device=self.device)] = F.grid_sample(
+                src, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
         return out.clamp_(0, 1)
 
     # ---- real pairs
