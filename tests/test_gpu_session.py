@@ -157,6 +157,8 @@ def test_dry_run_of_the_session_command(tmp_path, folders, monkeypatch):
         m = job["metrics"]["pairs"]
         assert m["pairs"] == 3 and np.isfinite(m["psnr"])
     assert json.loads((out / "session.json").read_text())["dry_run"] is True
+    state, _, _, meta = read_checkpoint(out / "smoke.safetensors")
+    assert meta["stored"] == "float16" and all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     # bring back: commit the checkpoint; the next session resumes from it and counts on
     ck.mkdir()
     os.replace(out / "smoke.safetensors", ck / "smoke.safetensors")

@@ -6,8 +6,8 @@ A pack is an uncompressed ZIP archive (the members are already compressed images
 * sharp photos (``data.sharp_roots``): resized so the long side is at most ``max_side`` and
   re-encoded as WebP at ``quality`` (lossy; sharp photos are many and large);
 * real blur/sharp pairs (``data.pair_roots`` minus ``data.pair_exclude``, and any validation
-  pairs): kept lossless (PNG and lossless WebP bytes as they are, anything else re-encoded as
-  lossless WebP), since their blur is the signal.
+  pairs): lossless (lossless WebP, or the source's PNG bytes when those are smaller), since
+  their blur is the signal.
 
 The manifest records, per member, its source (root as the recipe writes it, path under the
 root), the SHA-256 of the source file and of the stored bytes, and the decoded shape; per pack,
@@ -37,7 +37,6 @@ from .pairs import find_pairs, list_images, read_image
 __all__ = ["PACK_FORMAT", "PackContents", "build_pack", "open_pack", "read_manifest", "check_matches", "unpack_pairs"]
 
 PACK_FORMAT = 1
-_LOSSLESS = (".png", ".webp")
 
 
 def _sha(data: bytes) -> str:
@@ -77,13 +76,15 @@ def _sharp_member(path: Path, max_side: int, quality: int):
 
 
 def _pair_member(path: Path):
+    """Lossless bytes of a pair frame: lossless WebP, or the file's own PNG bytes when smaller."""
     raw = path.read_bytes()
-    if path.suffix.lower() == ".png" or (path.suffix.lower() == ".webp" and b"VP8L" in raw[:64]):
-        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
-            return _sha(raw), raw, list(img.shape), path.suffix.lower()
     img = _rgb_u8(read_image(path))
-    return _sha(raw), _encode(img, None), list(img.shape), ".webp"
+    data, ext = _encode(img, None), ".webp"
+    if path.suffix.lower() == ".png" and len(raw) <= len(data):
+        probe = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+        if probe is not None and probe.dtype == np.uint8 and probe.ndim == 3 and probe.shape[2] == 3:
+            data, ext = raw, ".png"
+    return _sha(raw), data, list(img.shape), ext
 
 
 def _digest(items: Iterable[dict]) -> str:
@@ -180,7 +181,7 @@ def build_pack(out: str | os.PathLike, sharp_roots: Sequence[str] = (), pair_roo
                 "val_pairs": [str(s) for s in val_pairs],
                 "encoding": {"sharp": f"webp {'lossless' if quality is None else f'q{int(quality)}'}, "
                                       f"long side <= {int(max_side)} px (INTER_AREA)",
-                             "pairs": "lossless (PNG / WebP bytes as they are, else lossless WebP)"},
+                             "pairs": "lossless (lossless WebP, or the PNG bytes when smaller)"},
                 "counts": {"sharp": sum(1 for i in items if i["kind"] == "sharp"),
                            "pairs": sum(1 for p in pairs if p["group"] == "train"),
                            "val_pairs": sum(1 for p in pairs if p["group"] == "val")},

@@ -64,7 +64,9 @@ def batch_trajectories(rng: np.random.Generator, lengths, samples: int, anxiety:
     out = np.zeros((B, T, 2), np.float64)
     if B == 0 or T == 1:
         return out
-    N = int(min(max(int(steps), T, 16), 512))
+    # the walk takes `steps` steps (the per-step noise and pull are rescaled to Boracchi-Foi's 2000,
+    # as blur.random_trajectory does) and is sampled at T instants along it: the cost is per step
+    N = int(min(max(int(steps), 16), 512))
     r = (_BF_STEPS - 1) / (N - 1)
     step = _BF_LENGTH / (N - 1)
     centripetal = 0.7 * rng.random(B) ** 2
@@ -485,7 +487,8 @@ class BatchBlur:
             tgt[lsel] = tgt[lsel] * (1 - a0) + tex_t * a0
         # J sub-frames per grid_sample call: their grids sit side by side along the width, so the
         # source is read once per call and never copied (J * cw output columns)
-        J = max(1, min(n, (1 << 25) // max(1, b * 3 * ch * cw)))  # at most 32 M floats per call
+        cap = (1 << 27) if dev.type == "cuda" else (1 << 25)  # floats per call: 512 MiB on a GPU, 128 MiB here
+        J = max(1, min(n, cap // max(1, b * 3 * ch * cw)))
         for j0 in range(0, n, J):
             js = slice(j0, min(n, j0 + J))
             nj = js.stop - js.start

@@ -10,8 +10,8 @@ the device tool's 600-second limit and leaves its results in one folder (``$OUT`
 3. evaluates each trained model on the validation pairs unpacked from the validation pack
    (``edge-deblur eval``);
 4. runs the GPU tests (``pytest -m gpu``) in the time that is left;
-5. writes at most 8 files to ``out``: per job ``<name>.safetensors`` (EMA weights, float16 when
-   float32 would pass 16 MiB) and ``<name>.log.csv``; ``session.json`` (card, samples/s, GPU
+5. writes at most 8 files to ``out``: per job ``<name>.safetensors`` (EMA weights in float16)
+   and ``<name>.log.csv``; ``session.json`` (card, samples/s, GPU
    utilization, metrics); ``session.log``; ``gpu_tests.log``.
 """
 from __future__ import annotations
@@ -138,14 +138,13 @@ def _throughput(csv_path: Path, batch: int) -> dict:
 
 
 def _ckpt_for_out(src: Path, dst: Path) -> Path:
-    """Copy a checkpoint to ``dst``; above 16 MiB (the device tool's file limit) store float16."""
-    if src.stat().st_size <= MAX_FILE:
-        shutil.copyfile(src, dst)
-        return dst
+    """Write a checkpoint's weights to ``dst`` in float16: half the bytes to bring back and commit
+    (the device tool's files are < 16 MiB, and the whole tree it sends, committed checkpoints
+    included, < 64 MiB); the meta says ``stored: float16``."""
     from ..models.checkpoint import read_checkpoint, save_checkpoint
 
     state, spec, cfg, meta = read_checkpoint(src)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    half = {k: (v.half().contiguous() if v.is_floating_point() else v.contiguous()) for k, v in state.items()}
     save_checkpoint(dst, half, spec, cfg, dict(meta, stored="float16"))
     return dst
 
@@ -235,7 +234,8 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
             base = load_train_config(job.config, job.overrides)
             name = job.name or base.name
             committed = _committed_init(name, ckpt_dir)
-            start_from = str(committed) if committed else (init or base.train.init_from)
+            # resume > the recipe's own init_from (with the job's overrides) > --init
+            start_from = str(committed) if committed else (base.train.init_from or init)
             prior = _prior_iters(Path(start_from)) if start_from else 0
             # the device machine has no ../shared: validation runs at the end, on the packed sets
             over = ["data.synth=torch", f"data.pack={pack}", f"out_dir={work / name}", "data.val_pairs=null",
