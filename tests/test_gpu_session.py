@@ -154,8 +154,8 @@ def test_dry_run_of_the_session_command(tmp_path, folders, monkeypatch):
     for name in ("edgenet_gpu", "smoke"):
         job = rep["jobs"][name]
         assert job["exit_code"] == 0 and job["iters"] > 0 and job["samples_per_s"] > 0
-        m = job["metrics"]["pairs"]
-        assert m["pairs"] == 3 and np.isfinite(m["psnr"])
+        (m,) = job["metrics"]["sets"].values()  # the validation pack's one set
+        assert m["pairs"] == 3 and np.isfinite(m["psnr"]) and np.isfinite(job["metrics"]["mean_gain"])
     assert json.loads((out / "session.json").read_text())["dry_run"] is True
     state, _, _, meta = read_checkpoint(out / "smoke.safetensors")
     assert meta["stored"] == "float16" and all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())

@@ -239,7 +239,7 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
             prior = _prior_iters(Path(start_from)) if start_from else 0
             # the device machine has no ../shared: validation runs at the end, on the packed sets
             over = ["data.synth=torch", f"data.pack={pack}", f"out_dir={work / name}", "data.val_pairs=null",
-                    "data.val_synthetic=null", f"train.seed={base.train.seed + prior}"]
+                    "data.val_synthetic=null", "data.val_sets=[]", f"train.seed={base.train.seed + prior}"]
             if start_from:
                 over.append(f"train.init_from={start_from}")
             over += list(job.overrides)
@@ -311,9 +311,15 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
                 shutil.copyfile(run_dir / "log.csv", out / f"{name}.log.csv")
             report["jobs"][name] = entry
             log.info(f"[{name}] {json.dumps({k: v for k, v in entry.items() if k != 'metrics'})}")
-            for vs, m in entry.get("metrics", {}).items():
-                log.info(f"[{name}] {vs}: " + (f"{m.get('psnr', float('nan')):.3f} dB, gain {m.get('psnr_gain', float('nan')):+.3f}"
-                                               if "psnr" in m else str(m)))
+            met = entry.get("metrics", {})
+            for vs, m in met.get("sets", {}).items():
+                log.info(f"[{name}] {vs}: {m.get('psnr', float('nan')):.3f} dB, gain {m.get('psnr_gain', float('nan')):+.3f}, "
+                         f"tone-aligned {m.get('tone_gain', float('nan')):+.3f}")
+            if "sets" not in met and met:
+                log.info(f"[{name}] evaluation: {met}")
+            elif met:
+                log.info(f"[{name}] mean of the per-set gains {met.get('mean_gain')}; real scenes below input: "
+                         f"{met.get('real_below_input')}")
         left = budget_s - (time.time() - t0)
         if tests and left > 45:
             report["gpu_tests"] = _gpu_tests(out / "gpu_tests.log", left - 15, env)
@@ -329,27 +335,26 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
 
 
 def _evaluate(ckpt: Path, val_dirs: dict, dry_run: bool, env: dict, end: float) -> dict:
-    """``edge-deblur eval`` of one checkpoint on each validation folder (torch backend on the GPU)."""
-    res = {}
-    backend = "torch" if dry_run else "torch-cuda"
-    for name, d in val_dirs.items():
-        left = end - time.time()
-        if left < 15:
-            res[name] = {"skipped": f"{left:.0f} s left"}
-            continue
-        cmd = [sys.executable, "-m", "edge_deblur", "eval", "--model", str(ckpt), "--data", str(d), "--backend", backend,
-               "--json"]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10.0, left - 10), env=env)
-        except subprocess.TimeoutExpired:
-            res[name] = {"error": "timed out"}
-            continue
-        if r.returncode != 0:
-            res[name] = {"error": (r.stderr or r.stdout).strip()[-400:]}
-            continue
-        full = json.loads(r.stdout.strip().splitlines()[-1])
-        res[name] = {k: v for k, v in full.items() if k not in ("model", "data")}
-    return res
+    """``edge-deblur eval`` of one checkpoint on every validation folder at once (torch backend,
+    on the GPU): its JSON report (per set PSNR/SSIM/tone-aligned gains, the mean of the per-set
+    gains, real scenes below their input)."""
+    if not val_dirs:
+        return {}
+    left = end - time.time()
+    if left < 15:
+        return {"skipped": f"{left:.0f} s left"}
+    cmd = [sys.executable, "-m", "edge_deblur", "eval", "--model", str(ckpt), "--backend",
+           "torch" if dry_run else "torch-cuda", "--json"]
+    for d in val_dirs.values():
+        cmd += ["--data", str(d)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10.0, left - 10), env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    if r.returncode != 0:
+        return {"error": (r.stderr or r.stdout).strip()[-400:]}
+    full = json.loads(r.stdout.strip().splitlines()[-1])
+    return {k: v for k, v in full.items() if k != "model"}
 
 
 def _gpu_tests(path: Path, seconds: float, env: dict) -> dict:
