@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ log = logging.getLogger("edge_deblur.session")
 
 __all__ = ["Job", "run_session", "parse_job", "device_report"]
 
-MAX_FILE = 16 * 2**20
 
 
 @dataclass
