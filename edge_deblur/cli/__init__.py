@@ -14,6 +14,8 @@ from ..errors import EdgeDeblurError
 
 COMMANDS = [
     ("train", "train a model from a YAML config"),
+    ("pack", "pack the sharp photos and pairs a recipe names into one file for a GPU machine"),
+    ("gpu", "one-call GPU training session: train, evaluate, run the GPU tests, write the results"),
     ("eval", "PSNR/SSIM of a model on blur/sharp pairs against the blurry-input baseline"),
     ("info", "what a model file is (ONNX, checkpoint, engine, model folder) or a spec: precision, I/O, parameters, GMACs"),
     ("prune", "structured channel pruning (+ fine-tune)"),

@@ -81,6 +81,8 @@ class DataConfig:
     blur: BlurConfig = field(default_factory=BlurConfig)
     workers: int = 1
     clip_frames: int = 0            # > 0: train on synthetic clips of this many frames (recurrent models)
+    synth: str = "cpu"              # cpu: DataLoader workers + OpenCV; torch: batched on the training device (train/device_data.py)
+    pack: Optional[str] = None      # data.synth torch: read the photos/pairs from this data pack (edge-deblur pack) instead of the folders
     # validation
     val_pairs: Optional[str] = None                # pairs root used for validation
     val_scenes: list[str] = field(default_factory=list)  # scenes of val_pairs to validate on (empty: all)
@@ -118,6 +120,10 @@ class DataConfig:
         _range(where, "scale", self.scale, lo=0.05, hi=4.0)
         _range(where, "downscale", self.downscale, lo=1.0, hi=4.0)
         check_unique(self.validation_sets(), f"{where}.val_sets")
+        if self.synth not in ("cpu", "torch"):
+            raise ConfigError(f"{where}.synth: {self.synth!r} is not one of cpu, torch{suggest(self.synth, ('cpu', 'torch'))}")
+        if self.pack and self.synth != "torch":
+            raise ConfigError(f"{where}.pack is set but {where}.synth is {self.synth!r}; packs feed data.synth: torch")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from .blocks import RepConv3x3, ResBlock, StripBlock
 from .registry import build_model
 
 # spec keys that growth may change; every other key must match
-_GROWABLE = ("mid_blocks", "strip_levels", "strip_kernel")
+_GROWABLE = ("mid_blocks", "strip_levels", "strip_kernel", "enc_blocks", "dec_blocks")
 
 
 @torch.no_grad()
@@ -38,7 +38,8 @@ def _zero_residual(block):
 
 def grow_to(model, spec: dict):
     """Return an edgenet built from ``spec`` that computes exactly what ``model`` computes: the
-    blocks ``spec`` adds (more bottleneck blocks, strip blocks at new levels) start as identities.
+    blocks ``spec`` adds (more bottleneck blocks, more blocks at a level, strip blocks at new
+    levels) start as identities.
     Raises ``ValueError`` when ``spec`` is not a growth of ``model.spec``."""
     old_spec = dict(model.spec)
     new_spec = dict(spec)
@@ -46,7 +47,10 @@ def grow_to(model, spec: dict):
         raise ValueError(f"can only grow an edgenet into the same type, not {old_spec.get('type')!r} into {new_spec.get('type')!r}")
     new = build_model(new_spec)
     if len(new.spec["widths"]) == len(old_spec["widths"]) + 1:
-        model = _add_level(model, new.spec)
+        # add the level with the old levels' blocks as they are; more blocks per level come below
+        step = dict(new.spec, enc_blocks=list(old_spec["enc_blocks"]) + [new.spec["enc_blocks"][-1]],
+                    dec_blocks=list(old_spec["dec_blocks"]) + [new.spec["dec_blocks"][-1]])
+        model = _add_level(model, step)
         old_spec = dict(model.spec)
     full_old = dict(old_spec, **{k: v for k, v in new.spec.items() if k not in old_spec})
     diff = sorted(k for k in set(full_old) | set(new.spec) if full_old.get(k) != new.spec.get(k) and k not in _GROWABLE)
@@ -55,6 +59,11 @@ def grow_to(model, spec: dict):
     old_mid = len(model.mid)
     if len(new.mid) < old_mid:
         raise ValueError(f"mid_blocks={len(new.mid)} is fewer than the model's {old_mid}; growth only adds blocks")
+    old_enc, old_dec = [len(e) for e in model.enc], [len(d) for d in model.dec]
+    new_enc, new_dec = [len(e) for e in new.enc], [len(d) for d in new.dec]
+    if len(new_enc) != len(old_enc) or any(n < o for n, o in zip(new_enc + new_dec, old_enc + old_dec)):
+        raise ValueError(f"enc_blocks {new_enc} / dec_blocks {new_dec} must keep at least the model's "
+                         f"{old_enc} / {old_dec} per level; growth only adds blocks")
     old_strips = set(getattr(model, "strip_levels", []))
     if not old_strips <= set(new.strip_levels):
         raise ValueError(f"strip_levels {new.strip_levels} drop levels {sorted(old_strips - set(new.strip_levels))}; growth only adds blocks")
@@ -65,6 +74,11 @@ def grow_to(model, spec: dict):
         raise ValueError(f"the grown spec lacks weights the model has: {unexpected[:4]}")
     for j in range(old_mid, len(new.mid)):
         _zero_residual(new.mid[j])
+    for i in range(len(new_enc)):  # blocks appended to a level's encoder/decoder start as identities
+        for j in range(old_enc[i], new_enc[i]):
+            _zero_residual(new.enc[i][j])
+        for j in range(old_dec[i], new_dec[i]):
+            _zero_residual(new.dec[i][j])
     for i in set(new.strip_levels) - old_strips:
         _zero_residual(new.enc_strip[str(i)])
         _zero_residual(new.dec_strip[str(i)])

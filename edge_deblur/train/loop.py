@@ -66,8 +66,13 @@ def lr_at(it: int, cfg, elapsed: float = 0.0) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1):
+def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1, device=None):
     import cv2
+
+    if cfg.data.synth == "torch":  # batches made on the training device, no workers
+        from .device_data import DeviceBatches
+
+        return DeviceBatches(cfg, device, seed=cfg.train.seed + 1000 * rank)
 
     from ..data.datasets import build_train_dataset
 
@@ -417,7 +422,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     if timed_out:
         log.info(f"already trained {elapsed0:.0f} s >= train.time_limit={t.time_limit:g} s; raise it to continue")
     if start < t.iters and not timed_out:
-        loader = build_train_loader(cfg, rank, world)
+        loader = build_train_loader(cfg, rank, world, device)
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
