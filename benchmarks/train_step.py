@@ -75,14 +75,18 @@ def step_ms(model, x, y, steps: int, cl: bool, bf16: bool) -> float:
     return 1000 * statistics.median(ts)
 
 
-def bf16_check(spec, samples, steps: int = 40) -> dict:
+def bf16_check(spec, samples, steps: int = 40, init_path: str | None = None) -> dict:
     x = torch.stack([s["blur"] for s in samples])
     y = torch.stack([s["sharp"] for s in samples])
     xt, yt, xv, yv = x[:-2], y[:-2], x[-2:], y[-2:]
     loss_fn = PIXEL_LOSSES["charbonnier"]
     torch.manual_seed(0)
     init = build_model(spec)
-    out = {}
+    if init_path and Path(init_path).is_file():  # trained weights: an untrained edgenet is the identity
+        from edge_deblur.models.checkpoint import read_checkpoint
+
+        init.load_state_dict(read_checkpoint(init_path)[0])
+    out = {"init": init_path if init_path and Path(init_path).is_file() else "untrained"}
     grads = {}
     for bf16 in (False, True):
         m = build_model(spec)
@@ -91,7 +95,7 @@ def bf16_check(spec, samples, steps: int = 40) -> dict:
             loss = loss_fn(m(xt).float(), yt)
         loss.backward()
         grads[bf16] = torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None])
-        out[f"loss_{'bf16' if bf16 else 'fp32'}"] = float(loss)
+        out[f"loss_{'bf16' if bf16 else 'fp32'}"] = float(loss.detach())
         m.zero_grad()
         opt = torch.optim.AdamW(m.parameters(), 2e-4)
         for _ in range(steps):
@@ -113,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--synth", type=int, default=24)
+    ap.add_argument("--init", default="export/edgenet_m5/model.safetensors",
+                    help="weights the bf16 check starts from (the after-recipe's architecture)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     import cv2
@@ -135,9 +141,10 @@ def main(argv=None):
         per_step = row[f"step_ms_{used}"] + fresh * ms / a.threads
         row.update(recipe_mode=used, fresh_per_step=fresh, est_ms_per_iter=round(per_step, 1),
                    est_iters_per_hour=int(3.6e6 / per_step),
-                   est_samples_per_hour=int(3.6e6 / per_step * t.batch_size))
+                   est_samples_per_hour=int(3.6e6 / per_step * t.batch_size),
+                   est_megapixels_per_hour=round(3.6e6 / per_step * t.batch_size * cfg.data.crop ** 2 / 1e6))
         if tag == "after":
-            row["bf16_vs_fp32"] = bf16_check(cfg.model, samples)
+            row["bf16_vs_fp32"] = bf16_check(cfg.model, samples, init_path=a.init)
         res[tag] = row
     print(json.dumps(res, indent=1))
 
