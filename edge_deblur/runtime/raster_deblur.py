@@ -110,12 +110,11 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     y0 = ys[i]
                     if acc is None:
                         acc = np.zeros((len(bands), th, Wp), np.float32)
-                    elif acc_y != y0:          # shift the accumulator down to this row of tiles
-                        new = np.zeros_like(acc)
-                        keep = acc_y + th - y0
+                    elif acc_y != y0:          # shift the accumulator down to this row of tiles, in place
+                        keep = max(0, acc_y + th - y0)
                         if keep > 0:
-                            new[:, :keep] = acc[:, th - keep:]
-                        acc = new
+                            acc[:, :keep] = acc[:, th - keep:].copy()
+                        acc[:, keep:] = 0.0
                     acc_y = y0
                     if bands:
                         coords = list(xs)
@@ -154,27 +153,34 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
             "megapixels_per_s": round(mp / secs, 3) if secs > 0 else None, "tags": tags}
 
 
-def _flush(ds, writer, plan, acc, acc_y, r0, r1, wys, wxs, W, dtype, nodata, bands):
-    """Finalize rows r0..r1-1 (all inside the accumulator) and write them."""
+def _flush(ds, writer, plan, acc, acc_y, r0, r1, wys, wxs, W, dtype, nodata, bands, chunk: int = 2048):
+    """Finalize rows r0..r1-1 (all inside the accumulator) and write them. The arithmetic runs
+    ``chunk`` columns at a time so that its float32 temporaries stay small on wide rasters."""
     rio = R.rasterio()
     orig = ds.read(window=rio.windows.Window(0, r0, W, r1 - r0))
+    out = orig.copy()
     lo = plan.lo.astype(np.float32)[:, None, None]
     inv = (1.0 / np.maximum(plan.hi - plan.lo, 1e-12)).astype(np.float32)[:, None, None]
-    xn = np.clip((orig.astype(np.float32) - lo) * inv, 0.0, 1.0)
-    out = orig.copy()
-    if bands and acc is not None:
-        y = acc[:, r0 - acc_y:r1 - acc_y, :W] / np.outer(wys[r0:r1], wxs[:W]).astype(np.float32)
-        out[bands] = plan.to_values(y, orig, xn, dtype)
+    wy = wys[r0:r1].astype(np.float32)
+    nd = None
     if nodata is not None:
         nd = np.array(nodata).astype(dtype) if np.dtype(dtype).kind in "ui" else np.array(nodata, dtype)
-        was = orig == nd if not np.isnan(nodata) else np.isnan(orig)
-        # a processed pixel that lands on the nodata value would read as nodata: nudge it off
-        hit = (out == nd) & ~was
-        if hit.any():
-            if np.dtype(dtype).kind in "ui":
-                step = 1 if nd < np.iinfo(dtype).max else -1
-                out[hit] = nd + step
-            else:
-                out[hit] = np.nextafter(nd, np.inf).astype(dtype)
-        out[was] = orig[was]
+    for c0 in range(0, W, chunk):
+        c1 = min(W, c0 + chunk)
+        o = orig[:, :, c0:c1]
+        res = out[:, :, c0:c1]
+        if bands and acc is not None:
+            xn = np.clip((o.astype(np.float32) - lo) * inv, 0.0, 1.0)
+            y = acc[:, r0 - acc_y:r1 - acc_y, c0:c1] / np.outer(wy, wxs[c0:c1].astype(np.float32))
+            res[bands] = plan.to_values(y, o, xn, dtype)
+        if nd is not None:
+            was = o == nd if not np.isnan(nodata) else np.isnan(o)
+            # a processed pixel that lands on the nodata value would read as nodata: nudge it off
+            hit = (res == nd) & ~was
+            if hit.any():
+                if np.dtype(dtype).kind in "ui":
+                    res[hit] = nd + (1 if nd < np.iinfo(dtype).max else -1)
+                else:
+                    res[hit] = np.nextafter(nd, np.inf).astype(dtype)
+            res[was] = o[was]
     writer.write(out, r0)
