@@ -75,8 +75,10 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, conne
             ray.init(address=address, **kw)
         else:
             ray.init(num_cpus=num_cpus, **kw)
-    except (ConnectionError, TimeoutError, RuntimeError) as e:
-        raise ClusterError(f"cannot connect to Ray at {address or 'a new local instance'!r}: {e}") from e
+    except Exception as e:  # noqa: BLE001 - ray raises bare Exceptions for a node that does not start
+        where = repr(address) if address else "a new local instance (ray.init)"
+        raise ClusterError(f"cannot start or join Ray at {where}: {str(e).strip()[:300]}; "
+                           "check `ray status`, free memory and CPU, or pass --ray ADDRESS of a running cluster") from e
     return ray
 
 
