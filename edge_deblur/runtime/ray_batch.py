@@ -133,7 +133,8 @@ def run_archive(inputs, out_root, settings: dict, *, address: Optional[str] = No
         ctx.verbose_progress = False
         ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         out = ds.map_batches(DeblurActor, fn_constructor_kwargs={"settings": s}, batch_size=1,
-                             concurrency=n_actors, num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+                             compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor,
+                             num_gpus=gpus_per_actor or None)
         bar = None
         if progress:
             from tqdm import tqdm
