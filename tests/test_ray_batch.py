@@ -28,6 +28,7 @@ def test_unreachable_address_fails_fast_and_names_it():
         check_reachable("head-node:notaport")
     assert time.perf_counter() - t0 < 10
     assert main(["batch", "x", "-o", "y", "--ray", "127.0.0.1:9", "--connect-timeout", "2"]) == 2
+    assert main(["deblur", "x", "-o", "y", "--ray", "127.0.0.1:9"]) == 2   # deblur --ray is batch
 
 
 @pytest.fixture(scope="module")

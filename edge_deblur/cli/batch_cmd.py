@@ -18,7 +18,6 @@ from pathlib import Path
 def add_arguments(p):
     from .deblur_cmd import add_arguments as deblur_args
 
-    deblur_args(p)
     g = p.add_argument_group("Ray")
     g.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="Ray cluster address (host:6379, ray://host:10001, auto); default: a local Ray instance")
@@ -28,6 +27,7 @@ def add_arguments(p):
     g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
     g.add_argument("--rows-per-task", type=int, default=2048, help="rasters taller than this are split into row windows")
     g.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --ray ADDRESS (default 5)")
+    deblur_args(p)
 
 
 def settings_from_args(args) -> dict:

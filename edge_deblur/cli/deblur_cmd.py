@@ -36,6 +36,9 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--max-bad-frames", type=int, default=30, metavar="N",
                    help="model outputs with NaN/Inf are replaced by the input; fail after N in a row (default 30)")
+    if not any(a.dest == "ray" for a in p._actions):  # `batch` adds its own Ray options
+        p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run on Ray as `edge-deblur batch` does (no ADDRESS: a local Ray instance)")
     r = p.add_argument_group("rasters (GeoTIFF and other GDAL formats; pip install 'edge-deblur[raster]')")
     r.add_argument("--profile", default=None, metavar="NAME",
                    help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend")
@@ -213,6 +216,13 @@ def run(args) -> int:
     from ..runtime.deblurrer import Deblurrer
     from .signals import Signals
 
+    if getattr(args, "ray", None) and not hasattr(args, "actors"):
+        from . import batch_cmd
+
+        for k, v in {"actors": None, "cpus_per_actor": 1, "gpus_per_actor": 0, "num_cpus": None,
+                     "rows_per_task": 2048, "connect_timeout": 5.0}.items():
+            setattr(args, k, v)
+        return batch_cmd.run(args)
     jobs = plan_jobs(args.inputs, args.output)
     raster = raster_settings(args) if any(k == "raster" for _, _, k in jobs) or getattr(args, "profile", None) else None
     prof = raster["profile"] if raster else None
