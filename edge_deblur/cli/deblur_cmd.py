@@ -96,6 +96,9 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             raise InputError(f"{str(src)!r} is not an image or video ({', '.join(media)})")
         osfx = out.suffix.lower()
         if k == "raster" and osfx in image_exts:
+            if osfx not in (".tif", ".tiff"):
+                raise InputError(f"rasters are written as tiled GeoTIFF: name the output "
+                                 f"{out.with_suffix('.tif').name!r} (got {out.name!r})")
             return _check_jobs([(src, out, k)])
         if k == "image" and osfx in image_exts or k == "video" and osfx in video_sink_exts:
             jobs = [(src, out, k)]
