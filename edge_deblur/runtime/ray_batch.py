@@ -74,12 +74,26 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, conne
         if address:
             ray.init(address=address, **kw)
         else:
-            ray.init(num_cpus=num_cpus, **kw)
+            _init_local(ray, num_cpus, kw)
     except Exception as e:  # noqa: BLE001 - ray raises bare Exceptions for a node that does not start
         where = repr(address) if address else "a new local instance (ray.init)"
         raise ClusterError(f"cannot start or join Ray at {where}: {str(e).strip()[:300]}; "
                            "check `ray status`, free memory and CPU, or pass --ray ADDRESS of a running cluster") from e
     return ray
+
+
+def _init_local(ray, num_cpus, kw, attempts: int = 3):
+    """Start a local instance. Ray gives its raylet a fixed 30 s to register; on a heavily loaded
+    machine that can run out, so a failed start is retried (after ray.shutdown) twice more."""
+    for i in range(attempts):
+        try:
+            ray.init(num_cpus=num_cpus, **kw)
+            return
+        except Exception as e:  # noqa: BLE001
+            if i == attempts - 1 or "timed out during startup" not in str(e):
+                raise
+            log.warning("the local Ray instance did not start in time (%s); retrying", e)
+            ray.shutdown()
 
 
 class DeblurActor:
