@@ -151,7 +151,12 @@ def main():
         "tiled_mps": summary.get("megapixels_per_s"),
         "whole_frame_mps": round(base, 3), "whole_frame_mps_before_after": [round(base_mps_before, 3), round(base_mps_after, 3)],
         "ratio": round(summary["megapixels_per_s"] / base, 3) if summary.get("megapixels_per_s") else None,
-        "metadata_kept": same, "make_raster_s": round(make_s, 1), **cpu_info(),
+        "metadata_kept": same,
+        # load-independent decomposition (from the child alone): share of its time in the backend,
+        # and output pixels per pixel the model computed (overlaps are computed twice)
+        "infer_share": round(summary["infer_seconds"] / summary["seconds"], 3) if summary.get("infer_seconds") else None,
+        "pixel_efficiency": round(a.size * (rows[1] - rows[0] if rows else a.size) / (summary["tiles"] * a.tile ** 2), 3)
+        if summary.get("tiles") else None, "make_raster_s": round(make_s, 1), **cpu_info(),
     }
     print(json.dumps(out))
     if not a.keep:
