@@ -10,7 +10,8 @@ frames have the same size.
 * Each camera has its own capture thread (reading and preprocessing run in parallel and overlap
   with inference), queue and drop policy (live sources drop their oldest waiting frame when
   behind, files drop nothing), sinks, statistics and, for a recurrent model, hidden state (carried
-  per camera, batched with the others', reset when that camera's frame size changes).
+  per camera, batched with the others', reset when that camera's frame size changes or its own
+  scene-cut detector fires: ``Deblurrer(scene_cut=...)``, see ``runtime.stream_state``).
 * A step takes the next frame of every camera (files: waits for each; live: takes what has
   arrived, waiting briefly for at least one), groups them by padded size and runs each group as
   one batch.
@@ -84,6 +85,8 @@ class _Camera:
         self.frames_in = self.frames_out = self.dropped = 0
         self.times = LatencyStats()
         self.state = None                # recurrent state (dict of (1, ...) arrays)
+        self.cut = None                  # recurrent: this camera's SceneCutDetector
+        self.resets = {"size": 0, "scene_cut": 0}
         self.state_key = None
         self.t_first: Optional[float] = None
         self.t_last: Optional[float] = None
@@ -102,6 +105,7 @@ class _Camera:
             "fps": round(self.frames_out / active, 3) if active > 0 and self.frames_out else 0.0,
             "latency_ms_p50": lat["p50"], "latency_ms_p99": lat["p99"],
             "size": f"{self.source.size[0]}x{self.source.size[1]}" if self.source.size else None,
+            "state_resets": dict(self.resets) if self.state is not None else None,
             "outputs": [s.describe() for s in self.sinks],
             "stages": self.times.summary(order=("capture", "preprocess", "postprocess", "write", "latency")),
         }
@@ -261,9 +265,16 @@ class MultiCamera:
             self._out_q.close()
 
     def _infer_recurrent(self, backend, shape, members, x):
+        from .stream_state import SceneCutDetector
+
         key = (1, shape[2], shape[3])
-        for c, *_ in members:
-            if c.state is None or c.state_key != key:
+        for c, _, xc, _ in members:
+            if c.cut is None:
+                c.cut = SceneCutDetector(getattr(self.d, "scene_cut", None))
+            cut = c.cut(xc)  # each camera's own scene-cut detector, on its own frames
+            if c.state is None or c.state_key != key or cut:
+                if c.state is not None:
+                    c.resets["size" if c.state_key != key else "scene_cut"] += 1
                 c.state = backend.zero_state(*key)
                 c.state_key = key
         state = {k: np.concatenate([c.state[k] for c, *_ in members], axis=0) for k in members[0][0].state}
