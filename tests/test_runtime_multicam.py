@@ -127,3 +127,27 @@ def test_cli_stream_several_sources(tmp_path):
     bad = subprocess.run(cmd[:8] + ["--output", "x.avi", "--output", "y.avi", "--output", "z.avi"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "2 cameras need 2 outputs" in bad.stderr
+
+
+def test_nan_output_passes_the_input_and_stops_only_that_camera():
+    class NanForBright:  # NaN for frames brighter than mid-grey: only camera 1's
+        stride = 1
+
+        def infer(self, x):
+            y = 1.0 - x
+            y[x.reshape(x.shape[0], -1).mean(axis=1) > 0.5] = np.nan
+            return y
+
+        def close(self):
+            pass
+
+    dark = [np.full((16, 24, 3), 40, np.uint8)] * 5
+    bright = [np.full((16, 24, 3), 200, np.uint8)] * 5
+    got = [collect(), collect()]
+    d = Deblurrer(NanForBright(), max_bad_frames=3)
+    stats = MultiCamera(d, [dark, bright], [got[0][1], got[1][1]], StreamOptions(queue_size=8), warmup=False).run()
+    cam0, cam1 = stats["cameras"]
+    assert cam0["status"] == "ended" and cam0["frames_out"] == 5 and (got[0][0][0] == 215).all()
+    assert cam1["status"] == "failed" and "NaN/Inf for 3 frames in a row" in cam1["error"]
+    assert cam1["frames_out"] == 2 and all(np.array_equal(g, bright[0]) for g in got[1][0])  # input passed through
+    assert cam1["model_output"]["bad_frames"] == 3

@@ -80,7 +80,8 @@ class _Camera:
         self.queue: Optional[_Channel] = None
         self.thread: Optional[threading.Thread] = None
         self.status = "running"          # running | ended | failed | max_frames | stopped
-        self.sink_failed = False
+        self.sink_failed = False         # its output or model output failed: drop what is still queued
+        self._guard = None
         self.error: Optional[str] = None
         self.frames_in = self.frames_out = self.dropped = 0
         self.times = LatencyStats()
@@ -91,6 +92,15 @@ class _Camera:
         self.t_first: Optional[float] = None
         self.t_last: Optional[float] = None
         self.taken = 0
+
+    def guard(self, deblurrer):
+        """This camera's NaN/Inf output guard (``runtime.output_guard``, the Deblurrer's limit)."""
+        if self._guard is None:
+            from .output_guard import OutputGuard
+
+            g = getattr(deblurrer, "guard", None)
+            self._guard = OutputGuard(getattr(g, "max_bad_frames", 30), f"{getattr(g, 'name', 'model')} ({self.name})")
+        return self._guard
 
     @property
     def active(self) -> bool:
@@ -106,6 +116,7 @@ class _Camera:
             "latency_ms_p50": lat["p50"], "latency_ms_p99": lat["p99"],
             "size": f"{self.source.size[0]}x{self.source.size[1]}" if self.source.size else None,
             "state_resets": dict(self.resets) if self.state is not None else None,
+            "model_output": self._guard.stats() if self._guard is not None else None,
             "outputs": [s.describe() for s in self.sinks],
             "stages": self.times.summary(order=("capture", "preprocess", "postprocess", "write", "latency")),
         }
@@ -232,7 +243,8 @@ class MultiCamera:
                 cams = [c for c in self.cams if not isinstance(c.queue, _ClosedQueue)]
                 if not cams:
                     break
-                got = [(c, it) for c, it in self._gather(cams) if not (max_frames and c.taken >= max_frames)]
+                got = [(c, it) for c, it in self._gather(cams)
+                       if not (max_frames and c.taken >= max_frames) and not c.sink_failed]
                 if not got:
                     continue
                 groups: dict = {}
@@ -251,8 +263,16 @@ class MultiCamera:
                     self.infer_times.add("infer", (time.perf_counter() - t0) * 1e3)
                     self.calls += 1
                     self.batch_sizes.append(len(members))
-                    for j, (c, meta, _, ctx) in enumerate(members):
-                        self._out_q.put((c, meta, y[j:j + 1], ctx))
+                    for j, (c, meta, xj, ctx) in enumerate(members):
+                        try:  # NaN/Inf: the camera's input passes through; too many in a row stop it alone
+                            yj, ok = c.guard(self.d).check(xj, y[j:j + 1])
+                        except Exception as e:  # noqa: BLE001
+                            c.sink_failed = True  # nothing more of this camera is run or written
+                            self._fail(c, e, "model output")
+                            continue
+                        if not ok and recurrent:
+                            c.state = None  # its state is poisoned too
+                        self._out_q.put((c, meta, yj, ctx))
                         c.taken += 1
                         if max_frames and c.taken >= max_frames and c.active:
                             c.status = "max_frames"
