@@ -32,6 +32,10 @@ class BackendError(EdgeDeblurError):
     """A backend is unavailable here (no GPU, no TensorRT) or failed to run."""
 
 
+class ClusterError(EdgeDeblurError):
+    """A compute cluster (Ray) cannot be reached or refused the job."""
+
+
 class DependencyError(EdgeDeblurError):
     """An optional dependency is missing; the message names the extra to install."""
 

@@ -27,6 +27,7 @@ COMMANDS = [
     ("bench", "latency, FPS and GMAC/s against the measured conv peak"),
     ("deblur", "deblur images, folders and videos"),
     ("stream", "deblur a live source (camera, RTSP, file) in real time"),
+    ("batch", "deblur an archive (images, videos, rasters) on a Ray cluster or a local Ray instance"),
     ("demo", "self-contained demo on synthetic camera shake"),
 ]
 

@@ -29,13 +29,26 @@ def add_arguments(p):
     p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--tile", type=int, default=None, help="split frames larger than this into overlapping tiles")
-    p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
     p.add_argument("--scene-cut", type=float, default=None, metavar="T",
                    help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
                         "more than T (0..1, default 0.16; 0 turns it off); each video starts from a fresh state")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--max-bad-frames", type=int, default=30, metavar="N",
                    help="model outputs with NaN/Inf are replaced by the input; fail after N in a row (default 30)")
+    if not any(a.dest == "ray" for a in p._actions):  # `batch` adds its own Ray options
+        p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run on Ray as `edge-deblur batch` does (no ADDRESS: a local Ray instance)")
+    r = p.add_argument_group("rasters (GeoTIFF and other GDAL formats; pip install 'edge-deblur[raster]')")
+    r.add_argument("--profile", default=None, metavar="NAME",
+                   help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend")
+    r.add_argument("--normalize", choices=("auto", "bitdepth", "percentile"), default=None,
+                   help="sample values -> [0, 1]: by the sensor's bit depth or per-band percentiles (default auto)")
+    r.add_argument("--bit-depth", type=int, default=None, help="sensor bits for --normalize bitdepth (e.g. 12)")
+    r.add_argument("--percentiles", default=None, metavar="LO,HI", help="percentiles for --normalize percentile (0.5,99.5)")
+    r.add_argument("--bands", default=None, metavar="R,G,B", help="1-based band numbers of the RGB triple (e.g. 3,2,1)")
+    r.add_argument("--other-bands", choices=("single", "triples", "copy"), default=None,
+                   help="bands outside the triple: one by one, as pseudo-RGB triples, or copied (default single)")
 
 
 def _exts():
@@ -62,11 +75,16 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
     from ..errors import InputError
     from ..io.uri import is_glob
 
+    from ..io.raster import RASTER_EXTS, rasterio_available
+
     image_exts, video_exts, video_sink_exts = _exts()
-    media = tuple(image_exts) + tuple(video_exts)
+    raster_exts, raster_ok = RASTER_EXTS, rasterio_available()
+    media = tuple(image_exts) + tuple(video_exts) + tuple(e for e in raster_exts if e not in image_exts)
 
     def kind(p: Path) -> str | None:
         s = p.suffix.lower()
+        if s in raster_exts and (raster_ok or s not in image_exts):
+            return "raster"
         return "image" if s in image_exts else "video" if s in video_exts else None
 
     out = Path(output)
@@ -77,6 +95,11 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
         if k is None:
             raise InputError(f"{str(src)!r} is not an image or video ({', '.join(media)})")
         osfx = out.suffix.lower()
+        if k == "raster" and osfx in image_exts:
+            if osfx not in (".tif", ".tiff"):
+                raise InputError(f"rasters are written as tiled GeoTIFF: name the output "
+                                 f"{out.with_suffix('.tif').name!r} (got {out.name!r})")
+            return _check_jobs([(src, out, k)])
         if k == "image" and osfx in image_exts or k == "video" and osfx in video_sink_exts:
             jobs = [(src, out, k)]
             return _check_jobs(jobs)
@@ -105,8 +128,10 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             jobs += [(f, out / f.name, kind(f)) for f in files]
         else:
             raise InputError(f"input not found: {raw!r}; pass image/video files, folders or a quoted glob")
-    # videos written into a folder: keep a writable container
-    jobs = [(s, d if k == "image" or d.suffix.lower() in video_sink_exts else d.with_suffix(".mp4"), k) for s, d, k in jobs]
+    # videos written into a folder: keep a writable container; rasters become GeoTIFFs
+    jobs = [(s, d.with_suffix(".tif") if k == "raster" and d.suffix.lower() not in (".tif", ".tiff")
+             else d if k != "video" or d.suffix.lower() in video_sink_exts else d.with_suffix(".mp4"), k)
+            for s, d, k in jobs]
     return _check_jobs(jobs)
 
 
@@ -144,6 +169,48 @@ def deblur_image(d, src: Path, dst: Path):
     atomic_imwrite(dst, out)
 
 
+def raster_settings(args) -> dict:
+    """``{'config': BandConfig, 'compress', 'block', 'profile'}`` from ``--profile`` and the raster
+    flags (flags win)."""
+    from ..errors import InputError
+    from ..config.runtime import RasterSection, load_runtime_profile
+
+    prof = load_runtime_profile(args.profile) if getattr(args, "profile", None) else None
+    sec = prof.raster if prof is not None else RasterSection()
+    cfg = sec.band_config()
+
+    def ints(text, what, n=None, cast=int):
+        try:
+            vals = [cast(v) for v in str(text).replace(" ", "").split(",") if v]
+        except ValueError:
+            raise InputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+        if n is not None and len(vals) != n:
+            raise InputError(f"{what} needs {n} values, got {text!r}")
+        return vals
+
+    if getattr(args, "normalize", None):
+        cfg.normalize = args.normalize
+    if getattr(args, "bit_depth", None) is not None:
+        cfg.bit_depth = args.bit_depth
+        if not getattr(args, "normalize", None):
+            cfg.normalize = "bitdepth"
+    if getattr(args, "percentiles", None):
+        cfg.percentiles = tuple(ints(args.percentiles, "--percentiles", 2, float))
+    if getattr(args, "bands", None):
+        cfg.rgb_bands = ints(args.bands, "--bands", 3)
+    if getattr(args, "other_bands", None):
+        cfg.others = args.other_bands
+    cfg.validate("raster")
+    return {"config": cfg, "compress": sec.compress, "block": sec.block, "profile": prof}
+
+
+def deblur_raster_job(d, src: Path, dst: Path, raster: dict, progress: bool) -> dict:
+    from ..runtime.raster_deblur import deblur_raster
+
+    return deblur_raster(d, src, dst, config=raster["config"], compress=raster["compress"], block=raster["block"],
+                         progress=progress)
+
+
 def run(args) -> int:
     import json
     import sys
@@ -152,18 +219,42 @@ def run(args) -> int:
     from ..runtime.deblurrer import Deblurrer
     from .signals import Signals
 
+    if getattr(args, "ray", None) and not hasattr(args, "actors"):
+        from . import batch_cmd
+
+        for k, v in {"actors": None, "cpus_per_actor": 1, "gpus_per_actor": 0, "num_cpus": None,
+                     "rows_per_task": 2048, "connect_timeout": 5.0}.items():
+            setattr(args, k, v)
+        return batch_cmd.run(args)
     jobs = plan_jobs(args.inputs, args.output)
+    raster = raster_settings(args) if any(k == "raster" for _, _, k in jobs) or getattr(args, "profile", None) else None
+    prof = raster["profile"] if raster else None
+    model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
+    if prof is not None:
+        model = model or (str(prof.model_file()) if prof.model else None)
+        backend = backend or (None if prof.backend == "auto" else prof.backend)
+        device = device or prof.device
+        tile = tile or prof.pipeline.tile
+        overlap = overlap if overlap is not None else prof.pipeline.overlap
+    overlap = 128 if overlap is None else overlap
+    if any(k == "raster" for _, _, k in jobs):
+        from ..io.raster import rasterio
+        from ..runtime.raster_deblur import check_tiling
+
+        rasterio()  # DependencyError naming the extra before anything loads
+        check_tiling(tile or 1024, overlap, 1)  # (an unreadable raster fails alone, like any bad file)
     check_writable(dst.parent for _, dst, _ in jobs)
     t0 = time.perf_counter()
-    n_img = n_vid = frames = 0
+    n_img = n_vid = n_ras = frames = 0
+    megapixels = 0.0
     compute_s = 0.0
     # stdout carries the result only (the JSON with --json); progress goes to stderr: tqdm bars
     # on a terminal, plain lines otherwise
     tty = sys.stderr.isatty()
     failures: list[tuple[Path, str]] = []
     with Signals(raise_while_idle=False) as sig, \
-            Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                           tile=args.tile, overlap=args.overlap, rgb=False, max_bad_frames=args.max_bad_frames,
+            Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
+                           tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
                            **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
         bar = None
         last_line = time.perf_counter()
@@ -175,13 +266,22 @@ def run(args) -> int:
             if sig.stopped:
                 break
             try:
-                if k == "image":
+                if k == "raster":
+                    t = time.perf_counter()
+                    r = deblur_raster_job(d, src, dst, raster, progress=tty)
+                    compute_s += time.perf_counter() - t
+                    n_ras += 1
+                    frames += 1
+                    megapixels += r["width"] * r["height"] / 1e6
+                    log.info("%s -> %s: %dx%dx%d %s, %d tiles, %.2f MP/s (%s)", src, dst, r["width"], r["height"], r["bands"],
+                             r["dtype"], r["tiles"], r["megapixels_per_s"] or 0, r["tags"]["EDGE_DEBLUR_NORMALIZE"])
+                elif k == "image":
                     t = time.perf_counter()
                     deblur_image(d, src, dst)
                     compute_s += time.perf_counter() - t
                     n_img += 1
                     frames += 1
-                    done = n_img + n_vid + len(failures)
+                    done = n_img + n_vid + n_ras + len(failures)
                     if bar is None and len(jobs) > 1 and (time.perf_counter() - last_line > 2.0 or done == len(jobs)):
                         last_line = time.perf_counter()  # not a terminal: a plain progress line every 2 s at most
                         log.info("%d/%d files: %s -> %s", done, len(jobs), src, dst)
@@ -218,19 +318,21 @@ def run(args) -> int:
         info = d.info
     wall = time.perf_counter() - t0
     summary = {
-        "images": n_img, "videos": n_vid, "frames": frames, "seconds": wall,
+        "images": n_img, "videos": n_vid, "rasters": n_ras, "frames": frames, "seconds": wall,
+        "megapixels_per_s": round(megapixels / compute_s, 3) if megapixels and compute_s > 0 else None,
         "fps": frames / compute_s if compute_s > 0 else None,
         "output": str(args.output), "model": info.get("model"), "backend": info.get("backend"),
         "state": d.state_stats(),
         "failed": [{"input": str(p), "error": m} for p, m in failures],
         "interrupted": sig.stopped,
-        "not_processed": max(0, len(jobs) - n_img - n_vid - len(failures)),
+        "not_processed": max(0, len(jobs) - n_img - n_vid - n_ras - len(failures)),
     }
     if args.json:
         print(json.dumps(summary))
     else:
         what = ", ".join(s for s in (f"{n_img} image{'s' * (n_img != 1)}" if n_img else "",
-                                     f"{n_vid} video{'s' * (n_vid != 1)}" if n_vid else "") if s)
+                                     f"{n_vid} video{'s' * (n_vid != 1)}" if n_vid else "",
+                                     f"{n_ras} raster{'s' * (n_ras != 1)}" if n_ras else "") if s)
         print(f"deblurred {what or 'nothing'} ({frames} frames) into {args.output} in {wall:.1f} s"
               + (f", {summary['fps']:.1f} frames/s" if summary["fps"] else "")
               + f" [{info.get('backend')}, {Path(str(info.get('model'))).name}]")

@@ -55,6 +55,10 @@ def run(args) -> int:
     if args.scene_cut is not None:
         kwargs["scene_cut"] = args.scene_cut
     kwargs["max_bad_frames"] = args.max_bad_frames
+    if isinstance(opts.source, list):
+        from .multicam_run import run_cameras
+
+        return run_cameras(args, opts, kwargs, _Signals)
 
     with _Signals() as sig:
         def hook(pipe):

@@ -110,6 +110,36 @@ class PipelineSection:
 
 
 @dataclass
+class RasterSection:
+    """Satellite/aerial rasters (edge-deblur deblur on a GeoTIFF): how bands and sample values
+    reach a three-band model (see edge_deblur.runtime.bands) and how the output is stored."""
+
+    normalize: Literal["auto", "bitdepth", "percentile"] = "auto"
+    bit_depth: Optional[int] = None       # bitdepth: sensor bits (default: the NBITS tag, else the dtype)
+    percentiles: list = field(default_factory=lambda: [0.5, 99.5])  # percentile: low, high per band
+    rgb_bands: Optional[list] = None      # 1-based [R, G, B] band numbers (default: colour interpretation)
+    others: Literal["single", "triples", "copy"] = "single"  # the remaining bands
+    compress: Optional[str] = "same"      # output compression: same (as the input), none, deflate, lzw, zstd
+    block: int = 256                      # output block size (pixels)
+
+    def band_config(self):
+        from ..runtime.bands import BandConfig
+
+        return BandConfig(normalize=self.normalize, bit_depth=self.bit_depth, percentiles=tuple(self.percentiles),
+                          rgb_bands=self.rgb_bands, others=self.others)
+
+    def validate(self, where: str = "raster"):
+        from ..errors import InputError
+
+        try:
+            self.band_config().validate(where)
+        except InputError as e:
+            raise ConfigError(str(e)) from e
+        if self.block < 16 or self.block % 16:
+            raise ConfigError(f"{where}.block: must be a multiple of 16 (a TIFF tile), got {self.block}")
+
+
+@dataclass
 class JetsonSection:
     """What the target is and how to set it up (applied by hand: nvpmodel needs root)."""
 
@@ -132,6 +162,7 @@ class RuntimeProfile:
     engine: EngineSection = field(default_factory=EngineSection)
     stream: StreamSection = field(default_factory=StreamSection)
     pipeline: PipelineSection = field(default_factory=PipelineSection)
+    raster: RasterSection = field(default_factory=RasterSection)
     jetson: Optional[JetsonSection] = None
 
     def validate(self, where: str = ""):

@@ -100,15 +100,17 @@ class StreamOptions:
             g = parser.add_mutually_exclusive_group()
             g.add_argument("--camera", metavar="N", help="camera index (same as --source camera://N)")
             g.add_argument(
-                "--source", "-i", metavar="URI",
+                "--source", "-i", metavar="URI", action="append",
                 help="camera://N, /dev/videoN, csi://N, rtsp://..., http(s)://..., a GStreamer pipeline "
-                "(with '!'), a video file, an image file, a folder of images or a glob",
+                "(with '!'), a video file, an image file, a folder of images or a glob; repeat for several "
+                "cameras in one process (batched through one model)",
             )
         if output:
             parser.add_argument(
-                "--output", "-o", metavar="URI",
+                "--output", "-o", metavar="URI", action="append",
                 help="display://, null://, a video file (.mp4/.avi/.mkv), an image folder, an image file "
-                "('%%06d' pattern for sequences) or a GStreamer pipeline (default: null://)",
+                "('%%06d' pattern for sequences) or a GStreamer pipeline (default: null://); with several "
+                "--source: one --output per source, or one with {i} or {name} in it",
             )
             parser.add_argument("--display", action="store_true", help="also show the output in a window")
             parser.add_argument("--codec", metavar="NAME",
@@ -153,6 +155,10 @@ class StreamOptions:
         for f in dataclasses.fields(cls):
             if hasattr(args, f.name):
                 kw[f.name] = getattr(args, f.name)
+        for name in ("source", "output"):  # repeated flags: a list; one flag: the value
+            v = kw.get(name)
+            if isinstance(v, list):
+                kw[name] = v[0] if len(v) == 1 else v
         camera = getattr(args, "camera", None)
         if camera is not None:
             camera = str(camera).strip()

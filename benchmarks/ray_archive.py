@@ -1,0 +1,123 @@
+"""Ray batch throughput next to plain ``deblur`` on the same archive, and identical outputs
+(issue target: >= 0.8x the throughput of plain deblur on a local 2-CPU Ray instance, >= 200
+frames across images, a video and a raster).
+
+    python benchmarks/ray_archive.py --images 150 --video-frames 49 --size 320x180 --raster 1024 [--keep DIR]
+
+Makes the archive (textured PNGs, an MJPG .avi, a 3-band uint16 GeoTIFF), runs
+``edge-deblur deblur ARCHIVE -o ref`` and ``edge-deblur batch ARCHIVE -o ray --num-cpus 2`` as child
+processes back to back on the same model and tiling, compares every output byte for byte
+(images and rasters by pixels, video by decoded frames), and reports frames per second of both
+on the whole command (Ray's start included) and, for Ray, on its run alone (``run_seconds``:
+from the first task submitted to the last result).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_archive(d: Path, n_images: int, n_video: int, w: int, h: int, raster: int):
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    (d / "images").mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        cv2.imwrite(str(d / "images" / f"img_{i:04d}.png"), np.roll(base, 3 * i, axis=1))
+    wr = cv2.VideoWriter(str(d / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
+    for i in range(n_video):
+        wr.write(np.roll(base, 2 * i, axis=0))
+    wr.release()
+    if raster:
+        import rasterio
+        from rasterio.transform import from_origin
+
+        tex = cv2.resize(rng.random((raster // 8, raster // 8, 3)).astype(np.float32), (raster, raster))
+        with rasterio.open(d / "scene.tif", "w", driver="GTiff", width=raster, height=raster, count=3, dtype="uint16",
+                           crs="EPSG:32633", transform=from_origin(500000, 4000000, 1, 1), nodata=0, tiled=True) as ds:
+            ds.write((100 + tex * 3900).astype(np.uint16).transpose(2, 0, 1))
+
+
+def video_frames(p):
+    cap, out = cv2.VideoCapture(str(p)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return out
+        out.append(f)
+
+
+def same_outputs(a: Path, b: Path) -> dict:
+    bad, n = [], 0
+    for f in sorted(a.rglob("*")):
+        if f.is_dir() or ".edge-deblur" in f.parts:
+            continue
+        g = b / f.relative_to(a)
+        n += 1
+        if f.suffix == ".png":
+            ok = g.exists() and np.array_equal(cv2.imread(str(f)), cv2.imread(str(g)))
+        elif f.suffix == ".tif":
+            import rasterio
+
+            with rasterio.open(f) as x, rasterio.open(g) as y:
+                ok = np.array_equal(x.read(), y.read()) and x.crs == y.crs and x.transform == y.transform
+        else:
+            fa, fb = video_frames(f), video_frames(g)
+            ok = len(fa) == len(fb) and all(np.array_equal(p, q) for p, q in zip(fa, fb))
+        if not ok:
+            bad.append(str(f.relative_to(a)))
+    return {"files": n, "different": bad}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=150)
+    ap.add_argument("--video-frames", type=int, default=49)
+    ap.add_argument("--size", default="320x180")
+    ap.add_argument("--raster", type=int, default=1024, help="side of the GeoTIFF (0: none)")
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--rows-per-task", type=int, default=512)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--keep", default=None)
+    a = ap.parse_args()
+    w, h = (int(v) for v in a.size.split("x"))
+    tmp = Path(a.keep or tempfile.mkdtemp(prefix="ray_archive_"))
+    arc = tmp / "archive"
+    if not arc.exists():
+        make_archive(arc, a.images, a.video_frames, w, h, a.raster)
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    common = ["--tile", str(a.tile)] + (["--model", a.model] if a.model else [])
+    frames = a.images + a.video_frames + (1 if a.raster else 0)
+    res = {"frames": frames, "size": a.size, "raster": a.raster}
+    for name, cmd in (("deblur", ["deblur", str(arc), "-o", str(tmp / "ref"), "--json"]),
+                      ("ray", ["batch", str(arc), "-o", str(tmp / "ray"), "--num-cpus", "2", "--rows-per-task",
+                               str(a.rows_per_task), "--json"])):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "edge_deblur"] + cmd + common, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            sys.exit(f"{name} failed: {r.stderr[-3000:]}")
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        res[name] = {"wall_s": round(wall, 2), "fps_wall": round(frames / wall, 3)}
+        if name == "ray":
+            res[name].update(run_s=out["run_seconds"], fps_run=round(frames / out["run_seconds"], 3),
+                             ok=out["ok"], failed=out["failed"], tasks=out["tasks"])
+    res["ratio_wall"] = round(res["ray"]["fps_wall"] / res["deblur"]["fps_wall"], 3)
+    res["ratio_run"] = round(res["ray"]["fps_run"] / res["deblur"]["fps_wall"], 3)
+    res["identical"] = same_outputs(tmp / "ref", tmp / "ray")
+    res["load_avg"] = os.getloadavg()
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()

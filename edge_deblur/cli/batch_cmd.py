@@ -1,0 +1,100 @@
+"""edge-deblur batch INPUT... -o OUT [--ray ADDRESS]: a whole archive (folders, lists of images,
+videos and rasters) on Ray: an actor pool where each actor opens the model once, large rasters
+split into row-window tasks, a per-item result table (ok / failed with the reason / skipped), and
+re-runs that skip items already done (output present and its manifest matching).
+
+Without ``--ray`` (or with ``--ray local``) a local Ray instance is started on this machine's CPUs.
+The table is written to ``OUT/.edge-deblur/results.csv`` (and printed with ``--json``). Exit
+status 0 when every item is ok or skipped, 1 when some failed."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def add_arguments(p):
+    from .deblur_cmd import add_arguments as deblur_args
+
+    g = p.add_argument_group("Ray")
+    g.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="Ray cluster address (host:6379, ray://host:10001, auto); default: a local Ray instance")
+    g.add_argument("--actors", type=int, default=None, help="actors (model copies) in the pool (default: CPUs / --cpus-per-actor)")
+    g.add_argument("--cpus-per-actor", type=float, default=1, help="CPUs per actor; also its ONNX Runtime threads (default 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs per actor where the cluster has them (default 0)")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance (default: all)")
+    g.add_argument("--rows-per-task", type=int, default=2048, help="rasters taller than this are split into row windows")
+    g.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to reach --ray ADDRESS (default 5)")
+    deblur_args(p)
+
+
+def settings_from_args(args) -> dict:
+    from ..runtime.archive import sha256_file
+    from ..runtime.backends import resolve_model_path
+    from .deblur_cmd import raster_settings
+
+    raster = raster_settings(args)
+    prof = raster["profile"]
+    model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
+    if prof is not None:
+        model = model or (str(prof.model_file()) if prof.model else None)
+        backend = backend or (None if prof.backend == "auto" else prof.backend)
+        device = device or prof.device
+        tile = tile or prof.pipeline.tile
+        overlap = overlap if overlap is not None else prof.pipeline.overlap
+    if model is None:
+        from ..runtime.bundled import default_model_path
+
+        model = default_model_path()
+    model_file = resolve_model_path(model, backend)   # chosen once here, the same file on every node
+    cfg = raster["config"]
+    return {
+        "model_file": str(model_file), "model_sha256": sha256_file(model_file), "backend": backend, "device": device,
+        "tile": tile, "overlap": 128 if overlap is None else overlap, "threads": args.threads,
+        "raster": {"normalize": cfg.normalize, "bit_depth": cfg.bit_depth, "percentiles": list(cfg.percentiles),
+                   "rgb_bands": cfg.rgb_bands, "others": cfg.others, "compress": raster["compress"],
+                   "block": raster["block"]},
+    }
+
+
+def write_table(out_root, table: list[dict]) -> Path:
+    d = Path(out_root) / ".edge-deblur"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "results.csv"
+    tmp = path.with_name(f".results.csv.tmp{os.getpid()}")
+    cols = ["item", "input", "output", "kind", "status", "error", "tasks", "frames", "seconds"]
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(table)
+    os.replace(tmp, path)
+    return path
+
+
+def run(args) -> int:
+    from ..runtime.ray_batch import check_reachable, run_archive
+    from .deblur_cmd import check_writable, plan_jobs
+
+    if args.ray and args.ray != "local":
+        check_reachable(args.ray, args.connect_timeout)       # fail in seconds, before planning
+    plan_jobs(args.inputs, args.output)                        # bad inputs fail before Ray starts
+    check_writable([Path(args.output)])
+    settings = settings_from_args(args)
+    res = run_archive(args.inputs, args.output, settings, address=None if args.ray in (None, "local") else args.ray,
+                      actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                      rows_per_task=args.rows_per_task, num_cpus=args.num_cpus, progress=sys.stderr.isatty(),
+                      connect_timeout=args.connect_timeout)
+    table_path = write_table(args.output, res["items"])
+    res["table"] = str(table_path)
+    if args.json:
+        print(json.dumps(res), flush=True)
+    else:
+        for r in res["items"]:
+            if r["status"] == "failed":
+                print(f"FAILED {r['input']}: {r['error']}", file=sys.stderr)
+        fps = f", {res['frames_per_s']:.1f} frames/s" if res["frames_per_s"] else ""
+        print(f"{res['ok']} ok, {res['failed']} failed, {res['skipped']} skipped ({res['tasks']} tasks on Ray "
+              f"{res['address']}, {res['seconds']:.1f} s{fps}); table: {table_path}", flush=True)
+    return 1 if res["failed"] else 0

@@ -1,0 +1,218 @@
+"""GeoTIFF and other GDAL rasters through rasterio (``pip install 'edge-deblur[raster]'``),
+read and written window by window so that a raster never sits whole in memory.
+
+* ``open_raster(path)``: a rasterio dataset, or a typed error for a missing file, a format GDAL
+  cannot read, or a missing rasterio.
+* ``RasterWriter``: a tiled GeoTIFF (BigTIFF when needed) with the source's size, dtype, band
+  count, CRS, transform, nodata, tags, band descriptions and colour interpretation; rows are
+  written in order and grouped into whole block rows; the file appears atomically on ``close()``.
+* ``read_padded(ds, y, x, h, w)``: a window, reflect-padded where it runs past the raster's
+  bottom/right edge (the stride padding the runtime applies to whole frames).
+* ``sample_values(ds)``: values from a grid of small windows (for percentile normalization).
+
+GDAL's block cache is capped (``GDAL_CACHEMAX``, default 128 MiB here) so memory stays bounded
+however large the raster is.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..errors import InputError, SourceError, require
+
+# files that only GDAL reads (OpenCV handles .png/.jpg/...); TIFFs go through rasterio when installed
+RASTER_ONLY_EXTS = (".jp2", ".img", ".vrt", ".ntf", ".nitf", ".hdr", ".dem", ".grd", ".nc", ".h5", ".hdf")
+TIFF_EXTS = (".tif", ".tiff")
+RASTER_EXTS = TIFF_EXTS + RASTER_ONLY_EXTS
+OUTPUT_EXTS = TIFF_EXTS
+CACHE_MB = 128
+
+
+def rasterio_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rasterio") is not None
+
+
+def rasterio():
+    return require("rasterio", "raster")
+
+
+def gdal_env(cache_mb: int = CACHE_MB):
+    """A rasterio environment with a capped block cache and quiet TIFF warnings."""
+    rio = rasterio()
+    return rio.Env(GDAL_CACHEMAX=int(cache_mb), CPL_LOG_ERRORS="OFF", GTIFF_REPORT_COMPD_CS="NO")
+
+
+def open_raster(path):
+    """Open ``path`` for reading; InputError/SourceError that name the file and the way out."""
+    rio = rasterio()
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"raster not found: {str(p)!r}")
+    import logging
+
+    quiet = logging.getLogger("rasterio")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the error below says it once, without GDAL's log line
+    try:
+        return rio.open(p)
+    except rio.errors.RasterioIOError as e:
+        raise InputError(
+            f"{str(p)!r} is not a raster format GDAL can read ({str(e).strip()[:200]}); "
+            "pass a GeoTIFF or another GDAL raster (https://gdal.org/drivers/raster/), or an image OpenCV reads"
+        ) from e
+    finally:
+        quiet.setLevel(level)
+
+
+def describe(ds) -> dict:
+    return {"width": ds.width, "height": ds.height, "count": ds.count, "dtype": ds.dtypes[0],
+            "crs": ds.crs.to_string() if ds.crs else None, "nodata": ds.nodata, "driver": ds.driver}
+
+
+def read_padded(ds, y: int, x: int, h: int, w: int, reflect: bool = True) -> np.ndarray:
+    """(count, h, w) window at row ``y``, column ``x``; rows/columns past the raster's bottom or
+    right edge are filled by reflection about the last row/column (OpenCV's REFLECT_101, the
+    runtime's stride padding) or by repetition (``reflect=False``)."""
+    rio = rasterio()
+    hh, ww = min(h, ds.height - y), min(w, ds.width - x)
+    a = ds.read(window=rio.windows.Window(x, y, ww, hh))
+    if hh < h or ww < w:
+        a = np.pad(a, ((0, 0), (0, h - hh), (0, w - ww)), mode="reflect" if reflect else "edge")
+    return a
+
+
+def sample_values(ds, grid: int = 16, size: int = 32) -> np.ndarray:
+    """(count, n) float64 values from ``grid`` x ``grid`` windows of ``size`` pixels spread over
+    the raster; nodata (and masked) samples are NaN."""
+    rio = rasterio()
+    ys = np.linspace(0, max(0, ds.height - size), min(grid, max(1, ds.height // size or 1))).astype(int)
+    xs = np.linspace(0, max(0, ds.width - size), min(grid, max(1, ds.width // size or 1))).astype(int)
+    parts = []
+    for y in sorted(set(ys)):
+        for x in sorted(set(xs)):
+            win = rio.windows.Window(int(x), int(y), min(size, ds.width - x), min(size, ds.height - y))
+            a = ds.read(window=win).astype(np.float64)
+            m = ds.read_masks(window=win) == 0
+            a[m] = np.nan
+            parts.append(a.reshape(ds.count, -1))
+    return np.concatenate(parts, axis=1)
+
+
+def nbits_tag(ds) -> Optional[str]:
+    try:
+        return ds.tags(1, ns="IMAGE_STRUCTURE").get("NBITS")
+    except Exception:  # noqa: BLE001 - a driver without the namespace
+        return None
+
+
+def check_output_path(dst) -> Path:
+    p = Path(dst)
+    if p.suffix.lower() not in OUTPUT_EXTS:
+        raise InputError(f"rasters are written as tiled GeoTIFF: name the output {p.with_suffix('.tif').name!r} "
+                         f"(got {p.name!r})")
+    return p
+
+
+class RasterWriter:
+    """Write a raster like ``src`` (or a row range of it) as a tiled GeoTIFF, rows in order.
+
+    ``rows=(a, b)`` writes only rows a..b-1 of the source's grid (its transform shifted), as a
+    part to be merged later. ``write(rows_array, row)`` takes (count, n, width) arrays for
+    consecutive rows; full block rows go to disk as soon as they are complete. The file is
+    written under a temporary name in the same folder and renamed on ``close()``; ``abort()``
+    removes it."""
+
+    def __init__(self, src, dst, *, rows: Optional[tuple] = None, tags: Optional[dict] = None,
+                 block: int = 256, compress: Optional[str] = "same"):
+        rio = rasterio()
+        self.dst = check_output_path(dst)
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        a, b = rows if rows is not None else (0, src.height)
+        self.row0, self.row1 = int(a), int(b)
+        self.width, self.count = src.width, src.count
+        self.dtype = np.dtype(src.dtypes[0])
+        transform = src.transform
+        if self.row0:
+            transform = rio.windows.transform(rio.windows.Window(0, self.row0, src.width, self.row1 - self.row0), transform)
+        if compress == "same":
+            c = src.compression
+            compress = getattr(c, "value", c) if c else None
+        self.block = int(block)
+        profile = dict(driver="GTiff", width=src.width, height=self.row1 - self.row0, count=src.count,
+                       dtype=self.dtype.name, crs=src.crs, transform=transform, nodata=src.nodata,
+                       tiled=True, blockxsize=self.block, blockysize=self.block, BIGTIFF="IF_SAFER",
+                       interleave="pixel" if src.count <= 4 else "band")
+        if compress:
+            profile["compress"] = str(compress).lower()
+            if str(compress).lower() in ("deflate", "lzw", "zstd") and self.dtype.kind in "ui":
+                profile["predictor"] = 2
+        nb = nbits_tag(src)
+        if nb:
+            profile["nbits"] = int(nb)
+        self.tmp = self.dst.with_name(f".{self.dst.stem}.tmp{os.getpid()}{self.dst.suffix}")
+        self.ds = rio.open(self.tmp, "w", **profile)
+        try:
+            self.ds.update_tags(**src.tags())
+            if tags:
+                self.ds.update_tags(**{k: str(v) for k, v in tags.items()})
+            for i in range(1, src.count + 1):
+                bt = src.tags(i)
+                if bt:
+                    self.ds.update_tags(i, **bt)
+                if src.descriptions[i - 1]:
+                    self.ds.set_band_description(i, src.descriptions[i - 1])
+            with contextlib.suppress(Exception):  # not every colour interpretation is valid in a GTiff
+                self.ds.colorinterp = src.colorinterp
+            if src.scales and any(s != 1 for s in src.scales):
+                self.ds.scales = src.scales
+            if src.offsets and any(o != 0 for o in src.offsets):
+                self.ds.offsets = src.offsets
+            if any(src.units):
+                self.ds.units = src.units
+        except BaseException:
+            self.abort()
+            raise
+        self._buf: list = []
+        self._buf_row = self.row0       # source row of the first buffered row
+        self._next = self.row0
+
+    def write(self, arr: np.ndarray, row: int):
+        """``arr``: (count, n, width) for source rows ``row`` .. ``row + n - 1``."""
+        if row != self._next:
+            raise RuntimeError(f"rows must be written in order: expected row {self._next}, got {row}")
+        self._buf.append(arr.astype(self.dtype, copy=False))
+        self._next += arr.shape[1]
+        done = self._next - self.row0
+        aligned = done - done % self.block if self._next < self.row1 else done
+        self._flush_to(self.row0 + aligned)
+
+    def _flush_to(self, end_row: int):
+        if end_row <= self._buf_row or not self._buf:
+            return
+        rio = rasterio()
+        data = np.concatenate(self._buf, axis=1) if len(self._buf) > 1 else self._buf[0]
+        n = end_row - self._buf_row
+        self.ds.write(data[:, :n], window=rio.windows.Window(0, self._buf_row - self.row0, self.width, n))
+        rest = data[:, n:]
+        self._buf = [rest] if rest.shape[1] else []
+        self._buf_row = end_row
+
+    def close(self):
+        if self._next != self.row1:
+            self.abort()
+            raise RuntimeError(f"{self.dst}: wrote rows up to {self._next}, expected {self.row1}")
+        self._flush_to(self._next)
+        self.ds.close()
+        os.replace(self.tmp, self.dst)
+
+    def abort(self):
+        with contextlib.suppress(Exception):
+            self.ds.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)

@@ -1,0 +1,183 @@
+"""Deblur an archive on a Ray cluster with Ray Data (``pip install 'edge-deblur[ray]'``).
+
+The tasks of ``edge_deblur.runtime.archive`` (an image, a video, or a row window of a large
+raster) become a Ray dataset; ``map_batches`` runs them on an actor pool where every actor opens
+the model once (with one GPU per actor where the cluster has GPUs and ``gpus_per_actor`` > 0) and
+processes one task at a time. The driver collects the result rows as they arrive (a progress
+bar), merges raster parts, writes manifests and returns the per-item table.
+
+``address=None`` starts a local Ray instance (``num_cpus`` CPUs); an address (``host:port``,
+``ray://host:port`` or ``auto``) joins an existing cluster; an address that does not answer
+within ``connect_timeout`` seconds is a ``ClusterError`` naming it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Optional
+
+from ..errors import ClusterError, require
+from . import archive as A
+
+log = logging.getLogger(__name__)
+
+
+def _host_port(address: str) -> Optional[tuple[str, int]]:
+    a = address.strip()
+    default = 10001 if a.startswith("ray://") else 6379
+    for prefix in ("ray://", "http://", "https://"):
+        if a.startswith(prefix):
+            a = a[len(prefix):]
+    a = a.split("/")[0]
+    if not a or a == "auto" or a == "local":
+        return None
+    host, _, port = a.rpartition(":") if ":" in a else (a, "", str(default))
+    try:
+        return host.strip("[]") or "127.0.0.1", int(port)
+    except ValueError:
+        raise ClusterError(f"Ray address {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://head:10001)") from None
+
+
+def check_reachable(address: str, timeout: float = 5.0):
+    """Raise ClusterError unless something accepts a TCP connection at ``address`` within
+    ``timeout`` seconds (ray.init would otherwise retry for minutes)."""
+    hp = _host_port(address)
+    if hp is None:
+        return
+    try:
+        with socket.create_connection(hp, timeout=timeout):
+            pass
+    except OSError as e:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r} ({hp[0]}:{hp[1]}: {e.strerror or e}) within {timeout:g} s; "
+            "check the head node's address and port (ray status on the head), or drop --ray ADDRESS to run locally"
+        ) from e
+
+
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, connect_timeout: float = 5.0):
+    """``ray.init`` for a local instance (no address) or a cluster; reuses a running session."""
+    ray = require("ray", "ray")
+    require("ray.data", "ray")
+    if ray.is_initialized():
+        return ray
+    if address:
+        check_reachable(address, connect_timeout)
+    kw = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+              logging_level=logging.WARNING)
+    # the actors import this package from the same place as the driver
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    kw["runtime_env"] = {"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                                      "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
+    try:
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            _init_local(ray, num_cpus, kw)
+    except Exception as e:  # noqa: BLE001 - ray raises bare Exceptions for a node that does not start
+        where = repr(address) if address else "a new local instance (ray.init)"
+        raise ClusterError(f"cannot start or join Ray at {where}: {str(e).strip()[:300]}; "
+                           "check `ray status`, free memory and CPU, or pass --ray ADDRESS of a running cluster") from e
+    return ray
+
+
+def _init_local(ray, num_cpus, kw, attempts: int = 3):
+    """Start a local instance. Ray gives its raylet a fixed 30 s to register; on a heavily loaded
+    machine that can run out, so a failed start is retried (after ray.shutdown) twice more."""
+    for i in range(attempts):
+        try:
+            ray.init(num_cpus=num_cpus, **kw)
+            return
+        except Exception as e:  # noqa: BLE001
+            if i == attempts - 1 or "timed out during startup" not in str(e):
+                raise
+            log.warning("the local Ray instance did not start in time (%s); retrying", e)
+            ray.shutdown()
+
+
+class DeblurActor:
+    """One per actor: opens the model once, then runs task rows (a Ray Data batch of dicts)."""
+
+    def __init__(self, settings: dict):
+        from .deblurrer import Deblurrer
+
+        self.settings = settings
+        device = settings.get("device")
+        if device is None and settings.get("gpus_per_actor", 0) > 0:
+            device = "cuda"
+        self.d = Deblurrer.open(settings["model_file"], backend=settings.get("backend"), device=device,
+                                threads=settings.get("threads"), tile=settings.get("tile"),
+                                overlap=settings.get("overlap", 128))
+
+    def __call__(self, batch: dict) -> dict:
+        keys = list(batch)
+        n = len(batch[keys[0]])
+        rows = []
+        for i in range(n):
+            task = {k: _scalar(batch[k][i]) for k in keys}
+            rows.append(A.run_task(self.d, task, self.settings))
+        return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def _scalar(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def run_archive(inputs, out_root, settings: dict, *, address: Optional[str] = None, actors: Optional[int] = None,
+                cpus_per_actor: float = 1, gpus_per_actor: float = 0, rows_per_task: int = 2048,
+                num_cpus: Optional[int] = None, progress: bool = False, connect_timeout: float = 5.0) -> dict:
+    """Plan, run on Ray, finish. Returns ``{"items": [...], "ok", "failed", "skipped", "seconds",
+    "frames", "frames_per_s"}`` (per-item rows: input, output, kind, status, error, tasks, frames)."""
+    t0 = time.perf_counter()
+    items = A.plan_archive(inputs, out_root, settings, rows_per_task=rows_per_task)
+    tasks = [t for it in items if not it.skipped for t in it.tasks]
+    rows_by_item: dict = {it.index: [] for it in items}
+    ray = None
+    t_run = time.perf_counter()
+    if tasks:
+        ray = connect(address, num_cpus=num_cpus, connect_timeout=connect_timeout)
+        import ray.data  # noqa: F401
+
+        total_cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_actors = actors or max(1, min(len(tasks), int(total_cpus // max(cpus_per_actor, 1e-9))))
+        s = dict(settings, gpus_per_actor=gpus_per_actor, threads=settings.get("threads") or max(1, int(cpus_per_actor)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.verbose_progress = False
+        ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        out = ds.map_batches(DeblurActor, fn_constructor_kwargs={"settings": s}, batch_size=1,
+                             compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor,
+                             num_gpus=gpus_per_actor or None)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(tasks), unit="task", desc="batch", leave=False)
+        t_run = time.perf_counter()
+        try:
+            for row in out.iter_rows():
+                row = {k: _scalar(v) for k, v in row.items()}
+                rows_by_item[int(row["item"])].append(row)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    table = []
+    for it in items:
+        if it.skipped:
+            table.append({"item": it.index, "input": it.src, "output": it.dst, "kind": it.kind, "status": "skipped",
+                          "error": "", "tasks": 0, "frames": 0, "seconds": 0.0, "reason": it.reason})
+        else:
+            table.append(A.finish_item(it, rows_by_item[it.index], out_root, settings))
+    secs = time.perf_counter() - t0
+    run_s = time.perf_counter() - t_run
+    frames = sum(r["frames"] for r in table if r["status"] == "ok")
+    return {
+        "items": table, "ok": sum(r["status"] == "ok" for r in table),
+        "failed": sum(r["status"] == "failed" for r in table), "skipped": sum(r["status"] == "skipped" for r in table),
+        "tasks": len(tasks), "frames": frames, "seconds": round(secs, 3), "run_seconds": round(run_s, 3),
+        "frames_per_s": round(frames / run_s, 3) if frames and run_s > 0 else None,
+        "address": address or "local",
+    }

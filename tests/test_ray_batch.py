@@ -1,0 +1,106 @@
+"""edge-deblur batch on a local 2-CPU Ray instance: outputs identical to `deblur`, a failed item
+reported while the rest finish, a re-run that skips finished items; an unreachable address fails
+in seconds naming it. One Ray session for the module (starting Ray takes seconds)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_deblur.cli import main
+from edge_deblur.errors import ClusterError
+from edge_deblur.runtime.ray_batch import check_reachable
+
+from video_helpers import make_video
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+
+
+def test_unreachable_address_fails_fast_and_names_it():
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterError, match=r"127\.0\.0\.1:9"):
+        check_reachable("ray://127.0.0.1:9", timeout=3)
+    with pytest.raises(ClusterError, match="not host:port"):
+        check_reachable("head-node:notaport")
+    assert time.perf_counter() - t0 < 10
+    assert main(["batch", "x", "-o", "y", "--ray", "127.0.0.1:9", "--connect-timeout", "2"]) == 2
+    assert main(["deblur", "x", "-o", "y", "--ray", "127.0.0.1:9"]) == 2   # deblur --ray is batch
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'edge-deblur[ray]'")
+    pytest.importorskip("ray.data")
+    rasterio = pytest.importorskip("rasterio")
+    from test_io_raster import smooth_image, write_raster
+
+    root = tmp_path_factory.mktemp("archive")
+    inp = root / "in"
+    (inp / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = cv2.GaussianBlur((rng.random((48, 64, 3)) * 255).astype(np.uint8), (0, 0), 1.5)
+        cv2.imwrite(str(inp / "imgs" / f"f{i}.png"), img)
+    make_video(inp / "clip.avi", n=5, w=64, h=48)
+    write_raster(inp / "scene.tif", smooth_image(4, 160, 80, 4095).astype(np.uint16), nodata=0)
+    common = ["--model", str(MODEL), "--tile", "64", "--overlap", "32"]
+    ok = root / "ok"
+    for p in (inp / "imgs", inp / "clip.avi", inp / "scene.tif"):  # the reference: plain deblur
+        assert main(["deblur", str(p), "-o", str(root / "ref" / (p.name if p.is_file() else "imgs")), "--threads", "1"]
+                    + common) == 0
+    (inp / "imgs" / "broken.png").write_bytes(b"not a png")
+    batch = ["batch", str(inp / "imgs"), str(inp / "clip.avi"), str(inp / "scene.tif"), "-o", str(ok),
+             "--num-cpus", "2", "--rows-per-task", "64", "--json"] + common
+    ray.shutdown()
+    try:
+        first = main(batch)
+        yield {"root": root, "ok": ok, "first": first, "batch": batch, "rasterio": rasterio}
+    finally:
+        ray.shutdown()
+
+
+def read_table(out):
+    import csv
+
+    with open(out / ".edge-deblur" / "results.csv") as f:
+        return {Path(r["input"]).name: r for r in csv.DictReader(f)}
+
+
+def test_outputs_identical_to_deblur_and_failure_reported(archive):
+    root, ok = archive["root"], archive["ok"]
+    assert archive["first"] == 1                          # one item failed
+    table = read_table(ok)
+    assert table["broken.png"]["status"] == "failed" and "cannot read image" in table["broken.png"]["error"]
+    assert all(table[n]["status"] == "ok" for n in ("f0.png", "f1.png", "f2.png", "f3.png", "clip.avi", "scene.tif"))
+    assert table["scene.tif"]["tasks"] == "3"              # split into row windows
+    for i in range(4):
+        # one folder among the inputs: its files land in OUT/<name>, as with `deblur`
+        assert np.array_equal(cv2.imread(str(ok / f"f{i}.png")), cv2.imread(str(root / "ref" / "imgs" / f"f{i}.png")))
+    rio = archive["rasterio"]
+    with rio.open(ok / "scene.tif") as a, rio.open(root / "ref" / "scene.tif") as b:
+        assert np.array_equal(a.read(), b.read()) and a.crs == b.crs and a.transform == b.transform
+
+    def frames(p):
+        cap, out = cv2.VideoCapture(str(p)), []
+        while True:
+            good, f = cap.read()
+            if not good:
+                return out
+            out.append(f)
+
+    fa, fb = frames(ok / "clip.avi"), frames(root / "ref" / "clip.avi")
+    assert len(fa) == len(fb) == 5 and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+def test_rerun_skips_finished_items(archive):
+    ok = archive["ok"]
+    (archive["root"] / "in" / "imgs" / "broken.png").unlink()   # the bad file is gone: nothing left to run
+    mtime = (ok / "f0.png").stat().st_mtime_ns
+    assert main(archive["batch"]) == 0
+    table = read_table(ok)
+    assert {r["status"] for r in table.values()} == {"skipped"} and len(table) == 6
+    assert (ok / "f0.png").stat().st_mtime_ns == mtime

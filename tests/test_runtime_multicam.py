@@ -1,0 +1,153 @@
+"""Several cameras through one model: batched output identical to per-camera output, frames of
+different sizes grouped, one camera failing while the others go on, per-camera recurrent state,
+and the CLI with several --source. The bundled model on small frames, one ORT thread."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_deblur.errors import InputError, SourceError
+from edge_deblur.io import StreamOptions
+from edge_deblur.runtime.deblurrer import Deblurrer
+from edge_deblur.runtime.multicam import MultiCamera
+
+from video_helpers import count_frames, make_video
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+
+
+def frames(n, h, w, seed):
+    rng = np.random.default_rng(seed)
+    return [cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (0, 0), 1.5) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def deblur():
+    with Deblurrer.open(MODEL, threads=1) as d:
+        yield d
+
+
+def collect():
+    got = []
+    return got, (lambda frame, meta: got.append(frame.copy()))
+
+
+def test_batched_cameras_equal_one_camera_at_a_time_and_sizes_are_grouped(deblur):
+    cams = [frames(5, 48, 64, 0), frames(5, 48, 64, 1), frames(4, 64, 80, 2)]
+    outs = [collect() for _ in cams]
+    stats = MultiCamera(deblur, cams, [o[1] for o in outs], StreamOptions(queue_size=8)).run()
+    assert [c["frames_out"] for c in stats["cameras"]] == [5, 5, 4]
+    assert [c["status"] for c in stats["cameras"]] == ["ended"] * 3
+    # the two 64x48 cameras share backend calls; the 80x64 one runs in its own group
+    assert stats["backend_calls"] < 14 and max(stats["mean_batch"], 0) > 1
+    for cam, (got, _) in zip(cams, outs):
+        for f, g in zip(cam, got):
+            ref = deblur(f)
+            assert g.shape == f.shape and g.dtype == f.dtype
+            assert np.abs(g.astype(int) - ref.astype(int)).max() <= 1  # batch of 2 vs 1: float rounding only
+        assert not np.array_equal(got[0], cam[0])
+
+
+def test_one_camera_failing_does_not_stop_the_others(deblur):
+    def dying():
+        for i, f in enumerate(frames(10, 48, 64, 3)):
+            if i == 3:
+                raise SourceError("camera unplugged (rtsp://cam-b: no frame after 3 reconnect attempts)")
+            yield f
+
+    good, sink = collect()
+    stats = MultiCamera(deblur, [frames(8, 48, 64, 4), dying()], [sink, "null://"], names=["front", "rear"]).run()
+    front, rear = stats["cameras"]
+    assert front["status"] == "ended" and front["frames_out"] == 8 and len(good) == 8
+    assert rear["status"] == "failed" and "no frame after 3 reconnect attempts" in rear["error"]
+    assert rear["frames_out"] == 3 and stats["failed"] == ["rear"]
+
+
+def test_a_failing_output_stops_only_its_camera(deblur):
+    def broken(frame, meta):
+        raise OSError("disk full")
+
+    good, sink = collect()
+    stats = MultiCamera(deblur, [frames(4, 48, 64, 5), frames(4, 48, 64, 6)], [sink, broken]).run()
+    assert stats["cameras"][0]["frames_out"] == 4 and stats["cameras"][1]["status"] == "failed"
+    assert "disk full" in stats["cameras"][1]["error"]
+
+
+def test_outputs_must_match_the_cameras(deblur, tmp_path):
+    with pytest.raises(InputError, match="3 cameras need 3 outputs"):
+        MultiCamera(deblur, [frames(1, 48, 64, 0)] * 3, ["a.mp4", "b.mp4"])
+    m = MultiCamera(deblur, [frames(2, 48, 64, 0), frames(2, 48, 64, 1)], str(tmp_path / "out_{name}"))
+    m.run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out_cam0", "out_cam1"]
+
+
+def test_recurrent_state_is_carried_per_camera(tmp_path_factory):
+    pytest.importorskip("torch")
+    from runtime_helpers import TINY_RNN_SPEC, exported
+
+    rnn = exported(tmp_path_factory, "tiny_rnn_mc", TINY_RNN_SPEC, fp16=False)
+    a, b = frames(4, 32, 48, 7), frames(4, 32, 48, 8)
+    with Deblurrer.open(rnn["onnx"], threads=1) as d:
+        assert d.recurrent
+        outs = [collect(), collect()]
+        MultiCamera(d, [a, b], [outs[0][1], outs[1][1]], StreamOptions(queue_size=8)).run()
+        refs = []
+        for cam in (a, b):  # each camera alone, state carried from its own previous frames
+            d.reset()
+            refs.append([d(f) for f in cam])
+        d.reset()
+        [d(f) for f in a]
+        shared = [d(f) for f in b]  # camera B run on with camera A's state: what must not happen
+    for (got, _), ref in zip(outs, refs):
+        assert len(got) == 4
+        for g, r in zip(got, ref):
+            assert np.abs(g.astype(int) - r.astype(int)).max() <= 1
+    assert np.abs(shared[0].astype(int) - refs[1][0].astype(int)).max() > 1  # the state does matter
+
+
+def test_cli_stream_several_sources(tmp_path):
+    a = make_video(tmp_path / "a.avi", n=6, w=64, h=48)
+    b = make_video(tmp_path / "b.avi", n=4, w=80, h=64)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "edge_deblur", "stream", "--source", str(a), "--source", str(b),
+           "--output", str(tmp_path / "out_{i}.avi"), "--model", str(MODEL), "--threads", "1", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [c["frames_out"] for c in stats["cameras"]] == [6, 4]
+    assert count_frames(tmp_path / "out_0.avi") == 6 and count_frames(tmp_path / "out_1.avi") == 4
+    bad = subprocess.run(cmd[:8] + ["--output", "x.avi", "--output", "y.avi", "--output", "z.avi"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "2 cameras need 2 outputs" in bad.stderr
+
+
+def test_nan_output_passes_the_input_and_stops_only_that_camera():
+    class NanForBright:  # NaN for frames brighter than mid-grey: only camera 1's
+        stride = 1
+
+        def infer(self, x):
+            y = 1.0 - x
+            y[x.reshape(x.shape[0], -1).mean(axis=1) > 0.5] = np.nan
+            return y
+
+        def close(self):
+            pass
+
+    dark = [np.full((16, 24, 3), 40, np.uint8)] * 5
+    bright = [np.full((16, 24, 3), 200, np.uint8)] * 5
+    got = [collect(), collect()]
+    d = Deblurrer(NanForBright(), max_bad_frames=3)
+    stats = MultiCamera(d, [dark, bright], [got[0][1], got[1][1]], StreamOptions(queue_size=8), warmup=False).run()
+    cam0, cam1 = stats["cameras"]
+    assert cam0["status"] == "ended" and cam0["frames_out"] == 5 and (got[0][0][0] == 215).all()
+    assert cam1["status"] == "failed" and "NaN/Inf for 3 frames in a row" in cam1["error"]
+    assert cam1["frames_out"] == 2 and all(np.array_equal(g, bright[0]) for g in got[1][0])  # input passed through
+    assert cam1["model_output"]["bad_frames"] == 3
