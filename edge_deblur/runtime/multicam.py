@@ -80,7 +80,8 @@ class _Camera:
         self.queue: Optional[_Channel] = None
         self.thread: Optional[threading.Thread] = None
         self.status = "running"          # running | ended | failed | max_frames | stopped
-        self.sink_failed = False         # its output or model output failed: drop what is still queued
+        self.sink_failed = False         # its output failed: drop what is still queued
+        self.model_failed = False        # its model output failed: run no more of it, write what was queued
         self._guard = None
         self.error: Optional[str] = None
         self.frames_in = self.frames_out = self.dropped = 0
@@ -244,7 +245,7 @@ class MultiCamera:
                 if not cams:
                     break
                 got = [(c, it) for c, it in self._gather(cams)
-                       if not (max_frames and c.taken >= max_frames) and not c.sink_failed]
+                       if not (max_frames and c.taken >= max_frames) and not c.sink_failed and not c.model_failed]
                 if not got:
                     continue
                 groups: dict = {}
@@ -267,7 +268,7 @@ class MultiCamera:
                         try:  # NaN/Inf: the camera's input passes through; too many in a row stop it alone
                             yj, ok = c.guard(self.d).check(xj, y[j:j + 1])
                         except Exception as e:  # noqa: BLE001
-                            c.sink_failed = True  # nothing more of this camera is run or written
+                            c.model_failed = True  # nothing more of this camera is run; what was queued is written
                             self._fail(c, e, "model output")
                             continue
                         if not ok and recurrent:
