@@ -101,16 +101,45 @@ def model_rows(folder: Path, args, pair_sets, cpu) -> list[dict]:
                "params": man.get("params"), "gmacs_1280x720": graph_macs(fp32, 720, 1280) / 1e9,
                "file_mb": path.stat().st_size / 1e6, "chosen_here": name == chosen, "sets": {}}
         for root, scenes in pair_sets:
-            pairs = find_pairs(root, scenes)
-            print(f"[{folder.name}] {name}: {len(pairs)} pairs of {set_name(root, scenes)}", flush=True)
-            ev = evaluate_onnx_on_pairs(path, pairs, threads=args.threads, stride=stride)
-            s = {k: ev[k] for k in ("psnr", "ssim", "input_psnr", "input_ssim")} | {"pairs": len(pairs)}
-            if kind != "fp32":
-                tensors = [frame_to_tensor(read_image(b), stride)[0] for _, b, _ in pairs]
-                s["psnr_vs_fp32"] = compare_outputs(fp32, path, tensors, args.threads)["psnr_int8_vs_fp32"]
+            s = None if args.evaluate else recorded(arts, name, kind, root, scenes)
+            if s is None:
+                pairs = find_pairs(root, scenes)
+                print(f"[{folder.name}] {name}: evaluating {len(pairs)} pairs of {set_name(root, scenes)}", flush=True)
+                ev = evaluate_onnx_on_pairs(path, pairs, threads=args.threads, stride=stride)
+                s = {k: ev[k] for k in ("psnr", "ssim", "input_psnr")} | {"pairs": len(pairs), "source": "evaluated here"}
+                if kind != "fp32":
+                    tensors = [frame_to_tensor(read_image(b), stride)[0] for _, b, _ in pairs]
+                    s["psnr_vs_fp32"] = compare_outputs(fp32, path, tensors, args.threads)["psnr_int8_vs_fp32"]
             row["sets"][set_name(root, scenes)] = s
         rows.append(row)
     return rows
+
+
+def _same_set(rec: dict, root: str, scenes: list[str]) -> bool:
+    try:
+        same_root = Path(rec.get("root", "")).resolve() == Path(root).resolve()
+    except OSError:
+        return False
+    return same_root and sorted(rec.get("scenes") or []) == sorted(scenes or [])
+
+
+def recorded(arts: dict, name: str, kind: str, root: str, scenes: list[str]) -> dict | None:
+    """Quality on a set as the quantize stage recorded it in the manifest (its recipe's
+    accuracy: FP32 and INT8 on the same pairs), or None. FP32 rows take the FP32 side of any
+    INT8 file's record of that set."""
+    sources = [(name, arts.get(name) or {})] if kind != "fp32" else list(arts.items())
+    for n, entry in sources:
+        acc = entry.get("accuracy") or {}
+        for rec in acc.get("pair_sets") or ([acc["pairs"]] if acc.get("pairs") else []):
+            if not _same_set(rec, root, scenes):
+                continue
+            side = rec["fp32"] if kind == "fp32" else rec["int8"]
+            out = {k: side[k] for k in ("psnr", "ssim", "input_psnr")} | {
+                "pairs": rec.get("count"), "source": f"recorded by quantize ({n})"}
+            if kind != "fp32":
+                out["psnr_vs_fp32"] = rec["psnr_int8_vs_fp32"]
+            return out
+    return None
 
 
 def time_rows(rows, args):
@@ -149,7 +178,10 @@ def markdown(rows, mach, args, command, set_names) -> str:
         f"{mach['onnxruntime']} (CPU EP, {args.threads or 'default'} threads); load average at start "
         f"{', '.join(f'{v:.1f}' for v in mach['loadavg']) if mach['loadavg'] else 'n/a'}: the machine was shared, so "
         "absolute times are inflated; the speed-ups are medians of per-round ratios (both files timed in the same round).",
-        f"Quality: whole frames through the runtime's preprocessing; sets {', '.join(f'`{s}`' for s in set_names)}. "
+        f"Quality: whole frames through the runtime's preprocessing; sets {', '.join(f'`{s}`' for s in set_names)}; "
+        + ("evaluated by this command" if all(v.get("source") == "evaluated here" for r in rows for v in r["sets"].values())
+           else "figures recorded by the `edge-deblur quantize ... --pairs` runs in the manifests are reused "
+                "(calibration/<model>/**/recipe.json; `--evaluate` re-measures them)") + ". "
         f"Speed: {args.size} frames (padded to the stride), model compute only, {args.rounds} rounds after "
         f"{args.warmup} warm-up runs. ◀ marks the file the runtime picks on this CPU.",
         "",
@@ -231,6 +263,8 @@ def main(argv=None):
     p.add_argument("--pairs", action="append", default=None,
                    help="validation pairs DIR or DIR:scene1,scene2 (repeatable; default: "
                         "../shared/data/pairs/REDS_320x180:test_001 and ../shared/data/pairs/GoPro_1280x720)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="evaluate every file on every set here, even where the quantize stage recorded it in the manifest")
     p.add_argument("--fp16", action="store_true", help="also time model.fp16.onnx (emulated on CPUs: slow)")
     p.add_argument("--size", default="640x360", help="frame size WxH for the speed (default 640x360)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
