@@ -16,7 +16,8 @@ Two targets, two layouts (``TARGETS``):
   all 256 levels and the ReLU folds into the convolution), signed symmetric per-channel weights
   (int8: MLAS' u8s8 kernels use VNNI/AMX dot products), INT32 biases, everything quantized; the
   float graph is first rewritten by :mod:`.cpu_layout` (exact in float) so that ONNX Runtime's
-  channels-last INT8 convolutions are not interrupted by layout transposes. Which nodes stay
+  channels-last INT8 convolutions are not interrupted by layout transposes (not applied to
+  recurrent models, whose state input makes the graph two-input: they get the plain layout). Which nodes stay
   float and which rewrites apply were measured: ``benchmarks/cpu_int8_layouts.py`` and
   docs/BENCHMARKS.md.
 
