@@ -290,3 +290,7 @@ def test_readme_first_command_check_reads_the_readme():
     assert f"{fig:+.2f} dB" in readme
     fake = "```bash\npip install . && edge-deblur demo   # try it\n```\n| demo clip | -0.25 dB, 3 FPS | `edge-deblur demo` |\n"
     assert mod.first_command(fake) == "pip install . && edge-deblur demo" and mod.demo_figure(fake) == -0.25
+    # one figure per file the runtime may pick (INT8 for the CPU with VNNI/AMX, else FP32)
+    two = "| demo clip | +0.91 dB (`model.int8-cpu.onnx`, VNNI), +0.86 dB (`model.onnx`), 20 FPS | `edge-deblur demo` |\n"
+    assert mod.demo_figure(two, file="model.onnx") == 0.86 and mod.demo_figure(two, file="model.int8-cpu.onnx") == 0.91
+    assert mod.demo_figure(two) == 0.91

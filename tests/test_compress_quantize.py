@@ -11,7 +11,12 @@ import pytest
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+from edge_deblur.compress import calib_frames as F  # noqa: E402
+from edge_deblur.compress import calib_table as T  # noqa: E402
+from edge_deblur.compress import quant_eval as QE  # noqa: E402
 from edge_deblur.compress import quantize as Q  # noqa: E402
+from edge_deblur.compress.qdq_report import qdq_report  # noqa: E402
+from edge_deblur.runtime import preprocess  # noqa: E402
 from edge_deblur.errors import DatasetError, InputError, ModelError  # noqa: E402
 
 TILE = (32, 32)
@@ -95,7 +100,7 @@ def quantized(work):
 
 def test_qdq_graph_is_symmetric_int8_per_channel(quantized):
     out, recipe = quantized
-    rep = Q.qdq_report(out)
+    rep = qdq_report(out)
     assert rep["quantize_linear"] > 0 and rep["dequantize_linear"] > 0
     assert rep["zero_point_dtypes"] == ["int8"]
     assert rep["nonzero_zero_points"] == []
@@ -136,8 +141,8 @@ def test_int8_output_stays_close_to_fp32(work, quantized, tmp_path):
     # and on full frames (padded to the stride by the runtime's preprocessing)
     rng = np.random.default_rng(5)
     frames = [_blur(_scene(rng, 45, 61)) for _ in range(3)]
-    tensors = [Q.preprocess.frame_to_tensor(f, 4)[0] for f in frames]
-    assert Q.compare_outputs(work["onnx"], out, tensors)["psnr_int8_vs_fp32"] > 42.0
+    tensors = [preprocess.frame_to_tensor(f, 4)[0] for f in frames]
+    assert QE.compare_outputs(work["onnx"], out, tensors)["psnr_int8_vs_fp32"] > 42.0
 
 
 def test_int8_vs_ground_truth_with_pairs(work, tmp_path):
@@ -164,12 +169,12 @@ def test_calibration_table_round_trips(work, quantized, tmp_path):
     rec = json.loads((table.parent / "recipe.json").read_text())
     assert rec["method"] == "minmax" and rec["samples"] == 8 and rec["tile"] == list(TILE) and rec["seed"] == 0
     assert rec["onnx_sha256"] == Q.sha256_file(work["onnx"]) and rec["tools"]["onnxruntime"]
-    t = Q.load_table(table)
+    t = T.load_table(table)
     assert t["tensors"] and all(v["min"] <= v["max"] for v in t["tensors"].values())
     # save -> load gives the same numbers
     ranges = {k: (v["min"], v["max"]) for k, v in t["tensors"].items()}
-    Q.save_table(tmp_path / "copy.json", ranges, t["method"], t["onnx_sha256"])
-    assert Q.load_table(tmp_path / "copy.json")["tensors"] == t["tensors"]
+    T.save_table(tmp_path / "copy.json", ranges, t["method"], t["onnx_sha256"])
+    assert T.load_table(tmp_path / "copy.json")["tensors"] == t["tensors"]
     # re-quantizing from the table (no calibration) gives the identical graph
     again = tmp_path / "again.int8.onnx"
     Q.quantize_model(work["onnx"], again, table=tmp_path / "copy.json", options=_opts(),
@@ -179,20 +184,18 @@ def test_calibration_table_round_trips(work, quantized, tmp_path):
     # a changed table changes the graph (the comparison above can fail)
     k = next(iter(ranges))
     ranges[k] = (ranges[k][0] * 2 - 1, ranges[k][1] * 2 + 1)
-    Q.save_table(tmp_path / "edited.json", ranges, t["method"], t["onnx_sha256"])
+    T.save_table(tmp_path / "edited.json", ranges, t["method"], t["onnx_sha256"])
     Q.quantize_model(work["onnx"], tmp_path / "edited.int8.onnx", table=tmp_path / "edited.json", options=_opts(),
                      calib_dir=tmp_path / "cal2", name="tiny", update_manifest=False)
     assert onnx.load(str(tmp_path / "edited.int8.onnx")).graph.SerializeToString() != a.graph.SerializeToString()
     # a table made for another model is refused
-    Q.save_table(tmp_path / "other.json", ranges, "minmax", "0" * 64)
+    T.save_table(tmp_path / "other.json", ranges, "minmax", "0" * 64)
     with pytest.raises(InputError, match="recalibrate"):
         Q.quantize_model(work["onnx"], tmp_path / "x.onnx", table=tmp_path / "other.json", options=_opts(),
                          calib_dir=tmp_path / "cal3", update_manifest=False)
 
 
 def test_calibration_frames_go_through_runtime_preprocessing(work, tmp_path, monkeypatch):
-    from edge_deblur.runtime import preprocess
-
     calls = []
     real = preprocess.frame_to_tensor
 
@@ -216,14 +219,14 @@ def test_sources_video_and_synthetic(work, tmp_path):
     for _ in range(6):
         wr.write(_scene(rng, 48, 64))
     wr.release()
-    frames, rgb, info = Q.calibration_frames(video, 9, TILE, seed=0)
+    frames, rgb, info = F.calibration_frames(video, 9, TILE, seed=0)
     assert info["kind"] == "video" and info["distinct_frames"] == 6 and rgb is False
     assert len(frames) == 9 and all(f.shape == (32, 32, 3) and f.dtype == np.uint8 for f in frames)
 
-    frames, rgb, info = Q.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
+    frames, rgb, info = F.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
     assert info["kind"] == "synthetic" and rgb is True
     assert len(frames) == 5 and all(f.shape == (32, 32, 3) and f.dtype == np.float32 for f in frames)
-    again, _, _ = Q.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
+    again, _, _ = F.calibration_frames(f"synthetic:{work['sharp']}", 5, TILE, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip(frames, again))  # seeded: reproducible
 
     # a pairs folder: only the blurry inputs are used
@@ -231,7 +234,7 @@ def test_sources_video_and_synthetic(work, tmp_path):
     (tmp_path / "pairs" / "s" / "sharp").mkdir()
     cv2.imwrite(str(tmp_path / "pairs" / "s" / "blur" / "0.png"), np.full((40, 40, 3), 10, np.uint8))
     cv2.imwrite(str(tmp_path / "pairs" / "s" / "sharp" / "0.png"), np.full((40, 40, 3), 200, np.uint8))
-    frames, _, _ = Q.calibration_frames(tmp_path / "pairs", 3, TILE)
+    frames, _, _ = F.calibration_frames(tmp_path / "pairs", 3, TILE)
     assert all(int(f.max()) == 10 for f in frames)
 
 
@@ -244,7 +247,7 @@ def test_bad_inputs_give_clear_errors(work, quantized, tmp_path):
     with pytest.raises(InputError, match="stride"):
         Q.quantize_model(work["onnx"], tmp_path / "c.onnx", calib=work["calib"], options=_opts(tile=(30, 32)))
     with pytest.raises(InputError, match="WIDTHxHEIGHT"):
-        Q.parse_tile("32by32")
+        F.parse_tile("32by32")
     good = [np.zeros((32, 32, 3), np.uint8)] * 8
     with pytest.raises(InputError, match="channels"):
         Q.quantize_model(work["onnx"], tmp_path / "d.onnx", frames=[np.zeros((32, 32, 2), np.uint8)] * 8,
@@ -269,16 +272,16 @@ def test_bad_inputs_give_clear_errors(work, quantized, tmp_path):
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_histogram_methods(work, quantized, tmp_path, method, monkeypatch):
-    monkeypatch.setattr(Q, "ENTROPY_BINS", 192)  # fewer KL candidates: faster, same code path
+    monkeypatch.setattr(T, "ENTROPY_BINS", 192)  # fewer KL candidates: faster, same code path
     recipe = Q.quantize_model(work["onnx"], tmp_path / "m.onnx", calib=work["calib"],
                               options=_opts(method=method, percentile=99.9), calib_dir=tmp_path / "cal",
                               update_manifest=False)
     assert recipe["method"] == method
-    assert Q.qdq_report(tmp_path / "m.onnx")["nonzero_zero_points"] == []
+    assert qdq_report(tmp_path / "m.onnx")["nonzero_zero_points"] == []
     # entropy (KL) clipping suits classifiers more than image regression; only a sanity bound here
     assert recipe["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] > (45.0 if method == "percentile" else 30.0)
-    minmax = Q.load_table(work["root"] / "calibration" / "tiny" / "table.json")["tensors"]
-    got = Q.load_table(tmp_path / "cal" / "tiny" / "table.json")["tensors"]
+    minmax = T.load_table(work["root"] / "calibration" / "tiny" / "table.json")["tensors"]
+    got = T.load_table(tmp_path / "cal" / "tiny" / "table.json")["tensors"]
     assert got.keys() == minmax.keys()
     # histogram methods clip outliers: some activation range is tighter than its min/max
     assert any(got[k]["max"] < minmax[k]["max"] * 0.999 for k in got)
@@ -301,6 +304,7 @@ def test_quantize_cli(work, tmp_path, capsys):
     assert onnx.load(str(out)).graph.SerializeToString() == onnx.load(str(tmp_path / "cli2.int8.onnx")).graph.SerializeToString()
     rc = main(["quantize", str(out), "--calib", str(work["calib"]), "-o", str(tmp_path / "x.onnx"), "--tile", "32x32"])
     assert rc == 2 and "already quantized" in capsys.readouterr().err
+
 
 
 
@@ -332,11 +336,124 @@ def test_recurrent_model_quantizes_with_its_state(work, tmp_path):
     g = onnx.load(str(out))
     assert [i.name for i in g.graph.input] == ["input", "state_in"]
     assert [o.name for o in g.graph.output] == ["output", "state_out"]
-    assert Q.qdq_report(out)["quantize_linear"] > 0
+    assert qdq_report(out)["quantize_linear"] > 0
     rng = np.random.default_rng(2)
     frames = [_blur(_scene(rng, 32, 48)) for _ in range(3)]
     with Deblurrer.open(tmp_path / "rnn" / "model.onnx", scene_cut=0) as f32, Deblurrer.open(out, scene_cut=0) as i8:
         assert i8.info["kind"] == "recurrent"
         for f in frames:
             a, b = f32(f), i8(f)
-            assert Q._psnr(a / 255.0, b / 255.0) > 30
+            assert -10 * np.log10(np.mean((a / 255.0 - b / 255.0) ** 2) + 1e-12) > 30
+
+
+# -- the CPU target (uint8 activations, laid out for ONNX Runtime on x86) --------------------------
+
+
+@pytest.fixture(scope="module")
+def quantized_cpu(work):
+    recipe = Q.quantize_model(work["onnx"], calib=work["calib"], options=_opts(target="cpu"),
+                              calib_dir=work["root"] / "calibration")
+    return work["root"] / "tiny" / "model.int8-cpu.onnx", recipe
+
+
+def _optimized_ops(path, tmp_path):
+    import collections
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / f"opt_{path.name}")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
+    out, recipe = quantized_cpu
+    assert out.is_file() and recipe["target"] == "cpu"  # default name beside the FP32 model
+    rep = qdq_report(out)
+    assert rep["activation_dtypes"] == ["uint8"]  # unsigned activations ...
+    assert rep["nonzero_zero_points"]  # ... asymmetric (zero points from the ranges)
+    assert rep["float_convs"] == []  # every conv quantized, the image-reading one too
+    for c in rep["convs"]:
+        assert c["weight_dtype"] == "int8" and c["per_channel"] and c["axis"] == 0  # signed symmetric weights
+    assert rep["io_dtypes"] == {"input": "FLOAT", "output": "FLOAT"}
+    assert recipe["quantization"]["float_nodes"] == [] and recipe["quantization"]["bias"] == "int32"
+    rewrites = recipe["quantization"]["graph_rewrites"]
+    assert any("space-to-depth" in r for r in rewrites) and any("DepthToSpace" in r for r in rewrites)
+    m = onnx.load(str(out))
+    md = {e.key: e.value for e in m.metadata_props}
+    assert md["edge_deblur.int8_target"] == "cpu" and md["edge_deblur.precision"] == "int8"
+    ops = {n.op_type for n in m.graph.node}
+    assert "Relu" not in ops  # folded into the uint8 ranges
+    # the recipe and table sit apart from the TensorRT ones, and record the calibrating machine
+    cdir = work["root"] / "calibration" / "tiny" / "int8-cpu"
+    rec = json.loads((cdir / "recipe.json").read_text())
+    assert rec["target"] == "cpu" and T.load_table(cdir / "table.json")["target"] == "cpu"
+    assert rec["machine"]["cores"] >= 1 and isinstance(rec["machine"]["features"], list) and rec["machine"]["cpu"]
+    man = json.loads((out.parent / "manifest.json").read_text())
+    entry = man["artifacts"]["model.int8-cpu.onnx"]
+    assert entry["target"] == "cpu" and "avx512_vnni" in entry["tuned_for"]["any_of"]
+    # ONNX Runtime runs it channels-last without the layout transposes a plain QDQ graph gets
+    from dataclasses import replace
+
+    from edge_deblur.compress.qdq_graph import TARGETS
+
+    Q.quantize_model(work["onnx"], tmp_path / "plain.onnx", calib=work["calib"],
+                     options=_opts(target=replace(TARGETS["cpu"], name="cpu-plain", rewrites=())),
+                     calib_dir=tmp_path / "cal", update_manifest=False)
+    ours, theirs = _optimized_ops(out, tmp_path), _optimized_ops(tmp_path / "plain.onnx", tmp_path)
+    assert ours["Transpose"] < theirs["Transpose"], (ours, theirs)
+    assert ours["QLinearConv"] == theirs["QLinearConv"] == len(rep["convs"])
+
+
+def test_cpu_target_accuracy(work, quantized_cpu, tmp_path):
+    out, recipe = quantized_cpu
+    assert recipe["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] > 40.0, recipe["accuracy"]
+    rng = np.random.default_rng(5)
+    frames = [_blur(_scene(rng, 45, 61)) for _ in range(3)]
+    tensors = [preprocess.frame_to_tensor(f, 4)[0] for f in frames]
+    assert QE.compare_outputs(work["onnx"], out, tensors)["psnr_int8_vs_fp32"] > 38.0
+    # keeping the image-facing ends float is an option
+    kept = Q.quantize_model(work["onnx"], tmp_path / "k.onnx", calib=work["calib"],
+                            options=_opts(target="cpu", keep_input_conv_fp=True, keep_output_add_fp=True),
+                            calib_dir=tmp_path / "cal", update_manifest=False)
+    rep = qdq_report(tmp_path / "k.onnx")
+    assert rep["float_convs"] == ["/head/Conv"] and len(kept["quantization"]["float_nodes"]) == 2
+
+
+def test_cpu_table_reuse_and_mismatched_target(work, quantized, quantized_cpu, tmp_path):
+    out, recipe = quantized_cpu
+    again = tmp_path / "again.onnx"
+    Q.quantize_model(work["onnx"], again, table=recipe["table"], options=_opts(target="cpu"),
+                     calib_dir=tmp_path / "cal", name="tiny", update_manifest=False)
+    assert onnx.load(str(again)).graph.SerializeToString() == onnx.load(str(out)).graph.SerializeToString()
+    trt_table = work["root"] / "calibration" / "tiny" / "table.json"
+    with pytest.raises(InputError, match="--target tensorrt"):
+        Q.quantize_model(work["onnx"], tmp_path / "x.onnx", table=trt_table, options=_opts(target="cpu"),
+                         calib_dir=tmp_path / "cal", update_manifest=False)
+    with pytest.raises(InputError, match="tensorrt.*cpu|did you mean 'cpu'"):
+        Q.quantize_model(work["onnx"], tmp_path / "y.onnx", calib=work["calib"], options=_opts(target="cpi"))
+
+
+def test_tensorrt_builder_refuses_the_cpu_file(quantized, quantized_cpu):
+    from edge_deblur.errors import ModelError as ME
+    from edge_deblur.export.trt_build import check_symmetric_int8
+
+    check_symmetric_int8(quantized[0])  # the TensorRT file passes
+    with pytest.raises(ME, match="asymmetric activations.*--target tensorrt"):
+        check_symmetric_int8(quantized_cpu[0])
+
+
+def test_quantize_cli_target(work, tmp_path, capsys):
+    from edge_deblur.cli import main
+
+    rc = main(["quantize", str(work["onnx"]), "--target", "gpu-ish", "--calib", str(work["calib"])])
+    assert rc != 0 and "--target 'gpu-ish'" in capsys.readouterr().err
+    out = tmp_path / "c.onnx"
+    rc = main(["quantize", str(work["onnx"]), "--target", "cpu", "--calib", str(work["calib"]), "-o", str(out),
+               "--samples", "8", "--tile", "32x32", "--calib-dir", str(tmp_path / "cal"), "--name", "tiny"])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "for cpu" in text and "uint8" in text and "rewrote" in text
+    assert (tmp_path / "cal" / "tiny" / "int8-cpu" / "recipe.json").is_file()

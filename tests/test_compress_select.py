@@ -1,86 +1,138 @@
-"""Runtime artifact choice from measured CPU latencies in the manifest (no torch)."""
+"""Which file of a model folder the runtime runs on a CPU: chosen by instruction-set features
+(mocked here for CPUs we do not have), or measured once and cached per machine (no torch)."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from edge_deblur.errors import ModelError
 from edge_deblur.runtime import select as S
+from edge_deblur.runtime.cpu_features import cpu_features, features_from
 
-EPYC = {"model": "AMD EPYC 7B13", "flags": {"avx2", "fma", "avx512f"}}
-SPR = {"model": "Intel Xeon Platinum 8480+", "flags": {"avx2", "avx512f", "avx512_vnni", "amx_int8"}}
-ICL = {"model": "Intel Core i7-1165G7", "flags": {"avx2", "avx512_vnni"}}
+AVX2 = features_from({"sse4_1", "avx", "avx2", "fma"}, "AMD EPYC 7B13 (Zen 3)")
+AVX512 = features_from({"avx2", "fma", "avx512f", "avx512bw"}, "Intel Xeon Skylake-SP")  # AVX-512 without VNNI
+VNNI = features_from({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "Intel Xeon Cooper Lake")
+AVXVNNI = features_from({"avx2", "avx_vnni"}, "Intel Core i7-1260P (Alder Lake)")
+AMX = features_from({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"}, "Intel Xeon 8480+", cores=8)
+ARM = features_from({"asimd", "asimddp"}, "Cortex-A78AE", arch="aarch64")
 
 
-def _folder(tmp_path, int8_accuracy=None):
-    d = tmp_path / "m"
+def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m"):
+    d = tmp_path / name
     d.mkdir()
-    for name in ("model.onnx", "model.int8.onnx", "model.fp16.onnx"):
-        (d / name).write_bytes(name.encode())
-    arts = {
-        "model.onnx": {"sha256": "a", "precision": "fp32"},
-        "model.int8.onnx": {"sha256": "b", "precision": "int8"},
-        "model.fp16.onnx": {"sha256": "c", "precision": "fp16"},
-    }
-    if int8_accuracy is not None:
-        arts["model.int8.onnx"]["accuracy"] = {"pairs": {"delta_psnr": int8_accuracy}}
+    arts = {"model.onnx": {"sha256": "a", "precision": "fp32"},
+            "model.fp16.onnx": {"sha256": "c", "precision": "fp16"}}
+    if trt_int8:
+        arts["model.int8.onnx"] = {"sha256": "b", "precision": "int8", "quantization": "qdq"}  # no target: older manifests
+    if cpu_int8:
+        arts["model.int8-cpu.onnx"] = {"sha256": "d", "precision": "int8", "target": "cpu",
+                                       "tuned_for": {"any_of": ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"]}}
+        if cpu_int8_drop is not None:
+            arts["model.int8-cpu.onnx"]["accuracy"] = {"pair_sets": [{"delta_psnr": -0.05}, {"delta_psnr": -cpu_int8_drop}]}
+    for n in arts:
+        (d / n).write_bytes(n.encode())
     (d / "manifest.json").write_text(json.dumps({"format": "x", "onnx": "model.onnx", "onnx_sha256": "a", "artifacts": arts}))
     return d
 
 
-def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+def test_cpu_features_are_read_from_cpuinfo(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGE_DEBLUR_CPU_FLAGS", raising=False)
     f = tmp_path / "cpuinfo"
-    f.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx2 avx512_vnni\n\nprocessor\t: 1\n")
-    info = S.cpu_info(str(f))
-    assert info["model"] == "Test CPU 9000" and "avx512_vnni" in info["flags"]
-    assert S.int8_dot_product(info["flags"])
-    assert not S.int8_dot_product({"avx2", "fma"})
-    assert S.int8_dot_product({"asimd", "asimddp"})  # Arm dot product
+    f.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx2 avx512_vnni amx_int8 xyz\n\n"
+                 "processor\t: 1\n")
+    info = cpu_features(str(f), cores=3)
+    assert info.model == "Test CPU 9000" and info.cores == 3
+    assert info.int8_dot and info.isa == "AMX-INT8"
+    assert info.relevant == {"avx2", "avx512_vnni", "amx_int8"}  # only what decides the choice
+    d = info.to_dict()
+    assert d["features"] == ["amx_int8", "avx2", "avx512_vnni"] and d["int8_dot_product"] is True
+    assert not AVX2.int8_dot and AVX2.isa == "AVX2" and AVX512.isa == "AVX-512 without VNNI"
+    assert ARM.int8_dot and ARM.isa == "Arm dot product"
+    monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2,fma")  # forcing / mocking another CPU
+    forced = cpu_features(str(f))
+    assert forced.flags == {"avx2", "fma"} and not forced.int8_dot and "EDGE_DEBLUR_CPU_FLAGS" in forced.source
 
 
-def test_fastest_measured_on_this_cpu_wins(tmp_path):
-    d = _folder(tmp_path)
-    S.record_latency(d, "model.onnx", 40.0, (640, 360), 2, info=EPYC)
-    S.record_latency(d, "model.int8.onnx", 55.0, (640, 360), 2, info=EPYC)  # no VNNI: INT8 is slower
-    S.record_latency(d, "model.fp16.onnx", 300.0, (640, 360), 2, info=EPYC)
-    S.record_latency(d, "model.int8.onnx", 12.0, (640, 360), 2, info=SPR)
-    S.record_latency(d, "model.onnx", 20.0, (640, 360), 2, info=SPR)
-    path, why = S.select_artifact(d, info=EPYC)
-    assert path.name == "model.onnx" and "this CPU" in why
-    path, _ = S.select_artifact(d, info=SPR)
-    assert path.name == "model.int8.onnx"
-    # another VNNI CPU, never measured: the measurements of the CPU like it (SPR) decide
-    path, why = S.select_artifact(d, info=ICL)
-    assert path.name == "model.int8.onnx" and "like this one" in why
-    man = json.loads((d / "manifest.json").read_text())
-    rec = man["artifacts"]["model.int8.onnx"]["latency"]["cpu"]
-    assert len(rec) == 2 and all(r["size"] == "640x360" for r in rec.values())
-    assert man["artifacts"]["model.int8.onnx"]["sha256"] == "b"  # recording keeps the entry
+@pytest.mark.parametrize("cpu, expect", [
+    (VNNI, "model.int8-cpu.onnx"), (AVXVNNI, "model.int8-cpu.onnx"), (AMX, "model.int8-cpu.onnx"),
+    (ARM, "model.int8-cpu.onnx"), (AVX2, "model.onnx"), (AVX512, "model.onnx"),
+])
+def test_choice_by_features(tmp_path, cpu, expect):
+    sel = S.select_artifact(_folder(tmp_path), cpu=cpu)
+    assert sel.path.name == expect and sel.method == "features"
+    # never an artifact that is slower than FP32 on ONNX Runtime's CPU kernels
+    assert sel.path.name not in ("model.int8.onnx", "model.fp16.onnx")
+    assert "TensorRT" in sel.candidates["model.int8.onnx"] and "emulated" in sel.candidates["model.fp16.onnx"]
+    assert sel.to_dict()["cpu"]["cpu"] == cpu.model and str(cpu.cores) in sel.reason
+    if expect == "model.onnx":  # the fall back says why, naming what the CPU lacks
+        assert "not chosen" in sel.reason and cpu.isa in sel.reason and "lacks" in sel.reason
+    else:
+        assert any(f in sel.reason for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp"))
 
 
-def test_unmeasured_cpu_uses_int8_only_with_dot_product(tmp_path):
-    d = _folder(tmp_path)
-    assert S.select_artifact(d, info=EPYC)[0].name == "model.onnx"
-    path, why = S.select_artifact(d, info=SPR)
-    assert path.name == "model.int8.onnx" and "dot-product" in why
+def test_no_cpu_int8_file_or_inaccurate_one_means_fp32(tmp_path):
+    sel = S.select_artifact(_folder(tmp_path, cpu_int8=False), cpu=VNNI)
+    assert sel.path.name == "model.onnx" and "--target cpu" in sel.reason  # says how to make one
+    sel = S.select_artifact(_folder(tmp_path, cpu_int8_drop=0.8, name="bad"), cpu=VNNI)
+    assert sel.path.name == "model.onnx" and "0.80 dB" in sel.candidates["model.int8-cpu.onnx"]  # worst set counts
+    assert S.select_artifact(tmp_path / "bad", cpu=VNNI, max_psnr_drop=1.0).path.name == "model.int8-cpu.onnx"
 
 
-def test_inaccurate_int8_is_never_chosen(tmp_path):
-    d = _folder(tmp_path, int8_accuracy=-0.8)
-    S.record_latency(d, "model.onnx", 20.0, (640, 360), info=SPR)
-    S.record_latency(d, "model.int8.onnx", 5.0, (640, 360), info=SPR)
-    assert S.select_artifact(d, info=SPR)[0].name == "model.onnx"
-    assert S.select_artifact(d, info=SPR, max_psnr_drop=1.0)[0].name == "model.int8.onnx"
-
-
-def test_missing_manifest_and_unknown_file(tmp_path):
+def test_missing_manifest(tmp_path):
     d = tmp_path / "bare"
     d.mkdir()
     with pytest.raises(ModelError, match="no manifest"):
-        S.select_artifact(d)
+        S.select_artifact(d, cpu=AVX2)
     (d / "model.onnx").write_bytes(b"x")
-    assert S.select_artifact(d)[0].name == "model.onnx"
-    d2 = _folder(tmp_path)
-    with pytest.raises(ModelError, match="does not list"):
-        S.record_latency(d2, "model.other.onnx", 1.0, (640, 360), info=EPYC)
+    sel = S.select_artifact(d, cpu=AVX2)
+    assert sel.path.name == "model.onnx" and sel.method == "no-manifest"
+
+
+def _tiny_onnx(path, slow: bool):
+    """A conv model; ``slow`` adds many extra convs (a stand-in for a slower artifact)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "input"
+    for i in range(12 if slow else 1):
+        inits.append(numpy_helper.from_array((rng.standard_normal((3, 3, 3, 3)) * 0.1).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        prev = f"c{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["output"]))
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "h", "w"])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_measured_once_and_cached_per_machine(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    d = _folder(tmp_path)
+    _tiny_onnx(d / "model.onnx", slow=True)
+    assert S._time_file(d / "model.onnx", 1, size=(32, 32), runs=1) > 0  # the real timer runs the file
+    calls = []
+    fake_ms = {"model.onnx": 30.0, "model.int8-cpu.onnx": 12.0}  # no wall-clock in tests: timings stubbed
+    monkeypatch.setattr(S, "_time_file", lambda p, t, **kw: calls.append(p.name) or fake_ms[p.name])
+    sel = S.select_artifact(d, cpu=VNNI, measure=True, cache_dir=tmp_path / "cache")
+    assert sel.method == "measured" and sel.path.name == "model.int8-cpu.onnx"
+    assert sorted(calls) == ["model.int8-cpu.onnx", "model.onnx"]  # only files usable on this CPU
+    assert set(sel.timings_ms) == {"model.onnx", "model.int8-cpu.onnx"} and "measured now" in sel.reason
+    again = S.select_artifact(d, cpu=VNNI, measure=True, cache_dir=tmp_path / "cache")
+    assert again.method == "cached" and again.path == sel.path and len(calls) == 2  # not timed again
+    assert "cached in" in again.reason
+    # another machine (other features) is another cache entry: AVX2 has one usable file, nothing to time
+    other = S.select_artifact(d, cpu=AVX2, measure=True, cache_dir=tmp_path / "cache")
+    assert other.path.name == "model.onnx" and len(calls) == 2
+    assert len(json.loads((tmp_path / "cache" / "artifact_choice.json").read_text())) == 1
+
+
+def test_explicit_cpu_file_on_a_cpu_without_vnni_runs_with_a_note(tmp_path, monkeypatch):
+    d = _folder(tmp_path)
+    monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2 fma")
+    note = S.note_for_file(d / "model.int8-cpu.onnx")
+    assert note and "lacks" in note and "model.onnx" in note
+    assert S.note_for_file(d / "model.onnx") is None
+    monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2 avx512_vnni")
+    assert S.note_for_file(d / "model.int8-cpu.onnx") is None

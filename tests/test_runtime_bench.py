@@ -65,5 +65,23 @@ def test_bench_cli_json(tiny, capsys):
     for k in KEYS:
         assert k in r
     assert r["size"] == "40x24"
+    # the CPU's relevant instruction-set features are recorded with every result
+    from edge_deblur.runtime.cpu_features import cpu_features
+
+    f = cpu_features()
+    assert r["machine"]["cpu_features"] == sorted(f.relevant) and r["machine"]["isa"] == f.isa
+    assert r["machine"]["int8_dot_product"] == f.int8_dot
+    # a model folder: which file ran and why (here with a CPU without VNNI mocked: FP32)
+    import os
+
+    os.environ["EDGE_DEBLUR_CPU_FLAGS"] = "avx2 fma"
+    try:
+        assert main(["bench", "--model", str(tiny["onnx"].parent), "--size", "40x24", "--runs", "1", "--warmup", "0",
+                     "--no-peak", "--json"]) == 0
+    finally:
+        del os.environ["EDGE_DEBLUR_CPU_FLAGS"]
+    r = json.loads(capsys.readouterr().out)
+    assert r["selection"]["file"] == "model.onnx" and r["selection"]["method"] == "features"
+    assert r["selection"]["cpu"]["features"] == ["avx2", "fma"] and "AVX2" in r["selection"]["reason"]
     assert main(["bench", "--model", str(tiny["onnx"]), "--size", "40by24"]) == 2
     assert "40by24" in capsys.readouterr().err

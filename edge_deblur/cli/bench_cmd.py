@@ -17,6 +17,9 @@ def add_arguments(p):
     p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
     p.add_argument("--no-peak", action="store_true", help="skip measuring the 3x3-conv peak")
     p.add_argument("--peak-runs", type=int, default=10, help="timed runs per conv-peak configuration (default 10)")
+    p.add_argument("--select", choices=["features", "measure"], default=None,
+                   help="for a model folder: choose the file by the CPU's instruction sets (default) or by timing "
+                        "the candidates once on this machine (cached)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -26,7 +29,7 @@ def run(args) -> int:
     r = bench(
         args.model, size=args.size, backend=args.backend, runs=args.runs, warmup=args.warmup, batch=args.batch,
         threads=args.threads, device=args.device, tile=args.tile, overlap=args.overlap, peak=not args.no_peak,
-        peak_runs=args.peak_runs,
+        peak_runs=args.peak_runs, select=args.select,
     )
     print(json.dumps(r) if args.json else format_bench(r))
     return 0

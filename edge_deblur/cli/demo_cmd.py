@@ -207,6 +207,7 @@ def run(args) -> int:
         "scene": scene_desc,
         "model": info.get("name") or info.get("model"),
         "backend": info.get("backend"),
+        "file": Path(str(info.get("model"))).name,  # which file of the model folder ran (runtime.select)
         "threads": info.get("threads"),
         "video": str(video_path),
         "png": str(png_path),

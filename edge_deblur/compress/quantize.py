@@ -1,32 +1,16 @@
-"""INT8 post-training quantization of an FP32 ONNX model into an explicit Q/DQ graph.
+"""The quantize stage: FP32 ONNX -> INT8 ONNX with explicit Q/DQ, for one target.
 
-The graph is made with ONNX Runtime's ``quantize_static`` in QDQ format, in the form TensorRT's
-explicit quantization needs and ONNX Runtime's CPU kernels also run:
-
-* signed INT8 everywhere, symmetric: every zero point is 0 (TensorRT supports nothing else);
-* weights per channel (Conv: axis 0, one scale per output channel), activations per tensor;
-* Q/DQ pairs on the inputs of the residual Adds and of Concats (ORT quantizes Add/Concat inputs
-  in QDQ mode), so TensorRT can keep the skip connections in INT8 instead of falling back;
-* ReLUs are kept in the graph (with symmetric activations ORT cannot fold them away anyway);
-* biases stay float (``QuantizeBias: False``): TensorRT fuses them into the INT8 convolution and
-  does not take INT32 DequantizeLinear inputs;
-* the graph input and output stay float32. By default two small parts stay float too:
-  - the first conv, which reads the image (after PixelUnshuffle's layout ops): it learns
-    near-zero-sum (high-pass) filters applied to the full image intensity, and INT8 rounding of
-    those weights leaks the image's DC level into every feature. Measured on an edgenet S
-    (REDS test_001): INT8-vs-FP32 output PSNR 43.0 dB with it quantized, 59.4 dB without; PSNR
-    against ground truth -0.13 dB vs 0.00 dB. It is ~4% of the MACs (12 -> 16 channels);
-  - the final global-residual Add (network output + input image): quantizing it would round
-    the output image to 1/127 steps (~49 dB) for one cheap element-wise op.
-  Both are options (``keep_input_conv_fp``, ``keep_output_add_fp``); the recipe lists the float nodes.
-
-Calibration frames come from a folder of images, a video or synthetic blur over sharp images
-(``synthetic:FOLDER``), are cut (or resized, when smaller) to the deploy tile size, and go through
-``edge_deblur.runtime.preprocess.frame_to_tensor``: the runtime's own preprocessing.
-
-The per-tensor ranges are written to ``calibration/<model>/table.json`` and the recipe that made
-them (method, samples, source, tile, seed, tool versions, ONNX sha256) to ``recipe.json``; a table
-re-quantizes the same model to the same graph without calibrating (``table=``).
+``target="tensorrt"`` writes ``model.int8.onnx`` (signed, symmetric: what TensorRT's explicit
+quantization takes); ``target="cpu"`` writes ``model.int8-cpu.onnx`` (uint8 activations, int8
+weights, laid out for ONNX Runtime's x86 kernels). The layouts are described in
+:mod:`.qdq_graph`. Both are calibrated the same way: frames from a folder, a video or synthetic
+blur (:mod:`.calib_frames`), through the runtime's own preprocessing, ranges by ONNX Runtime's
+calibrators (:mod:`.calib_table`). The ranges go to ``calibration/<model>/table.json`` (TensorRT)
+or ``calibration/<model>/int8-cpu/table.json`` (CPU) and the recipe that made them (method,
+samples, source, tile, seed, target, the calibrating machine's CPU features, tool versions, ONNX
+sha256, accuracy) to ``recipe.json`` beside it; a table re-quantizes the same model to the same
+graph without calibrating (``table=``). Accuracy: INT8 vs FP32 on held-out tiles, and with
+``pairs`` against ground truth on real blur/sharp pairs (:mod:`.quant_eval`).
 
 numpy, OpenCV, onnx and onnxruntime only: no torch.
 """
@@ -34,94 +18,31 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import cv2
 import numpy as np
 
-from ..errors import DatasetError, InputError, ModelError
-from ..runtime import preprocess
+from ..errors import InputError, ModelError
 from ..runtime.manifest import tool_versions
+from .calib_frames import calibration_frames, frames_to_tensors, parse_tile
+from .calib_table import METHODS, TABLE_FORMAT, collect_ranges, load_table, save_table
+from .qdq_graph import TARGETS, Target, finish_graph, get_target, input_path_nodes, name_nodes, output_residual_adds, quantize_with_ranges
+from .qdq_report import QDQ_OPS, qdq_report
+from .quant_eval import accuracy_on_pairs, compare_outputs
 
 log = logging.getLogger("edge_deblur.compress.quantize")
 
-TABLE_FORMAT = "edge_deblur.calibration.v1"
-METHODS = ("minmax", "percentile", "entropy")
 MIN_SAMPLES = 8
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def parse_tile(text) -> tuple[int, int]:
-    """'256x256' or (w, h) -> (width, height)."""
-    if isinstance(text, (tuple, list)):
-        vals = list(text)
-    else:
-        try:
-            vals = [int(v) for v in str(text).lower().split("x")]
-        except ValueError:
-            vals = []
-    if len(vals) != 2 or any((not isinstance(v, (int, np.integer))) or v <= 0 for v in vals):
-        raise InputError(f"tile {text!r} must look like WIDTHxHEIGHT with positive sizes, e.g. 256x256")
-    return int(vals[0]), int(vals[1])
 
 
 def sha256_file(path) -> str:
     from ..runtime.manifest import sha256_file as _sha
 
     return _sha(path)
-
-
-class _DropORTHints(logging.Filter):
-    """ONNX Runtime's quantizer logs a 'consider pre-processing' hint to the root logger on
-    every call; it does not apply to these conv-only graphs (shapes are static per op)."""
-
-    def filter(self, record):
-        return "pre-process" not in record.getMessage()
-
-
-class _quiet:
-    """Drop ORT's pre-processing hint and send the calibrators' print() output to the log, so
-    stdout stays clean for --json."""
-
-    def __enter__(self):
-        import contextlib
-        import io
-
-        self.f = _DropORTHints()
-        logging.getLogger().addFilter(self.f)
-        self.buf = io.StringIO()
-        self.redirect = contextlib.redirect_stdout(self.buf)
-        self.redirect.__enter__()
-
-    def __exit__(self, *exc):
-        self.redirect.__exit__(*exc)
-        logging.getLogger().removeFilter(self.f)
-        for line in self.buf.getvalue().splitlines():
-            log.debug("onnxruntime: %s", line)
-        return False
-
-
-def _ort_session(model, threads: int = 0):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    src = model if isinstance(model, (bytes, str)) else str(model)
-    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +135,9 @@ def model_feeds(info: ModelInfo, tensors: Sequence[np.ndarray], threads: int = 0
     stream of similar frames)."""
     if not info.state_inputs:
         return [{info.input_name: t} for t in tensors]
-    sess = _ort_session(info.path, threads)
+    from .quant_eval import ort_session
+
+    sess = ort_session(info.path, threads)
     names = [info.output_name] + [s["output"] for s in info.state_inputs]
     feeds = []
     for t in tensors:
@@ -228,551 +151,6 @@ def model_feeds(info: ModelInfo, tensors: Sequence[np.ndarray], threads: int = 0
     return feeds
 
 
-# --------------------------------------------------------------------------------------------
-# calibration frames
-
-
-def _list_images(root: Path) -> list[Path]:
-    files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-    # a pairs folder (scene/blur, scene/sharp): the blurry inputs are what the model sees
-    blur = [f for f in files if "blur" in f.parent.name.lower()]
-    return blur or files
-
-
-def describe_source(source) -> tuple[str, Path]:
-    """-> (kind, path): kind is 'images', 'video' or 'synthetic'."""
-    text = str(source)
-    kind = None
-    if text.startswith("synthetic:"):
-        kind, text = "synthetic", text[len("synthetic:"):]
-    p = Path(text)
-    if not p.exists():
-        raise DatasetError(
-            f"calibration source {str(source)!r} not found; pass a folder of images, a video file, "
-            "or synthetic:FOLDER (synthetic blur over the sharp images in FOLDER)"
-        )
-    if kind is None:
-        if p.is_dir():
-            kind = "images"
-        elif p.suffix.lower() in VIDEO_EXTS:
-            kind = "video"
-        elif p.suffix.lower() in IMAGE_EXTS:
-            kind = "images"
-        else:
-            raise DatasetError(f"calibration source {str(p)!r} is neither a folder, an image nor a video ({sorted(VIDEO_EXTS)})")
-    elif not p.is_dir():
-        raise DatasetError(f"synthetic calibration needs a folder of sharp images, got {str(p)!r}")
-    return kind, p
-
-
-def _read_image(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"cannot read calibration image {str(path)!r}; remove it or convert it to PNG/JPEG")
-    return img
-
-
-def _video_frames(path: Path, count: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DatasetError(f"cannot open calibration video {str(path)!r} (OpenCV/FFmpeg cannot decode it)")
-    try:
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        frames = []
-        if total > 0:
-            want = sorted(set(np.linspace(0, total - 1, num=min(count, total)).round().astype(int).tolist()))
-            for idx in want:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, idx)
-                ok, f = cap.read()
-                if ok and f is not None:
-                    frames.append(f)
-        if not frames:  # no frame count or no seeking: read sequentially
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            while len(frames) < count:
-                ok, f = cap.read()
-                if not ok:
-                    break
-                frames.append(f)
-    finally:
-        cap.release()
-    if not frames:
-        raise DatasetError(f"calibration video {str(path)!r} yielded no frames")
-    return frames
-
-
-def fit_to_tile(frame: np.ndarray, tile: tuple[int, int], rng: np.random.Generator, max_upscale: float = 2.0) -> np.ndarray:
-    """Random crop of ``frame`` at ``tile`` = (w, h); a frame smaller than the tile is resized up
-    (keeping its aspect) when that takes at most ``max_upscale``x, else InputError."""
-    tw, th = tile
-    if frame.ndim == 3 and frame.shape[2] not in (1, 3, 4):
-        raise InputError(
-            f"calibration frame has {frame.shape[2]} channels (shape {frame.shape}); pass 3-channel colour "
-            "(or grayscale / BGRA) frames"
-        )
-    h, w = frame.shape[:2]
-    if h < th or w < tw:
-        s = max(th / h, tw / w)
-        if s > max_upscale:
-            raise InputError(
-                f"calibration frame of {w}x{h} is far smaller than the tile {tw}x{th} (needs {s:.1f}x upscaling); "
-                "pass larger frames or a smaller --tile"
-            )
-        nw, nh = max(tw, int(math.ceil(w * s))), max(th, int(math.ceil(h * s)))
-        frame = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_CUBIC)
-        h, w = nh, nw
-    y = int(rng.integers(0, h - th + 1))
-    x = int(rng.integers(0, w - tw + 1))
-    return np.ascontiguousarray(frame[y:y + th, x:x + tw])
-
-
-def calibration_frames(source, count: int, tile: tuple[int, int], seed: int = 0, blur_cfg=None) -> tuple[list[np.ndarray], bool, dict]:
-    """``count`` frames of exactly ``tile`` size from ``source``. Returns (frames, rgb, info):
-    ``rgb`` tells the colour order (image files and videos are BGR; synthetic frames RGB)."""
-    kind, path = describe_source(source)
-    rng = np.random.default_rng(seed)
-    info = {"kind": kind, "path": str(path)}
-    if kind == "video":
-        frames = _video_frames(path, count)
-        info["distinct_frames"] = len(frames)
-        return [fit_to_tile(frames[i % len(frames)], tile, rng) for i in range(count)], False, info
-    files = [path] if path.is_file() else _list_images(path)
-    if not files:
-        raise DatasetError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) under {str(path)!r} for calibration")
-    order = rng.permutation(len(files))
-    picks = [files[order[i % len(files)]] for i in range(count)]
-    info["distinct_frames"] = min(count, len(files))
-    if kind == "images":
-        return [fit_to_tile(_read_image(f), tile, rng) for f in picks], False, info
-    # synthetic blur over sharp images
-    from ..data.blur import synthesize
-
-    tw, th = tile
-    out = []
-    for f in picks:
-        img = _read_image(f)
-        if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        img = np.ascontiguousarray(img[..., 2::-1])  # BGR(A) -> RGB
-        h, w = img.shape[:2]
-        # leave room for the blur's margin; upscale small photos first
-        need = 1.25
-        if h < th * need or w < tw * need:
-            s = max(th * need / h, tw * need / w)
-            if s > 2.5:
-                raise InputError(f"sharp image {str(f)!r} ({w}x{h}) is too small for tile {tw}x{th}; use a smaller --tile")
-            img = cv2.resize(img, (int(math.ceil(w * s)), int(math.ceil(h * s))), interpolation=cv2.INTER_CUBIC)
-        blurred, _ = synthesize(img, rng, blur_cfg, crop=(th, tw))
-        out.append(blurred)
-    return out, True, info
-
-
-def frames_to_tensors(frames: Iterable[np.ndarray], stride: int, tile: tuple[int, int] | None = None, rgb: bool = False) -> list[np.ndarray]:
-    """Frames -> (1, 3, H, W) float32 model inputs through the runtime's own preprocessing
-    (``runtime.preprocess.frame_to_tensor``). With ``tile``, every frame must be exactly that
-    size (no padding happens at calibration time)."""
-    out = []
-    for i, f in enumerate(frames):
-        if not isinstance(f, np.ndarray):
-            raise InputError(f"calibration frame {i} is a {type(f).__name__}, not a numpy array")
-        if f.ndim == 3 and f.shape[2] not in (1, 3, 4):
-            raise InputError(f"calibration frame {i} has {f.shape[2]} channels (shape {f.shape}); pass 3-channel frames")
-        if tile is not None and (f.shape[1], f.shape[0]) != tuple(tile):
-            raise InputError(
-                f"calibration frame {i} is {f.shape[1]}x{f.shape[0]}, not the tile size {tile[0]}x{tile[1]}; "
-                "cut frames to the tile (calibration_frames does) or pass a matching --tile"
-            )
-        t, _ = preprocess.frame_to_tensor(f, stride, rgb)
-        if t.ndim != 4 or t.shape[:2] != (1, 3):
-            raise InputError(f"calibration frame {i} gave a tensor of shape {t.shape}, expected (1, 3, H, W)")
-        out.append(t)
-    return out
-
-
-class TensorReader:
-    """ONNX Runtime CalibrationDataReader over preprocessed tensors, or over whole feed dicts (a
-    recurrent model's image and state), with strided collection."""
-
-    def __init__(self, input_name: str, tensors: Sequence):
-        self.input_name = input_name
-        self.tensors = list(tensors)
-        self.set_range(0, len(self.tensors))
-
-    def set_range(self, start_index: int, end_index: int):
-        self._items = iter(self.tensors[start_index:end_index])
-
-    def __len__(self):
-        return len(self.tensors)
-
-    def get_next(self):
-        t = next(self._items, None)
-        if t is None:
-            return None
-        return t if isinstance(t, dict) else {self.input_name: t}
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        r = self.get_next()
-        if r is None:
-            raise StopIteration
-        return r
-
-
-# --------------------------------------------------------------------------------------------
-# calibration tables
-
-
-def save_table(path, ranges: dict[str, tuple[float, float]], method: str, onnx_sha256: str) -> dict:
-    from ..runtime.manifest import atomic_write_json
-
-    table = {
-        "format": TABLE_FORMAT,
-        "method": method,
-        "onnx_sha256": onnx_sha256,
-        "symmetric_int8_scale": "max(|min|, |max|) / 127",
-        "tensors": {k: {"min": float(lo), "max": float(hi)} for k, (lo, hi) in sorted(ranges.items())},
-    }
-    atomic_write_json(path, table)
-    return table
-
-
-def load_table(path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"calibration table {str(p)!r} not found; run 'edge-deblur quantize' with --calib to make one")
-    try:
-        t = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{str(p)!r} is not a readable calibration table ({e})") from e
-    if not isinstance(t, dict) or t.get("format") != TABLE_FORMAT or not isinstance(t.get("tensors"), dict):
-        raise InputError(f"{str(p)!r} is not an edge-deblur calibration table (format {TABLE_FORMAT})")
-    if t.get("method") not in METHODS:
-        raise InputError(f"{str(p)!r}: unknown calibration method {t.get('method')!r}")
-    for k, v in t["tensors"].items():
-        if not (isinstance(v, dict) and all(isinstance(v.get(x), (int, float)) for x in ("min", "max")) and v["min"] <= v["max"]):
-            raise InputError(f"{str(p)!r}: bad range for tensor {k!r}: {v!r}")
-    return t
-
-
-def _to_tensors_data(ranges: dict[str, tuple[float, float]], method: str):
-    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
-
-    cm = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-          "entropy": CalibrationMethod.Entropy}[method]
-    return TensorsData(cm, {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()})
-
-
-def _from_tensors_data(td) -> dict[str, tuple[float, float]]:
-    out = {}
-    for k in td.data:
-        lo, hi = td.data[k].range_value
-        out[k] = (float(np.asarray(lo, np.float32).reshape(-1)[0]), float(np.asarray(hi, np.float32).reshape(-1)[0]))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# quantization
-
-
-def _method_enum(method: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    if method not in METHODS:
-        raise InputError(f"calibration method {method!r} is not one of {', '.join(METHODS)}")
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-            "entropy": CalibrationMethod.Entropy}[method]
-
-
-def output_residual_adds(model_path) -> list[str]:
-    """Names of Add nodes that produce a graph output and take the graph input directly (the
-    global residual ``network(x) + x``)."""
-    import onnx
-
-    m = onnx.load(str(model_path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    ins = {i.name for i in m.graph.input if i.name not in inits}
-    outs = {o.name for o in m.graph.output}
-    return [n.name for n in m.graph.node if n.op_type == "Add" and set(n.output) & outs and set(n.input) & ins]
-
-
-LAYOUT_OPS = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "SpaceToDepth", "DepthToSpace", "Identity"}
-
-
-def input_path_nodes(model_path) -> list[str]:
-    """The nodes from the graph input through pure layout ops (PixelUnshuffle's Reshape/Transpose)
-    up to and including the first Conv(s): the layer that reads the image itself."""
-    import onnx
-
-    m = onnx.load(str(model_path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    consumers: dict = {}
-    for n in m.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    frontier = [i.name for i in m.graph.input if i.name not in inits]
-    out, seen = [], set()
-    while frontier:
-        nxt = []
-        for t in frontier:
-            for n in consumers.get(t, []):
-                if n.name in seen:
-                    continue
-                if n.op_type in LAYOUT_OPS:
-                    seen.add(n.name)
-                    out.append(n.name)
-                    nxt.extend(n.output)
-                elif n.op_type == "Conv":
-                    seen.add(n.name)
-                    out.append(n.name)
-        frontier = nxt
-    convs = [n.name for n in m.graph.node if n.op_type == "Conv" and n.name in seen]
-    return out if convs else []  # no conv behind layout ops: nothing worth keeping float
-
-
-def _name_nodes(model_path, dst) -> Path:
-    """Copy of the model with every node named (ORT needs names for nodes_to_exclude)."""
-    import onnx
-
-    m = onnx.load(str(model_path))
-    seen = set()
-    for i, n in enumerate(m.graph.node):
-        if not n.name or n.name in seen:
-            n.name = f"{n.op_type}_{i}"
-        seen.add(n.name)
-    onnx.save(m, str(dst))
-    return Path(dst)
-
-
-def extra_options(method: str = "minmax", percentile: float = 99.999) -> dict:
-    opts = {
-        "ActivationSymmetric": True,
-        "WeightSymmetric": True,
-        "QDQKeepRemovableActivations": True,
-        "QuantizeBias": False,
-        "ForceQuantizeNoInputCheck": True,
-        "DedicatedQDQPair": False,
-    }
-    return opts
-
-
-def _quantize_with_ranges(src: Path, dst: Path, ranges: dict, method: str, exclude: list[str], percentile: float):
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
-
-    with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(_to_tensors_data(ranges, method), cache)
-        with _quiet():
-            quantize_static(
-                str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-                per_channel=True, reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude), calibrate_method=_method_enum(method),
-                extra_options=extra_options(method, percentile), calibration_cache_path=str(cache),
-            )
-
-
-ENTROPY_BINS = 512  # histogram bins for entropy calibration (KL over 128 quantized bins, as TensorRT)
-
-
-def collect_ranges(src: Path, tensors: Sequence[np.ndarray], input_name: str, method: str, percentile: float) -> dict:
-    """Run ONNX Runtime's calibrator over ``tensors``; -> {tensor name: (min, max)}.
-
-    The calibrator is driven directly (not through quantize_static, which cannot set the number
-    of histogram bins: its entropy calibration would use 128 bins for 128 quantized levels, i.e.
-    plain min/max), in chunks of at most 8 tiles to bound memory."""
-    from onnxruntime.quantization.calibrate import create_calibrator
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    ops = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
-    calib_opts: dict = {}
-    if method == "percentile":
-        calib_opts = {"percentile": float(percentile), "symmetric": True, "num_bins": 2048}
-    elif method == "entropy":
-        calib_opts = {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128, "symmetric": True}
-    n = len(tensors)
-    chunk = min(8, n)
-    reader = TensorReader(input_name, tensors)
-    with tempfile.TemporaryDirectory(prefix="edge_deblur_cal.") as tmp, _quiet():
-        cal = create_calibrator(Path(src), ops, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                calibrate_method=_method_enum(method), extra_options=calib_opts)
-        for start in range(0, n, chunk):
-            reader.set_range(start, min(n, start + chunk))
-            cal.collect_data(reader)
-        td = cal.compute_data()
-        del cal
-    return _from_tensors_data(td)
-
-
-def _finish_graph(dst: Path, metadata: dict, recipe_path: str | None):
-    """Set edge-deblur metadata on the quantized graph and run onnx.checker."""
-    import onnx
-
-    m = onnx.load(str(dst))
-    md = dict(metadata)
-    md["edge_deblur.precision"] = "int8"
-    md["edge_deblur.quantization"] = "qdq-int8-symmetric;weights=per-channel;activations=per-tensor"
-    if recipe_path:
-        md["edge_deblur.calibration"] = recipe_path
-    del m.metadata_props[:]
-    for k, v in sorted(md.items()):
-        e = m.metadata_props.add()
-        e.key, e.value = k, v
-    onnx.checker.check_model(m)
-    from ..runtime.manifest import atomic_write_bytes
-
-    atomic_write_bytes(dst, m.SerializeToString())
-
-
-# --------------------------------------------------------------------------------------------
-# checks of the result
-
-
-def qdq_report(path) -> dict:
-    """Facts about a Q/DQ graph: counts, zero points, per-channel weight scales."""
-    import onnx
-    from onnx import numpy_helper
-
-    m = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    producers = {o: n for n in m.graph.node for o in n.output}
-    bad_zp, dtypes = [], set()
-    for n in m.graph.node:
-        if n.op_type in QDQ_OPS and len(n.input) > 2:
-            zp = inits.get(n.input[2])
-            if zp is None:
-                bad_zp.append((n.name, "not an initializer"))
-                continue
-            dtypes.add(str(zp.dtype))
-            if np.any(zp != 0):
-                bad_zp.append((n.name, zp.tolist()))
-    convs = []
-    for n in m.graph.node:
-        if n.op_type != "Conv":
-            continue
-        dq = producers.get(n.input[1])
-        w_info = {"conv": n.name, "per_channel": False}
-        if dq is not None and dq.op_type == "DequantizeLinear":
-            w = inits.get(dq.input[0])
-            s = inits.get(dq.input[1])
-            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-            w_info.update(
-                weight_dtype=str(w.dtype) if w is not None else None,
-                out_channels=int(w.shape[0]) if w is not None else None,
-                scale_len=int(s.size) if s is not None else None,
-                axis=int(axis),
-                per_channel=bool(s is not None and w is not None and s.ndim == 1 and s.size == w.shape[0] and axis == 0),
-            )
-        in_dq = producers.get(n.input[0])
-        w_info["input_quantized"] = bool(in_dq is not None and in_dq.op_type == "DequantizeLinear")
-        convs.append(w_info)
-    adds = []
-    for n in m.graph.node:
-        if n.op_type in ("Add", "Concat"):
-            q = [bool(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear") for i in n.input]
-            adds.append({"node": n.name, "op": n.op_type, "inputs_quantized": q})
-    io = {vi.name: onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type) for vi in list(m.graph.input) + list(m.graph.output)}
-    return {
-        "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in m.graph.node),
-        "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in m.graph.node),
-        "zero_point_dtypes": sorted(dtypes),
-        "nonzero_zero_points": bad_zp,
-        "convs": convs,
-        "adds": adds,
-        "io_dtypes": io,
-    }
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
-def compare_outputs(fp32_path, int8_path, tensors: Sequence, threads: int = 0) -> dict:
-    """INT8 vs FP32 image outputs (clipped to [0, 1], as frames are) on model inputs (tensors, or
-    feed dicts with a recurrent model's state): PSNR over all."""
-    a_s, b_s = _ort_session(fp32_path, threads), _ort_session(int8_path, threads)
-    name = next(i.name for i in a_s.get_inputs() if not i.name.startswith("state_in"))
-    out = next(o.name for o in a_s.get_outputs() if not o.name.startswith("state_out"))
-    se, n, worst = 0.0, 0, 0.0
-    for t in tensors:
-        feed = t if isinstance(t, dict) else {name: t}
-        a = np.clip(a_s.run([out], feed)[0], 0, 1).astype(np.float64)
-        b = np.clip(b_s.run([out], feed)[0], 0, 1).astype(np.float64)
-        se += float(np.sum((a - b) ** 2))
-        n += a.size
-        worst = max(worst, float(np.max(np.abs(a - b))))
-    mse = se / max(1, n)
-    return {"psnr_int8_vs_fp32": float("inf") if mse == 0 else 10 * math.log10(1.0 / mse),
-            "max_abs_diff": worst, "inputs": len(tensors)}
-
-
-def find_pairs(root, scenes: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
-    """(scene, blur, sharp) under ``root/<scene>/{blur,sharp}/`` (GoPro/REDS layout), numpy-free."""
-    r = Path(root)
-    if not r.is_dir():
-        raise DatasetError(f"pairs folder {str(r)!r} not found; pass a folder with <scene>/blur and <scene>/sharp")
-    out = []
-    for scene in sorted(d for d in r.iterdir() if d.is_dir()):
-        if scenes and scene.name not in scenes:
-            continue
-        b, s = scene / "blur", scene / "sharp"
-        if not (b.is_dir() and s.is_dir()):
-            continue
-        for f in sorted(b.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTS and (s / f.name).is_file():
-                out.append((scene.name, str(f), str(s / f.name)))
-    if not out:
-        raise DatasetError(f"no blur/sharp pairs under {str(r)!r}" + (f" for scenes {list(scenes)}" if scenes else ""))
-    return out
-
-
-def evaluate_onnx_on_pairs(model_path, pairs, with_ssim: bool = True, threads: int = 0, stride: int | None = None) -> dict:
-    """PSNR/SSIM of an ONNX model on (scene, blur, sharp) pairs, through the runtime's
-    preprocessing (pad to stride, crop back, clip, 8-bit)."""
-    from ..metrics.evaluate import evaluate_pairs
-
-    if stride is None:
-        stride = inspect_float_model_stride(model_path)
-    sess = _ort_session(model_path, threads)
-    ins = sess.get_inputs()
-    name = next(i.name for i in ins if not i.name.startswith("state_in"))
-    states = [i for i in ins if i.name.startswith("state_in")]
-    meta = dict(sess.get_modelmeta().custom_metadata_map or {})
-    scale = {i.name: int(meta.get(f"edge_deblur.state_scale.{i.name}", 1)) for i in states}
-    outs = [next(o.name for o in sess.get_outputs() if not o.name.startswith("state_out"))]
-    outs += ["state_out" + i.name[len("state_in"):] for i in states]
-    carried: dict = {}
-
-    def fn(frame):  # a recurrent model's state is carried through a scene, from zeros
-        t, info = preprocess.frame_to_tensor(frame, stride)
-        feed = {name: t}
-        for i in states:
-            v = carried.get(i.name)
-            n, _, h, w = t.shape
-            shape = (n, i.shape[1], h // scale[i.name], w // scale[i.name])
-            feed[i.name] = v if v is not None and v.shape == shape else np.zeros(shape, np.float32)
-        res = sess.run(outs, feed)
-        carried.update({i.name: o for i, o in zip(states, res[1:])})
-        return preprocess.tensor_to_frame(res[0], info)
-
-    return evaluate_pairs(fn, pairs, with_ssim=with_ssim, reset=carried.clear)
-
-
-def inspect_float_model_stride(path) -> int:
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    md = {e.key: e.value for e in m.metadata_props}
-    if "edge_deblur.stride" in md:
-        return int(md["edge_deblur.stride"])
-    from ..runtime.manifest import read_manifest
-
-    s = read_manifest(Path(path).parent).get("stride")
-    if not s:
-        raise ModelError(f"{str(path)!r} does not record its stride; pass stride=")
-    return int(s)
-
 
 # --------------------------------------------------------------------------------------------
 # the whole stage
@@ -785,8 +163,9 @@ class QuantizeOptions:
     tile: tuple[int, int] = (256, 256)  # (width, height)
     seed: int = 0
     percentile: float = 99.999
-    keep_output_add_fp: bool = True      # leave the global residual Add (output = f(x) + x) in float
-    keep_input_conv_fp: bool = True      # leave the first conv (and the unshuffle before it) in float
+    target: str | Target = "tensorrt"    # tensorrt | cpu (see qdq_graph.TARGETS), or a Target variant
+    keep_output_add_fp: bool | None = None  # leave the global residual Add (output = f(x) + x) in float
+    keep_input_conv_fp: bool | None = None  # leave the first conv (and the layout ops before it) in float
     eval_samples: int = 8                # held-out tiles (same source, another seed) for INT8 vs FP32
     min_samples: int = MIN_SAMPLES
 
@@ -801,6 +180,15 @@ class QuantizeOptions:
         self.tile = parse_tile(self.tile)
         if not 90.0 < self.percentile <= 100.0:
             raise InputError(f"percentile {self.percentile} must be in (90, 100]")
+        t = get_target(self.target)
+        self.target = t.name if t is TARGETS.get(t.name) else t
+        # defaults per target: TensorRT keeps the image-facing ends float (accuracy, cheap there);
+        # on the CPU a float island costs a dequantize/requantize and an NCHW<->NHWC transpose,
+        # and measured within the accuracy budget quantized (docs/BENCHMARKS.md)
+        if self.keep_input_conv_fp is None:
+            self.keep_input_conv_fp = t.name == "tensorrt"
+        if self.keep_output_add_fp is None:
+            self.keep_output_add_fp = t.name == "tensorrt"
 
 
 def default_model_name(onnx_path) -> str:
@@ -808,9 +196,46 @@ def default_model_name(onnx_path) -> str:
     return p.parent.name if p.name == "model.onnx" else p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.stem
 
 
+def default_output(onnx_path, target: str | Target = "tensorrt") -> Path:
+    """model.onnx -> model.int8.onnx (TensorRT) / model.int8-cpu.onnx (CPU), beside it."""
+    src = Path(onnx_path)
+    stem = src.name[: -len(".onnx")] if src.name.endswith(".onnx") else src.name
+    return src.with_name(stem + get_target(target).suffix + ".onnx")
+
+
+def calibration_folder(calib_dir, name: str, target: str | Target = "tensorrt") -> Path:
+    """Where a target's table and recipe go: calibration/<name>/ or calibration/<name>/int8-cpu/."""
+    base = Path(calib_dir) / name
+    return base if get_target(target).name == "tensorrt" else base / "int8-cpu"
+
+
+def machine_features() -> dict:
+    """The calibrating machine's CPU (recorded in the recipe)."""
+    from ..runtime.cpu_features import cpu_features
+
+    f = cpu_features()
+    return {"cpu": f.model, "arch": f.arch, "cores": f.cores, "features": sorted(f.relevant)}
+
+
+def _parse_pair_sets(pairs, pair_scenes) -> list[tuple[str, list[str]]]:
+    """``pairs``: one folder, or a list of folders, each optionally 'FOLDER:scene1,scene2'."""
+    if pairs is None:
+        return []
+    items = [pairs] if isinstance(pairs, (str, Path)) else list(pairs)
+    out = []
+    for it in items:
+        text = str(it)
+        root, scenes = text, list(pair_scenes or [])
+        if ":" in text and not Path(text).exists():
+            root, _, sc = text.rpartition(":")
+            scenes = [s.strip() for s in sc.split(",") if s.strip()]
+        out.append((root, scenes))
+    return out
+
+
 def quantize_model(
     onnx_path,
-    output,
+    output=None,
     calib=None,
     options: QuantizeOptions | None = None,
     table=None,
@@ -824,34 +249,45 @@ def quantize_model(
     update_manifest: bool = True,
     threads: int = 0,
 ) -> dict:
-    """FP32 ONNX -> INT8 Q/DQ ONNX. Calibrates on ``calib`` (a source: folder, video,
-    synthetic:FOLDER) or on ``frames`` (already tile-sized numpy frames), or re-uses ``table`` (a
-    saved calibration table) without calibrating. Writes the table and recipe to
-    ``calib_dir/<name>/`` and returns the recipe (with the accuracy report)."""
+    """FP32 ONNX -> INT8 Q/DQ ONNX for ``options.target``. Calibrates on ``calib`` (a source:
+    folder, video, synthetic:FOLDER) or on ``frames`` (already tile-sized numpy frames), or re-uses
+    ``table`` (a saved calibration table) without calibrating. ``pairs``: a pairs folder or a list
+    of them (``'FOLDER:scene,scene'`` picks scenes) to measure accuracy against ground truth.
+    Writes the table and recipe to :func:`calibration_folder` and returns the recipe."""
     opts = options or QuantizeOptions()
     opts.validate()
+    target = get_target(opts.target)
     info = inspect_float_model(onnx_path, stride)
-    out = Path(output)
+    out = Path(output) if output is not None else default_output(info.path, target)
     if out.resolve() == info.path.resolve():
-        raise InputError(f"output {str(out)!r} would overwrite the FP32 model; pass another -o (e.g. model.int8.onnx)")
+        raise InputError(f"output {str(out)!r} would overwrite the FP32 model; pass another -o (e.g. {default_output(info.path, target).name})")
     tw, th = opts.tile
     if tw % info.stride or th % info.stride:
         raise InputError(f"tile {tw}x{th} is not a multiple of the model's stride {info.stride}; use e.g. "
                          f"{(tw // info.stride or 1) * info.stride}x{(th // info.stride or 1) * info.stride}")
     if (info.height and info.height != th) or (info.width and info.width != tw):
         raise InputError(f"the model's input is fixed at {info.width}x{info.height}; pass --tile {info.width}x{info.height}")
+    pair_sets = _parse_pair_sets(pairs, pair_scenes)
     name = name or default_model_name(info.path)
-    cdir = Path(calib_dir) / name
+    cdir = calibration_folder(calib_dir, name, target)
     t0 = time.time()
     source_info: dict = {}
     recipe_src: dict = {}
     eval_tensors: list[np.ndarray] = []
+    rewrites: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
-        named = _name_nodes(info.path, Path(tmp) / "named.onnx")
-        exclude = output_residual_adds(named) if opts.keep_output_add_fp else []
+        graph = name_nodes(info.path, Path(tmp) / "named.onnx")
+        if target.rewrites and info.state_inputs:
+            log.info("recurrent model: the CPU layout rewrites are not applied (plain uint8 Q/DQ graph)")
+        elif target.rewrites:
+            from .cpu_layout import rewrite_for_cpu
+
+            rewrites = rewrite_for_cpu(graph, Path(tmp) / "rewritten.onnx", target.rewrites)
+            graph = Path(tmp) / "rewritten.onnx"
+        exclude = output_residual_adds(graph) if opts.keep_output_add_fp else []
         if opts.keep_input_conv_fp:
-            exclude += input_path_nodes(named)
+            exclude += input_path_nodes(graph)
         if table is not None:
             t = load_table(table)
             if t.get("onnx_sha256") != info.sha256:
@@ -859,6 +295,12 @@ def quantize_model(
                     f"calibration table {str(table)!r} was computed for an ONNX model with sha256 "
                     f"{str(t.get('onnx_sha256'))[:12]}..., not {str(info.path)!r} ({info.sha256[:12]}...); "
                     "recalibrate with --calib"
+                )
+            if t.get("target", "tensorrt") != target.name:
+                raise InputError(
+                    f"calibration table {str(table)!r} was made for --target {t.get('target', 'tensorrt')}, not "
+                    f"{target.name} (other scales, other graph); pass {str(calibration_folder(calib_dir, name, t.get('target', 'tensorrt')))}"
+                    f"/table.json with --target {t.get('target', 'tensorrt')}, or recalibrate with --calib"
                 )
             if t["method"] != opts.method:
                 log.info("using the table's calibration method %s", t["method"])
@@ -873,8 +315,7 @@ def quantize_model(
                 recipe_src = {}
             source_info = recipe_src.get("source", {"from_table": str(table)})
             if calib is not None or frames is not None:
-                cal_frames, rgb = _eval_frames(calib, frames, frames_rgb, opts, info, source_info)
-                eval_tensors = cal_frames
+                eval_tensors = _eval_frames(calib, frames, frames_rgb, opts, info)
         else:
             if frames is not None:
                 frame_list = list(frames)
@@ -886,24 +327,32 @@ def quantize_model(
             elif calib is not None:
                 cal, rgb, source_info = calibration_frames(calib, opts.samples, opts.tile, opts.seed)
                 tensors = frames_to_tensors(cal, info.stride, opts.tile, rgb)
-                ev, rgb2, _ = calibration_frames(calib, opts.eval_samples, opts.tile, opts.seed + 7919)
-                eval_tensors = frames_to_tensors(ev, info.stride, opts.tile, rgb2)
+                eval_tensors = _eval_frames(calib, None, False, opts, info)
             else:
                 raise InputError("pass a calibration source (--calib FOLDER|VIDEO|synthetic:FOLDER) or a saved --table")
-            log.info("calibrating %s on %d tiles of %dx%d (%s)", info.path.name, len(tensors), tw, th, opts.method)
-            ranges = collect_ranges(named, model_feeds(info, tensors, threads), info.input_name, opts.method,
-                                    opts.percentile)
-            save_table(cdir / "table.json", ranges, opts.method, info.sha256)
-        _quantize_with_ranges(named, out, ranges, opts.method, exclude, opts.percentile)
+            log.info("calibrating %s on %d tiles of %dx%d (%s, target %s)", info.path.name, len(tensors), tw, th,
+                     opts.method, target.name)
+            ranges = collect_ranges(graph, model_feeds(info, tensors, threads), info.input_name, opts.method,
+                                    opts.percentile, symmetric=target.symmetric_activations)
+            save_table(cdir / "table.json", ranges, opts.method, info.sha256, target.name,
+                       graph="cpu_layout: " + ", ".join(target.rewrites) if target.rewrites else None)
+        missing = _missing_ranges(graph, ranges, exclude)
+        if missing:
+            raise InputError(f"calibration table {str(table)!r} has no range for {len(missing)} tensors of this graph "
+                             f"(e.g. {missing[0]!r}); it was made by another version of the quantizer: recalibrate with --calib")
+        quantize_with_ranges(graph, out, ranges, opts.method, exclude, target)
+    if target.rewrites:
+        _point_shapes_at_quantized(out)
     recipe_rel = str(cdir / "recipe.json")
-    _finish_graph(out, info.metadata, recipe_rel)
+    finish_graph(out, info.metadata, recipe_rel, target)
     rep = qdq_report(out)
-    if rep["nonzero_zero_points"]:
+    if target.name == "tensorrt" and rep["nonzero_zero_points"]:
         raise ModelError(f"quantized graph has non-zero zero points: {rep['nonzero_zero_points'][:3]}; this is a bug")
 
     recipe = {
         "format": TABLE_FORMAT,
         "model": name,
+        "target": target.name,
         "onnx": str(info.path),
         "onnx_sha256": info.sha256,
         "output": str(out),
@@ -920,16 +369,21 @@ def quantize_model(
         "table": str(cdir / "table.json"),
         "quantization": {
             "format": "QDQ",
-            "activations": "int8 symmetric per-tensor (zero point 0)",
+            "target": target.name,
+            "layout": target.description,
+            "activations": ("uint8 asymmetric per-tensor" if target.activation == "uint8"
+                            else "int8 symmetric per-tensor (zero point 0)"),
             "weights": "int8 symmetric per-channel (Conv axis 0)",
-            "bias": "float",
+            "bias": "int32" if target.quantize_bias else "float",
             "float_nodes": exclude,
-            "extra_options": extra_options(opts.method, opts.percentile),
+            "graph_rewrites": rewrites,
+            "extra_options": _extra(target),
         },
+        "machine": machine_features(),
         "tools": tool_versions(opencv="cv2"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - t0, 2),
-        "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "io_dtypes")},
+        "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "activation_dtypes", "io_dtypes")},
         "accuracy": {},
     }
     if info.state_inputs:
@@ -938,20 +392,14 @@ def quantize_model(
     if eval_tensors:
         recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, out, model_feeds(info, eval_tensors, threads),
                                                                threads)
-    if pairs is not None:
-        pl = find_pairs(pairs, pair_scenes)
-        f32 = evaluate_onnx_on_pairs(info.path, pl, threads=threads, stride=info.stride)
-        i8 = evaluate_onnx_on_pairs(out, pl, threads=threads, stride=info.stride)
-        recipe["accuracy"]["pairs"] = {
-            "root": str(pairs), "scenes": list(pair_scenes or []), "count": len(pl),
-            "fp32": {k: f32[k] for k in ("psnr", "ssim", "input_psnr")},
-            "int8": {k: i8[k] for k in ("psnr", "ssim", "input_psnr")},
-            "delta_psnr": i8["psnr"] - f32["psnr"],
-            "psnr_int8_vs_fp32": _pairs_int8_vs_fp32(info.path, out, pl, info.stride, threads),
-        }
+    sets = [accuracy_on_pairs(info.path, out, root, scenes, info.stride, threads,
+                              feeds=lambda ts: model_feeds(info, ts, threads)) for root, scenes in pair_sets]
+    if sets:
+        recipe["accuracy"]["pairs"] = sets[0]
+        recipe["accuracy"]["pair_sets"] = sets
     if table is not None and recipe_src:
         # re-built from a saved table: the calibration facts are those of the run that made it
-        for k in ("percentile", "samples", "tile", "seed"):
+        for k in ("percentile", "samples", "tile", "seed", "machine"):
             recipe[k] = recipe_src.get(k, recipe[k])
     from ..runtime.manifest import atomic_write_json
 
@@ -961,20 +409,42 @@ def quantize_model(
     return recipe
 
 
-def _eval_frames(calib, frames, frames_rgb, opts, info, source_info):
+def _extra(target: Target) -> dict:
+    from .qdq_graph import extra_options
+
+    return extra_options(target)
+
+
+def _missing_ranges(graph: Path, ranges: dict, exclude) -> list[str]:
+    """Float tensors that quantize_static would need a range for but the table lacks."""
+    import onnx
+
+    m = onnx.load(str(graph), load_external_data=False)
+    skip = set(exclude)
+    need = set()
+    for n in m.graph.node:
+        if n.op_type == "Conv" and n.name not in skip:
+            need.update([n.input[0], n.output[0]])
+    return sorted(need - set(ranges))
+
+
+def _point_shapes_at_quantized(path: Path):
+    import onnx
+
+    from ..runtime.manifest import atomic_write_bytes
+    from .cpu_layout import shapes_from_quantized
+
+    m = onnx.load(str(path))
+    if shapes_from_quantized(m):
+        atomic_write_bytes(path, m.SerializeToString())
+
+
+def _eval_frames(calib, frames, frames_rgb, opts, info) -> list[np.ndarray]:
     if frames is not None:
         fl = list(frames)[: opts.eval_samples]
-        return frames_to_tensors(fl, info.stride, opts.tile, frames_rgb), frames_rgb
+        return frames_to_tensors(fl, info.stride, opts.tile, frames_rgb)
     ev, rgb, _ = calibration_frames(calib, opts.eval_samples, opts.tile, opts.seed + 7919)
-    return frames_to_tensors(ev, info.stride, opts.tile, rgb), rgb
-
-
-def _pairs_int8_vs_fp32(fp32_path, int8_path, pairs, stride, threads) -> float:
-    from ..metrics.evaluate import read_image
-
-    tensors = [preprocess.frame_to_tensor(read_image(b), stride)[0] for _, b, _ in pairs]
-    feeds = model_feeds(inspect_float_model(fp32_path, stride), tensors, threads)
-    return compare_outputs(fp32_path, int8_path, feeds, threads)["psnr_int8_vs_fp32"]
+    return frames_to_tensors(ev, info.stride, opts.tile, rgb)
 
 
 def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
@@ -989,9 +459,16 @@ def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
         "precision": "int8",
         "io_dtype": "float32",
         "quantization": "qdq",
+        "target": recipe["target"],
         "source": info.path.name,
         "source_sha256": info.sha256,
-        "calibration": {k: recipe[k] for k in ("method", "samples", "tile", "seed", "table")} | {"recipe": recipe["table"].replace("table.json", "recipe.json")},
+        "calibration": {k: recipe[k] for k in ("method", "samples", "tile", "seed", "table")}
+        | {"recipe": str(Path(recipe["table"]).with_name("recipe.json"))},
         "accuracy": recipe["accuracy"],
     }
+    if recipe["target"] == "cpu":
+        from ..runtime.cpu_features import INT8_DOT_FLAGS
+
+        # what the layout was tuned for: u8s8 dot products (the runtime falls back to FP32 without)
+        entry["tuned_for"] = {"any_of": list(INT8_DOT_FLAGS), "calibrated_on": recipe["machine"]}
     add_artifact(folder, out.name, entry)

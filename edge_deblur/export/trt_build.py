@@ -509,6 +509,42 @@ class _Logger:
         return TrtLogger()
 
 
+def check_symmetric_int8(path) -> None:
+    """Refuse a Q/DQ graph TensorRT cannot build: TensorRT's explicit quantization takes signed
+    INT8 with zero points of 0 only. ``quantize --target cpu`` files (uint8, asymmetric
+    activations for ONNX Runtime on x86) are refused with that reason. No-op without onnx."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelError(f"cannot read ONNX file {str(path)!r}: {e}; re-export it with edge-deblur export") from e
+    md = {e.key: e.value for e in model.metadata_props}
+    inits = {i.name: i for i in model.graph.initializer}
+    bad = []
+    for n in model.graph.node:
+        if n.op_type not in QDQ_OPS:
+            continue
+        zp = inits.get(n.input[2]) if len(n.input) > 2 else None
+        if zp is None:
+            if n.op_type == "QuantizeLinear":
+                bad.append((n.name, "uint8 (no zero point given)"))
+            continue
+        arr = numpy_helper.to_array(zp)
+        if arr.dtype.name == "uint8" or arr.any():
+            bad.append((n.name, f"{arr.dtype.name} zero point {arr.reshape(-1)[:1].tolist()[0]}"))
+    if md.get("edge_deblur.int8_target") == "cpu" or bad:
+        example = f" (e.g. {bad[0][0]}: {bad[0][1]})" if bad else ""
+        raise ModelError(
+            f"{str(path)!r} is an INT8 graph for the CPU: asymmetric activations{example}; TensorRT's explicit "
+            "quantization takes signed symmetric INT8 only (zero points of 0). Build the TensorRT file instead: "
+            "model.int8.onnx, made by 'edge-deblur quantize model.onnx --target tensorrt'"
+        )
+
+
 def build_engine(
     onnx_path,
     engine_path,
@@ -530,6 +566,7 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX file not found: {str(onnx_path)!r}; export one with: edge-deblur export CHECKPOINT")
+    check_symmetric_int8(onnx_path)  # before TensorRT: a CPU INT8 file is refused with the reason
     metadata = onnx_metadata(onnx_path)
     folder_manifest, _ = export_info(onnx_path)
     stride = stride or onnx_stride(onnx_path, metadata=metadata)

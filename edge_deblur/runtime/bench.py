@@ -35,24 +35,19 @@ def parse_size(text) -> tuple[int, int]:
 
 
 def machine_info() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    from .backends.onnxruntime import cpu_cores
+    """The machine a result was measured on: CPU model, the instruction-set features that decide
+    speed on ONNX Runtime's CPU kernels (``runtime.cpu_features``), cores, load, versions."""
+    from .cpu_features import cpu_features
 
     import onnxruntime
 
+    f = cpu_features()
     try:
         load = [round(v, 2) for v in os.getloadavg()]  # other work on the machine skews timings
     except (AttributeError, OSError):
         load = None
-    return {"cpu": cpu, "cores": cpu_cores(), "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
+    return {"cpu": f.model, "cores": f.cores, "isa": f.isa, "int8_dot_product": f.int8_dot,
+            "cpu_features": sorted(f.relevant), "platform": platform.platform(), "onnxruntime": onnxruntime.__version__,
             "load_avg_1_5_15min": load}
 
 
@@ -131,7 +126,7 @@ def measure_conv_peak(size=(1280, 720), widths=DEFAULT_WIDTHS, threads: int | No
 
 def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 50, warmup: int = 5,
           batch: int = 1, threads: int | None = None, device: str | None = None, tile=None, overlap: int = 128,
-          peak: bool = True, peak_runs: int = 10, seed: int = 0) -> dict:
+          peak: bool = True, peak_runs: int = 10, seed: int = 0, select: str | None = None) -> dict:
     """Time ``model`` on random ``size`` = (width, height) frames through the ``Deblurrer``.
 
     ``latency_ms_*``: one call end to end (preprocess + model + postprocess, ``batch`` frames);
@@ -145,7 +140,8 @@ def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 
         raise InputError(f"runs must be >= 1, warmup >= 0 and batch >= 1 (got {runs}, {warmup}, {batch})")
     rng = np.random.default_rng(seed)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
-    with Deblurrer.open(model, backend=backend, device=device, threads=threads, tile=tile, overlap=overlap) as d:
+    with Deblurrer.open(model, backend=backend, device=device, threads=threads, tile=tile, overlap=overlap,
+                        select=select) as d:
         info = d.info
         x0, _ = d.preprocess(frames[0])
         hp, wp = x0.shape[2], x0.shape[3]
@@ -184,6 +180,7 @@ def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 
         "model": info.get("model"),
         "backend": info.get("backend"),
         "precision": info.get("precision"),
+        "selection": info.get("selection"),
         "providers": info.get("providers"),
         "size": f"{w}x{h}",
         "padded_size": f"{wp}x{hp}",
@@ -240,4 +237,8 @@ def format_bench(r: dict) -> str:
     m = r["machine"]
     load = f", load average {m['load_avg_1_5_15min'][0]:.2f}" if m.get("load_avg_1_5_15min") else ""
     lines.append(f"machine    {m['cpu']} ({m['cores']} cores{load}), {m['platform']}, onnxruntime {m['onnxruntime']}")
+    lines.append(f"cpu isa    {m.get('isa')}: {' '.join(m.get('cpu_features') or []) or 'unknown'}")
+    sel = r.get("selection")
+    if sel:
+        lines.insert(1, f"file       {sel['file']} ({sel['method']}: {sel['reason']})")
     return "\n".join(lines)

@@ -71,7 +71,10 @@ class Deblurrer:
         **opts,
     ) -> "Deblurrer":
         """Open ``model`` (.onnx, .safetensors, .engine, or a model folder; None: the bundled
-        default) with ``backend`` (default: from the file) on ``device``. With ``probe`` a small
+        default) with ``backend`` (default: from the file) on ``device``. For a model folder on
+        the CPU, ``select="features"`` (default) picks the file by the CPU's instruction sets,
+        ``select="measure"`` times the candidates once and caches the choice per machine;
+        ``info["selection"]`` says which file and why. With ``probe`` a small
         probe frame checks that the model returns finite frames of its input's shape
         (``edge_deblur.runtime.output_guard``); NaN/Inf outputs later are passed through as the
         input frame and fail the run after ``max_bad_frames`` in a row."""
@@ -233,6 +236,8 @@ class Deblurrer:
         for k in ("providers", "device"):
             if hasattr(b, k):
                 d[k] = str(getattr(b, k)) if k == "device" else getattr(b, k)
+        if getattr(b, "selection", None):
+            d["selection"] = b.selection
         m = getattr(b, "manifest", None) or {}
         if m.get("name"):
             d["name"] = m["name"]

@@ -1,97 +1,76 @@
-"""Choose which artifact of a model folder the runtime loads on this machine's CPU.
+"""Choose which ONNX file of a model folder the runtime loads on this machine's CPU.
 
-A model folder (``export/<name>/``) can hold several ONNX files of the same model: ``model.onnx``
-(FP32), ``model.fp16.onnx``, ``model.int8.onnx`` (explicit Q/DQ). ``benchmarks/frontier.py``
-measures each on the CPU it runs on and records the result in the folder's ``manifest.json``
-(``artifacts[<file>].latency.cpu[<cpu key>]``, see :func:`record_latency`).
+A model folder (``export/<name>/``) can hold several ONNX files of one model: ``model.onnx``
+(FP32), ``model.fp16.onnx``, ``model.int8.onnx`` (INT8 laid out for TensorRT) and
+``model.int8-cpu.onnx`` (INT8 laid out for ONNX Runtime on x86, ``quantize --target cpu``).
+:func:`select_artifact` decides by what decides speed on ONNX Runtime's CPU kernels
+(:mod:`.cpu_features`), or, with ``measure=True`` (``EDGE_DEBLUR_SELECT=measure``), by timing
+the candidates once on this machine and caching the result per machine:
 
-:func:`select_artifact` picks, by default, the fastest file *measured on a CPU like this one*:
+* ``model.int8-cpu.onnx`` when the CPU has INT8 dot-product instructions (AVX512-VNNI, AVX-VNNI,
+  AMX-INT8; Arm SDOT/I8MM): measured 1.8-2.3x the FP32 speed with AVX512-VNNI
+  (docs/BENCHMARKS.md). Without them (AVX2 only) the INT8 graph runs on widening 16-bit
+  multiplies and is not faster than FP32: FP32, with a note.
+* ``model.int8.onnx`` (TensorRT layout: signed symmetric activations, Q/DQ around residual Adds,
+  float first conv) is never chosen for the CPU: it measured slower than FP32 there even with
+  VNNI. It is the file for ``edge-deblur build``.
+* ``model.fp16.onnx``: ONNX Runtime's x86 kernels have no FP16 convolutions (emulated, several
+  times slower), so never on a CPU.
+* a file whose recorded accuracy (the quantization recipe copied into the manifest) is more than
+  ``max_psnr_drop`` dB below FP32 on any real validation set is never chosen.
 
-1. measurements taken on this very CPU model (same ``model name`` in /proc/cpuinfo) win;
-2. else measurements from a CPU with the same INT8 dot-product support (VNNI / AMX / Arm dotprod);
-3. with no usable measurement: FP32, or INT8 only when the CPU has INT8 dot-product instructions.
-
-Why INT8 is not the default everywhere: ONNX Runtime's INT8 convolutions are fast only with
-dot-product instructions (x86 AVX-VNNI / AVX512-VNNI / AMX, Arm SDOT/I8MM). Without them (e.g. the
-AMD EPYC this project is developed on: ``grep -o 'avx512_vnni\\|avx_vnni\\|amx' /proc/cpuinfo`` prints
-nothing) the INT8 graph runs through widening 16-bit multiplies plus the Q/DQ element-wise work
-and is usually *slower* than FP32: there INT8 is about model size and about the same file
-building into a TensorRT INT8 engine on Jetson/GPU, not about CPU speed. FP16 ONNX on a CPU is
-emulated and never chosen unless measured fastest.
-
-Files whose recorded accuracy drops more than ``max_psnr_drop`` dB below the FP32 model (from
-the quantization recipe copied into the manifest) are never chosen. No torch, no numpy.
+The choice, its reason and the CPU it was made for are returned as a :class:`Selection`
+(``Deblurrer.info["selection"]``, ``bench --json``, the CLI's startup line). No torch, no numpy.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import platform
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
-from .manifest import MANIFEST_NAME, atomic_write_json, read_manifest
+from .cpu_features import CpuFeatures, cpu_features
+from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
 
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8")
-ARM_DOT_FLAGS = ("asimddp", "i8mm")
+ENV_SELECT = "EDGE_DEBLUR_SELECT"
+ENV_CACHE = "EDGE_DEBLUR_CACHE"
+KINDS = ("fp32", "int8-cpu", "int8-tensorrt", "fp16")
 
 
-def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
-    """{'model': str, 'flags': set[str]} of this machine's CPU (empty flags where unknown)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path(cpuinfo_path).read_text()
-    except OSError:
-        return {"model": model, "flags": flags}
-    for line in text.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and val.strip():
-            model = val.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(val.split())
-    return {"model": model, "flags": flags}
+@dataclass
+class Selection:
+    path: Path
+    reason: str
+    method: str                      # features | measured | cached | file | no-manifest
+    cpu: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)  # file -> why chosen / not chosen
+    timings_ms: dict | None = None
+
+    def to_dict(self) -> dict:
+        d = {"file": self.path.name, "reason": self.reason, "method": self.method, "cpu": self.cpu,
+             "candidates": self.candidates}
+        if self.timings_ms:
+            d["timings_ms"] = self.timings_ms
+        return d
+
+    def line(self) -> str:
+        """One line for a startup message."""
+        return f"running {self.path.name}: {self.reason}"
 
 
-def int8_dot_product(flags) -> bool:
-    """True when the CPU has INT8 dot-product instructions (where INT8 inference can pay)."""
-    f = set(flags or ())
-    return any(x in f for x in INT8_DOT_FLAGS + ARM_DOT_FLAGS)
-
-
-def cpu_key(info: dict | None = None) -> str:
-    info = info or cpu_info()
-    return f"{info['model']} ({platform.machine()})"
-
-
-def record_latency(folder, filename: str, ms_p50: float, size: tuple[int, int], threads: int | None = None,
-                   info: dict | None = None, extra: dict | None = None) -> dict:
-    """Write a CPU latency measurement for ``filename`` into ``folder/manifest.json``."""
-    folder = Path(folder)
-    man = read_manifest(folder)
-    if not man:
-        raise ModelError(f"{str(folder / MANIFEST_NAME)!r} not found; export the model into {str(folder)!r} first")
-    arts = man.setdefault("artifacts", {})
-    if filename not in arts:
-        if man.get("onnx") == filename:
-            arts[filename] = {"sha256": man.get("onnx_sha256"), "precision": man.get("precision", "fp32")}
-        else:
-            raise ModelError(f"{str(folder / MANIFEST_NAME)!r} does not list {filename!r}; add it (quantize/export) first")
-    info = info or cpu_info()
-    rec = {
-        "ms_p50": float(ms_p50),
-        "size": f"{size[0]}x{size[1]}",
-        "threads": threads,
-        "int8_dot_product": int8_dot_product(info["flags"]),
-        "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if extra:
-        rec.update(extra)
-    arts[filename].setdefault("latency", {}).setdefault("cpu", {})[cpu_key(info)] = rec
-    atomic_write_json(folder / MANIFEST_NAME, man)
-    return man
+def artifact_kind(name: str, entry: dict) -> str:
+    """fp32 / fp16 / int8-cpu / int8-tensorrt of a manifest entry (older entries have no target)."""
+    prec = str(entry.get("precision", "fp32")).lower()
+    if prec == "int8":
+        target = entry.get("target") or ("cpu" if name.endswith(".int8-cpu.onnx") else "tensorrt")
+        return "int8-cpu" if target == "cpu" else "int8-tensorrt"
+    return prec if prec in KINDS else "fp32"
 
 
 def _candidates(folder: Path, man: dict) -> dict[str, dict]:
@@ -101,62 +80,160 @@ def _candidates(folder: Path, man: dict) -> dict[str, dict]:
     return {n: e for n, e in arts.items() if n.endswith(".onnx") and (folder / n).is_file()}
 
 
-def _accuracy_drop(entry: dict) -> float | None:
+def accuracy_drop(entry: dict) -> float | None:
+    """The worst PSNR loss against FP32 over the real validation sets recorded for ``entry``."""
     acc = entry.get("accuracy") or {}
-    pairs = acc.get("pairs") or {}
-    if "delta_psnr" in pairs:
-        return -float(pairs["delta_psnr"])
-    return None
+    sets = list(acc.get("pair_sets") or []) or ([acc["pairs"]] if acc.get("pairs") else [])
+    drops = [-float(s["delta_psnr"]) for s in sets if "delta_psnr" in s]
+    return max(drops) if drops else None
 
 
-def select_artifact(folder, info: dict | None = None, max_psnr_drop: float = 0.3, size: str | None = None) -> tuple[Path, str]:
-    """The ONNX file of ``folder`` to run on this CPU, and why. ``info``: cpu_info() (for tests)."""
+def _tuned_for(entry: dict) -> list[str]:
+    from .cpu_features import INT8_DOT_FLAGS
+
+    return list((entry.get("tuned_for") or {}).get("any_of") or INT8_DOT_FLAGS)
+
+
+def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tuple[bool, str]:
+    """(usable on this CPU, why)."""
+    kind = artifact_kind(name, entry)
+    drop = accuracy_drop(entry)
+    if kind != "fp32" and drop is not None and drop > max_psnr_drop:
+        return False, f"loses {drop:.2f} dB PSNR against FP32 (more than {max_psnr_drop:g})"
+    if kind == "fp16":
+        return False, "FP16 runs emulated on ONNX Runtime's CPU kernels (no FP16 convolutions)"
+    if kind == "int8-tensorrt":
+        return False, ("INT8 laid out for TensorRT (signed symmetric activations): slower than FP32 on ONNX "
+                       "Runtime's CPU kernels; it is the file for 'edge-deblur build'")
+    if kind == "int8-cpu":
+        need = _tuned_for(entry)
+        have = sorted(set(need) & cpu.flags)
+        if not have:
+            return False, (f"tuned for INT8 dot products ({', '.join(need[:3])}, ...), which this CPU ({cpu.isa}) "
+                           "lacks: it would not beat FP32")
+        return True, f"INT8 for the CPU; this CPU has {', '.join(have)}"
+    return True, "FP32"
+
+
+def select_artifact(folder, cpu: CpuFeatures | None = None, max_psnr_drop: float = 0.3, measure: bool | None = None,
+                    threads: int | None = None, cache_dir=None) -> Selection:
+    """The ONNX file of ``folder`` to run on this CPU, and why. ``cpu``: :func:`cpu_features`
+    (or a mocked one). ``measure``: time the usable candidates once and cache the result (default:
+    ``$EDGE_DEBLUR_SELECT == 'measure'``)."""
     folder = Path(folder)
+    cpu = cpu or cpu_features()
     man = read_manifest(folder)
     if not man:
         p = folder / "model.onnx"
         if p.is_file():
-            return p, "no manifest: the FP32 model.onnx"
+            return Selection(p, "no manifest.json: the FP32 model.onnx", "no-manifest", cpu.to_dict())
         raise ModelError(f"no manifest.json and no model.onnx in {str(folder)!r}; export a model there first")
-    info = info or cpu_info()
-    here, dot = cpu_key(info), int8_dot_product(info["flags"])
     cands = _candidates(folder, man)
     if not cands:
-        raise ModelError(f"{str(folder / MANIFEST_NAME)!r} lists no ONNX file that exists in {str(folder)!r}; re-export")
-    usable = {}
-    for name, e in cands.items():
-        drop = _accuracy_drop(e)
-        if drop is not None and drop > max_psnr_drop:
-            log.info("not choosing %s: it loses %.2f dB PSNR (> %.2f)", name, drop, max_psnr_drop)
-            continue
-        usable[name] = e
-    if not usable:
-        usable = {n: e for n, e in cands.items() if e.get("precision", "fp32") == "fp32"} or cands
+        raise ModelError(f"{str(folder / 'manifest.json')!r} lists no ONNX file that exists in {str(folder)!r}; re-export")
+    verdicts = {n: _judge(n, e, cpu, max_psnr_drop) for n, e in cands.items()}
+    usable = [n for n, (ok, _) in verdicts.items() if ok]
+    notes = {n: why for n, (ok, why) in verdicts.items()}
+    if not usable:  # nothing passes (e.g. only a TensorRT INT8 file): run what there is, FP32 first
+        name = next((n for n in cands if artifact_kind(n, cands[n]) == "fp32"), sorted(cands)[0])
+        return Selection(folder / name, f"the only kind of file here ({notes[name]})", "features", cpu.to_dict(), notes)
+    if measure is None:
+        measure = os.environ.get(ENV_SELECT, "").strip().lower() == "measure"
+    if measure and len(usable) > 1:
+        return _measured(folder, cands, usable, notes, cpu, threads, cache_dir)
+    by_kind = {artifact_kind(n, cands[n]): n for n in sorted(usable)}
+    fp32 = next((n for n in cands if artifact_kind(n, cands[n]) == "fp32"), None)
+    if "int8-cpu" in by_kind:
+        name = by_kind["int8-cpu"]
+        return Selection(folder / name, f"{notes[name]} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
+    name = by_kind.get("fp32") or fp32 or sorted(usable)[0]
+    skipped = [f"{n} not chosen: {notes[n]}" for n in cands if n not in usable and artifact_kind(n, cands[n]) == "int8-cpu"]
+    if skipped:
+        reason = f"FP32; {skipped[0]}"
+    elif cpu.int8_dot:
+        reason = "FP32: no INT8 file for the CPU in this folder ('edge-deblur quantize --target cpu' makes one)"
+    else:
+        reason = f"FP32: this CPU ({cpu.isa}) has no INT8 dot-product instructions"
+    return Selection(folder / name, f"{reason} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
 
-    def pick(match) -> tuple[str, dict] | None:
-        best = None
-        for name, e in usable.items():
-            for key, rec in ((e.get("latency") or {}).get("cpu") or {}).items():
-                if size and rec.get("size") != size:
-                    continue
-                if match(key, rec) and (best is None or rec["ms_p50"] < best[1]["ms_p50"]):
-                    best = (name, rec | {"cpu": key})
-        return best
 
-    best = pick(lambda k, r: k == here)
-    if best:
-        return folder / best[0], f"fastest measured on this CPU ({best[1]['ms_p50']:.1f} ms at {best[1]['size']})"
-    best = pick(lambda k, r: bool(r.get("int8_dot_product")) == dot)
-    if best:
-        return folder / best[0], (f"fastest measured on a CPU like this one ({best[1]['cpu']}: "
-                                  f"{best[1]['ms_p50']:.1f} ms at {best[1]['size']})")
-    by_prec = {}
-    for name, e in usable.items():
-        by_prec.setdefault(e.get("precision", "fp32"), name)
-    if dot and "int8" in by_prec:
-        return folder / by_prec["int8"], "not measured here; INT8 because this CPU has INT8 dot-product instructions"
-    if "fp32" in by_prec:
-        return folder / by_prec["fp32"], ("not measured here; FP32 because this CPU has no INT8 dot-product "
-                                          "instructions (VNNI/AMX/dotprod)" if not dot else "not measured here; FP32")
-    name = sorted(usable)[0]
-    return folder / name, "only artifact listed"
+# -- measuring once per machine ---------------------------------------------------------------------
+
+
+def cache_path(cache_dir=None) -> Path:
+    base = cache_dir or os.environ.get(ENV_CACHE) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edge_deblur")
+    return Path(base) / "artifact_choice.json"
+
+
+def _cache_key(folder: Path, cands: dict, usable: list, cpu: CpuFeatures, threads: int) -> str:
+    import onnxruntime
+
+    ident = {"cpu": cpu.model, "features": sorted(cpu.relevant), "cores": cpu.cores, "threads": threads,
+             "onnxruntime": onnxruntime.__version__,
+             "files": {n: cands[n].get("sha256") or (folder / n).stat().st_size for n in sorted(usable)}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _time_file(path: Path, threads: int, size=(320, 192), runs: int = 5) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    from .backends.onnxruntime import session_options
+
+    sess = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).random((1, 3, size[1], size[0]), dtype=np.float32)
+    sess.run(None, {name: x})
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {name: x})
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return float(sorted(ms)[len(ms) // 2])
+
+
+def _measured(folder, cands, usable, notes, cpu, threads, cache_dir) -> Selection:
+    threads = int(threads or cpu.cores)
+    key = _cache_key(folder, cands, usable, cpu, threads)
+    cp = cache_path(cache_dir)
+    try:
+        cache = json.loads(cp.read_text()) if cp.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    rec = cache.get(key)
+    method = "cached"
+    if not rec or rec.get("file") not in usable:
+        timings = {n: round(_time_file(folder / n, threads), 2) for n in usable}
+        best = min(timings, key=timings.get)
+        rec = {"file": best, "timings_ms": timings, "size": "320x192", "threads": threads, "folder": str(folder),
+               "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        cache[key] = rec
+        method = "measured"
+        try:
+            from .manifest import atomic_write_json
+
+            cp.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cp, cache)
+        except OSError as e:  # a read-only home: still run, just measure again next time
+            log.info("could not cache the artifact choice in %s (%s)", cp, e)
+    t = rec["timings_ms"]
+    others = ", ".join(f"{n} {v:.1f} ms" for n, v in sorted(t.items(), key=lambda kv: kv[1]))
+    when = "measured now" if method == "measured" else f"measured {rec.get('measured', '?')}, cached in {cp}"
+    reason = f"fastest on this machine at {rec['size']} with {rec['threads']} threads ({others}; {when})"
+    return Selection(folder / rec["file"], reason, method, cpu.to_dict(), notes, t)
+
+
+def note_for_file(path, cpu: CpuFeatures | None = None) -> str | None:
+    """A note when an explicitly given file was tuned for features this CPU lacks (None otherwise)."""
+    p = Path(path)
+    man = read_manifest(p.parent)
+    entry = ((man or {}).get("artifacts") or {}).get(p.name)
+    if not entry or artifact_kind(p.name, entry) != "int8-cpu":
+        return None
+    cpu = cpu or cpu_features()
+    ok, why = _judge(p.name, entry, cpu, float("inf"))
+    if ok:
+        return None
+    fp32 = (man or {}).get("onnx") or "model.onnx"
+    return f"{p.name} is {why}; running it anyway as asked (the folder would run {fp32})"

@@ -25,7 +25,7 @@ ACCEPTS = {
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "BACKENDS", "open_backend", "resolve_model_path", "backend_name"]
+__all__ = ["Backend", "BACKENDS", "open_backend", "resolve_model", "resolve_model_path", "backend_name"]
 
 
 def backend_name(name: str | None) -> str | None:
@@ -43,37 +43,44 @@ def backend_name(name: str | None) -> str | None:
 def resolve_model_path(model, backend: str | None = None) -> Path:
     """A model file as given, or for a model folder: the ONNX file to run on this CPU
     (``runtime.select``), or for ``tensorrt`` the folder's single engine or else its ONNX."""
+    return resolve_model(model, backend)[0]
+
+
+def resolve_model(model, backend: str | None = None, select: str | None = None, threads: int | None = None):
+    """-> (file, selection dict or None). ``select``: ``features`` (default) or ``measure``
+    (time the candidates once, cached per machine), for model folders on the CPU."""
     p = Path(model)
     if not p.exists():
         raise ModelError(f"model not found: {str(p)!r}; pass an .onnx, .safetensors or .engine file or a model folder")
-    if not p.is_dir():
-        return p
     backend = backend_name(backend)
+    if not p.is_dir():
+        if p.suffix.lower() == ".onnx" and backend in (None, "onnxruntime"):
+            from ..select import note_for_file
+
+            note = note_for_file(p)
+            if note:
+                log.warning("note: %s", note)
+            return p, {"file": p.name, "method": "file", "reason": "the file given" + (f"; note: {note}" if note else "")}
+        return p, None
     if backend == "tensorrt":
         # one engine: that one; otherwise the folder's ONNX, which the TensorRT backend turns into
         # (or finds in its cache as) the engine for this GPU and TensorRT version
         engines = sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
         if len(engines) == 1:
-            return engines[0]
+            return engines[0], None
         name = read_manifest(p).get("onnx") or "model.onnx"
         if not (p / name).is_file():
             raise ModelError(f"{str(p)!r} holds {len(engines)} engines and no {name}; pass the engine or ONNX file")
-        return p / name
+        return p / name, None
     if backend in ("torch", "torch-cuda"):
         raise ModelError(f"the {backend} backend needs a .safetensors checkpoint, not the folder {str(p)!r}")
-    try:  # the fastest ONNX file measured on a CPU like this one (FP32 when nothing was measured)
-        from ..select import select_artifact
-    except ImportError:
-        select_artifact = None
-    if select_artifact is not None:
-        path, why = select_artifact(p)
-        log.info("model folder %s: running %s (%s)", p, path.name, why)
-        return path
-    manifest = read_manifest(p)
-    name = manifest.get("onnx") or ("model.onnx" if (p / "model.onnx").is_file() else None)
-    if not name:
-        raise ModelError(f"{str(p)!r} has no {MANIFEST_NAME} naming an ONNX file and no model.onnx; export one into it")
-    return p / name
+    if select not in (None, "features", "measure"):
+        raise ModelError(f"select={select!r} is not 'features' or 'measure'")
+    from ..select import select_artifact
+
+    sel = select_artifact(p, measure=None if select is None else select == "measure", threads=threads)
+    log.info("model folder %s: %s", p, sel.line())
+    return sel.path, sel.to_dict()
 
 
 def _import(module: str, cls: str, backend: str):
@@ -91,7 +98,13 @@ def open_backend(model_path, backend: str | None = None, **opts) -> Backend:
     implies. ``opts`` go to the backend (``device``, ``threads``, ``providers``, ...); None
     values are dropped."""
     backend = backend_name(backend)
-    path = resolve_model_path(model_path, backend)
+    path, selection = resolve_model(model_path, backend, select=opts.pop("select", None), threads=opts.get("threads"))
+    b = _open(path, backend, opts)
+    b.selection = selection
+    return b
+
+
+def _open(path: Path, backend: str | None, opts: dict) -> Backend:
     suffix = path.suffix.lower()
     if backend is None:
         backend = SUFFIXES.get(suffix)

@@ -17,6 +17,7 @@ class Backend(abc.ABC):
         self.stride: int = 1
         self.precision: str = "fp32"
         self.manifest: dict = {}
+        self.selection: dict | None = None  # which file of a model folder was chosen, and why (runtime.select)
 
     @abc.abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:

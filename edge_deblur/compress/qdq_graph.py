@@ -1,0 +1,193 @@
+"""The Q/DQ graph of each INT8 target, made by ONNX Runtime's ``quantize_static`` (QDQ format)
+from a calibration table.
+
+Two targets, two layouts (``TARGETS``):
+
+``tensorrt`` (``model.int8.onnx``), the form TensorRT's explicit quantization needs:
+  signed INT8 everywhere, symmetric (every zero point 0, TensorRT supports nothing else); weights
+  per channel, activations per tensor; Q/DQ pairs on the inputs of the residual Adds (TensorRT
+  keeps the skip connections in INT8); ReLUs kept; biases float (TensorRT fuses them and does not
+  take INT32 DequantizeLinear inputs); by default the first conv (it reads the image and learns
+  near-zero-sum filters whose INT8 rounding leaks the image's DC level into every feature) and the
+  final global-residual Add stay float.
+
+``cpu`` (``model.int8-cpu.onnx``), the form ONNX Runtime's x86 kernels run fastest:
+  unsigned, asymmetric per-tensor activations (uint8, zero point from the range: ReLU outputs use
+  all 256 levels and the ReLU folds into the convolution), signed symmetric per-channel weights
+  (int8: MLAS' u8s8 kernels use VNNI/AMX dot products), INT32 biases, everything quantized; the
+  float graph is first rewritten by :mod:`.cpu_layout` (exact in float) so that ONNX Runtime's
+  channels-last INT8 convolutions are not interrupted by layout transposes (not applied to
+  recurrent models, whose state input makes the graph two-input: they get the plain layout). Which nodes stay
+  float and which rewrites apply were measured: ``benchmarks/cpu_int8_layouts.py`` and
+  docs/BENCHMARKS.md.
+
+numpy, onnx and onnxruntime only: no torch.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from .calib_table import _method_enum, _quiet, _to_tensors_data
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    suffix: str                      # model<suffix>.onnx
+    activation: str                  # "int8" (signed) or "uint8" (unsigned)
+    symmetric_activations: bool
+    quantize_bias: bool
+    keep_relu: bool
+    description: str
+    rewrites: tuple = field(default=())
+
+
+TARGETS = {
+    "tensorrt": Target("tensorrt", ".int8", "int8", True, False, True,
+                       "int8 symmetric activations per tensor, int8 symmetric weights per channel, float bias"),
+    "cpu": Target("cpu", ".int8-cpu", "uint8", False, True, False,
+                  "uint8 asymmetric activations per tensor, int8 symmetric weights per channel, int32 bias",
+                  rewrites=("fold_input_space_to_depth", "depth_to_space_channels_last")),
+}
+
+
+def get_target(name) -> Target:
+    """A target by name (``tensorrt``, ``cpu`` and aliases), or a :class:`Target` as is (variants
+    for measurements, e.g. ``benchmarks/cpu_int8_layouts.py``)."""
+    if isinstance(name, Target):
+        return name
+    key = str(name).strip().lower()
+    if key in ("trt", "gpu", "jetson"):
+        key = "tensorrt"
+    if key in ("x86", "onnxruntime", "ort"):
+        key = "cpu"
+    if key not in TARGETS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(TARGETS), n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"--target {name!r} is not a quantization target{hint}; targets: "
+                         "tensorrt (symmetric INT8 for TensorRT engines, model.int8.onnx) or cpu (uint8 activations "
+                         "for ONNX Runtime on x86 with VNNI/AMX, model.int8-cpu.onnx)")
+    return TARGETS[key]
+
+
+def output_residual_adds(model_path) -> list[str]:
+    """Names of Add nodes that produce a graph output and take the graph input directly (the
+    global residual ``network(x) + x``)."""
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    ins = {i.name for i in m.graph.input if i.name not in inits}
+    outs = {o.name for o in m.graph.output}
+    return [n.name for n in m.graph.node if n.op_type == "Add" and set(n.output) & outs and set(n.input) & ins]
+
+
+LAYOUT_OPS = {"Unsqueeze", "Squeeze", "Reshape", "Transpose", "SpaceToDepth", "DepthToSpace", "Identity"}
+
+
+def input_path_nodes(model_path) -> list[str]:
+    """The nodes from the graph input through pure layout ops (PixelUnshuffle's Reshape/Transpose)
+    up to and including the first Conv(s): the layer that reads the image itself."""
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    consumers: dict = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    frontier = [i.name for i in m.graph.input if i.name not in inits]
+    out, seen = [], set()
+    while frontier:
+        nxt = []
+        for t in frontier:
+            for n in consumers.get(t, []):
+                if n.name in seen:
+                    continue
+                if n.op_type in LAYOUT_OPS:
+                    seen.add(n.name)
+                    out.append(n.name)
+                    nxt.extend(n.output)
+                elif n.op_type == "Conv":
+                    seen.add(n.name)
+                    out.append(n.name)
+        frontier = nxt
+    convs = [n.name for n in m.graph.node if n.op_type == "Conv" and n.name in seen]
+    return out if convs else []  # no conv behind layout ops: nothing worth keeping float
+
+
+def name_nodes(model_path, dst) -> Path:
+    """Copy of the model with every node named (ORT needs names for nodes_to_exclude)."""
+    import onnx
+
+    m = onnx.load(str(model_path))
+    seen = set()
+    for i, n in enumerate(m.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
+    onnx.save(m, str(dst))
+    return Path(dst)
+
+
+
+
+def extra_options(target: Target | str = "tensorrt") -> dict:
+    """ONNX Runtime quantize_static options of a target."""
+    t = get_target(target) if isinstance(target, str) else target
+    return {
+        "ActivationSymmetric": t.symmetric_activations,
+        "WeightSymmetric": True,
+        "QDQKeepRemovableActivations": t.keep_relu,
+        "QuantizeBias": t.quantize_bias,
+        "ForceQuantizeNoInputCheck": True,
+        "DedicatedQDQPair": False,
+    }
+
+
+def quantize_with_ranges(src: Path, dst: Path, ranges: dict, method: str, exclude: list[str], target: Target | str = "tensorrt"):
+    """``src`` (float, every node named) -> ``dst`` (QDQ) with the activation ranges ``ranges``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    t = get_target(target) if isinstance(target, str) else target
+    act = QuantType.QUInt8 if t.activation == "uint8" else QuantType.QInt8
+    with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(_to_tensors_data(ranges, method), cache)
+        with _quiet():
+            quantize_static(
+                str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                per_channel=True, reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude), calibrate_method=_method_enum(method),
+                extra_options=extra_options(t), calibration_cache_path=str(cache),
+            )
+
+
+def finish_graph(dst: Path, metadata: dict, recipe_path: str | None, target: Target | str = "tensorrt"):
+    """Set edge-deblur metadata on the quantized graph (precision, target, layout) and run onnx.checker."""
+    import onnx
+
+    t = get_target(target) if isinstance(target, str) else target
+    m = onnx.load(str(dst))
+    md = dict(metadata)
+    md["edge_deblur.precision"] = "int8"
+    md["edge_deblur.quantization"] = (
+        "qdq-int8-symmetric;weights=per-channel;activations=per-tensor" if t.name == "tensorrt"
+        else "qdq-uint8-asymmetric;weights=int8-symmetric-per-channel;activations=per-tensor")
+    md["edge_deblur.int8_target"] = t.name
+    if recipe_path:
+        md["edge_deblur.calibration"] = recipe_path
+    del m.metadata_props[:]
+    for k, v in sorted(md.items()):
+        e = m.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.checker.check_model(m)
+    from ..runtime.manifest import atomic_write_bytes
+
+    atomic_write_bytes(dst, m.SerializeToString())
