@@ -33,17 +33,11 @@ def add_arguments(p):
 def settings_from_args(args) -> dict:
     from ..runtime.archive import sha256_file
     from ..runtime.backends import resolve_model_path
-    from .deblur_cmd import raster_settings
+    from .deblur_cmd import model_settings, raster_settings
 
     raster = raster_settings(args)
     prof = raster["profile"]
-    model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
-    if prof is not None:
-        model = model or (str(prof.model_file()) if prof.model else None)
-        backend = backend or (None if prof.backend == "auto" else prof.backend)
-        device = device or prof.device
-        tile = tile or prof.pipeline.tile
-        overlap = overlap if overlap is not None else prof.pipeline.overlap
+    model, backend, device, tile, overlap = model_settings(args, prof)
     if model is None:
         from ..runtime.bundled import default_model_path
 

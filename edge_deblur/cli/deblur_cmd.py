@@ -169,6 +169,19 @@ def deblur_image(d, src: Path, dst: Path):
     atomic_imwrite(dst, out)
 
 
+def model_settings(args, prof) -> tuple:
+    """(model, backend, device, tile, overlap): the command line's, with a runtime profile's
+    values where the command line left them unset."""
+    model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
+    if prof is not None:
+        model = model or (str(prof.model_file()) if prof.model else None)
+        backend = backend or (None if prof.backend == "auto" else prof.backend)
+        device = device or prof.device
+        tile = tile or prof.pipeline.tile
+        overlap = overlap if overlap is not None else prof.pipeline.overlap
+    return model, backend, device, tile, overlap
+
+
 def raster_settings(args) -> dict:
     """``{'config': BandConfig, 'compress', 'block', 'profile'}`` from ``--profile`` and the raster
     flags (flags win)."""
@@ -228,14 +241,7 @@ def run(args) -> int:
         return batch_cmd.run(args)
     jobs = plan_jobs(args.inputs, args.output)
     raster = raster_settings(args) if any(k == "raster" for _, _, k in jobs) or getattr(args, "profile", None) else None
-    prof = raster["profile"] if raster else None
-    model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
-    if prof is not None:
-        model = model or (str(prof.model_file()) if prof.model else None)
-        backend = backend or (None if prof.backend == "auto" else prof.backend)
-        device = device or prof.device
-        tile = tile or prof.pipeline.tile
-        overlap = overlap if overlap is not None else prof.pipeline.overlap
+    model, backend, device, tile, overlap = model_settings(args, raster["profile"] if raster else None)
     overlap = 128 if overlap is None else overlap
     if any(k == "raster" for _, _, k in jobs):
         from ..io.raster import rasterio
