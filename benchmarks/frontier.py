@@ -98,7 +98,7 @@ def model_rows(folder: Path, args, pair_sets, cpu) -> list[dict]:
             continue
         path = folder / name
         row = {"model": folder.name, "folder": str(folder), "file": name, "kind": kind, "stride": stride,
-               "params": man.get("params"), "gmacs_1280x720": graph_macs(fp32, 720, 1280) / 1e9,
+               "params": man.get("params"), "gmacs_1280x720": graph_macs(fp32, -(-720 // stride) * stride, -(-1280 // stride) * stride) / 1e9,
                "file_mb": path.stat().st_size / 1e6, "chosen_here": name == chosen, "sets": {}}
         for root, scenes in pair_sets:
             s = None if args.evaluate else recorded(arts, name, kind, root, scenes)
