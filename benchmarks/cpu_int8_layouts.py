@@ -68,13 +68,13 @@ def build(folder: Path, tmp: Path, calib: str, samples: int, tile: str) -> dict:
     return files
 
 
-def measure(files: dict, size, threads: int, rounds: int, warmup: int) -> dict:
+def measure(files: dict, size, threads: int, rounds: int, warmup: int, stride: int = 16) -> dict:
     from edge_deblur.compress.quant_eval import ort_session
     from edge_deblur.runtime.preprocess import frame_to_tensor
 
     w, h = size
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    x, _ = frame_to_tensor(frame, 16)
+    x, _ = frame_to_tensor(frame, stride)
     sess = {k: ort_session(p, threads) for k, p in files.items()}
     for s in sess.values():
         for _ in range(warmup):
@@ -116,7 +116,10 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="cpu_int8_layouts.") as tmp:
         files = build(Path(args.folder), Path(tmp), calib, args.samples, args.tile)
         mach = machine_info()
-        res = measure(files, parse_size(args.size), args.threads, args.rounds, args.warmup)
+        import json as _json
+
+        stride = int(_json.loads((Path(args.folder) / "manifest.json").read_text()).get("stride", 16))
+        res = measure(files, parse_size(args.size), args.threads, args.rounds, args.warmup, stride)
     print(f"{mach['cpu']}, {mach['cores']} cores, {mach['isa']}; load {mach['load_avg_1_5_15min']}; "
           f"{args.size}, {args.threads} threads, {args.rounds} interleaved rounds")
     print("| variant | ms p50 | ms p10 | CPU ms p50 | x FP32 (median of per-round ratios) | IQR |")
