@@ -50,7 +50,6 @@ def real_crops(root: str, size: int, count: int, seed: int):
     for k in rng.choice(len(pairs), size=min(count, len(pairs)), replace=False):
         img = cv2.imread(str(pairs[int(k)][1]))[..., ::-1]
         H, W = img.shape[:2]
-        s = min(1.0, min(H, W) / size) if min(H, W) < size else 1.0
         y, x = int(rng.integers(0, max(1, H - size + 1))), int(rng.integers(0, max(1, W - size + 1)))
         c = img[y:y + size, x:x + size]
         out.append(cv2.resize(c, (size, size)) if c.shape[:2] != (size, size) else c)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import RepConv3x3, ResBlock, StripBlock
+from .blocks import RepConv3x3, StripBlock
 from .registry import build_model
 
 # spec keys that growth may change; every other key must match
