@@ -19,7 +19,7 @@ sides of a ratio alike. Variants:
 Speed does not depend on the calibration's quality, so the variants are calibrated on a few
 tiles (--samples); accuracy is measured by ``edge-deblur quantize --pairs`` on the shipped files.
 
-  python benchmarks/cpu_int8_layouts.py export/edgenet_s --threads 2 --rounds 30 [--json out.json]
+  python benchmarks/cpu_int8_layouts.py checkpoints/edgenet_s --threads 2 --rounds 30 [--json out.json]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Per-frame streaming cost of a recurrent model against an image model, measured in one run.
 
-    python benchmarks/recurrent_cost.py RECURRENT.onnx [--image export/edgenet_s/model.onnx]
+    python benchmarks/recurrent_cost.py RECURRENT.onnx [--image checkpoints/edgenet_s/model.onnx]
         [--size 640x360] [--frames 40] [--rounds 5] [--threads 2] [--json]
 
 Both models run as the stream runs them (``Deblurrer``: pre-processing, the model, post-processing;
@@ -37,7 +37,7 @@ def main():
     ap.add_argument("recurrent")
     ap.add_argument("--image", default=None,
                     help="image model (default: the bundled folder, whose fastest measured file is chosen: compare "
-                         "the same precision by naming the file, e.g. export/edgenet_s/model.onnx)")
+                         "the same precision by naming the file, e.g. checkpoints/edgenet_s/model.onnx)")
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=5)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the trainer's validation costs per set, and what the cheaper GoPro options change.
 
-    python benchmarks/val_cost.py [--checkpoint export/edgenet_s/model.safetensors]
+    python benchmarks/val_cost.py [--checkpoint checkpoints/edgenet_s/model.safetensors]
                                   [--suite multi_camera] [--threads 2] [--crop 640x360] [--max-pairs 5]
 
 Runs the trainer's own validator (edge_deblur.train.loop.Validator: torch on the CPU, the runtime's
@@ -41,7 +41,7 @@ def cpu_name() -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", default="export/edgenet_s/model.safetensors")
+    ap.add_argument("--checkpoint", default="checkpoints/edgenet_s/model.safetensors")
     ap.add_argument("--suite", default="multi_camera")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--crop", default="640x360")

@@ -22,7 +22,7 @@ from edge_deblur.runtime.deblurrer import Deblurrer  # noqa: E402
 from edge_deblur.runtime.raster_deblur import deblur_raster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+MODEL = ROOT / "checkpoints" / "edgenet_s" / "model.onnx"
 
 
 def smooth_image(bands: int, h: int, w: int, maxval: int, seed: int = 0) -> np.ndarray:

@@ -181,7 +181,7 @@ def test_shipped_suite_names_the_three_sets():
 def test_eval_cli_takes_several_sets_each_with_its_scenes(tmp_path, capsys):
     a = make_pairs(tmp_path / "camA", {"s1": 1, "s2": 1})
     b = make_pairs(tmp_path / "camB", {"t": 1})
-    model = str(REPO / "export" / "edgenet_s" / "model.onnx")
+    model = str(REPO / "checkpoints" / "edgenet_s" / "model.onnx")
     assert main(["eval", "-m", model, "-d", str(a), "--scenes", "s2", "-d", str(b), "--json", "--no-ssim"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert list(r["sets"]) == ["camA", "camB"] and list(r["sets"]["camA"]["scenes"]) == ["s2"]
@@ -209,7 +209,7 @@ def test_eval_over_sets_runs_without_torch(tmp_path):
     a = make_pairs(tmp_path / "camA", {"s1": 1})
     code = ("import sys; sys.modules['torch'] = None\n"  # any import of torch fails
             "from edge_deblur.cli import main\n"
-            f"sys.exit(main(['eval', '-m', {str(REPO / 'export/edgenet_s/model.onnx')!r}, '-d', {str(a)!r}, "
+            f"sys.exit(main(['eval', '-m', {str(REPO / 'checkpoints/edgenet_s/model.onnx')!r}, '-d', {str(a)!r}, "
             "'--no-ssim', '--json']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr

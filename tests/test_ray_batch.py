@@ -17,7 +17,7 @@ from edge_deblur.runtime.ray_batch import check_reachable
 from video_helpers import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+MODEL = ROOT / "checkpoints" / "edgenet_s" / "model.onnx"
 
 
 def test_unreachable_address_fails_fast_and_names_it():

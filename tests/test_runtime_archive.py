@@ -14,7 +14,7 @@ from edge_deblur.runtime import archive as A
 from edge_deblur.runtime.deblurrer import Deblurrer
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+MODEL = ROOT / "checkpoints" / "edgenet_s" / "model.onnx"
 
 
 def settings(**kw):

@@ -21,7 +21,7 @@ from edge_deblur.runtime.multicam import MultiCamera
 from video_helpers import count_frames, make_video
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "export" / "edgenet_s" / "model.onnx"
+MODEL = ROOT / "checkpoints" / "edgenet_s" / "model.onnx"
 
 
 def frames(n, h, w, seed):
