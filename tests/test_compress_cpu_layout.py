@@ -99,3 +99,60 @@ def test_shapes_read_the_quantized_tensor():
         [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(3, np.uint8), "z")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     assert L.shapes_from_quantized(m) == 1 and m.graph.node[1].input[0] == "q"
+
+
+def _tail_model(cin=3, cout=12, mode="CRD"):
+    """input (3 ch) -> Conv3x3 (cin -> 16) -> Relu -> Conv3x3 (16 -> cout) -> DepthToSpace(2) -> output:
+    an image-reading conv and an edgenet-style output conv before the final PixelShuffle."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, cin, 3, 3)).astype(np.float32) * 0.2, "w1"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32) * 0.1, "b1"),
+             numpy_helper.from_array(rng.standard_normal((cout, 16, 3, 3)).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32) * 0.1, "b2")]
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="head"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="tail"),
+             helper.make_node("DepthToSpace", ["c2"], ["output"], blocksize=2, mode=mode, name="shuffle")]
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", cin, "h", "w"])],
+                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", cout // 4, "h2", "w2"])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mode", ["CRD", "DCR"])
+def test_conv_channel_padding_is_exact(mode):
+    m = _tail_model(mode=mode)
+    x = np.random.default_rng(4).random((1, 3, 14, 18), dtype=np.float32)
+    ref = _run(m, x)
+    done = L.pad_conv_channels(m)
+    assert len(done) == 2 and "input 3 -> 4" in done[0] and "output 12 -> 16" in done[1]
+    w = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert w["w1"].shape == (16, 4, 3, 3) and not w["w1"][:, 3].any()  # zero weights meet the zero channel
+    assert w["w2"].shape == (16, 16, 3, 3) and w["b2"].shape == (16,) and not w["w2"][12:].any() and not w["b2"][12:].any()
+    ops = [n.op_type for n in m.graph.node]
+    assert ops == ["Pad", "Conv", "Relu", "Conv", "Slice", "DepthToSpace"]
+    onnx.checker.check_model(m)
+    np.testing.assert_allclose(_run(m, x), ref, atol=1e-5)
+
+
+def test_conv_output_padding_only_and_growth_limit():
+    m = _tail_model()
+    done = L.pad_conv_outputs(m)  # the cpu target's rewrite: outputs only
+    assert len(done) == 1 and "output 12 -> 16" in done[0] and "Pad" not in [n.op_type for n in m.graph.node]
+    m = _tail_model(cin=4, cout=8)  # 8 -> 16 would double the conv's work: left alone
+    before = m.SerializeToString()
+    assert L.pad_conv_channels(m) == [] and m.SerializeToString() == before
+
+
+def test_ranges_tied_across_value_moving_ops(tmp_path):
+    from edge_deblur.compress.qdq_graph import tie_ranges
+
+    m = _tail_model()
+    L.pad_conv_outputs(m)
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    # a percentile range of the padded tensor differs from that of the channels the Slice keeps
+    ranges = {"input": (0.0, 1.0), "c1": (-1.0, 2.0), "r1": (0.0, 2.0), "c2_pad16": (-0.4, 0.3),
+              "c2": (-0.5, 0.4), "output": (-0.45, 0.41)}
+    changed = tie_ranges(tmp_path / "m.onnx", ranges)
+    assert sorted(changed) == ["c2_pad16", "output"]
+    assert ranges["c2_pad16"] == ranges["c2"] == ranges["output"] == (-0.5, 0.4)
+    assert ranges["r1"] == (0.0, 2.0)  # a Relu changes values: not tied
