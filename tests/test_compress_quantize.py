@@ -381,7 +381,10 @@ def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
     assert recipe["quantization"]["float_nodes"] == [] and recipe["quantization"]["bias"] == "int32"
     rewrites = recipe["quantization"]["graph_rewrites"]
     assert any("space-to-depth" in r for r in rewrites) and any("DepthToSpace" in r for r in rewrites)
+    # the 12-channel output conv (8 -> 12 here) is padded to the 16 outputs of MLAS' indirect INT8 conv
+    assert any("output 12 -> 16" in r for r in rewrites)
     m = onnx.load(str(out))
+    assert [n.op_type for n in m.graph.node if n.op_type == "Slice"] == ["Slice"]
     md = {e.key: e.value for e in m.metadata_props}
     assert md["edge_deblur.int8_target"] == "cpu" and md["edge_deblur.precision"] == "int8"
     ops = {n.op_type for n in m.graph.node}
@@ -405,6 +408,20 @@ def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
     ours, theirs = _optimized_ops(out, tmp_path), _optimized_ops(tmp_path / "plain.onnx", tmp_path)
     assert ours["Transpose"] < theirs["Transpose"], (ours, theirs)
     assert ours["QLinearConv"] == theirs["QLinearConv"] == len(rep["convs"])
+    assert ours["QuantizeLinear"] == ours["DequantizeLinear"] == 1, ours  # the image in, the image out: all else 8-bit
+
+
+def test_cpu_target_percentile_ranges_stay_8bit(work, tmp_path):
+    """Percentile ranges differ across the padded output conv's Slice and the PixelShuffle (the
+    zero channels shift the percentile); tied, ONNX Runtime runs both on the uint8 tensor."""
+    out = tmp_path / "p.onnx"
+    Q.quantize_model(work["onnx"], out, calib=work["calib"], options=_opts(target="cpu", method="percentile", percentile=95.0),
+                     calib_dir=tmp_path / "cal", update_manifest=False)
+    table = T.load_table(tmp_path / "cal" / "tiny" / "int8-cpu" / "table.json")["tensors"]
+    padded = [k for k in table if k.endswith("_pad16")]
+    assert len(padded) == 1 and table[padded[0]] == table[padded[0][: -len("_pad16")]]
+    ops = _optimized_ops(out, tmp_path)
+    assert ops["QuantizeLinear"] == ops["DequantizeLinear"] == 1, ops
 
 
 def test_cpu_target_accuracy(work, quantized_cpu, tmp_path):

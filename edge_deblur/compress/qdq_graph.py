@@ -16,7 +16,8 @@ Two targets, two layouts (``TARGETS``):
   all 256 levels and the ReLU folds into the convolution), signed symmetric per-channel weights
   (int8: MLAS' u8s8 kernels use VNNI/AMX dot products), INT32 biases, everything quantized; the
   float graph is first rewritten by :mod:`.cpu_layout` (exact in float) so that ONNX Runtime's
-  channels-last INT8 convolutions are not interrupted by layout transposes (not applied to
+  channels-last INT8 convolutions are not interrupted by layout transposes, and so that the
+  12-channel output conv gets the 16 output channels MLAS' indirect INT8 convolution needs (not applied to
   recurrent models, whose state input makes the graph two-input: they get the plain layout). Which nodes stay
   float and which rewrites apply were measured: ``benchmarks/cpu_int8_layouts.py`` and
   docs/BENCHMARKS.md.
@@ -50,7 +51,7 @@ TARGETS = {
                        "int8 symmetric activations per tensor, int8 symmetric weights per channel, float bias"),
     "cpu": Target("cpu", ".int8-cpu", "uint8", False, True, False,
                   "uint8 asymmetric activations per tensor, int8 symmetric weights per channel, int32 bias",
-                  rewrites=("fold_input_space_to_depth", "depth_to_space_channels_last")),
+                  rewrites=("fold_input_space_to_depth", "depth_to_space_channels_last", "pad_conv_outputs")),
 }
 
 
@@ -119,6 +120,41 @@ def input_path_nodes(model_path) -> list[str]:
         frontier = nxt
     convs = [n.name for n in m.graph.node if n.op_type == "Conv" and n.name in seen]
     return out if convs else []  # no conv behind layout ops: nothing worth keeping float
+
+
+PERMUTE_OPS = {"DepthToSpace", "SpaceToDepth", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity"}
+
+
+def tie_ranges(model_path, ranges: dict) -> list[str]:
+    """Make the calibrated ranges agree across ops that only move values (in place on
+    ``ranges``; returns the tensors changed). A pure permutation (DepthToSpace, Transpose,
+    Reshape, ...) gets its input's range on its output, and a tensor read only by a Slice gets
+    the range of what the Slice keeps. Then input and output share one scale and zero point, and
+    ONNX Runtime runs the op on the 8-bit tensor instead of dequantizing, moving floats and
+    quantizing again. A percentile range can differ across such an op (the zero channels that
+    :func:`.cpu_layout.pad_conv_channels` adds shift the percentile of the padded tensor), which
+    left the final PixelShuffle of the CPU artifact in float."""
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    consumers: dict = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    changed = []
+    for n in m.graph.node:  # backward: what a Slice drops does not widen its input's range
+        x = n.input[0] if n.input else None
+        if n.op_type == "Slice" and x in ranges and n.output[0] in ranges and len(consumers.get(x, [])) == 1:
+            if tuple(ranges[x]) != tuple(ranges[n.output[0]]):
+                ranges[x] = ranges[n.output[0]]
+                changed.append(x)
+    for n in m.graph.node:  # forward, in graph (topological) order
+        x = n.input[0] if n.input else None
+        if n.op_type in PERMUTE_OPS | {"Slice"} and x in ranges and n.output[0] in ranges:
+            if tuple(ranges[n.output[0]]) != tuple(ranges[x]):
+                ranges[n.output[0]] = ranges[x]
+                changed.append(n.output[0])
+    return changed
 
 
 def name_nodes(model_path, dst) -> Path:

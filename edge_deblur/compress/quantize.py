@@ -30,7 +30,8 @@ from ..errors import InputError, ModelError
 from ..runtime.manifest import tool_versions
 from .calib_frames import calibration_frames, frames_to_tensors, parse_tile
 from .calib_table import METHODS, TABLE_FORMAT, collect_ranges, load_table, save_table
-from .qdq_graph import TARGETS, Target, finish_graph, get_target, input_path_nodes, name_nodes, output_residual_adds, quantize_with_ranges
+from .qdq_graph import (TARGETS, Target, finish_graph, get_target, input_path_nodes, name_nodes, output_residual_adds,
+                        quantize_with_ranges, tie_ranges)
 from .qdq_report import QDQ_OPS, qdq_report
 from .quant_eval import accuracy_on_pairs, compare_outputs
 
@@ -306,6 +307,7 @@ def quantize_model(
                 log.info("using the table's calibration method %s", t["method"])
                 opts.method = t["method"]
             ranges = {k: (v["min"], v["max"]) for k, v in t["tensors"].items()}
+            tie_ranges(graph, ranges)  # a table from before the ties were made
             old = Path(table).parent / "recipe.json"  # the recipe saved beside the table
             try:
                 recipe_src = json.loads(old.read_text()) if old.is_file() else {}
@@ -334,6 +336,9 @@ def quantize_model(
                      opts.method, target.name)
             ranges = collect_ranges(graph, model_feeds(info, tensors, threads), info.input_name, opts.method,
                                     opts.percentile, symmetric=target.symmetric_activations)
+            tied = tie_ranges(graph, ranges)
+            if tied:
+                log.info("ranges tied across value-moving ops: %s", ", ".join(tied))
             save_table(cdir / "table.json", ranges, opts.method, info.sha256, target.name,
                        graph="cpu_layout: " + ", ".join(target.rewrites) if target.rewrites else None)
         missing = _missing_ranges(graph, ranges, exclude)

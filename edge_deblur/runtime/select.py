@@ -8,7 +8,7 @@ A model folder (``export/<name>/``) can hold several ONNX files of one model: ``
 the candidates once on this machine and caching the result per machine:
 
 * ``model.int8-cpu.onnx`` when the CPU has INT8 dot-product instructions (AVX512-VNNI, AVX-VNNI,
-  AMX-INT8; Arm SDOT/I8MM): measured 1.8-2.3x the FP32 speed with AVX512-VNNI
+  AMX-INT8; Arm SDOT/I8MM): measured 2.2-2.5x the FP32 speed with AVX512-VNNI and AMX
   (docs/BENCHMARKS.md). Without them (AVX2 only) the INT8 graph runs on widening 16-bit
   multiplies and is not faster than FP32: FP32, with a note.
 * ``model.int8.onnx`` (TensorRT layout: signed symmetric activations, Q/DQ around residual Adds,
