@@ -21,6 +21,9 @@ def ort_session(model, threads: int = 0):
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    # worker threads stop spinning when a run returns: several sessions timed in turn (frontier,
+    # layout benchmarks) would otherwise take the cores from each other's runs
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     src = model if isinstance(model, (bytes, str)) else str(model)
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
