@@ -147,7 +147,7 @@ class RasterWriter:
         profile = dict(driver="GTiff", width=src.width, height=self.row1 - self.row0, count=src.count,
                        dtype=self.dtype.name, crs=src.crs, transform=transform, nodata=src.nodata,
                        tiled=True, blockxsize=self.block, blockysize=self.block, BIGTIFF="IF_SAFER",
-                       interleave="pixel" if src.count <= 4 else "band")
+                       interleave="band")
         if compress:
             profile["compress"] = str(compress).lower()
             if str(compress).lower() in ("deflate", "lzw", "zstd") and self.dtype.kind in "ui":
@@ -193,15 +193,23 @@ class RasterWriter:
         self._flush_to(self.row0 + aligned)
 
     def _flush_to(self, end_row: int):
+        """Write the buffered rows up to ``end_row``, piece by piece (no concatenated copy: the
+        pieces of one block row are written back to back, within GDAL's block cache)."""
         if end_row <= self._buf_row or not self._buf:
             return
         rio = rasterio()
-        data = np.concatenate(self._buf, axis=1) if len(self._buf) > 1 else self._buf[0]
-        n = end_row - self._buf_row
-        self.ds.write(data[:, :n], window=rio.windows.Window(0, self._buf_row - self.row0, self.width, n))
-        rest = data[:, n:]
-        self._buf = [rest] if rest.shape[1] else []
-        self._buf_row = end_row
+        rest = []
+        for piece in self._buf:
+            n = min(piece.shape[1], end_row - self._buf_row)
+            if n <= 0:
+                rest.append(piece)
+                continue
+            self.ds.write(piece[:, :n] if n < piece.shape[1] else piece,
+                          window=rio.windows.Window(0, self._buf_row - self.row0, self.width, n))
+            self._buf_row += n
+            if n < piece.shape[1]:
+                rest.append(piece[:, n:])
+        self._buf = rest
 
     def close(self):
         if self._next != self.row1:

@@ -22,12 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from ..errors import InputError
 
 NORMALIZE_MODES = ("auto", "bitdepth", "percentile")
 OTHERS_MODES = ("single", "triples", "copy")
+_CV_DEPTH = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U}
 
 
 @dataclass
@@ -90,44 +92,103 @@ class BandPlan:
         return t
 
     # -- values ------------------------------------------------------------------------------------
-    def to_model(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(count, h, w) sample values -> ((G, 3, h, w) float32 model input, (count, h, w) float32
-        normalized values of every band)."""
-        lo = self.lo.astype(np.float32)[:, None, None]
-        inv = (1.0 / np.maximum(self.hi - self.lo, 1e-12)).astype(np.float32)[:, None, None]
-        xn = block.astype(np.float32)
-        xn -= lo
-        xn *= inv
-        np.clip(xn, 0.0, 1.0, out=xn)
-        x = np.stack([xn[list(chans)] for chans, _, _ in self.groups]) if self.groups else np.zeros((0, 3) + block.shape[1:], np.float32)
-        return np.ascontiguousarray(x), xn
+    # These run once per tile (to_model, accumulate) or per output row band (to_values) and are
+    # the raster path's CPU cost besides the model: each works band by band on 2-D planes, in
+    # place where it can, with no whole-tile float temporaries.
+    def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """(count, h, w) sample values -> (G, 3, h, w) float32 model input in [0, 1]
+        (``(v - lo) / (hi - lo)``, clipped), written into ``out`` when given."""
+        g_n, (h, w) = len(self.groups), block.shape[1:]
+        x = np.empty((g_n, 3, h, w), np.float32) if out is None else out
+        done: dict = {}
+        for g, (chans, _, _) in enumerate(self.groups):
+            for c, b in enumerate(chans):
+                dst = x[g, c]
+                if b in done:               # a band used twice (a repeated band of the last triple)
+                    dst[...] = done[b]
+                    continue
+                lo, hi = float(self.lo[b]), float(self.hi[b])
+                src = block[b]
+                inv = np.float32(1.0 / max(hi - lo, 1e-12))
+                if lo:
+                    np.subtract(src, np.float32(lo), out=dst, dtype=np.float32)
+                    dst *= inv
+                else:
+                    np.multiply(src, inv, out=dst, dtype=np.float32)   # converted and scaled in one pass
+                # integers inside [lo, hi] need no clipping (the usual case for bitdepth); the
+                # integer min/max are cheaper than a float clip, and not needed at all when
+                # [lo, hi] spans the dtype
+                if src.dtype.kind in "ui":
+                    info = np.iinfo(src.dtype)
+                    inside = (lo <= info.min and hi >= info.max) or (src.min() >= lo and src.max() <= hi)
+                else:
+                    inside = False
+                if not inside:
+                    np.clip(dst, 0.0, 1.0, out=dst)
+                done[b] = dst
+        return x
 
-    def from_model(self, y: np.ndarray) -> np.ndarray:
-        """(G, 3, h, w) model output -> (len(processed), h, w) float32, in ``processed`` order
-        (not clipped: tiles are blended first, as in-memory tiling does)."""
-        index = {b: i for i, b in enumerate(self.processed)}
-        out = np.empty((len(index),) + y.shape[2:], np.float32)
+    def _sources(self) -> list:
+        """Per processed band (in ``processed`` order): ("single", g) or ("channel", g, c)."""
+        src: dict = {}
         for g, (chans, outs, mode) in enumerate(self.groups):
             if mode == "single":
-                out[index[outs[0]]] = y[g].mean(axis=0)
+                src[outs[0]] = ("single", g)
             else:
-                for c, b in zip(range(3), chans):
+                for c, b in enumerate(chans):
                     if b in outs:
-                        out[index[b]] = y[g, c]
-        return out
+                        src[b] = ("channel", g, c)   # a repeated band: its last channel, as before
+        return [src[b] for b in self.processed]
 
-    def to_values(self, y: np.ndarray, orig: np.ndarray, xn: np.ndarray, dtype) -> np.ndarray:
-        """Processed bands back to sample values: ``orig + (clip(y, 0, 1) - xn) * (hi - lo)``, rounded and
-        clipped to ``dtype``. ``y``: (len(processed), h, w); ``orig``/``xn``: (count, h, w)."""
-        bands = self.processed
-        scale = (self.hi - self.lo).astype(np.float32)[bands][:, None, None]
-        v = orig[bands].astype(np.float32) + (np.clip(y, 0.0, 1.0) - xn[bands]) * scale
-        dt = np.dtype(dtype)
-        if dt.kind in "ui":
-            info = np.iinfo(dt)
-            v = np.floor(v + 0.5)
-            np.clip(v, info.min, info.max, out=v)
-        return v.astype(dt)
+    def accumulate(self, y: np.ndarray, weight: np.ndarray, acc: np.ndarray):
+        """``acc`` (len(processed), h, w) += the tile's model output ``y`` (G, 3, h, w) per processed
+        band, times ``weight`` (h, w): channel values for RGB and triples, the mean of the three
+        channels for bands run alone (not clipped: tiles are blended first, as in-memory tiling does).
+        One fused multiply-add per band (OpenCV's ``accumulateProduct``, in place on ``acc``)."""
+        third = None
+        for k, s in enumerate(self._sources()):
+            if s[0] == "single":
+                if third is None:
+                    third = weight * np.float32(1.0 / 3.0)
+                tmp = np.add(y[s[1], 0], y[s[1], 1])
+                tmp += y[s[1], 2]
+                cv2.accumulateProduct(tmp, third, acc[k])
+            else:
+                cv2.accumulateProduct(np.ascontiguousarray(y[s[1], s[2]]), weight, acc[k])
+
+    def to_values(self, y: np.ndarray, orig: np.ndarray, out: np.ndarray, inv_weight: Optional[np.ndarray] = None):
+        """Blended processed bands back to sample values, written into ``out[processed]``:
+        ``orig + (clip(y, 0, 1) - clip((orig - lo) / (hi - lo), 0, 1)) * (hi - lo)``, which is
+        ``clip(y, 0, 1) * (hi - lo) + lo`` plus the part of ``orig`` outside ``[lo, hi]`` (kept as an
+        offset); rounded and clipped for integer types. ``y`` (len(processed), h, w) float32 is
+        overwritten (first multiplied by ``inv_weight`` (h, w) when given: the blend's 1 / weight sum);
+        ``orig``/``out``: (count, h, w) in the raster's dtype."""
+        dt = out.dtype
+        integer = dt.kind in "ui"
+        fast = _CV_DEPTH.get(dt) if inv_weight is not None else None
+        for k, b in enumerate(self.processed):
+            lo, hi = float(self.lo[b]), float(self.hi[b])
+            v, o = y[k], orig[b]
+            if fast is not None and lo == 0 and (hi >= np.iinfo(dt).max or o.max() <= hi):
+                # the usual case (bit-depth scaling, samples within it): one fused pass, y / weight
+                # sum * hi, rounded and saturated at 0 and the dtype's maximum; then clipped at hi
+                cv2.multiply(v, inv_weight, dst=out[b], scale=hi, dtype=fast)
+                if hi < np.iinfo(dt).max:
+                    np.minimum(out[b], dt.type(hi), out=out[b])
+                continue
+            if inv_weight is not None:
+                v *= inv_weight
+            np.clip(v, 0.0, 1.0, out=v)
+            v *= np.float32(hi - lo)
+            v += np.float32(lo + 0.5 if integer else lo)
+            if not integer or o.min() < lo or o.max() > hi:
+                v += o - np.clip(o, lo, hi).astype(np.float32)
+            if integer:
+                info = np.iinfo(dt)
+                if dt.kind == "i":
+                    np.floor(v, out=v)
+                np.clip(v, info.min, info.max, out=v)   # unsigned: v >= 0.5, so truncation rounds
+            out[b] = v
 
 
 def default_bit_depth(dtype, nbits_tag=None) -> Optional[int]:

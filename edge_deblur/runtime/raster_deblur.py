@@ -2,12 +2,15 @@
 grid, same raised-cosine weights) run one row of tiles at a time, so that only one band of
 ``tile`` rows of the raster is held in memory however large it is.
 
-For a row of tiles, each tile is read from the source (``io.raster.read_padded``), mapped to
-model inputs by a ``BandPlan`` (every band group of a tile in one backend call), and its weighted
-output added to a float32 accumulator of ``tile`` rows x the raster's width. Rows that no later
-row of tiles reaches are final: they are divided by the (separable) weight sum, turned back into
-sample values, nodata pixels restored, and handed to a ``RasterWriter``. With the same tile and
-overlap the result equals ``Deblurrer(tile=...)`` on the whole image held in memory.
+Each row of tiles is read from the source once, whole (one large read aligned to GDAL's blocks
+in x; the tiles are views of it); each tile is mapped to model inputs by a ``BandPlan`` (every
+band group of a tile in one backend call) and its weighted output added to a float32 accumulator
+of ``tile`` rows x the raster's width. Rows that no later row of tiles reaches are final: column
+range by column range, as soon as no later tile of the row reaches it, they are divided by the
+(separable) weight sum, turned back into sample values, nodata pixels restored, and at the end of
+the row handed to a ``RasterWriter``. Reading, inference and blending run in three threads, so
+that the CPU work overlaps with the backend. With the same tile and overlap the result equals
+``Deblurrer(tile=...)`` on the whole image held in memory.
 
 ``rows=(a, b)`` computes only rows a..b-1 (exactly: every tile that touches them is run), which is
 how ``edge-deblur batch`` splits a large raster into window tasks.
@@ -105,16 +108,52 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
 
                 bar = tqdm(total=len(rows_needed) * len(xs), unit="tile", desc=Path(str(src)).name, leave=False)
             n_tiles = 0
-            infer_s = 0.0
-            # the next tiles are read and mapped in a helper thread while the backend runs;
-            # the dataset handle is shared, so every read holds the lock
-            lock = threading.Lock()
-            units = [(i, ys[i], xs[s:s + batch]) for i in rows_needed for s in range(0, len(xs), batch)] if bands else []
+            infer_s = [0.0]
+            # Three threads: a reader loads each row of tiles whole (one large read, aligned to
+            # GDAL's blocks in x; the tiles are views of it, and the rows it finalizes take their
+            # original samples from it), an inference thread maps tiles to model inputs and runs the
+            # backend (which releases the GIL), and this thread blends the outputs and finalizes the
+            # columns no later tile of the row reaches, tile by tile, so that the work overlaps
+            # with inference instead of waiting for the end of the row. The dataset handle is
+            # shared, so every read holds the lock.
+            lock, strip_lock = threading.Lock(), threading.Lock()
+            g = len(plan.groups)
+            units = [(i, ys[i], xs[s:s + batch], s) for i in rows_needed for s in range(0, len(xs), batch)] if bands else []
+            strips: dict = {}
+            reader = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-read")
+            pool = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-infer")
 
-            def prep(y0, part):
+            def load_strip(i):
+                y0 = ys[i]
                 with lock:
-                    blocks = [R.read_padded(ds, y0, x0, th, tw, reflect) for x0 in part]
-                return np.concatenate([plan.to_model(blk)[0] for blk in blocks], axis=0)
+                    raw = ds.read(window=R.rasterio().windows.Window(0, y0, W, min(th, H - y0)))
+                if raw.shape[1] < th or W < Wp:  # the stride padding of the last rows/columns
+                    raw = np.pad(raw, ((0, 0), (0, th - raw.shape[1]), (0, Wp - W)), mode="reflect" if reflect else "edge")
+                return raw
+
+            def strip(i):
+                with strip_lock:
+                    if i not in strips:
+                        strips[i] = reader.submit(load_strip, i)
+                    return strips[i]
+
+            nxt_row = {i: rows_needed[k + 1] for k, i in enumerate(rows_needed[:-1])}
+            xin_buf: list = [None]
+
+            def prep(i, y0, part, s):
+                row = strip(i).result()
+                if s == 0 and i in nxt_row:
+                    strip(nxt_row[i])                 # read the next row of tiles meanwhile
+                shape = (len(part) * g, 3, th, tw)
+                if xin_buf[0] is None or xin_buf[0].shape != shape:
+                    xin_buf[0] = np.empty(shape, np.float32)   # reused: this thread runs the backend on it
+                xin = xin_buf[0]
+                for j, x0 in enumerate(part):
+                    plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g])
+                ti = time.perf_counter()
+                y = infer(xin)
+                infer_s[0] += time.perf_counter() - ti
+                return y
 
             weights: dict = {}
 
@@ -124,14 +163,14 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     weights[key] = np.outer(wy[y0], wx[x0]).astype(np.float32)
                 return weights[key]
 
-            pool = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-read")
             pending: deque = deque()
-            ahead = 2
+            ahead = 4                          # tiles in flight: the inference thread runs on while rows are written
 
             def submit(n):
                 if n < len(units):
-                    pending.append(pool.submit(prep, units[n][1], units[n][2]))
+                    pending.append(pool.submit(prep, *units[n]))
 
+            iwx = (1.0 / wxs[:W]).astype(np.float32)
             try:
                 for n in range(ahead):
                     submit(n)
@@ -139,7 +178,6 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 done = a                       # first row not yet written
                 acc = None
                 acc_y = None
-                g = len(plan.groups)
                 for i in rows_needed:
                     y0 = ys[i]
                     if acc is None:
@@ -150,29 +188,34 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                             acc[:, :keep] = acc[:, th - keep:].copy()
                         acc[:, keep:] = 0.0
                     acc_y = y0
+                    # rows above the next row of tiles are final once this row's tiles are blended
+                    r0, r1 = done, min(ys[i + 1] if i + 1 < len(ys) else Hp, b, H)
+                    fin = None
+                    if r1 > r0:
+                        fin = _Rows(r0, r1, W, count, dtype, (1.0 / wys[r0:r1]).astype(np.float32)[:, None])
                     while u < len(units) and units[u][0] == i:
-                        part = units[u][2]
-                        xin = pending.popleft().result()
+                        _, _, part, s = units[u]
+                        y = pending.popleft().result()
                         submit(u + ahead)
-                        ti = time.perf_counter()
-                        y = infer(xin)
-                        infer_s += time.perf_counter() - ti
                         for j, x0 in enumerate(part):
-                            out = plan.from_model(y[j * g:(j + 1) * g])
-                            out *= weight(y0, x0)
-                            acc[:, :, x0:x0 + tw] += out
+                            plan.accumulate(y[j * g:(j + 1) * g], weight(y0, x0), acc[:, :, x0:x0 + tw])
+                        del y
                         n_tiles += len(part)
                         u += 1
                         if bar is not None:
                             bar.update(len(part))
-                    # rows below the next row of tiles are final
-                    nxt = ys[i + 1] if i + 1 < len(ys) else Hp
-                    end = min(nxt, b, H)
-                    if end > done:
-                        _flush(ds, writer, plan, acc, acc_y, done, end, wys, wxs, W, dtype, nodata, bands, lock)
-                        done = end
-                if done < b:  # only copied bands (no model groups) and nothing accumulated
-                    _flush(ds, writer, plan, acc, acc_y, done, b, wys, wxs, W, dtype, nodata, bands, lock)
+                        if fin is not None:      # columns that no later tile of this row reaches
+                            c1 = min(xs[s + len(part)] if s + len(part) < len(xs) else W, W)
+                            fin.finalize(plan, acc, acc_y, strip(i).result(), y0, fin.col, c1, iwx, nodata, bands)
+                    if fin is not None:
+                        if fin.col < W:          # no model bands: copied bands only
+                            fin.finalize(plan, acc, acc_y, strip(i).result(), y0, fin.col, W, iwx, nodata, bands)
+                        writer.write(fin.out, r0)
+                        done = r1
+                    with strip_lock:
+                        strips.pop(i, None)
+                if done != b:  # a bug in the layout, never expected
+                    raise RuntimeError(f"rows {done}..{b} were not written")
                 writer.close()
             except BaseException:
                 for f in pending:
@@ -181,45 +224,55 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 raise
             finally:
                 pool.shutdown(wait=True)
+                reader.shutdown(wait=True)
                 if bar is not None:
                     bar.close()
     secs = time.perf_counter() - t0
     mp = W * (b - a) / 1e6
     return {"input": str(src), "output": str(dst), "width": W, "height": H, "rows": [a, b], "bands": count,
             "dtype": dtype.name, "tile": th_req, "overlap": ov, "tiles": n_tiles, "seconds": round(secs, 3),
-            "infer_seconds": round(infer_s, 3),  # the backend alone: the rest is I/O, mapping and blending
+            "infer_seconds": round(infer_s[0], 3),  # the backend alone: the rest is I/O, mapping and blending
             "megapixels_per_s": round(mp / secs, 3) if secs > 0 else None, "tags": tags}
 
 
-def _flush(ds, writer, plan, acc, acc_y, r0, r1, wys, wxs, W, dtype, nodata, bands, lock, chunk: int = 2048):
-    """Finalize rows r0..r1-1 (all inside the accumulator) and write them. The arithmetic runs
-    ``chunk`` columns at a time so that its float32 temporaries stay small on wide rasters."""
-    rio = R.rasterio()
-    with lock:
-        orig = ds.read(window=rio.windows.Window(0, r0, W, r1 - r0))
-    out = orig.copy()
-    lo = plan.lo.astype(np.float32)[:, None, None]
-    inv = (1.0 / np.maximum(plan.hi - plan.lo, 1e-12)).astype(np.float32)[:, None, None]
-    wy = wys[r0:r1].astype(np.float32)
-    nd = None
-    if nodata is not None:
-        nd = np.array(nodata).astype(dtype) if np.dtype(dtype).kind in "ui" else np.array(nodata, dtype)
-    for c0 in range(0, W, chunk):
-        c1 = min(W, c0 + chunk)
-        o = orig[:, :, c0:c1]
-        res = out[:, :, c0:c1]
-        if bands and acc is not None:
-            xn = np.clip((o.astype(np.float32) - lo) * inv, 0.0, 1.0)
-            y = acc[:, r0 - acc_y:r1 - acc_y, c0:c1] / np.outer(wy, wxs[c0:c1].astype(np.float32))
-            res[bands] = plan.to_values(y, o, xn, dtype)
-        if nd is not None:
-            was = o == nd if not np.isnan(nodata) else np.isnan(o)
-            # a processed pixel that lands on the nodata value would read as nodata: nudge it off
-            hit = (res == nd) & ~was
-            if hit.any():
-                if np.dtype(dtype).kind in "ui":
-                    res[hit] = nd + (1 if nd < np.iinfo(dtype).max else -1)
-                else:
-                    res[hit] = np.nextafter(nd, np.inf).astype(dtype)
-            res[was] = o[was]
-    writer.write(out, r0)
+class _Rows:
+    """Output rows r0..r1-1 (all inside the accumulator) being finalized column range by column
+    range: divided by the blend's weight sum, turned back into sample values (the accumulator is
+    overwritten: these rows are not used again), nodata restored; written whole."""
+
+    def __init__(self, r0, r1, W, count, dtype, iwy):
+        self.r0, self.r1, self.col, self.iwy = r0, r1, 0, iwy
+        self.out = np.empty((count, r1 - r0, W), dtype)
+
+    def finalize(self, plan, acc, acc_y, strip, y0, c0, c1, iwx, nodata, bands):
+        if c1 <= c0:
+            return
+        r0, r1 = self.r0, self.r1
+        o = strip[:, r0 - y0:r1 - y0, c0:c1]             # the original samples
+        res = self.out[:, :, c0:c1]
+        dtype = res.dtype
+        if plan.copied:
+            res[plan.copied] = o[plan.copied]
+        if bands:
+            plan.to_values(acc[:, r0 - acc_y:r1 - acc_y, c0:c1], o, res, inv_weight=self.iwy * iwx[c0:c1])
+        if nodata is not None:
+            nd = np.array(nodata).astype(dtype) if dtype.kind in "ui" else np.array(nodata, dtype)
+            # (min/max reductions first: most ranges hold no nodata, and no output lands on it)
+            integer = dtype.kind in "ui"
+            if integer:
+                was = None if (nd < o.min() or nd > o.max()) else o == nd
+            else:
+                was = np.isnan(o) if np.isnan(nodata) else o == nd
+            if not integer or not (nd < res.min() or nd > res.max()):
+                # a processed pixel that lands on the nodata value would read as nodata: nudge it off
+                hit = res == nd
+                if was is not None:
+                    hit &= ~was
+                if hit.any():
+                    if integer:
+                        res[hit] = nd + (1 if nd < np.iinfo(dtype).max else -1)
+                    else:
+                        res[hit] = np.nextafter(nd, np.inf).astype(dtype)
+            if was is not None:
+                np.copyto(res, o, where=was)
+        self.col = c1
