@@ -75,10 +75,21 @@ def test_georeferencing_nodata_and_tags_round_trip(tmp_path, deblur):
     assert s["tiles"] == 4 and s["bands"] == 3  # 2 x 2 tiles of 128 over 160 x 208 (padded)
 
 
-def test_matches_in_memory_tiling_and_whole_frame_in_the_interior(tmp_path):
-    data = smooth_image(3, 200, 272, 65535, seed=1).astype(np.uint16)
+def _cpu_satellite_tiling() -> tuple:
+    """(tile, overlap) of the CPU satellite profiles (the same in both)."""
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    got = {(p.pipeline.tile, p.pipeline.overlap) for p in map(load_runtime_profile, ("satellite_multispectral_cpu",
+                                                                                      "satellite_hyperspectral_cpu"))}
+    assert len(got) == 1
+    return got.pop()
+
+
+@pytest.mark.parametrize("size,tile,overlap", [((200, 272), 160, 64), ((560, 600),) + _cpu_satellite_tiling()])
+def test_matches_in_memory_tiling_and_whole_frame_in_the_interior(tmp_path, size, tile, overlap):
+    data = smooth_image(3, size[0], size[1], 65535, seed=1).astype(np.uint16)
     src = write_raster(tmp_path / "in.tif", data)
-    with Deblurrer.open(MODEL, threads=1, tile=160, overlap=64, rgb=True) as deblur:
+    with Deblurrer.open(MODEL, threads=1, tile=tile, overlap=overlap, rgb=True) as deblur:
         deblur_raster(deblur, src, tmp_path / "out.tif")
         frame = np.ascontiguousarray(data.transpose(1, 2, 0))  # RGB uint16 (the Deblurrer was opened with rgb=True)
         tiled = deblur(frame).transpose(2, 0, 1).astype(np.float64)
