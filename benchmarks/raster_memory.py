@@ -79,20 +79,26 @@ def make_raster(path: Path, size: int, block: int = 512):
             ds.write(row, window=Window(0, y, size, h))
 
 
-def whole_frame_mps(tile: int, model, threads, seconds: float = 20.0) -> float:
+def whole_frame_mps(tile: int, model, threads, seconds: float = 20.0) -> tuple[float, float]:
+    """(whole TILE x TILE uint16 frames through ``Deblurrer``, one at a time: pre-processing +
+    model + post-processing, the ``bench`` definition; the model alone on (1, 3, TILE, TILE)
+    float32 tensors), both in megapixels per second, ``seconds / 2`` each."""
     sys.path.insert(0, str(ROOT))
     from edge_deblur.runtime.deblurrer import Deblurrer
 
     rng = np.random.default_rng(1)
     frame = (rng.random((tile, tile, 3)) * 4095).astype(np.uint16)
+    x = rng.random((1, 3, tile, tile)).astype(np.float32)
+    rates = []
     with Deblurrer.open(model, threads=threads) as d:
-        d(frame)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or n < 3:
-            d(frame)
-            n += 1
-        dt = time.perf_counter() - t0
-    return n * tile * tile / 1e6 / dt
+        for fn in (lambda: d(frame), lambda: d.backend.infer(x)):
+            fn()
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 2 or n < 3:
+                fn()
+                n += 1
+            rates.append(n * tile * tile / 1e6 / (time.perf_counter() - t0))
+    return rates[0], rates[1]
 
 
 def main():
@@ -104,6 +110,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rows", default=None, help="A:B: deblur only these rows (full width)")
     ap.add_argument("--keep", default=None, help="folder for the rasters (default: a temporary one, removed)")
+    ap.add_argument("--baseline-seconds", type=float, default=20.0,
+                    help="seconds of whole-frame timing before and after the tiled run (each)")
     a = ap.parse_args()
     tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="raster_bench_"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -128,7 +136,8 @@ def main():
                 f"d = Deblurrer.open({a.model!r}, threads={a.threads!r}, tile={a.tile}, overlap={a.overlap}); "
                 f"s = deblur_raster(d, {str(src)!r}, {str(dst)!r}, rows=({r0}, {r1})); print(json.dumps(s))")
         cmd = [sys.executable, "-c", code]
-    base_mps_before = whole_frame_mps(a.tile, a.model, a.threads)
+    load_before = os.getloadavg()
+    base_mps_before, model_mps_before = whole_frame_mps(a.tile, a.model, a.threads, a.baseline_seconds)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     run_s = time.perf_counter() - t0
@@ -136,8 +145,9 @@ def main():
         sys.exit(f"deblur failed: {r.stderr[-2000:]}")
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    base_mps_after = whole_frame_mps(a.tile, a.model, a.threads)
+    base_mps_after, model_mps_after = whole_frame_mps(a.tile, a.model, a.threads, a.baseline_seconds)
     base = (base_mps_before + base_mps_after) / 2
+    model_only = (model_mps_before + model_mps_after) / 2
     import rasterio
 
     with rasterio.open(src) as i, rasterio.open(dst) as o:
@@ -151,12 +161,16 @@ def main():
         "tiled_mps": summary.get("megapixels_per_s"),
         "whole_frame_mps": round(base, 3), "whole_frame_mps_before_after": [round(base_mps_before, 3), round(base_mps_after, 3)],
         "ratio": round(summary["megapixels_per_s"] / base, 3) if summary.get("megapixels_per_s") else None,
+        # a stricter baseline: the model alone on TILE x TILE tensors (no pre/post-processing)
+        "model_only_mps": round(model_only, 3), "model_only_mps_before_after": [round(model_mps_before, 3), round(model_mps_after, 3)],
+        "ratio_vs_model_only": round(summary["megapixels_per_s"] / model_only, 3) if summary.get("megapixels_per_s") else None,
         "metadata_kept": same,
         # load-independent decomposition (from the child alone): share of its time in the backend,
         # and output pixels per pixel the model computed (overlaps are computed twice)
         "infer_share": round(summary["infer_seconds"] / summary["seconds"], 3) if summary.get("infer_seconds") else None,
         "pixel_efficiency": round(a.size * (rows[1] - rows[0] if rows else a.size) / (summary["tiles"] * a.tile ** 2), 3)
         if summary.get("tiles") else None, "make_raster_s": round(make_s, 1), **cpu_info(),
+        "load_avg_before_after": [round(v, 2) for v in load_before + os.getloadavg()],
     }
     print(json.dumps(out))
     if not a.keep:

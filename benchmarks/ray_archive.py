@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +91,7 @@ def main():
     ap.add_argument("--rows-per-task", type=int, default=512)
     ap.add_argument("--model", default=None)
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="deblur and batch back to back this many times")
     a = ap.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     tmp = Path(a.keep or tempfile.mkdtemp(prefix="ray_archive_"))
@@ -98,24 +101,36 @@ def main():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     common = ["--tile", str(a.tile)] + (["--model", a.model] if a.model else [])
     frames = a.images + a.video_frames + (1 if a.raster else 0)
-    res = {"frames": frames, "size": a.size, "raster": a.raster}
-    for name, cmd in (("deblur", ["deblur", str(arc), "-o", str(tmp / "ref"), "--json"]),
-                      ("ray", ["batch", str(arc), "-o", str(tmp / "ray"), "--num-cpus", "2", "--rows-per-task",
-                               str(a.rows_per_task), "--json"])):
-        t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "edge_deblur"] + cmd + common, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t0
-        if r.returncode != 0:
-            sys.exit(f"{name} failed: {r.stderr[-3000:]}")
-        out = json.loads(r.stdout.strip().splitlines()[-1])
-        res[name] = {"wall_s": round(wall, 2), "fps_wall": round(frames / wall, 3)}
-        if name == "ray":
-            res[name].update(run_s=out["run_seconds"], fps_run=round(frames / out["run_seconds"], 3),
-                             ok=out["ok"], failed=out["failed"], tasks=out["tasks"])
-    res["ratio_wall"] = round(res["ray"]["fps_wall"] / res["deblur"]["fps_wall"], 3)
-    res["ratio_run"] = round(res["ray"]["fps_run"] / res["deblur"]["fps_wall"], 3)
+    res = {"frames": frames, "size": a.size, "raster": a.raster, "rounds": []}
+    for _ in range(a.rounds):
+        rnd = {}
+        for name, cmd in (("deblur", ["deblur", str(arc), "-o", str(tmp / "ref"), "--json"]),
+                          ("ray", ["batch", str(arc), "-o", str(tmp / "ray"), "--num-cpus", "2", "--rows-per-task",
+                                   str(a.rows_per_task), "--json"])):
+            shutil.rmtree(tmp / ("ref" if name == "deblur" else "ray"), ignore_errors=True)  # nothing to skip
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "edge_deblur"] + cmd + common, capture_output=True, text=True, env=env)
+            wall = time.perf_counter() - t0
+            if r.returncode != 0:
+                sys.exit(f"{name} failed: {r.stderr[-3000:]}")
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+            rnd[name] = {"wall_s": round(wall, 2), "fps_wall": round(frames / wall, 3)}
+            if name == "ray":
+                rnd[name].update(run_s=out["run_seconds"], start_s=round(wall - out["run_seconds"], 2),
+                                 fps_run=round(frames / out["run_seconds"], 3), ok=out["ok"], failed=out["failed"],
+                                 tasks=out["tasks"])
+        rnd["ratio_wall"] = round(rnd["ray"]["fps_wall"] / rnd["deblur"]["fps_wall"], 3)
+        rnd["ratio_run"] = round(rnd["ray"]["fps_run"] / rnd["deblur"]["fps_wall"], 3)
+        rnd["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+        res["rounds"].append(rnd)
+        print(json.dumps(rnd), file=sys.stderr, flush=True)
+    res["median_ratio_wall"] = statistics.median(r["ratio_wall"] for r in res["rounds"])
+    res["median_ratio_run"] = statistics.median(r["ratio_run"] for r in res["rounds"])
     res["identical"] = same_outputs(tmp / "ref", tmp / "ray")
-    res["load_avg"] = os.getloadavg()
+    sys.path.insert(0, str(ROOT))
+    from edge_deblur.runtime.bench import machine_info
+
+    res["machine"] = machine_info()
     print(json.dumps(res))
 
 
