@@ -6,8 +6,6 @@ read and written window by window so that a raster never sits whole in memory.
 * ``RasterWriter``: a tiled GeoTIFF (BigTIFF when needed) with the source's size, dtype, band
   count, CRS, transform, nodata, tags, band descriptions and colour interpretation; rows are
   written in order and grouped into whole block rows; the file appears atomically on ``close()``.
-* ``read_padded(ds, y, x, h, w)``: a window, reflect-padded where it runs past the raster's
-  bottom/right edge (the stride padding the runtime applies to whole frames).
 * ``sample_values(ds)``: values from a grid of small windows (for percentile normalization).
 
 GDAL's block cache is capped (``GDAL_CACHEMAX``, default 128 MiB here) so memory stays bounded
@@ -73,18 +71,6 @@ def open_raster(path):
 def describe(ds) -> dict:
     return {"width": ds.width, "height": ds.height, "count": ds.count, "dtype": ds.dtypes[0],
             "crs": ds.crs.to_string() if ds.crs else None, "nodata": ds.nodata, "driver": ds.driver}
-
-
-def read_padded(ds, y: int, x: int, h: int, w: int, reflect: bool = True) -> np.ndarray:
-    """(count, h, w) window at row ``y``, column ``x``; rows/columns past the raster's bottom or
-    right edge are filled by reflection about the last row/column (OpenCV's REFLECT_101, the
-    runtime's stride padding) or by repetition (``reflect=False``)."""
-    rio = rasterio()
-    hh, ww = min(h, ds.height - y), min(w, ds.width - x)
-    a = ds.read(window=rio.windows.Window(x, y, ww, hh))
-    if hh < h or ww < w:
-        a = np.pad(a, ((0, 0), (0, h - hh), (0, w - ww)), mode="reflect" if reflect else "edge")
-    return a
 
 
 def sample_values(ds, grid: int = 16, size: int = 32) -> np.ndarray:
