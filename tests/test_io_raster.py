@@ -145,6 +145,16 @@ def test_percentile_normalization_recorded_and_float_rasters(tmp_path, deblur):
     assert not np.array_equal(out, data)
 
 
+def test_nan_nodata_in_a_float_raster_stays_where_it_is(tmp_path, deblur):
+    data = smooth_image(3, 150, 200, 1).astype(np.float32)
+    data[:, 50:60, 70:80] = np.nan                  # a hole of nodata inside a tile
+    src = write_raster(tmp_path / "in.tif", data, nodata=float("nan"))
+    deblur_raster(deblur, src, tmp_path / "out.tif")
+    with rasterio.open(tmp_path / "out.tif") as b:
+        out = b.read()
+    assert np.array_equal(np.isnan(out), np.isnan(data))   # the hole is kept, and spreads nowhere
+
+
 def test_row_ranges_reproduce_the_full_output(tmp_path, deblur):
     data = smooth_image(3, 300, 160, 255, seed=4).astype(np.uint8)
     src = write_raster(tmp_path / "in.tif", data)

@@ -97,7 +97,7 @@ class BandPlan:
     # place where it can, with no whole-tile float temporaries.
     def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """(count, h, w) sample values -> (G, 3, h, w) float32 model input in [0, 1]
-        (``(v - lo) / (hi - lo)``, clipped), written into ``out`` when given."""
+        (``(v - lo) / (hi - lo)``, clipped; NaN -> 0), written into ``out`` when given."""
         g_n, (h, w) = len(self.groups), block.shape[1:]
         x = np.empty((g_n, 3, h, w), np.float32) if out is None else out
         done: dict = {}
@@ -125,6 +125,10 @@ class BandPlan:
                     inside = False
                 if not inside:
                     np.clip(dst, 0.0, 1.0, out=dst)
+                if src.dtype.kind == "f":
+                    # NaN (a float raster's usual nodata) would spread through every convolution
+                    # of the tile: the model sees 0 there, and the pixels are restored afterwards
+                    np.nan_to_num(dst, copy=False, nan=0.0)
                 done[b] = dst
         return x
 
