@@ -104,3 +104,15 @@ def test_rerun_skips_finished_items(archive):
     table = read_table(ok)
     assert {r["status"] for r in table.values()} == {"skipped"} and len(table) == 6
     assert (ok / "f0.png").stat().st_mtime_ns == mtime
+
+
+def test_group_tasks_batches_images_and_keeps_long_tasks_alone():
+    from edge_deblur.runtime.ray_batch import group_tasks
+
+    imgs = [{"task": f"{i}:0", "kind": "image"} for i in range(150)]
+    heavy = [{"task": "150:0", "kind": "video"}, {"task": "151:0", "kind": "raster"}, {"task": "151:1", "kind": "raster"}]
+    groups = group_tasks(imgs[:70] + heavy + imgs[70:], n_actors=2)
+    assert [g[0]["kind"] for g in groups[:3]] == ["video", "raster", "raster"] and all(len(g) == 1 for g in groups[:3])
+    assert [t["task"] for g in groups[3:] for t in g] == [t["task"] for t in imgs]   # every image once, in order
+    assert max(len(g) for g in groups) == 16 and len(groups) - 3 >= 2 * 4          # calls enough to balance 2 actors
+    assert [len(g) for g in group_tasks(imgs[:5], n_actors=2)] == [1] * 5            # few images: one per call

@@ -2,8 +2,10 @@
 
 The tasks of ``edge_deblur.runtime.archive`` (an image, a video, or a row window of a large
 raster) become a Ray dataset; ``map_batches`` runs them on an actor pool where every actor opens
-the model once (with one GPU per actor where the cluster has GPUs and ``gpus_per_actor`` > 0) and
-processes one task at a time. The driver collects the result rows as they arrive (a progress
+the model once (with one GPU per actor where the cluster has GPUs and ``gpus_per_actor`` > 0).
+Each call of an actor runs a group of tasks (``group_tasks``): a video or a raster window alone,
+images several at a time, since Ray Data costs tens of milliseconds per call, as much as a small
+image's whole inference. The driver collects the result rows as they arrive (a progress
 bar), merges raster parts, writes manifests and returns the per-item table.
 
 ``address=None`` starts a local Ray instance (``num_cpus`` CPUs); an address (``host:port``,
@@ -12,7 +14,10 @@ within ``connect_timeout`` seconds is a ``ClusterError`` naming it.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 import os
 import socket
 import time
@@ -22,6 +27,10 @@ from ..errors import ClusterError, require
 from . import archive as A
 
 log = logging.getLogger(__name__)
+
+
+# modules imported by the worker processes that a local instance starts (its Ray Data actors)
+PRELOAD = "ray.data,edge_deblur.runtime.ray_batch,edge_deblur.runtime.deblurrer,onnxruntime"
 
 
 def _host_port(address: str) -> Optional[tuple[str, int]]:
@@ -68,18 +77,40 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, conne
               logging_level=logging.WARNING)
     # the actors import this package from the same place as the driver
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    kw["runtime_env"] = {"env_vars": {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                                      "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}}
+    env = {"PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # and import what an actor needs while the instance starts, not when the actor is created; Ray
+    # runs its workers at nice 15 by default (below the driver), but here the workers do the work
+    local_env = dict(env, RAY_preload_python_modules=os.environ.get("RAY_preload_python_modules", PRELOAD),
+                     RAY_worker_niceness=os.environ.get("RAY_worker_niceness", "0"))
     try:
         if address:
-            ray.init(address=address, **kw)
+            ray.init(address=address, runtime_env={"env_vars": env}, **kw)
         else:
-            _init_local(ray, num_cpus, kw)
+            # A local instance inherits the driver's environment: set there, the workers that Ray
+            # starts with the instance (before any task) serve the actors. A runtime_env would
+            # make every actor wait for a fresh worker process to start and import Ray.
+            with _environ(local_env):
+                _init_local(ray, num_cpus, kw)
     except Exception as e:  # noqa: BLE001 - ray raises bare Exceptions for a node that does not start
         where = repr(address) if address else "a new local instance (ray.init)"
         raise ClusterError(f"cannot start or join Ray at {where}: {str(e).strip()[:300]}; "
                            "check `ray status`, free memory and CPU, or pass --ray ADDRESS of a running cluster") from e
     return ray
+
+
+@contextlib.contextmanager
+def _environ(env: dict):
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _init_local(ray, num_cpus, kw, attempts: int = 3):
@@ -96,8 +127,24 @@ def _init_local(ray, num_cpus, kw, attempts: int = 3):
             ray.shutdown()
 
 
+def group_tasks(tasks: list[dict], n_actors: int, max_group: int = 16, calls_per_actor: int = 4) -> list[list[dict]]:
+    """Tasks in groups, one group per actor call, in the order to run them.
+
+    Ray Data costs a fixed amount per call (scheduling, the block in and out of the object store,
+    the result rows back to the driver): tens of milliseconds on a small machine, as much as a
+    320x180 image's whole inference. Images therefore go ``k`` to a call, with ``k`` up to
+    ``max_group`` but small enough that every actor still gets about ``calls_per_actor`` calls of
+    images (the last calls balance the actors). A video or a raster window is long enough to be a
+    call of its own; these come first, so that no long task starts last."""
+    heavy = [t for t in tasks if t["kind"] != "image"]
+    images = [t for t in tasks if t["kind"] == "image"]
+    k = max(1, min(max_group, math.ceil(len(images) / max(1, n_actors * calls_per_actor))))
+    return [[t] for t in heavy] + [images[i:i + k] for i in range(0, len(images), k)]
+
+
 class DeblurActor:
-    """One per actor: opens the model once, then runs task rows (a Ray Data batch of dicts)."""
+    """One per actor: opens the model once, then runs groups of tasks (a Ray Data batch of rows,
+    each row a JSON list of tasks) and returns one result row per task."""
 
     def __init__(self, settings: dict):
         from .deblurrer import Deblurrer
@@ -111,12 +158,10 @@ class DeblurActor:
                                 overlap=settings.get("overlap", 128))
 
     def __call__(self, batch: dict) -> dict:
-        keys = list(batch)
-        n = len(batch[keys[0]])
         rows = []
-        for i in range(n):
-            task = {k: _scalar(batch[k][i]) for k in keys}
-            rows.append(A.run_task(self.d, task, self.settings))
+        for group in batch["tasks"]:
+            for task in json.loads(_scalar(group)):
+                rows.append(A.run_task(self.d, task, self.settings))
         return {k: [r[k] for r in rows] for k in rows[0]}
 
 
@@ -145,7 +190,8 @@ def run_archive(inputs, out_root, settings: dict, *, address: Optional[str] = No
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.verbose_progress = False
-        ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+        groups = group_tasks(tasks, n_actors)
+        ds = ray.data.from_items([{"tasks": json.dumps(g)} for g in groups], override_num_blocks=len(groups))
         out = ds.map_batches(DeblurActor, fn_constructor_kwargs={"settings": s}, batch_size=1,
                              compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor,
                              num_gpus=gpus_per_actor or None)
