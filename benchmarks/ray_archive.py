@@ -91,6 +91,8 @@ def main():
     ap.add_argument("--rows-per-task", type=int, default=512)
     ap.add_argument("--model", default=None)
     ap.add_argument("--keep", default=None)
+    ap.add_argument("--ray", default=None, metavar="ADDRESS",
+                    help="run batch on this running Ray instance (e.g. one from `ray start --head`) instead of a new local one")
     ap.add_argument("--rounds", type=int, default=1, help="deblur and batch back to back this many times")
     a = ap.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
@@ -101,12 +103,12 @@ def main():
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     common = ["--tile", str(a.tile)] + (["--model", a.model] if a.model else [])
     frames = a.images + a.video_frames + (1 if a.raster else 0)
-    res = {"frames": frames, "size": a.size, "raster": a.raster, "rounds": []}
+    res = {"frames": frames, "size": a.size, "raster": a.raster, "ray_address": a.ray or "new local instance", "rounds": []}
     for _ in range(a.rounds):
         rnd = {}
         for name, cmd in (("deblur", ["deblur", str(arc), "-o", str(tmp / "ref"), "--json"]),
                           ("ray", ["batch", str(arc), "-o", str(tmp / "ray"), "--num-cpus", "2", "--rows-per-task",
-                                   str(a.rows_per_task), "--json"])):
+                                   str(a.rows_per_task), "--json"] + (["--ray", a.ray] if a.ray else []))):
             shutil.rmtree(tmp / ("ref" if name == "deblur" else "ray"), ignore_errors=True)  # nothing to skip
             t0 = time.perf_counter()
             r = subprocess.run([sys.executable, "-m", "edge_deblur"] + cmd + common, capture_output=True, text=True, env=env)
