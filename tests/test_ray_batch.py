@@ -3,6 +3,7 @@ reported while the rest finish, a re-run that skips finished items; an unreachab
 in seconds naming it. One Ray session for the module (starting Ray takes seconds)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -116,3 +117,13 @@ def test_group_tasks_batches_images_and_keeps_long_tasks_alone():
     assert [t["task"] for g in groups[3:] for t in g] == [t["task"] for t in imgs]   # every image once, in order
     assert max(len(g) for g in groups) == 16 and len(groups) - 3 >= 2 * 4          # calls enough to balance 2 actors
     assert [len(g) for g in group_tasks(imgs[:5], n_actors=2)] == [1] * 5            # few images: one per call
+
+
+def test_local_instance_environment_is_set_for_ray_only(monkeypatch):
+    from edge_deblur.runtime import ray_batch
+
+    monkeypatch.setenv("RAY_worker_niceness", "5")
+    monkeypatch.delenv("RAY_preload_python_modules", raising=False)
+    with ray_batch._environ({"RAY_worker_niceness": "0", "RAY_preload_python_modules": ray_batch.PRELOAD}):
+        assert os.environ["RAY_worker_niceness"] == "0" and "onnxruntime" in os.environ["RAY_preload_python_modules"]
+    assert os.environ["RAY_worker_niceness"] == "5" and "RAY_preload_python_modules" not in os.environ
