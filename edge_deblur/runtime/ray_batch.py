@@ -71,6 +71,7 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, conne
     require("ray.data", "ray")
     if ray.is_initialized():
         return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None  # Ray's own convention for a cluster
     if address:
         check_reachable(address, connect_timeout)
     kw = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
@@ -118,7 +119,9 @@ def _init_local(ray, num_cpus, kw, attempts: int = 3):
     machine that can run out, so a failed start is retried (after ray.shutdown) twice more."""
     for i in range(attempts):
         try:
-            ray.init(num_cpus=num_cpus, **kw)
+            # "local": a new instance even where `ray start` left a cluster (or its stale address
+            # file, /tmp/ray/ray_current_cluster) on this machine; join one with --ray ADDRESS
+            ray.init(address="local", num_cpus=num_cpus, **kw)
             return
         except Exception as e:  # noqa: BLE001
             if i == attempts - 1 or "timed out during startup" not in str(e):
