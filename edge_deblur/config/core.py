@@ -12,7 +12,6 @@ import os
 import re
 import types
 import typing
-from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
@@ -48,18 +47,9 @@ def error_key(e: ConfigError) -> str | None:
 
 
 def load_yaml(path: str | os.PathLike) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {str(p)!r}; pass an existing YAML file (see configs/)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse YAML {str(p)!r}: {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{str(p)!r} must hold a mapping at the top level, got {type(data).__name__}")
-    return data
+    from .inherit import read_mapping
+
+    return read_mapping(path)[1]
 
 
 def _strip_optional(tp):

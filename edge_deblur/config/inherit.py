@@ -86,20 +86,29 @@ class Origins:
         return [p for p, _ in self.layers]
 
 
-def _read(path: Path) -> tuple[dict, dict]:
+def read_mapping(path: str | os.PathLike) -> tuple[str, dict]:
+    """The text of the YAML file ``path`` and the mapping it holds (``{}`` for an empty file); a
+    missing file, bad YAML or a top level that is not a mapping raise ``ConfigError``."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}; pass an existing YAML file (see configs/)")
     text = path.read_text()
     try:
         data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse YAML {str(path)!r}: {e}") from e
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{str(path)!r} must hold a mapping at the top level, got {type(data).__name__}")
+    return text, data
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """The mapping in ``path`` and the line of each of its keys."""
+    text, data = read_mapping(path)
     lines: dict = {}
+    node = yaml.compose(text, Loader=yaml.SafeLoader)  # parsed above: it cannot fail here
     if node is not None:
         _positions(node, "", lines)
     return data, lines
