@@ -15,7 +15,7 @@ from edge_deblur.cli import main
 from edge_deblur.errors import ClusterError
 from edge_deblur.runtime.ray_batch import check_reachable
 
-from video_helpers import make_video
+from video_helpers import make_video, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "checkpoints" / "edgenet_s" / "model.onnx"
@@ -85,15 +85,7 @@ def test_outputs_identical_to_deblur_and_failure_reported(archive):
     with rio.open(ok / "scene.tif") as a, rio.open(root / "ref" / "scene.tif") as b:
         assert np.array_equal(a.read(), b.read()) and a.crs == b.crs and a.transform == b.transform
 
-    def frames(p):
-        cap, out = cv2.VideoCapture(str(p)), []
-        while True:
-            good, f = cap.read()
-            if not good:
-                return out
-            out.append(f)
-
-    fa, fb = frames(ok / "clip.avi"), frames(root / "ref" / "clip.avi")
+    fa, fb = read_frames(ok / "clip.avi"), read_frames(root / "ref" / "clip.avi")
     assert len(fa) == len(fb) == 5 and all(np.array_equal(x, y) for x, y in zip(fa, fb))
 
 

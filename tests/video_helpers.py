@@ -27,3 +27,13 @@ def count_frames(path):
     while cap.read()[0]:
         n += 1
     return n
+
+
+def read_frames(path):
+    """Every frame of a video, decoded by OpenCV."""
+    cap, out = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return out
+        out.append(f)

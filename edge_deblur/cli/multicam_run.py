@@ -4,9 +4,7 @@ others go on. Exit status 0 when every camera ended cleanly, 1 when some camera 
 after Ctrl-C/SIGTERM."""
 from __future__ import annotations
 
-import json
 import logging
-import sys
 
 log = logging.getLogger("edge_deblur.stream")
 
@@ -23,6 +21,7 @@ def format_camera(c: dict) -> str:
 def run_cameras(args, opts, kwargs, signals_cls) -> int:
     from ..runtime.multicam import MultiCamera, _check_outputs
     from ..runtime.pipeline import open_processor
+    from .stream_cmd import report
 
     sources = list(opts.source)
     outputs = opts.output if opts.output is not None else None
@@ -41,16 +40,10 @@ def run_cameras(args, opts, kwargs, signals_cls) -> int:
             stats = mc.run()
         finally:
             processor.close()
-    stats["model"] = info.get("name") or info.get("model")
-    stats["backend"] = info.get("backend")
-    stats["interrupted"] = bool(sig.received)
-    if args.json:
-        print(json.dumps(stats), flush=True)
-    else:
-        print(f"{len(sources)} cameras: {stats['frames_out']} frames, {stats['fps']:.2f} fps in total, "
-              f"{stats['backend_calls']} backend calls (mean batch {stats['mean_batch']})", flush=True)
-        for c in stats["cameras"]:
-            print(format_camera(c), flush=True)
+    report(stats, info, sig, args.json,
+           [f"{len(sources)} cameras: {stats['frames_out']} frames, {stats['fps']:.2f} fps in total, "
+            f"{stats['backend_calls']} backend calls (mean batch {stats['mean_batch']})"]
+           + [format_camera(c) for c in stats["cameras"]])
     if sig.received:
         return sig.exit_code
     return 1 if stats["failed"] else 0

@@ -101,15 +101,23 @@ def run(args) -> int:
             close = getattr(processor, "close", None)
             if close is not None:
                 close()
-    stats["model"] = info.get("name") or info.get("model")
-    stats["backend"] = info.get("backend")
-    stats["interrupted"] = bool(sig.received)
-    if args.json:
-        print(json.dumps(stats), flush=True)
-    else:
-        print(format_stats(stats), flush=True)
-        print(f"fps {stats['fps']:.2f} over {stats['frames_out']} frames ({stats['elapsed_s']:.1f} s)"
-              + (f"; {stats['dropped']} dropped" if stats["dropped"] else ""), flush=True)
+    report(stats, info, sig, args.json, [
+        format_stats(stats),
+        f"fps {stats['fps']:.2f} over {stats['frames_out']} frames ({stats['elapsed_s']:.1f} s)"
+        + (f"; {stats['dropped']} dropped" if stats["dropped"] else "")])
     if failure is not None:
         raise failure
     return sig.exit_code
+
+
+def report(stats: dict, info: dict, sig, as_json: bool, lines: list) -> None:
+    """The end of a stream (one camera or several): the model, backend and whether a signal
+    stopped it go into ``stats``; then one JSON line, or ``lines`` for a person."""
+    stats["model"] = info.get("name") or info.get("model")
+    stats["backend"] = info.get("backend")
+    stats["interrupted"] = bool(sig.received)
+    if as_json:
+        print(json.dumps(stats), flush=True)
+    else:
+        for line in lines:
+            print(line, flush=True)
