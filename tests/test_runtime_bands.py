@@ -46,7 +46,7 @@ def test_round_trip_matches_the_formulas(dtype, cfg, vmin, vmax):
     acc = np.zeros((len(plan.processed),) + orig.shape[1:], np.float32)
     plan.accumulate(y, w, acc)
     blended = np.empty_like(acc)
-    for k, src in enumerate(plan._sources()):
+    for k, src in enumerate(plan._sources):
         blended[k] = y[src[1]].mean(axis=0) if src[0] == "single" else y[src[1], src[2]]
     assert np.allclose(acc / w, blended, atol=1e-5)
     out = np.zeros_like(orig)

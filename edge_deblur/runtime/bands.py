@@ -20,6 +20,7 @@ value outside ``[lo, hi]`` keeps its offset, and with ``bitdepth`` the result is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Optional
 
 import cv2
@@ -132,8 +133,9 @@ class BandPlan:
                 done[b] = dst
         return x
 
+    @cached_property
     def _sources(self) -> list:
-        """Per processed band (in ``processed`` order): ("single", g) or ("channel", g, c)."""
+        """(Once per plan.) Per processed band (in ``processed`` order): ("single", g) or ("channel", g, c)."""
         src: dict = {}
         for g, (chans, outs, mode) in enumerate(self.groups):
             if mode == "single":
@@ -150,7 +152,7 @@ class BandPlan:
         channels for bands run alone (not clipped: tiles are blended first, as in-memory tiling does).
         One fused multiply-add per band (OpenCV's ``accumulateProduct``, in place on ``acc``)."""
         third = None
-        for k, s in enumerate(self._sources()):
+        for k, s in enumerate(self._sources):
             if s[0] == "single":
                 if third is None:
                     third = weight * np.float32(1.0 / 3.0)
