@@ -7,6 +7,7 @@ from pathlib import Path
 # stride 4, a few thousand parameters: exports and runs in well under a second
 TINY_SPEC = {"type": "edgenet", "widths": [8, 16], "enc_blocks": [1], "dec_blocks": [1], "mid_blocks": 1}
 TINY_RNN_SPEC = dict(TINY_SPEC, type="edgenet_rnn")
+TINY_FRAMES_SPEC = dict(TINY_SPEC, type="edgenet_frames", prev_frames=2)
 
 _CACHE: dict = {}
 

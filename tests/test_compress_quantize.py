@@ -309,9 +309,11 @@ def test_quantize_cli(work, tmp_path, capsys):
 
 
 
-def test_recurrent_model_quantizes_with_its_state(work, tmp_path):
+@pytest.mark.parametrize("kind, target", [("edgenet_rnn", "tensorrt"), ("edgenet_frames", "cpu")])
+def test_recurrent_model_quantizes_with_its_state(work, tmp_path, kind, target):
     """A recurrent model's state input is calibrated with the states the model itself makes; the
-    INT8 graph keeps the state as float I/O and runs a stream through the runtime."""
+    INT8 graph keeps the state as float I/O and runs a stream through the runtime. The CPU target
+    lays out a previous-frames state (edgenet_frames) like the image: both unshuffles folded."""
     torch = pytest.importorskip("torch")
     from edge_deblur.export.onnx_export import export_onnx
     from edge_deblur.models import build_model
@@ -319,19 +321,26 @@ def test_recurrent_model_quantizes_with_its_state(work, tmp_path):
     from edge_deblur.runtime.deblurrer import Deblurrer
 
     torch.manual_seed(1)
-    model = build_model(dict(SPEC, type="edgenet_rnn"))
-    with torch.no_grad():  # the fuse uses the state: the INT8 path must carry it
-        model.fuse_state.weight[:, 16:].normal_(0, 0.05)
+    model = build_model(dict(SPEC, type=kind))
+    with torch.no_grad():  # the model uses the state: the INT8 path must carry it
+        if kind == "edgenet_rnn":
+            model.fuse_state.weight[:, 16:].normal_(0, 0.05)
+        else:
+            model.state_head.weight.normal_(0, 0.05)
         model.tail.weight.normal_(0, 0.02)
     ckpt = tmp_path / "rnn.safetensors"
     save_checkpoint(ckpt, model.state_dict(), model.spec, {}, {"iters": 1})
     export_onnx(ckpt, tmp_path / "rnn")
     info = Q.inspect_float_model(tmp_path / "rnn" / "model.onnx")
-    assert [s["name"] for s in info.state_inputs] == ["state_in"] and info.state_inputs[0]["scale"] == 4
+    scale = 4 if kind == "edgenet_rnn" else 1
+    assert [s["name"] for s in info.state_inputs] == ["state_in"] and info.state_inputs[0]["scale"] == scale
     out = tmp_path / "rnn" / "model.int8.onnx"
-    recipe = Q.quantize_model(tmp_path / "rnn" / "model.onnx", out, calib=work["calib"], options=_opts(),
+    recipe = Q.quantize_model(tmp_path / "rnn" / "model.onnx", out, calib=work["calib"], options=_opts(target=target),
                               calib_dir=tmp_path / "calibration")
     assert recipe["state_inputs"] == ["state_in"]
+    if target == "cpu":
+        folds = [r for r in recipe["quantization"]["graph_rewrites"] if "space-to-depth" in r]
+        assert len(folds) == 2
     assert recipe["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] > 30
     g = onnx.load(str(out))
     assert [i.name for i in g.graph.input] == ["input", "state_in"]

@@ -8,7 +8,7 @@ onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-from runtime_helpers import TINY_RNN_SPEC, TINY_SPEC, exported, make_checkpoint  # noqa: E402
+from runtime_helpers import TINY_FRAMES_SPEC, TINY_RNN_SPEC, TINY_SPEC, exported, make_checkpoint  # noqa: E402
 
 from edge_deblur.errors import ModelError  # noqa: E402
 from edge_deblur.runtime.manifest import sha256_file  # noqa: E402
@@ -136,14 +136,20 @@ def test_export_cli_and_errors(tmp_path, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_recurrent_export_carries_state(tmp_path_factory):
+@pytest.mark.parametrize("name,spec,scale", [("tiny_rnn", TINY_RNN_SPEC, 4), ("tiny_frames", TINY_FRAMES_SPEC, 1)])
+def test_recurrent_export_carries_state(tmp_path_factory, name, spec, scale):
+    """Both recurrent kinds: a bottleneck state at 1/stride (edgenet_rnn) and the previous input
+    frames at full resolution (edgenet_frames), whose scale the graph's metadata records."""
     from edge_deblur.models.checkpoint import load_model
     from edge_deblur.runtime.deblurrer import Deblurrer
 
-    e = exported(tmp_path_factory, "tiny_rnn", TINY_RNN_SPEC, fp16=False)
+    e = exported(tmp_path_factory, name, spec, fp16=False)
     man = e["manifest"]
     assert man["recurrent"] is True and man["state"][0]["input"] == "state_in"
+    assert man["state"][0]["scale"] == scale
     assert man["macs_per_pixel"] > 0
+    meta = {p.key: p.value for p in onnx.load(str(e["onnx"])).metadata_props}
+    assert meta["edge_deblur.state_scale.state_in"] == str(scale)
     sess = _session(e["onnx"])
     assert [i.name for i in sess.get_inputs()] == ["input", "state_in"]
     assert [o.name for o in sess.get_outputs()] == ["output", "state_out"]
@@ -168,6 +174,26 @@ def test_recurrent_export_carries_state(tmp_path_factory):
                                   "state_in": np.zeros(model.state_shape(20, 24), np.float32)})[0]
     assert np.abs(again - fresh).max() <= 1e-6
     assert np.abs(outs[2] - fresh).max() > 1e-4  # the carried state changed the output
+
+
+def test_frames_model_cpu_rewrite_folds_the_image_and_the_state(tmp_path_factory, tmp_path):
+    """The INT8-CPU layout rewrites apply to an edgenet_frames graph: the image's and the state's
+    PixelUnshuffle each fold into their own first conv, exactly (outputs and state out)."""
+    from edge_deblur.compress.cpu_layout import rewrite_for_cpu
+
+    e = exported(tmp_path_factory, "tiny_frames", TINY_FRAMES_SPEC, fp16=False)
+    done = rewrite_for_cpu(e["onnx"], tmp_path / "cpu.onnx")
+    folds = [d for d in done if "space-to-depth" in d]
+    assert len(folds) == 2 and "'state_in'" in folds[1] and "6-channel" in folds[1]
+    rng = np.random.default_rng(3)
+    feeds = {"input": rng.random((1, 3, 20, 24), dtype=np.float32),
+             "state_in": rng.random((1, 6, 20, 24), dtype=np.float32)}
+    ref = _session(e["onnx"]).run(None, feeds)
+    got = _session(tmp_path / "cpu.onnx").run(None, feeds)
+    assert "Transpose" not in {n.op_type for n in onnx.load(str(tmp_path / "cpu.onnx")).graph.node
+                               if n.output[0].startswith("/unshuffle")}
+    np.testing.assert_allclose(got[0], ref[0], atol=1e-4)
+    np.testing.assert_array_equal(got[1], ref[1])
 
 
 def test_strip_blocks_export_as_grouped_convs_and_quantize(tmp_path_factory, tmp_path):

@@ -113,6 +113,29 @@ def test_report_per_set_means_of_gains_and_the_real_scene_flag(tmp_path):
     assert r2["sets"]["syn"]["psnr_gain"] < 0 and r2["real_below_input"] == []
 
 
+def test_state_is_reset_where_frames_are_not_consecutive(tmp_path):
+    """A recurrent model's state (``reset``) and the temporal pairs never span unrelated frames:
+    a new scene, a gap in a scene's frame numbers (GoPro's picked test frames) or any two frames
+    of a synthetic set."""
+    real = make_pairs(tmp_path / "real", {"a": 3, "b": 2})
+    (real / "a" / "blur" / "0002.png").rename(real / "a" / "blur" / "0007.png")  # 0000, 0001, gap, 0007
+    (real / "a" / "sharp" / "0002.png").rename(real / "a" / "sharp" / "0007.png")
+    synth = make_pairs(tmp_path / "synth", {"val": 3})
+    log = []
+
+    def fn(frame):
+        log.append("frame")
+        return frame
+
+    sets = [load_val_set(ValSetConfig(path=str(real), name="cam", kind="real")),
+            load_val_set(ValSetConfig(path=str(synth), name="syn", kind="synthetic"))]
+    r = evaluate_sets(fn, sets, reset=lambda: log.append("reset"))
+    # real: reset at a, none between 0000 and 0001, reset at the gap, reset at b; synthetic: every frame
+    assert log == ["reset", "frame", "frame", "reset", "frame", "reset", "frame", "frame"] + ["reset", "frame"] * 3
+    assert r["sets"]["cam"]["scenes"]["a"]["temporal_pairs"] == 1  # 0000 -> 0001 only
+    assert r["sets"]["cam"]["scenes"]["b"]["temporal_pairs"] == 1
+
+
 def test_subset_and_centre_crop_make_validation_cheaper(tmp_path):
     root = make_pairs(tmp_path / "p", {"a": 4, "b": 2, "c": 1})
     vs = load_val_set(ValSetConfig(path=str(root), name="p", max_pairs=4, crop=[32, 16]))

@@ -40,6 +40,87 @@ def test_recurrent_model_starts_as_the_image_model(extra):
         to_recurrent(image, dict(IMAGE_SPEC, type="edgenet_rnn", widths=[8, 24]))
 
 
+@pytest.mark.parametrize("rep", [False, True])
+def test_frames_model_starts_as_the_image_model_and_shifts_its_frames(rep):
+    """edgenet_frames from an image model: a zero state gives exactly the image model's output,
+    the state out is the current frame followed by the newest previous one, and once its state
+    weights are trained (random here) the earlier frames change the output."""
+    image = _random_image_model(dict(IMAGE_SPEC, rep=rep))
+    frames = to_recurrent(image, dict(IMAGE_SPEC, rep=rep, type="edgenet_frames", prev_frames=2)).eval()
+    assert frames.state_shape(24, 20, 2) == (2, 6, 24, 20)
+    x0, x1 = torch.rand(2, 3, 24, 20), torch.rand(2, 3, 24, 20)
+    with torch.no_grad():
+        y, s = frames(x1, torch.zeros(frames.state_shape(24, 20, 2)))
+        assert torch.allclose(y, image(x1), atol=1e-6)
+        assert torch.equal(s[:, :3], x1) and not s[:, 3:].any()
+        _, s2 = frames(x0, s)
+        assert torch.equal(s2, torch.cat([x0, x1], 1))  # newest first, the oldest dropped
+        for name, w in frames.state_head.named_parameters():
+            if name.endswith("weight"):  # trained weights; the biases stay 0 so that a zero state still reads as none
+                w.normal_(std=0.2)
+        y_seen, _ = frames(x1, s2)
+        assert (y_seen - image(x1)).abs().max() > 1e-3
+        assert torch.allclose(frames(x1, torch.zeros_like(s2))[0], image(x1), atol=1e-6)
+    with pytest.raises(Exception, match="prev_frames"):
+        build_model(dict(IMAGE_SPEC, type="edgenet_frames", prev_frames=0))
+
+
+def test_validation_carries_a_full_resolution_state_through_a_scene(reds_like):
+    """The trainer's validation feeds an edgenet_frames model its previous frames within a scene of
+    consecutive frames (its state is at full resolution, not 1/stride), as the runtime does."""
+    from edge_deblur.config.validation import ValSetConfig
+    from edge_deblur.runtime.preprocess import frame_to_tensor, tensor_to_frame
+    from edge_deblur.train.loop import Validator
+
+    torch.manual_seed(0)
+    frames = to_recurrent(_random_image_model(), dict(IMAGE_SPEC, type="edgenet_frames")).eval()
+    with torch.no_grad():
+        frames.state_head.weight.normal_(std=0.3)
+    set_cfg = ValSetConfig(path=str(reds_like), name="reds", kind="real", scenes=["train_000"])
+    report = Validator([set_cfg], torch.device("cpu"))(frames)
+    blur_dir = reds_like / "train_blur" / "000"
+    sharp_dir = reds_like / "train_sharp" / "000"
+    state, psnrs, alone = None, [], []
+    from edge_deblur.metrics import psnr
+    with torch.no_grad():
+        for t in range(6):
+            x, info = frame_to_tensor(cv2.imread(str(blur_dir / f"{t:08d}.png")), frames.stride)
+            x = torch.from_numpy(x)
+            zero = torch.zeros(frames.state_shape(x.shape[2], x.shape[3]))
+            y, state = frames(x, zero if state is None else state)
+            sharp = cv2.imread(str(sharp_dir / f"{t:08d}.png"))
+            psnrs.append(psnr(tensor_to_frame(y.numpy(), info), sharp))
+            alone.append(psnr(tensor_to_frame(frames(x, zero)[0].numpy(), info), sharp))
+    assert report["sets"]["reds"]["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-6)
+    assert abs(np.mean(psnrs) - np.mean(alone)) > 1e-3  # the carried frames mattered
+
+
+def test_replay_pool_takes_clips_and_flips_all_their_frames_alike():
+    from edge_deblur.train.replay import ReplayPool
+
+    clip = torch.arange(2 * 3 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 3, 1, 4, 4)
+    pool = ReplayPool([{"blur": clip, "sharp": clip + 1}] * 6, batch_size=4, size=8, seed=0)
+    batches = list(pool)
+    assert batches and all(b["blur"].shape == (4, 3, 1, 4, 4) for b in batches)
+    for b in batches:
+        for item, target in zip(b["blur"], b["sharp"]):
+            assert torch.equal(target, item + 1)  # blur and sharp got the same symmetry
+            src = clip[0] if item[0].sum() == clip[0, 0].sum() else clip[1]
+            # one symmetry for the whole clip: frame k's change from frame 0 is the source's, moved alike
+            code = [c for c in range(8) if torch.equal(_dihedral_ref(src[0], c), item[0])]
+            assert code and all(torch.equal(_dihedral_ref(src[k], code[0]), item[k]) for k in range(3))
+
+
+def _dihedral_ref(x, code):
+    if code & 1:
+        x = x.flip(-1)
+    if code & 2:
+        x = x.flip(-2)
+    if code & 4:
+        x = x.transpose(-1, -2)
+    return x
+
+
 @pytest.fixture(scope="module")
 def reds_like(tmp_path_factory):
     """REDS layout, two scenes of 6 consecutive frames: sharp frame t is the base image + 10 t."""

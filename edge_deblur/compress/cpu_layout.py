@@ -76,16 +76,22 @@ def _probe_layout(nodes, graph, input_name: str, channels: int, probe: tuple[int
 
 
 def fold_input_space_to_depth(model) -> list[str]:
-    """Fold a space-to-depth chain between the graph input and the first Conv into that Conv
-    (in place on the ModelProto ``model``). Returns what was done (empty: nothing to fold)."""
+    """Fold a space-to-depth chain between a graph input and the first Conv into that Conv, for
+    every graph input that has one (the image, and the previous frames of an ``edgenet_frames``
+    state), in place on the ModelProto ``model``. Returns what was done (empty: nothing to fold)."""
+    inits = {i.name for i in model.graph.initializer}
+    done = []
+    for name in [i.name for i in model.graph.input if i.name not in inits]:
+        done += _fold_one_input(model, name)
+    return done
+
+
+def _fold_one_input(model, name: str) -> list[str]:
     from onnx import numpy_helper
 
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    inputs = [i for i in g.input if i.name not in inits]
-    if len(inputs) != 1:
-        return []
-    inp = inputs[0]
+    inp = next(i for i in g.input if i.name == name)
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
     if len(dims) != 4 or not dims[1]:
         return []
@@ -140,10 +146,10 @@ def fold_input_space_to_depth(model) -> list[str]:
     for k, (c, i, j) in enumerate(mapping):
         W2[:, c, i::b, j::b] += W[:, k]
     pads = list(a.get("pads", [0, 0, 0, 0]))
-    name = conv.input[1] + "_space_to_depth_folded"
-    g.initializer.append(numpy_helper.from_array(W2, name))
+    folded = conv.input[1] + "_space_to_depth_folded"
+    g.initializer.append(numpy_helper.from_array(W2, folded))
     conv.input[0] = inp.name
-    conv.input[1] = name
+    conv.input[1] = folded
     for attr in list(conv.attribute):
         if attr.name in ("strides", "pads", "kernel_shape"):
             conv.attribute.remove(attr)
@@ -159,7 +165,8 @@ def fold_input_space_to_depth(model) -> list[str]:
     g.node.extend(keep)
     _drop_unused_initializers(g)
     return [f"space-to-depth ({len(chain)} layout ops, block {b}) folded into {conv.name or 'the first Conv'}: "
-            f"{kh}x{kw} conv on {k_ch} channels -> {b * kh}x{b * kw} conv with stride {b} on the {channels}-channel input"]
+            f"{kh}x{kw} conv on {k_ch} channels -> {b * kh}x{b * kw} conv with stride {b} on the {channels}-channel "
+            f"{'input' if len(g.input) == 1 else repr(name)}"]
 
 
 def _drop_unused_initializers(g):
@@ -353,15 +360,24 @@ def rewrite_for_cpu(src, dst, rewrites=tuple(REWRITES), check: bool = True) -> l
 
 
 def _check_same(a, b, shape=(1, 3, 64, 96)):
+    import onnx
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sa = ort.InferenceSession(str(a), so, providers=["CPUExecutionProvider"])
     sb = ort.InferenceSession(str(b), so, providers=["CPUExecutionProvider"])
-    name = sa.get_inputs()[0].name
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    ya, yb = sa.run(None, {name: x})[0], sb.run(None, {name: x})[0]
+    meta = {p.key: p.value for p in onnx.load(str(a), load_external_data=False).metadata_props}
+    rng = np.random.default_rng(0)
+    n, _, h, w = shape
+    feeds = {}
+    for k, i in enumerate(sa.get_inputs()):  # the image; a recurrent model's state at its scale and channels
+        if k == 0:
+            feeds[i.name] = rng.random(shape, dtype=np.float32)
+        else:
+            s = int(meta.get(f"edge_deblur.state_scale.{i.name}", 1))
+            feeds[i.name] = rng.random((n, int(i.shape[1]), h // s, w // s), dtype=np.float32)
+    ya, yb = sa.run(None, feeds)[0], sb.run(None, feeds)[0]
     err = float(np.max(np.abs(ya - yb)))
     if ya.shape != yb.shape or err > 1e-4:
         raise ModelError(f"the CPU layout rewrite of {str(a)!r} changed its output (max diff {err:.2e}); this is a bug: "

@@ -279,9 +279,7 @@ def quantize_model(
 
     with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
         graph = name_nodes(info.path, Path(tmp) / "named.onnx")
-        if target.rewrites and info.state_inputs:
-            log.info("recurrent model: the CPU layout rewrites are not applied (plain uint8 Q/DQ graph)")
-        elif target.rewrites:
+        if target.rewrites:
             from .cpu_layout import rewrite_for_cpu
 
             rewrites = rewrite_for_cpu(graph, Path(tmp) / "rewritten.onnx", target.rewrites)

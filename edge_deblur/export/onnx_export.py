@@ -100,8 +100,9 @@ def _torch_to_onnx_bytes(model, stride: int, opset: int, exporter: str) -> bytes
         h, w = Dim("h", min=1, max=8192 // stride), Dim("w", min=1, max=8192 // stride)
         args = list(inspect.signature(model.forward).parameters)
         shapes = {args[0]: {0: b, 2: stride * h, 3: stride * w}}
-        if recurrent:
-            shapes[args[1]] = {0: b, 2: h, 3: w}
+        if recurrent:  # the state is at 1/state_scale of the padded frame (edgenet_rnn: 1/stride)
+            k = stride // int(getattr(model, "state_scale", stride))
+            shapes[args[1]] = {0: b, 2: k * h, 3: k * w}
         prog = torch.onnx.export(
             model,
             example,
@@ -280,7 +281,7 @@ def export_onnx(
             "edge_deblur.colour": "RGB",
             "edge_deblur.arch": spec,
             "edge_deblur.kind": "recurrent" if recurrent else "image",
-            **({f"edge_deblur.state_scale.{STATE_IN}": str(stride)} if recurrent else {}),
+            **({f"edge_deblur.state_scale.{STATE_IN}": str(getattr(model, "state_scale", stride))} if recurrent else {}),
         },
     )
     if recurrent:  # count_macs feeds the model one tensor; count the graph instead
@@ -355,7 +356,8 @@ def export_onnx(
         "kind": "recurrent" if recurrent else "image",
         "recurrent": recurrent,
         **({"state": [{"input": STATE_IN, "output": STATE_OUT, "channels": int(model.state_channels),
-                       "scale": stride, "layout": "NCHW", "init": "zeros"}]} if recurrent else {}),
+                       "scale": getattr(model, "state_scale", stride), "layout": "NCHW", "init": "zeros"}]}
+           if recurrent else {}),
         "tools": versions,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "artifacts": {out.name: entry},

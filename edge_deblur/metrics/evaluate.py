@@ -3,6 +3,7 @@ tone-aligned PSNR per frame, per scene and overall, next to the blurry input's o
 temporal-consistency error over consecutive frames (``temporal_error``), and side-by-side PNGs."""
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterable
@@ -46,6 +47,12 @@ def center_crop(img: np.ndarray, crop: tuple[int, int] | None, path="") -> np.nd
     return img[y:y + h, x:x + w]
 
 
+def _frame_number(path) -> int | None:
+    """The integer a frame's file name ends with (``00000012.png``, ``GOPR0385_11_01-003016.png``)."""
+    m = re.search(r"(\d+)$", Path(path).stem)
+    return int(m.group(1)) if m else None
+
+
 def evaluate_pairs(
     fn: Callable[[np.ndarray], np.ndarray],
     pairs: Iterable[tuple[str, str, str]],
@@ -57,6 +64,7 @@ def evaluate_pairs(
     crop: tuple[int, int] | None = None,
     save_prefix: str = "",
     temporal: bool = True,
+    consecutive: bool = True,
 ) -> dict:
     """``pairs``: (scene, blur_path, sharp_path), frames of a scene in order. ``fn`` maps a BGR uint8
     frame to a BGR uint8 frame; ``reset`` (e.g. a recurrent model's state reset) is called at the
@@ -64,18 +72,23 @@ def evaluate_pairs(
     ``with_tone`` adds the tone-aligned PSNR of output and input (metrics/tone.py). With ``temporal``
     (and consecutive frames in a scene, as in REDS) each scene also gets ``temporal_error`` (see
     :func:`temporal_error`, lower is better) for the output and ``input_temporal_error`` for the
-    blurry input; every frame's figures are in ``scenes[name]["frames"]``."""
+    blurry input; every frame's figures are in ``scenes[name]["frames"]``. ``consecutive=False``
+    (frames that are unrelated images) resets before every frame and takes no temporal pairs."""
     per_scene: "OrderedDict[str, list]" = OrderedDict()
     temporal_rows: "OrderedDict[str, list]" = OrderedDict()
     saved = 0
     current = None
     prev = None
+    number = None
     for scene, bpath, spath in pairs:
-        if scene != current:
+        n = _frame_number(bpath)
+        # a new scene, or a gap in a scene's frame numbers (GoPro's test frames are picked out of
+        # their videos): the frames are not consecutive, so no state or temporal pair spans them
+        if scene != current or not consecutive or (n is not None and number is not None and n != number + 1):
             if reset is not None:
                 reset()
             prev = None
-        current = scene
+        current, number = scene, n
         blur = read_image(bpath)
         sharp = read_image(spath)
         if blur.shape != sharp.shape:

@@ -28,7 +28,8 @@ def evaluate_sets(fn: Callable[[np.ndarray], np.ndarray], sets, reset: Callable[
                   temporal: bool = True, frames: bool = False) -> dict:
     """Run ``fn`` (BGR uint8 frame -> BGR uint8 frame) over every ``data.valsets.ValSet`` and
     return the report (see ``summarize``). ``temporal``: real sets also get the temporal error over
-    consecutive frames (``metrics.evaluate.temporal_error``; synthetic sets' frames are unrelated).
+    consecutive frames (``metrics.evaluate.temporal_error``; synthetic sets' frames are unrelated, so a
+    recurrent model's state is also ``reset`` before each of them).
     ``frames`` keeps every frame's figures under ``scenes[name]["frames"]`` (not kept by default: the
     report goes into checkpoints and manifests)."""
     out = {}
@@ -36,7 +37,7 @@ def evaluate_sets(fn: Callable[[np.ndarray], np.ndarray], sets, reset: Callable[
         t0 = time.perf_counter()
         r = evaluate_pairs(fn, vs.pairs, save_dir=save_dir, save_count=save_count, with_ssim=with_ssim,
                            reset=reset, crop=vs.crop, save_prefix=f"{vs.name}_",
-                           temporal=temporal and vs.kind == "real")
+                           temporal=temporal and vs.kind == "real", consecutive=vs.kind == "real")
         worst, wm = min(r["scenes"].items(), key=lambda kv: kv[1]["psnr_gain"])
         r.update(kind=vs.kind, path=vs.path, worst_scene=worst, worst_scene_gain=wm["psnr_gain"],
                  crop=list(vs.crop) if vs.crop else None, seconds=time.perf_counter() - t0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .blocks import ResBlock, StripBlock, conv3x3
+from .blocks import RepConv3x3, ResBlock, StripBlock, conv3x3
 
 
 class EdgeNet(nn.Module):
@@ -89,7 +89,10 @@ class EdgeNet(nn.Module):
 
     def encode(self, x: torch.Tensor):
         """Input -> (bottleneck features before the middle blocks, encoder skips)."""
-        h = self.act(self.head(self.unshuffle(x)))
+        return self._encode_levels(self.act(self.head(self.unshuffle(x))))
+
+    def _encode_levels(self, h: torch.Tensor):
+        """Features after the head -> (bottleneck features before the middle blocks, skips)."""
         skips = []
         for i, (enc, down) in enumerate(zip(self.enc, self.down)):
             if str(i) in self.enc_strip:
@@ -146,7 +149,58 @@ class EdgeNetRecurrent(EdgeNet):
         return self.decode(h, skips, x), h
 
 
+class EdgeNetFrames(EdgeNet):
+    """edgenet that also sees the last ``prev_frames`` input frames, carried as an explicit state.
+
+    ``forward(x, state) -> (y, state_out)``: ``state`` holds the previous ``prev_frames`` (padded)
+    input frames at full resolution, newest first (``3 * prev_frames`` channels, zeros where a
+    stream has no earlier frame yet); ``state_out`` is ``x`` followed by all but the oldest of
+    them. The frames enter at the first conv, unaligned: ``state_head`` (a conv like ``head``, on
+    the unshuffled state) is added to ``head``'s output. That is one conv over the concatenated
+    channels, written so that each graph input's PixelUnshuffle folds into its own conv
+    (compress/cpu_layout.py). The encoder's receptive field (96 px at 1/32 of the frame for
+    edgenet M5) covers the motion between consecutive frames. The state is the input itself, so
+    no error feeds back from one output to the next, and a zero state (a stream's first frame)
+    gives exactly the image model's output when the model is made from one
+    (:func:`edge_deblur.models.grow.to_recurrent`): ``state_head`` starts at zero."""
+
+    recurrent = True
+    state_scale = 1  # the state is at the padded frame's resolution
+
+    def __init__(self, *args, prev_frames: int = 2, **kwargs):
+        super().__init__(*args, **kwargs)
+        if int(prev_frames) < 1:
+            raise ValueError(f"prev_frames must be >= 1, got {prev_frames}")
+        self.prev_frames = int(prev_frames)
+        self.frame_channels = self.tail.out_channels // 4  # in_ch
+        self.state_channels = self.frame_channels * self.prev_frames
+        self.state_head = conv3x3(4 * self.state_channels, self.tail.in_channels, isinstance(self.head, RepConv3x3))
+        with torch.no_grad():  # the state starts silent: the output is the image model's until trained
+            for p in self.state_head.parameters():
+                p.zero_()
+
+    def recurrent_parameter_names(self) -> list[str]:
+        """Weights an image edgenet does not have (they start at zero)."""
+        return [f"state_head.{k}" for k in self.state_head.state_dict()]
+
+    def state_shape(self, height: int, width: int, batch: int = 1):
+        return (batch, self.state_channels, height, width)
+
+    def encode(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        if state is None:
+            return super().encode(x)
+        return self._encode_levels(self.act(self.head(self.unshuffle(x)) + self.state_head(self.unshuffle(state))))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor):
+        h, skips = self.encode(x, state)
+        keep = self.state_channels - self.frame_channels
+        return self.decode(self.mid(h), skips, x), torch.cat([x, state[:, :keep]], 1)
+
+
 # the registry checks spec keys against the constructor's signature
 import inspect as _inspect  # noqa: E402
 
 EdgeNetRecurrent.__init__.__signature__ = _inspect.signature(EdgeNet.__init__)
+_sig = _inspect.signature(EdgeNet.__init__)
+EdgeNetFrames.__init__.__signature__ = _sig.replace(parameters=[
+    *_sig.parameters.values(), _inspect.Parameter("prev_frames", _inspect.Parameter.KEYWORD_ONLY, default=2)])

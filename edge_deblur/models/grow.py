@@ -143,7 +143,8 @@ def to_recurrent(image_model, spec: dict):
     img_type = str(image_model.spec.get("type", ""))
     if img_type != "edgenet":
         raise ValueError(f"a recurrent edgenet starts from an image edgenet, not {img_type!r}")
-    img_spec = dict(new.spec, type=img_type)
+    img_spec = {k: v for k, v in new.spec.items() if k != "prev_frames"}  # edgenet_frames' own key
+    img_spec["type"] = img_type
     if any(image_model.spec.get(k) != img_spec.get(k) for k in set(image_model.spec) | set(img_spec)):
         image_model = grow_to(image_model, img_spec)
     missing, unexpected = new.load_state_dict(image_model.state_dict(), strict=False)

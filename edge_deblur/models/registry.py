@@ -20,6 +20,7 @@ ARCHS = {
     "edgenet": ("edge_deblur.models.edgenet", "EdgeNet"),
     "nafnet": ("edge_deblur.models.nafnet", "NAFNetLite"),
     "edgenet_rnn": ("edge_deblur.models.edgenet", "EdgeNetRecurrent"),
+    "edgenet_frames": ("edge_deblur.models.edgenet", "EdgeNetFrames"),
 }
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
@@ -33,7 +34,7 @@ def arch_class(name: str):
 
 
 def size_presets(name: str) -> dict:
-    path = CONFIG_DIR / f"{name.split('_')[0]}.yaml"  # edgenet_rnn shares edgenet's sizes
+    path = CONFIG_DIR / f"{name.split('_')[0]}.yaml"  # edgenet_rnn / edgenet_frames share edgenet's sizes
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}

@@ -136,7 +136,7 @@ class Validator:
             x = torch.from_numpy(t).to(self.device)
             if recurrent:
                 h = state["h"]
-                if h is None or h.shape[-2:] != (x.shape[2] // stride, x.shape[3] // stride):
+                if h is None or tuple(h.shape) != tuple(model.state_shape(x.shape[2], x.shape[3])):
                     h = torch.zeros(model.state_shape(x.shape[2], x.shape[3]), device=self.device)
                 y, state["h"] = model(x, h)
             else:

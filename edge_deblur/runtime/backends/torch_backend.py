@@ -58,7 +58,7 @@ class TorchBackend(Backend):
         self.state_specs = []
         if self.recurrent:
             self.state_specs = [{"input": "state_in", "output": "state_out", "channels": int(model.state_channels),
-                                 "scale": self.stride, "rank": 4, "dtype": np.float32}]
+                                 "scale": int(getattr(model, "state_scale", self.stride)), "rank": 4, "dtype": np.float32}]
         self.kind = "recurrent" if self.recurrent else "image"
         self.manifest = {
             "kind": self.kind,

@@ -90,7 +90,7 @@ class TorchCudaBackend(Backend):
         self.state_specs = []
         if self.recurrent:
             self.state_specs = [{"input": "state_in", "output": "state_out", "channels": int(model.state_channels),
-                                 "scale": self.stride, "rank": 4, "dtype": np.float32}]
+                                 "scale": int(getattr(model, "state_scale", self.stride)), "rank": 4, "dtype": np.float32}]
         self.manifest["stride"] = self.stride
 
     # -- GPU pre/post-processing, shared by every schedule ----------------------------------------
