@@ -46,9 +46,13 @@ def profile(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int, sav
             save_optimized.mkdir(parents=True, exist_ok=True)
             so.optimized_model_filepath = str(save_optimized / (path.stem + ".optimized.onnx"))
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
+        feeds = {sess.get_inputs()[0].name: x}
+        meta = sess.get_modelmeta().custom_metadata_map
+        for i in sess.get_inputs()[1:]:  # a recurrent model's state, at its scale (metadata) and channels
+            s = int(meta.get(f"edge_deblur.state_scale.{i.name}", 1))
+            feeds[i.name] = np.full((x.shape[0], int(i.shape[1]), x.shape[2] // s, x.shape[3] // s), 0.5, np.float32)
         for _ in range(warmup + runs):
-            sess.run(None, {name: x})
+            sess.run(None, feeds)
         events = json.loads(Path(sess.end_profiling()).read_text())
     runs_ev = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     runs_ev.sort(key=lambda e: e["ts"])

@@ -126,7 +126,7 @@ def check_threshold(threshold) -> Optional[float]:
 
 def check_state(expected: dict, state, where: str = "the model") -> dict:
     """Raise InputError unless ``state`` has exactly the tensors of ``expected`` (a backend's
-    ``zero_state`` for this frame size) with the same shapes."""
+    ``zero_state`` for this frame size, or its ``state_shapes``: name -> shape) with the same shapes."""
     if not isinstance(state, dict):
         raise InputError(f"a recurrent state is a dict {{name: array}} like {sorted(expected)}, got {type(state).__name__}")
     missing = sorted(set(expected) - set(state))
@@ -138,9 +138,10 @@ def check_state(expected: dict, state, where: str = "the model") -> dict:
         )
     for k, ref in expected.items():
         got = tuple(getattr(state[k], "shape", ()))
-        if got != tuple(ref.shape):
+        want = tuple(getattr(ref, "shape", ref))
+        if got != want:
             raise InputError(
-                f"recurrent state {k!r} for {where} has shape {got}, expected {tuple(ref.shape)} for this frame "
+                f"recurrent state {k!r} for {where} has shape {got}, expected {want} for this frame "
                 "size; pass the state the previous frame of the same size returned, or reset()"
             )
     return state

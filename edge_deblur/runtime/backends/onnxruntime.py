@@ -202,18 +202,20 @@ class OnnxRuntimeBackend(Backend):
     def _nhw(x):
         return x.shape[0], x.shape[2], x.shape[3]
 
+    def state_shapes(self, n: int, h: int, w: int) -> dict:
+        """name -> shape of each state tensor for a batch of n frames of h x w (padded)."""
+        return {s["input"]: tuple([n, s["channels"]] + [h // s["scale"], w // s["scale"]][: max(0, s["rank"] - 2)])
+                for s in self.state_specs}
+
     def zero_state(self, n: int, h: int, w: int) -> dict:
-        state = {}
-        for s in self.state_specs:
-            shape = [n, s["channels"]] + [h // s["scale"], w // s["scale"]][: max(0, s["rank"] - 2)]
-            state[s["input"]] = np.zeros(shape, s["dtype"])
-        return state
+        specs = {s["input"]: s for s in self.state_specs}
+        return {k: np.zeros(shape, specs[k]["dtype"]) for k, shape in self.state_shapes(n, h, w).items()}
 
     def infer_state(self, x: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
         from ..stream_state import check_state
 
         feeds = {self.input_name: self._check(x)}
-        check_state(self.zero_state(*self._nhw(x)), state, self.path.name)
+        check_state(self.state_shapes(*self._nhw(x)), state, self.path.name)  # no allocation per frame
         feeds.update(state)
         outs = self._run(feeds)
         new = {s["input"]: o for s, o in zip(self.state_specs, outs[1:])}
