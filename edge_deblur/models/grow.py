@@ -2,8 +2,8 @@
 start as exact identities, so training continues from the smaller model's quality instead of
 from scratch. Used to grow the shipped model (see export/*/MODEL_CARD.md): ``train.init_from`` a
 checkpoint whose spec is a subset of the configured model grows it with :func:`grow_to`; an image
-edgenet checkpoint starts a recurrent ``edgenet_rnn`` with :func:`to_recurrent` (its first frame,
-from a zero state, is exactly the image model's output)."""
+edgenet checkpoint starts a recurrent ``edgenet_rnn`` or ``edgenet_frames`` with
+:func:`to_recurrent` (its first frame, from a zero state, is exactly the image model's output)."""
 from __future__ import annotations
 
 import torch
@@ -132,11 +132,11 @@ def grow_edgenet(model, mid_blocks: int):
 
 
 def to_recurrent(image_model, spec: dict):
-    """Return the recurrent edgenet ``spec`` (``type: edgenet_rnn``) that computes exactly what
-    the image edgenet ``image_model`` computes as long as its state is zero: every image weight is
-    copied (after growing the image model when ``spec`` has more blocks), and the recurrent
-    additions keep their identity initialisation (the state fuse passes the image features
-    through and ignores the state until trained). Raises ``ValueError`` when the two do not fit."""
+    """Return the recurrent edgenet ``spec`` (``type: edgenet_rnn`` or ``edgenet_frames``) that
+    computes exactly what the image edgenet ``image_model`` computes as long as its state is zero:
+    every image weight is copied (after growing the image model when ``spec`` has more blocks), and
+    the recurrent additions keep their initialisation (``edgenet_rnn``'s state fuse passes the image
+    features through and ignores the state, ``edgenet_frames``' state head is zero, until trained). Raises ``ValueError`` when the two do not fit."""
     new = build_model(spec)
     if not getattr(new, "recurrent", False):
         raise ValueError(f"{spec.get('type')!r} is not a recurrent model")

@@ -3,8 +3,9 @@
 Long synthetic blur is expensive to make on a CPU (a 256x256 crop with 80 px of camera shake is
 tens of sub-frame warps), as expensive as a training step of a small model. With
 ``train.replay_pool`` set, the loader makes only ``train.replay_fresh`` new samples per step and
-each batch is completed from a pool of recent samples, each seen again under a fresh random
-flip/transpose (the 8 symmetries of the square; a clip's frames all get the same one). Every sample is still used a bounded number of
+each batch is completed from a pool of recent samples (single frames or clips), each seen again
+under a fresh random flip/transpose (the 8 symmetries of the square; a clip's frames all get the
+same one). Every sample is still used a bounded number of
 times (about ``batch_size / replay_fresh`` on average), and the pool keeps turning over, so the
 stream of blur stays as varied as the loader makes it while synthesis no longer holds back the
 step. Samples are held as float16 (8-bit levels are exact to well under half a level).
