@@ -17,8 +17,8 @@ Two targets, two layouts (``TARGETS``):
   (int8: MLAS' u8s8 kernels use VNNI/AMX dot products), INT32 biases, everything quantized; the
   float graph is first rewritten by :mod:`.cpu_layout` (exact in float) so that ONNX Runtime's
   channels-last INT8 convolutions are not interrupted by layout transposes, and so that the
-  12-channel output conv gets the 16 output channels MLAS' indirect INT8 convolution needs (not applied to
-  recurrent models, whose state input makes the graph two-input: they get the plain layout). Which nodes stay
+  12-channel output conv gets the 16 output channels MLAS' indirect INT8 convolution needs (a
+  recurrent model's state input gets its own fold where it is unshuffled too). Which nodes stay
   float and which rewrites apply were measured: ``benchmarks/cpu_int8_layouts.py`` and
   docs/BENCHMARKS.md.
 
