@@ -361,3 +361,47 @@ def test_a_crop_larger_than_the_image_is_reported():
         B.synthesize(img, np.random.default_rng(0), clean_cfg(), crop=96)
     with pytest.raises(InputError, match="larger than"):
         B.synthesize_clip(img, np.random.default_rng(0), clean_cfg(), frames=3, crop=(64, 80))
+
+
+def _dot_copies(blurred: np.ndarray) -> int:
+    import cv2
+
+    return cv2.connectedComponents((blurred.max(2) > 0.004).astype(np.uint8))[0] - 1
+
+
+def test_discrete_frames_leave_separate_copies_and_the_middle_one_is_the_target():
+    """Summed from F discrete frames (GoPro's 7-13 frames of 240 fps video), a moving point leaves F
+    separate copies, the middle one where the sharp target has it; a continuous sweep leaves one
+    streak."""
+    img = np.zeros((129, 129, 3), np.float32)
+    img[64, 64] = 1.0
+    still = dict(homography_prob=1.0, display_prob=1.0, length=[60.0, 60.0], anxiety=0.0, impulsive_prob=0.0,
+                 rotation_deg=0.0, zoom=0.0)
+    seen = set()
+    for seed in range(6):
+        cfg = clean_cfg(**still, discrete_prob=1.0, discrete_frames=[7, 13], discrete_duty=[0.0, 0.0])
+        blurred, target, info = B.synthesize(img, np.random.default_rng(seed), cfg, return_info=True)
+        F = info["discrete_frames"]
+        assert F % 2 == 1 and 7 <= F <= 13 and info["subframes"] == F
+        assert _dot_copies(blurred) == F
+        assert blurred[64, 64].max() == pytest.approx(1.0 / F, abs=1e-3)  # the middle frame, unmoved
+        assert target[64, 64].max() == pytest.approx(1.0)
+        seen.add(F)
+    assert len(seen) > 1
+    blurred, _, info = B.synthesize(img, np.random.default_rng(0), clean_cfg(**still), return_info=True)
+    assert "discrete_frames" not in info and _dot_copies(blurred) == 1
+    # each frame's own exposure (duty) smears its copy: still F copies, each longer
+    cfg = clean_cfg(**still, discrete_prob=1.0, discrete_frames=[7, 7], discrete_duty=[0.5, 0.5])
+    blurred, _, info = B.synthesize(img, np.random.default_rng(0), cfg, return_info=True)
+    assert info["subframes"] > 7 and _dot_copies(blurred) == 7
+
+
+def test_discrete_options_are_validated():
+    from edge_deblur.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"discrete_frames.*\[8, 8\].*\[7, 13\]"):
+        BlurConfig(discrete_frames=[8, 8]).validate()
+    with pytest.raises(ConfigError, match="discrete_duty"):
+        BlurConfig(discrete_duty=[0.2, 1.5]).validate()
+    with pytest.raises(ConfigError, match="discrete_prob"):
+        BlurConfig(discrete_prob=2.0).validate()

@@ -181,3 +181,28 @@ def test_jpeg_like_close_to_libjpeg():
         errs.append(np.mean((ours - img / 255.0) ** 2))
         assert psnr_ref > 33, (q, psnr_ref)  # the same artifacts as libjpeg, up to rounding and chroma filtering
     assert errs[0] > errs[1] > errs[2]  # lower quality, larger error
+
+
+def test_discrete_frames_leave_separate_copies_like_the_cpu_synthesis():
+    """As blur.synthesize: F discrete frames leave F copies of a moving point, the middle one
+    unmoved and weighing 1/F; each sample's sub-frame weights sum to one."""
+    cfg = BlurConfig(**CLEAN, homography_prob=1.0, display_prob=1.0, length=[60.0, 60.0], anxiety=0.0,
+                     impulsive_prob=0.0, rotation_deg=0.0, zoom=0.0, quantize=False, discrete_prob=1.0,
+                     discrete_frames=[7, 13], discrete_duty=[0.0, 0.0])
+    bb = BatchBlur(cfg, crop=97)
+    d = bb.draw(4, np.random.default_rng(5))
+    assert set(d.frames) <= {7, 9, 11, 13} and (d.frames > 0).all()
+    _, w = bb._times(d, int(d.n_sub.max()))
+    assert np.allclose(w.sum(1), 1.0)
+    region = torch.zeros(4, 3, *d.region)
+    region[:, :, d.region[0] // 2, d.region[1] // 2] = 1.0
+    b, s = bb.apply(region, d)
+    for i in range(4):
+        img = b[i].permute(1, 2, 0).numpy()
+        copies = cv2.connectedComponents((img.max(2) > 0.004).astype(np.uint8))[0] - 1
+        assert copies == d.frames[i]
+        assert float(s[i, 0, 48, 48]) == pytest.approx(1.0)
+        assert float(b[i, 0, 48, 48]) == pytest.approx(1.0 / d.frames[i], abs=1e-3)
+    plain = BatchBlur(dataclasses.replace(cfg, discrete_prob=0.0), crop=97)
+    d0 = plain.draw(4, np.random.default_rng(5))
+    assert (d0.frames == 0).all()

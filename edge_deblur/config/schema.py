@@ -36,6 +36,12 @@ class BlurConfig:
     display_prob: float = 0.0             # share of images averaged in display space (gamma 1: no brightening)
     layer_prob: float = 0.0               # share of homography-mode images with a moving foreground layer
     layer_length: list[float] = field(default_factory=lambda: [4.0, 40.0])  # the layer's own path extent (px)
+    # share of homography-mode images summed from a few discrete frames along the path, as GoPro's
+    # pairs were made (7-13 frames of 240 fps video) rather than a continuous sweep: fast motion
+    # leaves separate copies. Each frame has its own short exposure (duty, a share of its slot).
+    discrete_prob: float = 0.0
+    discrete_frames: list[int] = field(default_factory=lambda: [7, 13])  # odd counts drawn: the middle frame is the target
+    discrete_duty: list[float] = field(default_factory=lambda: [0.1, 0.6])
     highlight_gain: list[float] = field(default_factory=lambda: [1.0, 3.0])  # boost near-saturated pixels before blur, clip after
     defocus_prob: float = 0.15
     defocus_radius: list[float] = field(default_factory=lambda: [0.5, 2.5])
@@ -49,7 +55,7 @@ class BlurConfig:
 
     def validate(self, where: str = "blur"):
         for name in ("homography_prob", "impulsive_prob", "defocus_prob", "noise_prob", "jpeg_prob", "sharp_prob",
-                     "display_prob", "layer_prob"):
+                     "display_prob", "layer_prob", "discrete_prob"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{where}.{name}: probability must be in [0, 1], got {v}")
@@ -57,6 +63,11 @@ class BlurConfig:
         _range(where, "highlight_gain", self.highlight_gain, lo=1.0)
         _range(where, "layer_length", self.layer_length, lo=0.0)
         _range(where, "defocus_radius", self.defocus_radius, lo=0.0)
+        _range(where, "discrete_frames", self.discrete_frames, lo=1)
+        if not any(k % 2 for k in range(int(self.discrete_frames[0]), int(self.discrete_frames[1]) + 1)):
+            raise ConfigError(f"{where}.discrete_frames: needs an odd count (the middle frame is the sharp target), "
+                              f"got {list(self.discrete_frames)}; widen the range, e.g. [7, 13]")
+        _range(where, "discrete_duty", self.discrete_duty, lo=0.0, hi=1.0)
         _range(where, "poisson_peak", self.poisson_peak, lo=1.0)
         _range(where, "gaussian_sigma", self.gaussian_sigma, lo=0.0)
         _range(where, "jpeg_quality", self.jpeg_quality, lo=1, hi=100)

@@ -367,6 +367,19 @@ def _n_warps(arc: float, cfg: BlurConfig) -> int:
     return int(min(max(want, 2), cap))
 
 
+def _discrete_taus(rng, cfg: BlurConfig, arc: float) -> tuple[np.ndarray, int]:
+    """Sub-frame times for an exposure summed from F discrete frames (F odd, from
+    ``cfg.discrete_frames``): frame k is exposed around the middle of its slot [k/F, (k+1)/F] for
+    a share ``duty`` of it, sampled once per 1.5 px of its own motion. The middle frame's centre is
+    0.5, the sharp target's instant. Returns (times, F)."""
+    lo, hi = int(cfg.discrete_frames[0]), int(cfg.discrete_frames[1])
+    F = int(rng.choice([k for k in range(lo, hi + 1) if k % 2]))
+    duty = _uniform(rng, cfg.discrete_duty)
+    m = int(math.ceil(arc * duty / F / 1.5)) + 1 if duty > 0 else 1
+    offs = (np.linspace(-0.5, 0.5, m) if m > 1 else np.zeros(1)) * (duty / F)
+    return ((np.arange(F) + 0.5)[:, None] / F + offs[None, :]).ravel(), F
+
+
 def _arc_px(traj: np.ndarray, theta: float, zoom: float, ch: int, cw: int, centre) -> float:
     """Largest distance travelled by a crop corner over the path (translation + rotation + zoom)."""
     trans = float(np.sum(np.hypot(*np.diff(traj, axis=0).T))) if len(traj) > 1 else 0.0
@@ -572,6 +585,11 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
             n = max(n, _n_warps(layer_len, cfg))
         tau_dense = np.linspace(0.0, 1.0, len(dense))
         taus = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+        if cfg.discrete_prob > 0 and rng.random() < cfg.discrete_prob:
+            arc = max(_arc_px(dense, theta, zoom, ch, cw, centre), float(cfg.layer_length[1]) if with_layer else 0.0)
+            taus, n_frames = _discrete_taus(rng, cfg, arc)
+            n = len(taus)
+            info.update(discrete_frames=n_frames)
         px = np.interp(taus, tau_dense, dense[:, 0])
         py = np.interp(taus, tau_dense, dense[:, 1])
         mx, my = np.interp(0.5, tau_dense, dense[:, 0]), np.interp(0.5, tau_dense, dense[:, 1])

@@ -262,6 +262,8 @@ class Draw:
     n_sub: np.ndarray          # (B,) sub-frames a warped sample needs (0: not warped)
     crop: tuple[int, int]
     margin: int                # pixels per side the regions need around the crop
+    frames: Optional[np.ndarray] = None  # (B,) discrete frames summed (cfg.discrete_prob; 0: a continuous sweep)
+    duty: Optional[np.ndarray] = None    # (B,) each discrete frame's exposure, a share of its slot
 
     @property
     def region(self) -> tuple[int, int]:
@@ -340,6 +342,14 @@ class BatchBlur:
         n_sub = np.clip(np.ceil(np.maximum(arc, layer_len * 1.6) / 1.5).astype(np.int64) + 1,
                         max(int(cfg.subframes), 2), 160)
         n_sub = np.where(warp, n_sub, 0)
+        frames, duty = np.zeros(B, np.int64), np.zeros(B)
+        if cfg.discrete_prob > 0:  # as blur._discrete_taus: F odd frames, each sampled per 1.5 px of its own motion
+            disc = warp & (rng.random(B) < cfg.discrete_prob)
+            lo, hi = int(cfg.discrete_frames[0]), int(cfg.discrete_frames[1])
+            frames = np.where(disc, rng.choice([k for k in range(lo, hi + 1) if k % 2], B), 0)
+            duty = np.where(disc, _u(rng, cfg.discrete_duty, B), 0.0)
+            per = np.ceil(np.maximum(arc, layer_len * 1.6) * duty / np.maximum(frames, 1) / 1.5).astype(np.int64) + 1
+            n_sub = np.where(disc, frames * per, n_sub)
         n_warp = int(max(n_sub.max(initial=0), 2))
         n_kern = int(min(max(int(cfg.subframes), 4 * int(math.ceil(float(np.max(length, initial=0.0)))) + 2), 400))
         T = max(n_warp, n_kern) if np.any(~warp & ~sharp) else n_warp
@@ -357,7 +367,8 @@ class BatchBlur:
         d = Draw(sharp=sharp, display=display, gamma=gamma, gain=gain, warp=warp, length=length, defocus=defocus,
                  traj=traj, theta=theta, zoom=zoom, centre=centre, layer=layer, layer_traj=ltraj, layer_blob=blob,
                  layer_tint=tint,
-                 noise=noise, peak=peak, sigma=sigma, jpeg=jpeg, n_sub=n_sub, crop=(ch, cw), margin=0)
+                 noise=noise, peak=peak, sigma=sigma, jpeg=jpeg, n_sub=n_sub, crop=(ch, cw), margin=0,
+                 frames=frames, duty=duty)
         d.margin = self._margin(d, n_warp)
         return d
 
@@ -377,10 +388,32 @@ class BatchBlur:
             m = max(m, float(np.max(np.abs(p))) + 2)
         return int(math.ceil(max(m, 0.0))) + extra
 
+    @staticmethod
+    def _times(d: Draw, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each sample's n sub-frame times (B, n) in [0, 1] and their weights (B, n, summing to 1).
+        A continuous sweep: n even steps, equal weights. F discrete frames (``d.frames``): the n
+        slots shared out among the frames in order, frame k's spread over the middle ``duty`` of
+        its slot [k/F, (k+1)/F], each frame weighing 1/F whatever its number of slots."""
+        B = len(d.sharp)
+        tq = np.tile(np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5]), (B, 1))
+        w = np.full((B, n), 1.0 / n)
+        for b in np.nonzero(d.frames)[0] if d.frames is not None else ():
+            Fb = int(d.frames[b])
+            if n < Fb:
+                raise InputError(f"{n} sub-frames cannot sum {Fb} discrete frames")
+            k = np.arange(n) * Fb // n  # each slot's frame
+            counts = np.bincount(k, minlength=Fb)
+            pos = np.arange(n) - (np.cumsum(counts) - counts)[k]  # index within its frame
+            c = counts[k]
+            off = np.where(c > 1, pos / np.maximum(c - 1, 1) - 0.5, 0.0) * (float(d.duty[b]) / Fb)
+            tq[b] = (k + 0.5) / Fb + off
+            w[b] = 1.0 / (Fb * c)
+        return tq, w
+
     def _warp_maps(self, d: Draw, n: int) -> np.ndarray:
-        """(B, n, 2, 3) dst->src maps in crop pixels for n sub-frames evenly spread in time."""
+        """(B, n, 2, 3) dst->src maps in crop pixels for each sample's n sub-frames (``_times``)."""
         T = d.traj.shape[1]
-        tq = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+        tq, _ = self._times(d, n)
         tt = np.linspace(0.0, 1.0, T)
         disp = _resample(d.traj, tt, tq)
         return _inverse_maps(disp, d.theta[:, None] * (tq - 0.5), 1.0 + d.zoom[:, None] * (tq - 0.5), d.centre)
@@ -454,6 +487,8 @@ class BatchBlur:
         m = d.margin
         R = d.region
         maps = self._warp_maps(d, n)[idx]  # (b, n, 2, 3) crop pixels
+        tq, wq = self._times(d, n)
+        tq, wq = tq[idx], torch.from_numpy(wq[idx]).float().to(lin.device)
         maps[..., 0, 2] += m
         maps[..., 1, 2] += m
         dev = lin.device
@@ -472,8 +507,7 @@ class BatchBlur:
             tex = torch.flip(lin[gsel], dims=(2, 3)) * tint
             tex_t = (torch.flip(tgt[lsel], dims=(2, 3)) * tint.pow(1.0 / g_avg[gsel])).clamp(0, 1)
             T = d.layer_traj.shape[1]
-            tq = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
-            ldisp = _resample(d.layer_traj[idx[lidx]], np.linspace(0.0, 1.0, T), tq)  # (l, n, 2)
+            ldisp = _resample(d.layer_traj[idx[lidx]], np.linspace(0.0, 1.0, T), tq[lidx])  # (l, n, 2)
             blob = torch.from_numpy(d.layer_blob[idx[lidx]]).float().to(dev)
             yy, xx = torch.meshgrid(torch.arange(ch, device=dev, dtype=torch.float32),
                                     torch.arange(cw, device=dev, dtype=torch.float32), indexing="ij")
@@ -503,8 +537,8 @@ class BatchBlur:
                 dy = torch.from_numpy(ldisp[:, js, 1]).float().to(dev)
                 a = _blob_alpha_multi(blob, xx, yy, dx, dy)  # (l, 1, ch, nj, cw)
                 frames[lsel] = frames[lsel] * (1 - a) + lt * a
-            acc += frames.sum(3)
-        return acc / n, tgt
+            acc += (frames * wq[:, None, None, js, None]).sum(3)
+        return acc, tgt
 
     def _psf_blur(self, lin, traj: np.ndarray, m: int, ch: int, cw: int) -> torch.Tensor:
         """Convolve each region with its path's PSF by FFT; returns the crop (b, 3, ch, cw)."""
@@ -529,15 +563,20 @@ def _mid(traj: np.ndarray) -> np.ndarray:
 
 
 def _resample(traj: np.ndarray, t_from: np.ndarray, t_to: np.ndarray) -> np.ndarray:
-    """Linear interpolation of (B, T, 2) paths from times ``t_from`` to ``t_to``."""
-    if len(t_from) == len(t_to) and np.allclose(t_from, t_to):
+    """Linear interpolation of (B, T, 2) paths from times ``t_from`` (T,) to ``t_to``: (n,) for
+    all paths alike, or (B, n), each path its own times."""
+    t_to = np.asarray(t_to, np.float64)
+    if t_to.ndim == 1 and len(t_from) == len(t_to) and np.allclose(t_from, t_to):
         return traj.copy()
-    pos = np.interp(t_to, t_from, np.arange(len(t_from), dtype=np.float64))
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(t_from) - 2) if len(t_from) > 1 else np.zeros(len(t_to), np.int64)
-    f = (pos - i0)[None, :, None]
     if len(t_from) == 1:
-        return np.repeat(traj, len(t_to), axis=1)
-    return traj[:, i0] * (1 - f) + traj[:, i0 + 1] * f
+        return np.repeat(traj, t_to.shape[-1], axis=1)
+    pos = np.interp(t_to, t_from, np.arange(len(t_from), dtype=np.float64))
+    i0 = np.clip(np.floor(pos).astype(np.int64), 0, len(t_from) - 2)
+    f = (pos - i0)[..., None]
+    if t_to.ndim == 1:
+        return traj[:, i0] * (1 - f[None]) + traj[:, i0 + 1] * f[None]
+    rows = np.arange(traj.shape[0])[:, None]
+    return traj[rows, i0] * (1 - f) + traj[rows, i0 + 1] * f
 
 
 def _norm_maps(maps: np.ndarray, src_hw, dst_hw) -> np.ndarray:
