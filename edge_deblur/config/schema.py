@@ -39,6 +39,7 @@ class BlurConfig:
     # share of homography-mode images summed from a few discrete frames along the path, as GoPro's
     # pairs were made (7-13 frames of 240 fps video) rather than a continuous sweep: fast motion
     # leaves separate copies. Each frame has its own short exposure (duty, a share of its slot).
+    # Single images (blur.synthesize, torch_blur.BatchBlur); clips (synthesize_clip) sweep continuously.
     discrete_prob: float = 0.0
     discrete_frames: list[int] = field(default_factory=lambda: [7, 13])  # odd counts drawn: the middle frame is the target
     discrete_duty: list[float] = field(default_factory=lambda: [0.1, 0.6])
