@@ -397,17 +397,19 @@ class BatchBlur:
         B = len(d.sharp)
         tq = np.tile(np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5]), (B, 1))
         w = np.full((B, n), 1.0 / n)
-        for b in np.nonzero(d.frames)[0] if d.frames is not None else ():
-            Fb = int(d.frames[b])
-            if n < Fb:
-                raise InputError(f"{n} sub-frames cannot sum {Fb} discrete frames")
-            k = np.arange(n) * Fb // n  # each slot's frame
-            counts = np.bincount(k, minlength=Fb)
-            pos = np.arange(n) - (np.cumsum(counts) - counts)[k]  # index within its frame
-            c = counts[k]
-            off = np.where(c > 1, pos / np.maximum(c - 1, 1) - 0.5, 0.0) * (float(d.duty[b]) / Fb)
-            tq[b] = (k + 0.5) / Fb + off
-            w[b] = 1.0 / (Fb * c)
+        rows = np.nonzero(d.frames)[0] if d.frames is not None else np.zeros(0, np.int64)
+        if len(rows):
+            Fb = d.frames[rows].astype(np.int64)[:, None]  # (r, 1)
+            if n < Fb.max():
+                raise InputError(f"{n} sub-frames cannot sum {int(Fb.max())} discrete frames")
+            j = np.arange(n)[None, :]
+            k = j * Fb // n                                  # each slot's frame
+            first = lambda kk: -((-kk * n) // Fb)            # the first slot of frame kk: ceil(kk n / F)
+            c = first(k + 1) - first(k)                      # slots of each slot's frame
+            pos = j - first(k)                               # index within its frame
+            off = np.where(c > 1, pos / np.maximum(c - 1, 1) - 0.5, 0.0) * (d.duty[rows][:, None] / Fb)
+            tq[rows] = (k + 0.5) / Fb + off
+            w[rows] = 1.0 / (Fb * c)
         return tq, w
 
     def _warp_maps(self, d: Draw, n: int) -> np.ndarray:
