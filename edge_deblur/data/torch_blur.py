@@ -412,10 +412,12 @@ class BatchBlur:
             w[rows] = 1.0 / (Fb * c)
         return tq, w
 
-    def _warp_maps(self, d: Draw, n: int) -> np.ndarray:
-        """(B, n, 2, 3) dst->src maps in crop pixels for each sample's n sub-frames (``_times``)."""
+    def _warp_maps(self, d: Draw, n: int, tq: Optional[np.ndarray] = None) -> np.ndarray:
+        """(B, n, 2, 3) dst->src maps in crop pixels for each sample's n sub-frames at the times
+        ``tq`` (B, n) (default: ``_times``)."""
         T = d.traj.shape[1]
-        tq, _ = self._times(d, n)
+        if tq is None:
+            tq, _ = self._times(d, n)
         tt = np.linspace(0.0, 1.0, T)
         disp = _resample(d.traj, tt, tq)
         return _inverse_maps(disp, d.theta[:, None] * (tq - 0.5), 1.0 + d.zoom[:, None] * (tq - 0.5), d.centre)
@@ -488,8 +490,8 @@ class BatchBlur:
         ch, cw = d.crop
         m = d.margin
         R = d.region
-        maps = self._warp_maps(d, n)[idx]  # (b, n, 2, 3) crop pixels
         tq, wq = self._times(d, n)
+        maps = self._warp_maps(d, n, tq)[idx]  # (b, n, 2, 3) crop pixels
         tq, wq = tq[idx], torch.from_numpy(wq[idx]).float().to(lin.device)
         maps[..., 0, 2] += m
         maps[..., 1, 2] += m
