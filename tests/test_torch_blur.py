@@ -54,6 +54,20 @@ def test_trajectory_extent_is_the_length():
         batch_trajectories(rng, [-1.0], 10)
 
 
+@pytest.mark.parametrize("length_log", [False, True])
+def test_drawn_lengths_follow_the_cpu_distribution(length_log):
+    """The batched draw uses the CPU path's length law: log-uniform with ``length_log`` (median
+    at the geometric mean, 18 px for [4, 80]), uniform without (median 42 px)."""
+    cfg = BlurConfig(length=[4.0, 80.0], length_log=length_log, sharp_prob=0.0)
+    torch_len = BatchBlur(cfg, crop=64).draw(4000, np.random.default_rng(7)).length
+    rng = np.random.default_rng(8)
+    cpu_len = np.array([cpu.draw_length(rng, cfg) for _ in range(4000)])
+    assert torch_len.min() >= 4.0 and torch_len.max() <= 80.0
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+        assert np.quantile(torch_len, q) == pytest.approx(np.quantile(cpu_len, q), rel=0.08)
+    assert np.median(torch_len) == pytest.approx(17.9 if length_log else 42.0, rel=0.08)
+
+
 def test_blur_length_statistics_agree_with_cpu_synthesis():
     """Same lengths, same Boracchi-Foi model: the PSFs' spread (RMS radius) and the paths' arc
     length per unit of extent have the same distribution in both implementations."""

@@ -318,7 +318,10 @@ class BatchBlur:
         gamma = _u(rng, cfg.gamma_range, B) if cfg.gamma_range else np.full(B, float(cfg.gamma))
         gain = _u(rng, cfg.highlight_gain, B)
         homog = rng.random(B) < cfg.homography_prob
-        length = np.where(sharp, 0.0, _u(rng, cfg.length, B))
+        # as blur.draw_length: log-uniform with cfg.length_log (most blur moderate, a long tail)
+        lo_len = float(cfg.length[0])
+        draw_len = _logu if cfg.length_log and lo_len > 0 else _u
+        length = np.where(sharp, 0.0, draw_len(rng, cfg.length, B))
         defocus = np.where(~sharp & (rng.random(B) < cfg.defocus_prob), _u(rng, cfg.defocus_radius, B), 0.0)
         # as blur.synthesize: a share of the homography-mode images get a moving foreground layer
         layer = homog & ~sharp & (rng.random(B) < cfg.layer_prob)
