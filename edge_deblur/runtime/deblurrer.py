@@ -16,6 +16,7 @@ camera (or share a backend with :meth:`Deblurrer.for_stream`).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,32 @@ from .stream_state import DEFAULT_SCENE_CUT, StreamState
 from .tiling import tiled_infer
 
 log = logging.getLogger(__name__)
+
+
+class UnknownOptionError(InputError, TypeError):
+    """An unknown keyword argument to :meth:`Deblurrer.open` (a TypeError too, as Python raises for one)."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _open_keywords(backend_class: str) -> list[str]:
+    """The keywords :meth:`Deblurrer.open` accepts: its own, ``select``, and those of the backend
+    class named ``backend_class`` (already imported: it is the one that refused a keyword)."""
+    import inspect
+    import sys
+
+    skip = {"self", "path", "opts"}
+    names = [n for n in inspect.signature(Deblurrer.open).parameters if n not in skip] + ["select"]
+    for mod in [m for k, m in list(sys.modules.items()) if k.startswith(f"{__package__}.backends.")]:
+        c = getattr(mod, backend_class, None)
+        if isinstance(c, type):
+            for n, p in inspect.signature(c.__init__).parameters.items():
+                if n not in skip and n not in names and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                    names.append(n)
+            break
+    return names
 
 
 class Deblurrer:
@@ -41,8 +68,14 @@ class Deblurrer:
         self.stride = int(getattr(backend, "stride", 1) or 1)
         self.recurrent = bool(getattr(backend, "state_specs", None))
         if tile is not None:
-            t = (tile, tile) if isinstance(tile, int) else tuple(tile)
-            if len(t) != 2 or any((not isinstance(v, (int, np.integer))) or v < self.stride for v in t):
+            if _is_int(tile):
+                t = (tile, tile)
+                self.tile = tile = int(tile)  # numpy integers too (tiled_infer wants an int or a pair)
+            else:
+                # a float, bool, string, or anything that is not an int pair, is refused with one message
+                pair = isinstance(tile, (tuple, list)) or (isinstance(tile, np.ndarray) and tile.ndim == 1)
+                t = tuple(tile) if pair else ()
+            if len(t) != 2 or any(not _is_int(v) or v < self.stride for v in t):
                 raise InputError(f"tile must be a positive integer (or (height, width)) >= the stride {self.stride}, got {tile!r}")
             if self.recurrent:
                 raise InputError("tiling is not supported for recurrent models (their state covers the whole frame); use tile=None")
@@ -84,7 +117,17 @@ class Deblurrer:
             from .bundled import default_model_path
 
             model = default_model_path()
-        b = open_backend(model, backend, device=device, threads=threads, **opts)
+        try:
+            b = open_backend(model, backend, device=device, threads=threads, **opts)
+        except TypeError as e:
+            # an unknown keyword in **opts reaches the backend's __init__: name it as ours
+            m = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(e))
+            if m is None or m.group(2) not in opts:
+                raise
+            raise UnknownOptionError(
+                f"Deblurrer.open() got an unknown keyword argument {m.group(2)!r}; "
+                f"it accepts {', '.join(_open_keywords(m.group(1)))}"
+            ) from e
         try:
             d = cls(b, rgb=rgb, tile=tile, overlap=overlap, tile_batch=tile_batch, model=getattr(b, "path", model),
                     scene_cut=scene_cut, max_bad_frames=max_bad_frames)
@@ -158,6 +201,8 @@ class Deblurrer:
     def run_batch(self, frames, batch_size: int | None = None) -> list[np.ndarray]:
         """Deblur a list of frames; frames of the same padded size go through the model together
         (``batch_size`` at a time, default all). Recurrent models run them in order, one by one."""
+        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+            raise InputError(f"batch_size must be a positive integer or None (all frames of a size at once), got {batch_size!r}")
         frames = list(frames)
         if self.recurrent or batch_size == 1:
             return [self(f) for f in frames]

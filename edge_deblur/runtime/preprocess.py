@@ -46,7 +46,44 @@ def check_frame(frame) -> np.ndarray:
             f"frame dtype {frame.dtype} is not supported; use uint8, uint16, or float32 in [0, 1] "
             "(e.g. frame.astype(np.uint8) for 8-bit data)"
         )
+    if frame.dtype.kind == "f":
+        _check_float_range(frame)
     return frame
+
+
+# Float frames must be in [0, 1]. The slack absorbs the small overshoot of legitimate float
+# processing (bicubic/Lanczos resizing, colour conversion, rounding) while a frame in 0-255 or
+# 0-65535 (the usual mistake: img.astype(np.float32)) or in [-1, 1] still fails unless it is
+# nearly black (or nearly white), where no range check can tell the scales apart.
+FLOAT_TOLERANCE = 0.05
+
+
+def _check_float_range(frame: np.ndarray) -> None:
+    """InputError for a float frame with NaN/Inf or values outside [0, 1] (+- FLOAT_TOLERANCE):
+    it would otherwise come back silently clipped to [0, 1] or as garbage. One min and one max
+    over the colour channels (an alpha channel is passed through untouched, so it is not checked)."""
+    img = frame[..., :3] if frame.ndim == 3 and frame.shape[2] == 4 else frame
+    lo, hi = float(img.min()), float(img.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        bad = ~np.isfinite(img)  # the error path only: count what was found
+        n_nan = int(np.isnan(img).sum())
+        n_inf = int(bad.sum()) - n_nan
+        found = " and ".join(f"{n} {k}" for n, k in ((n_nan, "NaN"), (n_inf, "Inf")) if n)
+        raise InputError(
+            f"{frame.dtype} frame of shape {frame.shape} holds non-finite values ({found}); "
+            "frames must be finite: replace them (e.g. np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0)) "
+            "or fix the source of the frame"
+        )
+    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
+        hint = ("it looks like 8-bit data: pass it as uint8 (np.rint(frame).astype(np.uint8)) or scale it with frame / 255"
+                if hi <= 255.0 + FLOAT_TOLERANCE and lo >= -FLOAT_TOLERANCE else
+                "it looks like 16-bit data: pass it as uint16 or scale it with frame / 65535"
+                if hi <= 65535.0 + FLOAT_TOLERANCE and lo >= -FLOAT_TOLERANCE else
+                "pass uint8/uint16 frames, or scale float frames to [0, 1] (e.g. (frame + 1) / 2 for data in [-1, 1])")
+        raise InputError(
+            f"float frames must be in [0, 1], got values from {lo:.6g} to {hi:.6g} ({frame.dtype}, shape {frame.shape}); "
+            f"{hint}"
+        )
 
 
 def pad_amounts(h: int, w: int, stride: int) -> tuple[int, int]:
