@@ -1,5 +1,7 @@
 """Runtime profiles: deployment settings for one target (a Jetson module, a driving camera, a
-satellite tile stream), as YAML under ``configs/runtime/``.
+satellite tile stream), as YAML under ``configs/runtime/`` (found from the package, from any
+directory: the checkout's ``configs/runtime/``, or its copy inside an installed wheel, see
+:mod:`edge_deblur.config.shipped`).
 
 A profile says which artifact to run (model folder + precision), on which backend, how to build
 its TensorRT engine (profile shapes, workspace, DLA), how to feed it (source, size, queue) and
@@ -18,8 +20,9 @@ from typing import Literal, Optional
 
 from ..errors import ConfigError
 from .core import apply_overrides, from_dict, load_yaml, suggest
+from .shipped import config_dir
 
-RUNTIME_DIR = Path(__file__).resolve().parents[2] / "configs" / "runtime"
+RUNTIME_DIR = config_dir("runtime")  # checkout configs/runtime, else edge_deblur/_configs/runtime
 PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
@@ -189,17 +192,24 @@ class RuntimeProfile:
 
 
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in RUNTIME_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in RUNTIME_DIR.glob("*.yaml")) if RUNTIME_DIR.is_dir() else []
 
 
 def load_runtime_profile(name_or_path, overrides=()) -> RuntimeProfile:
-    """A profile by name (``orin_nano`` -> configs/runtime/orin_nano.yaml) or YAML path."""
+    """A profile by name (``orin_nano`` -> configs/runtime/orin_nano.yaml, from any directory) or
+    YAML path (relative to the current directory)."""
     p = Path(str(name_or_path))
+    if (p.suffix.lower() in (".yaml", ".yml") and not p.exists() and p.name == str(name_or_path)
+            and (RUNTIME_DIR / f"{p.stem}.yaml").is_file()):
+        p = RUNTIME_DIR / f"{p.stem}.yaml"     # orin_nano.yaml: the shipped profile, from any directory
     if not p.suffix and not p.exists():
         names = available_profiles()
         if str(name_or_path) not in names:
+            where = (f"profiles live in {str(RUNTIME_DIR)!r}" if names else
+                     f"no profiles found in {str(RUNTIME_DIR)!r} (a wheel built without configs/runtime; "
+                     "reinstall edge-deblur, or pass a YAML file)")
             raise ConfigError(f"unknown runtime profile {str(name_or_path)!r}{suggest(str(name_or_path), names)}; "
-                              f"profiles live in {RUNTIME_DIR}")
+                              f"{where}; or pass the path of a profile YAML")
         p = RUNTIME_DIR / f"{name_or_path}.yaml"
     data = load_yaml(p)
     data = apply_overrides(data, overrides, RuntimeProfile)

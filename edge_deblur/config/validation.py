@@ -7,6 +7,13 @@ gains and tone-aligned gains, and rank models by the mean of the per-set gains.
 The older keys ``data.val_pairs``/``val_scenes`` (a real set named ``real``) and
 ``data.val_synthetic*`` (a synthetic set named ``synthetic_fullres``) still work: they come first,
 then the sets listed in ``data.val_sets``.
+
+Suites by name (``edge-deblur eval --suite multi_camera``) are the YAML files of ``configs/val/``,
+found from the package from any directory (the checkout's ``configs/val/``, or its copy inside an
+installed wheel: :mod:`edge_deblur.config.shipped`). The folders a suite names (``path``,
+``source``) are used as written: a relative one is read from the current directory, as with
+``--data`` (the shipped suites name ``../shared/data/...``: run from the checkout, or pass your
+own suite YAML with absolute paths).
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
+from .shipped import config_dir
 
 KINDS = ("real", "synthetic")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -72,18 +80,33 @@ def check_unique(sets: list[ValSetConfig], where: str = "data.val_sets"):
         seen[s.name] = s.path
 
 
-def find_suite(name_or_path: str, root: str = "configs/val") -> str:
-    """A suite file: an existing YAML path, or the name of one under ``configs/val/``."""
+def suite_dir() -> Path:
+    """The folder of the shipped suites: the checkout's ``configs/val/``, else the package's copy."""
+    return config_dir("val")
+
+
+def available_suites(root=None) -> list[str]:
+    root = Path(root) if root is not None else suite_dir()
+    return sorted(q.stem for q in root.glob("*.yaml")) if root.is_dir() else []
+
+
+def find_suite(name_or_path: str, root=None) -> str:
+    """A suite file: an existing YAML path (relative to the current directory), or the name of
+    one under ``configs/val/`` (``multi_camera`` or ``multi_camera.yaml``), looked up from the
+    package, so from any directory. ``root`` overrides the folder of named suites."""
+    root = Path(root) if root is not None else suite_dir()
     p = Path(name_or_path)
     if p.is_file():
         return str(p)
-    named = Path(root) / f"{name_or_path}.yaml"
-    if named.is_file():
+    stem = p.stem if p.suffix.lower() in (".yaml", ".yml") and p.name == str(name_or_path) else str(name_or_path)
+    named = root / f"{stem}.yaml"
+    if p.name == str(name_or_path) and named.is_file():
         return str(named)
-    known = sorted(q.stem for q in Path(root).glob("*.yaml")) if Path(root).is_dir() else []
-    raise ConfigError(f"validation suite {name_or_path!r} not found: neither a file nor {str(named)!r}; "
-                      f"pass a YAML file with data.val_sets (a training config works too)"
-                      + (f" or one of: {', '.join(known)}" if known else ""))
+    known = available_suites(root)
+    raise ConfigError(f"validation suite {name_or_path!r} not found: neither a file (from {str(Path.cwd())!r}) "
+                      f"nor a shipped suite {str(named)!r}; pass a YAML file with data.val_sets (a training config "
+                      "works too)" + (f" or one of: {', '.join(known)}" if known else
+                                      f" (no suites in {str(root)!r}: reinstall edge-deblur)"))
 
 
 def load_suite(name_or_path: str) -> list[ValSetConfig]:
