@@ -6,6 +6,8 @@ read and written window by window so that a raster never sits whole in memory.
 * ``RasterWriter``: a tiled GeoTIFF (BigTIFF when needed) with the source's size, dtype, band
   count, CRS, transform, nodata, tags, band descriptions and colour interpretation; rows are
   written in order and grouped into whole block rows; the file appears atomically on ``close()``.
+  GeoTIFFs are band-interleaved (fast to write); a plain TIFF source (not georeferenced) gives a
+  pixel-interleaved TIFF without geotags, so OpenCV reads the output like the input.
 * ``sample_values(ds)``: values from a grid of small windows (for percentile normalization).
 
 GDAL's block cache is capped (``GDAL_CACHEMAX``, default 128 MiB here) so memory stays bounded
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -40,10 +43,41 @@ def rasterio():
     return require("rasterio", "raster")
 
 
-def gdal_env(cache_mb: int = CACHE_MB):
-    """A rasterio environment with a capped block cache and quiet TIFF warnings."""
+@contextlib.contextmanager
+def quiet_georeferencing():
+    """Silence rasterio's ``NotGeoreferencedWarning`` (and only it): a plain TIFF (a photo, a
+    scan, a frame OpenCV wrote) has no transform by design, and the output keeps none."""
     rio = rasterio()
-    return rio.Env(GDAL_CACHEMAX=int(cache_mb), CPL_LOG_ERRORS="OFF", GTIFF_REPORT_COMPD_CS="NO")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rio.errors.NotGeoreferencedWarning)
+        yield
+
+
+@contextlib.contextmanager
+def gdal_env(cache_mb: int = CACHE_MB):
+    """A rasterio environment with a capped block cache and quiet TIFF warnings (GDAL's log and
+    rasterio's NotGeoreferencedWarning for plain TIFFs)."""
+    rio = rasterio()
+    with rio.Env(GDAL_CACHEMAX=int(cache_mb), CPL_LOG_ERRORS="OFF", GTIFF_REPORT_COMPD_CS="NO") as env, \
+            quiet_georeferencing():
+        yield env
+
+
+def is_georeferenced(ds) -> bool:
+    """Whether ``ds`` places its pixels on the ground: a CRS, a geotransform other than the
+    identity GDAL reports for plain images, GCPs or RPCs."""
+    rio = rasterio()
+    if ds.crs is not None:
+        return True
+    if ds.transform is not None and not ds.transform.almost_equals(rio.transform.Affine.identity()):
+        return True
+    with contextlib.suppress(Exception):  # a driver or version without GCPs/RPCs
+        if ds.gcps and ds.gcps[0]:
+            return True
+    with contextlib.suppress(Exception):
+        if ds.rpcs:
+            return True
+    return False
 
 
 def open_raster(path):
@@ -58,7 +92,8 @@ def open_raster(path):
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # the error below says it once, without GDAL's log line
     try:
-        return rio.open(p)
+        with quiet_georeferencing():  # a plain TIFF has no transform: not worth a warning
+            return rio.open(p)
     except rio.errors.RasterioIOError as e:
         raise InputError(
             f"{str(p)!r} is not a raster format GDAL can read ({str(e).strip()[:200]}); "
@@ -107,6 +142,8 @@ def check_output_path(dst) -> Path:
 
 class RasterWriter:
     """Write a raster like ``src`` (or a row range of it) as a tiled GeoTIFF, rows in order.
+    GeoTIFFs are band-interleaved; a source that is not georeferenced (a plain TIFF) gives a
+    pixel-interleaved TIFF without geotags, which OpenCV reads.
 
     ``rows=(a, b)`` writes only rows a..b-1 of the source's grid (its transform shifted), as a
     part to be merged later. ``write(rows_array, row)`` takes (count, n, width) arrays for
@@ -123,17 +160,26 @@ class RasterWriter:
         self.row0, self.row1 = int(a), int(b)
         self.width, self.count = src.width, src.count
         self.dtype = np.dtype(src.dtypes[0])
-        transform = src.transform
-        if self.row0:
-            transform = rio.windows.transform(rio.windows.Window(0, self.row0, src.width, self.row1 - self.row0), transform)
+        self.georeferenced = is_georeferenced(src)
         if compress == "same":
             c = src.compression
             compress = getattr(c, "value", c) if c else None
         self.block = int(block)
+        # GeoTIFFs: band interleave (GDAL's pixel interleave cost about twice the write on big
+        # rasters, docs/BENCHMARKS.md). A plain TIFF (no CRS, transform, GCPs or RPCs: a photo or
+        # a frame OpenCV wrote) gets pixel interleave and no geotags, so that OpenCV and
+        # edge_deblur.io.sources.imread read the output as they read the input (OpenCV reads a
+        # tiled band-interleaved TIFF wrongly: most pixels come back as 0).
         profile = dict(driver="GTiff", width=src.width, height=self.row1 - self.row0, count=src.count,
-                       dtype=self.dtype.name, crs=src.crs, transform=transform, nodata=src.nodata,
+                       dtype=self.dtype.name, nodata=src.nodata,
                        tiled=True, blockxsize=self.block, blockysize=self.block, BIGTIFF="IF_SAFER",
-                       interleave="band")
+                       interleave="band" if self.georeferenced else "pixel")
+        if self.georeferenced:
+            transform = src.transform
+            if self.row0:
+                transform = rio.windows.transform(rio.windows.Window(0, self.row0, src.width, self.row1 - self.row0),
+                                                  transform)
+            profile.update(crs=src.crs, transform=transform)
         if compress:
             profile["compress"] = str(compress).lower()
             if str(compress).lower() in ("deflate", "lzw", "zstd") and self.dtype.kind in "ui":
@@ -142,7 +188,8 @@ class RasterWriter:
         if nb:
             profile["nbits"] = int(nb)
         self.tmp = self.dst.with_name(f".{self.dst.stem}.tmp{os.getpid()}{self.dst.suffix}")
-        self.ds = rio.open(self.tmp, "w", **profile)
+        with quiet_georeferencing():
+            self.ds = rio.open(self.tmp, "w", **profile)
         try:
             self.ds.update_tags(**src.tags())
             if tags:
