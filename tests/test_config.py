@@ -88,3 +88,21 @@ def test_every_shipped_training_config_loads_and_builds_its_model():
         sources = [str(r) for r in (*cfg.data.sharp_roots, *cfg.data.pair_roots)]
         assert not any("GoPro" in r for r in sources), f"{p.name} trains on GoPro validation frames: {sources}"
         build_model(cfg.model)
+
+
+def test_gpu_tier_recipe_draws_the_blur_of_the_cpu_default_recipe():
+    """The GPU tier trains on the data the CPU runs validated (edgenet_m5_long.yaml): the same
+    blur law, photo scale and share of real pairs; only the synthesis path, pack, batch and model
+    differ. A drift here (uniform lengths, photos shrunk to half) silently trains on heavier blur."""
+    import dataclasses
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "train"
+    gpu = load_train_config(root / "edgenet_gpu.yaml").data
+    cpu = load_train_config(root / "edgenet_m5_long.yaml").data
+    # the discrete-frame blur came after edgenet_m5_long.yaml (edgenet_m5_discrete.yaml adds it)
+    disc = load_train_config(root / "edgenet_m5_discrete.yaml").data
+    assert dataclasses.asdict(gpu.blur) == dataclasses.asdict(disc.blur)
+    assert dataclasses.replace(cpu.blur, discrete_prob=disc.blur.discrete_prob) == disc.blur
+    for key in ("scale", "pair_prob", "pair_stack", "pair_exclude", "sharp_roots", "pair_roots"):
+        assert getattr(gpu, key) == getattr(cpu, key), key
