@@ -5,6 +5,7 @@ video under the final name."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def test_disk_full_during_stream_exits_non_zero(tmp_path, full_disk, capsys, tin
     rc = main(["stream", "--source", str(src), "-o", str(dst), "--model", str(tiny_onnx), "--json"])
     out, err = capsys.readouterr()
     assert rc == SinkWriteError.exit_code, err
-    assert "no space left on device" in err and "out.partial.mp4" in err
+    assert "no space left on device" in err and re.search(r"\.out\.\d+-[0-9a-f]{6}\.partial\.mp4", err)
     stats = json.loads(out.strip().splitlines()[-1])
     assert stats["stopped_by"] == "error" and "no space" in stats["error"]
     assert stats["outputs"][0]["frames_written"] < 60  # the stats do not claim frames that were lost
@@ -183,12 +184,22 @@ def test_sigkill_leaves_the_frames_up_to_the_last_fragment(tmp_path, tiny_onnx):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
-    partial = tmp_path / ".out.partial.mp4"
-    assert partial.exists() and not out.exists()
+    partials = list(tmp_path.glob(".out.*.partial.mp4"))
+    assert len(partials) == 1 and not out.exists(), partials
+    partial = partials[0]
     n = count_video_frames(partial, decode=True)
     # whole fragments of 10 frames survive; the encoder holds up to ~20 frames (lookahead) and the muxer
     # the fragment in progress
     assert 20 <= n <= 60, n
+    # a rerun to the same output (here in this process) neither reuses nor clobbers the crash's
+    # recoverable partial file
+    saved = partial.read_bytes()
+    with open_sink(str(out), StreamOptions(), fps=10.0) as sink:
+        assert sink.tmp_path != partial
+        for i in range(3):
+            sink.write(numbered_frame(i), FrameMeta(i))
+    assert count_video_frames(out) == 3
+    assert partial.read_bytes() == saved and count_video_frames(partial, decode=True) == n
 
 
 def test_interrupted_deblur_does_not_publish_a_truncated_video(tmp_path, tiny_onnx):
@@ -198,12 +209,16 @@ def test_interrupted_deblur_does_not_publish_a_truncated_video(tmp_path, tiny_on
     cmd = [sys.executable, "-m", "edge_deblur", "deblur", str(src), "-o", str(out), "--model", str(tiny_onnx)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(),
                             cwd=tmp_path)
-    partial = tmp_path / ".out.partial.mp4"
+    def partial():
+        found = list(tmp_path.glob(".out.*.partial.mp4"))
+        return found[0] if found else tmp_path / ".none"
+
     t0 = time.time()
-    while not (partial.exists() and partial.stat().st_size > 2000) and time.time() - t0 < 60 and proc.poll() is None:
+    while not (partial().exists() and partial().stat().st_size > 2000) and time.time() - t0 < 60 and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert out.read_bytes() == b"previous complete result"
-    assert "not renamed" in err and count_video_frames(partial, decode=True) > 0
+    assert "not renamed" in err and count_video_frames(partial(), decode=True) > 0
+    assert partial().name in err  # the log names the file that holds the frames

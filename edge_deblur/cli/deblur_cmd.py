@@ -9,10 +9,15 @@ and bit depth; every file is written atomically (temp file + rename).
 A bad input (unreadable image, undecodable video) or a failed output does not stop the batch:
 the other files are processed, every failure is listed at the end and the exit status is 1.
 Ctrl-C/SIGTERM stop after the current file (a video in progress keeps its frames in its hidden
-partial file, never under the final name); the exit status is then 130/143."""
+partial file, never under the final name); the exit status is then 130/143.
+
+Videos are written as by ``edge-deblur stream`` (the same ``--codec``/``--quality``/``--fragment-s``
+flags and checks); audio tracks are not carried (a warning says so). The output folder is never
+read as input, so ``deblur frames/ -o frames/out`` run twice does not deblur its own outputs."""
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import time
@@ -39,6 +44,7 @@ def add_arguments(p):
     if not any(a.dest == "ray" for a in p._actions):  # `batch` adds its own Ray options
         p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="run on Ray as `edge-deblur batch` does (no ADDRESS: a local Ray instance)")
+        add_video_arguments(p)  # (`batch` writes videos with the defaults: it does not take them)
     r = p.add_argument_group("rasters (GeoTIFF and other GDAL formats; pip install 'edge-deblur[raster]')")
     r.add_argument("--profile", default=None, metavar="NAME",
                    help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend")
@@ -51,18 +57,100 @@ def add_arguments(p):
                    help="bands outside the triple: one by one, as pseudo-RGB triples, or copied (default single)")
 
 
+VIDEO_FLAGS = ("codec", "quality", "fragment_s")
+
+
+def add_video_arguments(p):
+    """``--codec``, ``--quality``, ``--fragment-s``: the very definitions of ``edge-deblur stream``
+    (``StreamOptions.add_arguments``), so both commands take and document the same flags."""
+    import argparse
+
+    from ..io.options import StreamOptions
+
+    ref = argparse.ArgumentParser(add_help=False)
+    StreamOptions.add_arguments(ref, source=False, output=True)
+    g = p.add_argument_group("video outputs (as for `edge-deblur stream`)")
+    for a in ref._actions:
+        if a.dest in VIDEO_FLAGS:
+            g.add_argument(*a.option_strings, dest=a.dest, type=a.type, default=a.default, metavar=a.metavar,
+                           help=a.help)
+
+
+def video_options(args):
+    """The StreamOptions a video job is written with (validated like ``stream``'s)."""
+    from ..io.options import StreamOptions
+
+    kw = {k: getattr(args, k) for k in VIDEO_FLAGS if getattr(args, k, None) is not None}
+    return StreamOptions(**kw).validate()
+
+
+def check_video_outputs(jobs, opts) -> None:
+    """Every video output's container, codec and quality, once, before the model loads."""
+    from ..io.video_writer import check_video_settings, resolve_codec
+
+    for ext in sorted({dst.suffix.lower() for _, dst, k in jobs if k == "video"}):
+        check_video_settings(ext, resolve_codec(opts.codec, ext), opts.quality)
+
+
+def check_tile_overlap(tile, overlap, stride: int = 1) -> None:
+    """``--tile`` against ``--overlap`` (rounded up to the model's stride as tiling does), once
+    for the whole run: a bad pair would fail every frame larger than the tile."""
+    from ..errors import InputError
+
+    if tile is None:
+        return
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < max(1, stride):
+        raise InputError(f"--tile must be a whole number of pixels >= {max(1, stride)}, got {tile!r}")
+    if overlap < 0:
+        raise InputError(f"--overlap must be >= 0, got {overlap!r}")
+    if overlap == 0:
+        raise InputError(f"--tile {tile} needs --overlap > 0 to blend the tiles without seams "
+                         "(default 128); give an overlap, or drop --tile")
+    t, o = -(-tile // stride) * stride, -(-overlap // stride) * stride
+    if t < 2 * o:
+        rounded = f" (rounded to the model's stride {stride}: {t} < 2 x {o})" if stride > 1 else ""
+        raise InputError(f"--tile {tile} is smaller than twice the --overlap {overlap}{rounded}; "
+                         f"use --tile {2 * o} or more, or --overlap {t // 2} or less")
+
+
+def warn_audio(src, dst) -> bool:
+    """Log one warning when ``src`` has an audio track: ``deblur`` writes the video only."""
+    try:
+        import av
+
+        with av.open(str(src)) as c:
+            n = len(c.streams.audio)
+    except Exception:  # noqa: BLE001 - unreadable files fail (and are reported) when deblurred
+        return False
+    if n:
+        log.warning("%s has %s; %s gets the video only (audio is not carried). To add it back: "
+                    "ffmpeg -i %s -i %s -map 0:v -map 1:a -c copy WITH_AUDIO%s", src,
+                    "an audio track" if n == 1 else f"{n} audio tracks", dst, dst, src, Path(dst).suffix)
+    return bool(n)
+
+
 def _exts():
     from ..io.uri import IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
 
     return IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
 
 
-def _walk(folder: Path, exts) -> list[Path]:
+def _walk(folder: Path, exts, exclude: Path | None = None) -> list[Path]:
+    """Media files under ``folder`` (hidden files and folders skipped); the folder ``exclude``
+    (resolved: the output folder) and everything inside it are left out."""
     from ..io.uri import natural_key
+
+    def keep(root, d):
+        if d.startswith("."):
+            return False
+        if exclude is not None and d == exclude.name and (Path(root) / d).resolve() == exclude:
+            log.info("not reading %s: it is the output folder", Path(root) / d)
+            return False
+        return True
 
     found = []
     for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if keep(root, d))
         for f in files:
             if not f.startswith(".") and Path(f).suffix.lower() in exts:
                 found.append(Path(root) / f)
@@ -88,13 +176,31 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
         return "image" if s in image_exts else "video" if s in video_exts else None
 
     out = Path(output)
+    osfx = out.suffix.lower()
+    if osfx and osfx not in image_exts and osfx not in video_sink_exts and not out.is_dir() \
+            and not str(output).endswith(("/", os.sep)):
+        # a folder is named without an extension; anything else would silently become a folder
+        if osfx in video_exts:
+            raise InputError(f"cannot write video container {osfx!r} ({str(output)!r}); write one of "
+                             f"{', '.join(video_sink_exts)}, or end the name with '/' for a folder")
+        raise InputError(f"output {str(output)!r}: unknown file type {osfx!r}; name an image "
+                         f"({', '.join(image_exts[:5])}, ...), a video ({', '.join(video_sink_exts)}), or a folder "
+                         f"(no extension, or end the name with '/')")
+    out_r = out.resolve()
+
+    def inside_out(f: Path) -> bool:  # f is in the output folder (or below it)
+        return out_r in f.resolve().parents
+
+    def below(root: Path) -> Path | None:  # the output folder when it lies strictly inside root
+        r = root.resolve()
+        return out_r if r in out_r.parents else None
+
     singles = len(inputs) == 1 and Path(inputs[0]).is_file()
     if singles:
         src = Path(inputs[0])
         k = kind(src)
         if k is None:
             raise InputError(f"{str(src)!r} is not an image or video ({', '.join(media)})")
-        osfx = out.suffix.lower()
         if k == "raster" and osfx in image_exts:
             if osfx not in (".tif", ".tiff"):
                 raise InputError(f"rasters are written as tiled GeoTIFF: name the output "
@@ -110,7 +216,7 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = _walk(p, media)
+            files = _walk(p, media, exclude=below(p))  # never the outputs of an earlier run
             if not files:
                 raise InputError(f"no images or videos in folder {raw!r} (looked for {', '.join(media)})")
             base = out if n_dirs == 1 else out / (p.resolve().name or "input")
@@ -123,6 +229,13 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
         elif is_glob(raw):
             files = sorted(Path(q) for q in glob.glob(os.path.expanduser(raw), recursive=True) if Path(q).is_file())
             files = [f for f in files if kind(f)]
+            base = Path(*[q for q in itertools.takewhile(lambda q: not is_glob(q), Path(os.path.expanduser(raw)).parts)]
+                        or ["."])
+            if below(base) is not None:  # the pattern reaches into the output folder: not its files
+                skipped = [f for f in files if inside_out(f)]
+                if skipped:
+                    log.info("not reading %d file(s) of the output folder %s matched by %r", len(skipped), out, raw)
+                    files = [f for f in files if not inside_out(f)]
             if not files:
                 raise InputError(f"the pattern {raw!r} matches no images or videos")
             jobs += [(f, out / f.name, kind(f)) for f in files]
@@ -233,16 +346,26 @@ def run(args) -> int:
     from .signals import Signals
 
     if getattr(args, "ray", None) and not hasattr(args, "actors"):
+        from ..errors import InputError
         from . import batch_cmd
+
+        given = [f"--{k.replace('_', '-')}" for k in VIDEO_FLAGS
+                 if getattr(args, k, None) is not None and not (k == "fragment_s" and args.fragment_s == 2.0)]
+        if given:
+            raise InputError(f"{', '.join(given)} cannot be used with --ray: Ray batches write videos with the "
+                             "default codec and quality; drop --ray to choose them")
 
         for k, v in {"actors": None, "cpus_per_actor": 1, "gpus_per_actor": 0, "num_cpus": None,
                      "rows_per_task": 2048, "connect_timeout": 5.0}.items():
             setattr(args, k, v)
         return batch_cmd.run(args)
     jobs = plan_jobs(args.inputs, args.output)
+    vopts = video_options(args)
+    check_video_outputs(jobs, vopts)
     raster = raster_settings(args) if any(k == "raster" for _, _, k in jobs) or getattr(args, "profile", None) else None
     model, backend, device, tile, overlap = model_settings(args, raster["profile"] if raster else None)
     overlap = 128 if overlap is None else overlap
+    check_tile_overlap(tile, overlap)  # once, before the model loads (again below with its stride)
     if any(k == "raster" for _, _, k in jobs):
         from ..io.raster import rasterio
         from ..runtime.raster_deblur import check_tiling
@@ -262,6 +385,7 @@ def run(args) -> int:
             Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
                            tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
                            **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
+        check_tile_overlap(tile, overlap, int(getattr(d, "stride", 1) or 1))
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:
@@ -300,9 +424,10 @@ def run(args) -> int:
                         sig.pipeline = pipe
 
                     d.reset()
+                    warn_audio(src, dst)
                     t = time.perf_counter()
                     try:
-                        stats = deblur_video(d, str(src), str(dst), progress=tty, pipeline_hook=hook)
+                        stats = deblur_video(d, str(src), str(dst), options=vopts, progress=tty, pipeline_hook=hook)
                     finally:
                         sig.pipeline = None
                     compute_s += time.perf_counter() - t

@@ -135,7 +135,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..io.options import StreamOptions
     from ..io.sources import FrameMeta
-    from ..io.sinks import ensure_writable_dir, atomic_imwrite, open_sink
+    from ..io.sinks import atomic_imwrite, atomic_write_bytes, ensure_writable_dir, open_sink
     from ..metrics import psnr
     from ..runtime.pipeline import Pipeline, open_processor
 
@@ -212,8 +212,8 @@ def run(args) -> int:
         "video": str(video_path),
         "png": str(png_path),
     }
-    with open(out / "demo_stats.json", "w") as f:
-        json.dump(result | {"pipeline": stats}, f, indent=2)
+    # atomic (temp file, fsync, rename): an interrupted run leaves the previous stats, never half a file
+    atomic_write_bytes(out / "demo_stats.json", (json.dumps(result | {"pipeline": stats}, indent=2) + "\n").encode())
     if args.json:
         print(json.dumps(result), flush=True)
         return 0

@@ -65,7 +65,7 @@ def run(args) -> int:
             sig.pipeline = pipe
 
         # the source and the sinks open first (fast failures), then the model
-        from ..io.sinks import open_sink
+        from ..io.sinks import check_frames_fit, open_sink
         from ..io.sources import open_source
 
         source = open_source(opts.source, opts)
@@ -76,6 +76,7 @@ def run(args) -> int:
                 specs.append("display://")
             for spec in specs or ["null://"]:
                 sinks.append(open_sink(spec, opts, fps=source.fps))
+            check_frames_fit(sinks, source, opts)  # many frames into one image file: refused before any is written
             processor = open_processor(args.model, args.backend, opts.rgb, **kwargs)
         except BaseException:
             for s in sinks:

@@ -2,14 +2,17 @@
 null, and Python callbacks.
 
 Sinks that write files check at open that the place is writable, so a bad output path fails
-before any frame is processed. Files appear atomically: images are written to a hidden temp name
-and renamed; a video is written crash-safe (fragmented) to a hidden ``.<name>.partial<ext>`` and
-renamed to its final name once ``close()`` has finalized and verified it, so a half-written file
-never replaces a good one, a killed process leaves the partial file playable to its last fragment,
-and a stream stopped by Ctrl-C/SIGTERM (which closes the sinks) leaves a playable file.
+before any frame is processed. Files appear atomically: images are written to a hidden temp name,
+fsync-ed and renamed; a video is written crash-safe (fragmented) to a hidden
+``.<name>.<pid>-<random>.partial<ext>`` of its own (a rerun or a second process never touches
+another run's partial file) and renamed to its final name once ``close()`` has finalized and
+verified it, so a half-written file never replaces a good one, a killed process leaves the partial
+file playable to its last fragment, and a stream stopped by Ctrl-C/SIGTERM (which closes the
+sinks) leaves a playable file.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -103,24 +106,37 @@ def ensure_writable_dir(d: Path, what: str):
                           f"{_why_unwritable(d, e)}; {way_out}") from e
 
 
+def atomic_write_bytes(path, data) -> None:
+    """Write ``data`` to a hidden temp file in the same folder, fsync it and rename it over
+    ``path``: a reader (or a crash) sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    created = False
+    try:
+        with open(tmp, "xb") as f:
+            created = True
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it the file
+        os.replace(tmp, path)
+    except OSError as e:
+        if created:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        raise SinkWriteError(f"cannot write {str(path)!r}: {e.strerror or e}; the previous file, if any, is unchanged") from e
+
+
 def atomic_imwrite(path: Path, frame: np.ndarray):
-    """Encode then write to a hidden temp file in the same folder and rename over ``path``."""
+    """Encode then write atomically (``atomic_write_bytes``) to ``path``."""
+    path = Path(path)
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(ext, frame, params)
     if not ok:
         raise SourceError(f"OpenCV cannot encode a {frame.dtype} {frame.shape} frame as {ext!r} ({path})")
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise SinkWriteError(f"cannot write {str(path)!r}: {e.strerror or e}; the previous file, if any, is unchanged") from e
+    atomic_write_bytes(path, buf.tobytes())
 
 
 class Sink:
@@ -237,10 +253,12 @@ class VideoSink(Sink):
     """A crash-safe video file through PyAV (``edge_deblur.io.video_writer``): fragmented MP4/MOV,
     Matroska clusters or MJPEG AVI; H.264 by default (``options.codec`` / ``options.quality``).
     Opens on the first frame (its size fixes the video's); frames of another size are resized to
-    it. Written to ``.<name>.partial<ext>``; ``close()`` finishes the file, verifies it by demuxing
-    every frame written, and only then renames it over the final name, so a good existing file is
-    never replaced by a broken one. After a write error (disk full) nothing is renamed: the
-    partial file keeps the frames up to its last fragment and the error names it."""
+    it. Written to ``.<name>.<pid>-<random>.partial<ext>`` (``tmp_path``; unique to this sink, created
+    exclusively, so partial files of earlier crashed runs and of other processes writing the same
+    output are never overwritten); ``close()`` finishes the file, verifies it by demuxing every
+    frame written, and only then renames it over the final name, so a good existing file is never
+    replaced by a broken one. After a write error (disk full) nothing is renamed: the partial file
+    keeps the frames up to its last fragment and the error names it."""
 
     kind = "video"
 
@@ -254,7 +272,11 @@ class VideoSink(Sink):
         if self.path.is_dir():
             raise SourceError(f"output {str(self.path)!r} is a folder; give a file name such as out.mp4")
         ensure_writable_dir(self.path.parent, f"video {self.path.name!r}")
-        self.tmp_path = self.path.with_name(f".{self.path.stem}.partial{ext}")
+        self.tmp_path = partial_path(self.path)
+        kept = sorted(self.path.parent.glob(f".{glob.escape(self.path.stem)}.*.partial{glob.escape(self.path.suffix)}"))
+        if kept:
+            log.info("partial video(s) of earlier runs of %s are kept as they are: %s", self.path.name,
+                     ", ".join(q.name for q in kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else ""))
         self._writer = VideoWriter(self.tmp_path, ext, self._codec, self.fps, quality=options.quality,
                                    fragment_s=options.fragment_s)
         self._opened = False
@@ -321,6 +343,13 @@ class VideoSink(Sink):
     def describe(self) -> dict:
         return super().describe() | {"path": str(self.path), "codec": self.codec, "fps": self.fps,
                                      "quality": self._writer.quality, "fragments": self._writer.fragments}
+
+
+def partial_path(path) -> Path:
+    """A hidden temp name next to ``path`` (same folder, so the final rename is atomic) that no
+    other writer uses: ``.<stem>.<pid>-<random>.partial<ext>``."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:6]}.partial{path.suffix}")
 
 
 def _fsync_dir(d: Path):
@@ -418,6 +447,39 @@ class ImageFileSink(Sink):
                 )
             path = self.path
         atomic_imwrite(path, _for_image_file(frame, path.suffix.lower(), self.options.rgb))
+
+
+def check_frames_fit(sinks, source, options: Optional[StreamOptions] = None) -> None:
+    """Refuse, before anything is written, a single-image output (a file name without a ``%``
+    pattern) for a source known at open to give more than one frame (its frame count, times the
+    ``loop`` passes, capped by ``max_frames``). Sources of unknown length (cameras, streams) pass;
+    the image sink refuses their second frame as before."""
+    opts = options or getattr(source, "options", None) or StreamOptions()
+    n = getattr(source, "frame_count", None)
+    if not n:
+        return
+    total = float("inf") if opts.loop < 0 else n * (opts.loop + 1)
+    if opts.max_frames:
+        total = min(total, opts.max_frames)
+    if total <= 1:
+        return
+    if total == float("inf"):
+        many = "endless frames (--loop -1)"
+    elif total < n * (opts.loop + 1):
+        many = f"{int(total)} frames (--max-frames {opts.max_frames})"
+    elif opts.loop:
+        many = f"{int(total)} frames ({n} x {opts.loop + 1} passes, --loop {opts.loop})"
+    else:
+        many = f"{n} frames"
+    for s in sinks:
+        if isinstance(s, ImageFileSink) and not s.pattern:
+            p = s.path
+            raise SourceError(
+                f"output {str(p)!r} is a single image but the source {source.uri} gives {many}; "
+                f"write them to a folder (-o {str(p.with_suffix(''))}/), a video (-o {str(p.with_suffix('.mp4'))}) "
+                f"or a numbered sequence (-o {str(p.with_name(p.stem + '_%06d' + p.suffix))}), "
+                "or add --max-frames 1 to keep only the first frame"
+            )
 
 
 def open_sink(output=None, options: Optional[StreamOptions] = None, fps: Optional[float] = None) -> Sink:
