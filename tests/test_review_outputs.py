@@ -305,3 +305,17 @@ def test_deblur_warns_that_audio_is_not_carried(tmp_path, tiny_onnx, caplog, cap
     audio = [r.getMessage() for r in caplog.records if "audio" in r.getMessage()]
     assert len(audio) == 1 and "talk.mp4" in audio[0] and "not carried" in audio[0], audio
     assert count_video_frames(tmp_path / "o" / "talk.mp4", decode=True) == 4
+
+
+def test_pipeline_refuses_a_single_image_for_many_frames_before_writing(tmp_path):
+    """The Python API checks as the CLI does: Pipeline(...) refuses, nothing is written."""
+    from edge_deblur.runtime.pipeline import Pipeline
+
+    src = make_video(tmp_path / "tiny.avi", n=3)
+    single = tmp_path / "out" / "single.png"
+    single.parent.mkdir()
+    with pytest.raises(SourceError, match="3 frames"):
+        Pipeline(lambda f: f, str(src), str(single))
+    assert not list(single.parent.iterdir())
+    stats = Pipeline(lambda f: f, str(src), str(single), StreamOptions(max_frames=1)).run()
+    assert cv2.imread(str(single)).shape == (48, 64, 3) and stats["frames_out"] == 1

@@ -37,7 +37,7 @@ from ..metrics.latency import LatencyStats
 from ..errors import InputError, SourceLostError
 from ..io.options import StreamOptions
 from ..io.redact import redact
-from ..io.sinks import Sink, open_sink
+from ..io.sinks import Sink, check_frames_fit, open_sink
 from ..io.sources import Source, open_source
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class Pipeline:
         try:
             for spec in self._sink_specs(sinks):
                 self.sinks.append(open_sink(spec, self.options, fps=self.source.fps))
+            check_frames_fit(self.sinks, self.source, self.options)  # many frames into one image: refused first
         except BaseException:
             for s in self.sinks:
                 s.close()
