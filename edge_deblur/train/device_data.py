@@ -7,9 +7,9 @@ blurred there by ``data.torch_blur.BatchBlur``: the blur model and the data of t
 
 Per batch: a share ``data.pair_prob`` of the samples (binomial) are real pairs (random crop,
 flips/transposes, ``data.pair_stack`` stacking in linear light); the rest are synthetic: a photo,
-a scale from ``data.scale``, a window cut with the margin the drawn motion needs, resampled
-(bicubic, from a half-resolution copy below 0.75x so nothing aliases) with a random flip/transpose,
-then blurred. ``data.downscale`` is drawn once per batch (the CPU path draws it per image).
+a scale from ``data.scale``, a window cut with the margin the drawn motion needs, resampled as the
+OpenCV path resamples (bilinear at twice the size, then a 2x2 box; from a half-resolution copy
+below 0.5x) with a random flip/transpose, then blurred. ``data.downscale`` is drawn once per batch (the CPU path draws it per image).
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class DeviceBatches:
     def _canvases(self, sharp: list[np.ndarray]):
         """All photos in one uint8 tensor (N, 3, Hmax, Wmax), each mirrored beyond its own edges to
         fill its canvas (so a window reaching past the photo reads reflected content, as
-        blur._take_region), and the same at half resolution (area filter) for scales below 0.75."""
+        blur._take_region), and the same at half resolution (area filter) for scales below 0.5."""
         self.n_images = len(sharp)
         if not sharp:
             self.canvas = self.half = torch.zeros(0, 3, 1, 1, dtype=torch.uint8, device=self.device)
@@ -243,8 +243,11 @@ class DeviceBatches:
     def _regions(self, n: int, R: int, crop: int) -> torch.Tensor:
         """n windows of R x R output pixels: a random photo at a random scale (at least enough for
         the crop itself to fit, as data.datasets), at a random place (reflected where it reaches
-        past the photo), with a random flip/transpose; resampled bicubic from the photo, or from
-        its half-resolution copy below 0.75x so nothing aliases. Float [0, 1] out."""
+        past the photo), with a random flip/transpose. Resampled as ``data.datasets._resize``
+        does, so both paths see the same sharpness: a reduction is bilinear onto a grid of twice
+        the size, then a 2x2 box filter (from the half-resolution copy below 0.5x, where the CPU
+        path's single INTER_AREA step keeps more of a fine texture's aliasing than this does); an
+        enlargement is bicubic. Float [0, 1] out."""
         rng = self.rng
         ks = rng.integers(0, self.n_images, n)
         s = rng.uniform(self.scale[0], self.scale[1], n) if self.scale[1] > self.scale[0] else np.full(n, self.scale[0])
@@ -253,29 +256,35 @@ class DeviceBatches:
         H, W = self.sizes[ks, 0].astype(np.float64), self.sizes[ks, 1].astype(np.float64)
         s = np.maximum(s, np.maximum((crop + 4) / H, (crop + 4) / W))
         hh, hw = self.half_sizes[ks, 0].astype(np.float64), self.half_sizes[ks, 1].astype(np.float64)
-        use_half = (s < 0.75) & (np.minimum(hh, hw) >= crop + 8)
+        use_half = (s < 0.5) & (np.minimum(hh, hw) >= crop + 8)
         s_eff = np.where(use_half, s * hh / H, s)
         Hs, Ws = np.where(use_half, hh, H), np.where(use_half, hw, W)
         need = R / s_eff  # the window's side in source pixels
         y0 = np.where(need <= Hs, fy * (Hs - need), 0.5 * (Hs - need))  # centred when the photo is smaller
         x0 = np.where(need <= Ws, fx * (Ws - need), 0.5 * (Ws - need))
-        # region pixel (u, v) -> source pixel: x = x0 + (u + 0.5) / s - 0.5, after the flip/transpose
+        reduce = s_eff < 1.0  # bilinear at 2x the output size, then a 2x2 box (datasets._resize)
+        f = np.where(reduce, 2.0, 1.0)  # grid pixels per output pixel
+        # grid pixel (u, v) -> source pixel: x = x0 + (u + 0.5) / (f s) - 0.5, after the flip/transpose
         maps = np.zeros((n, 2, 3))
         for i in range(n):
-            A = np.array([[1 / s_eff[i], 0, x0[i] + 0.5 / s_eff[i] - 0.5],
-                          [0, 1 / s_eff[i], y0[i] + 0.5 / s_eff[i] - 0.5], [0, 0, 1]]) @ _aug_matrix(int(codes[i]), R)
+            g = f[i] * s_eff[i]
+            A = np.array([[1 / g, 0, x0[i] + 0.5 / g - 0.5],
+                          [0, 1 / g, y0[i] + 0.5 / g - 0.5], [0, 0, 1]]) @ _aug_matrix(int(codes[i]), int(f[i]) * R)
             maps[i] = A[:2]
         out = torch.empty(n, 3, R, R, device=self.device)
         for half, canvas in ((False, self.canvas), (True, self.half)):
-            sel = np.nonzero(use_half == half)[0]
-            if not len(sel):
-                continue
-            idx = torch.as_tensor(ks[sel], device=self.device)
-            src = canvas.index_select(0, idx).float().mul_(1.0 / 255.0)
-            grid = _grid(maps[sel], tuple(canvas.shape[2:]), (R, R), self.device)
-            # past the canvas, reflection continues the mirrored photo
-            out[torch.as_tensor(sel, device=self.device)] = F.grid_sample(
-                src, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+            for red in (True, False):
+                sel = np.nonzero((use_half == half) & (reduce == red))[0]
+                if not len(sel):
+                    continue
+                idx = torch.as_tensor(ks[sel], device=self.device)
+                src = canvas.index_select(0, idx).float().mul_(1.0 / 255.0)
+                G = 2 * R if red else R
+                grid = _grid(maps[sel], tuple(canvas.shape[2:]), (G, G), self.device)
+                # past the canvas, reflection continues the mirrored photo
+                r = F.grid_sample(src, grid, mode="bilinear" if red else "bicubic", padding_mode="reflection",
+                                  align_corners=False)
+                out[torch.as_tensor(sel, device=self.device)] = F.avg_pool2d(r, 2) if red else r
         return out.clamp_(0, 1)
 
     # ---- real pairs
