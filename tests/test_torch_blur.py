@@ -220,3 +220,18 @@ def test_discrete_frames_leave_separate_copies_like_the_cpu_synthesis():
     plain = BatchBlur(dataclasses.replace(cfg, discrete_prob=0.0), crop=97)
     d0 = plain.draw(4, np.random.default_rng(5))
     assert (d0.frames == 0).all()
+
+
+def test_sub_frames_follow_each_paths_own_length():
+    """As blur._n_warps: sub-frames 1.5-2 px apart along each sample's own path on average, however
+    winding it is (a path's length over its extent ranges from about 1 to 3+), so a long sweep
+    never shows separate copies."""
+    cfg = BlurConfig(length=[30.0, 80.0], homography_prob=1.0, rotation_deg=0.0, zoom=0.0, layer_prob=0.0,
+                     sharp_prob=0.0, discrete_prob=0.0, impulsive_prob=0.5)
+    d = BatchBlur(cfg, crop=64).draw(256, np.random.default_rng(11))
+    path = np.hypot(*np.diff(d.traj, axis=1).transpose(2, 0, 1)).sum(1)
+    spacing = path / (d.n_sub - 1)
+    assert np.all(d.warp) and spacing.max() <= 2.0 + 1e-6, spacing.max()
+    assert np.median(spacing) >= 1.4  # and not wastefully dense
+    ratio = path / d.length
+    assert ratio.max() > 2.2  # the draw did include winding paths

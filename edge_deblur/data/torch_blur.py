@@ -46,6 +46,10 @@ __all__ = ["batch_trajectories", "trajectory_kernels", "disk_kernels", "jpeg_lik
 # --------------------------------------------------------------------------- trajectories
 
 
+_PATH_SAMPLES = 400   # instants a path is drawn at (the most sub-frames or PSF samples a sample takes)
+_MAX_SUBFRAMES = 240  # warps per warped sample at most (2 px apart up to 478 px of path)
+
+
 def batch_trajectories(rng: np.random.Generator, lengths, samples: int, anxiety: float = 0.005,
                        impulsive_prob: float = 0.2, steps: int = 128) -> np.ndarray:
     """Boracchi-Foi camera-shake paths for a batch, vectorised: ``(B, samples, 2)`` float64 (x, y).
@@ -338,12 +342,21 @@ class BatchBlur:
         blob = np.concatenate([np.stack([rng.uniform(0.2, 0.8, B) * cw, rng.uniform(0.2, 0.8, B) * ch], 1), rad,
                                rng.uniform(0, math.pi, B)[:, None], rng.uniform(0.5, 2.0, B)[:, None]], 1)
         tint = rng.uniform(0.6, 1.4, (B, 3))
-        # one sub-frame per 1.5 px of each sample's motion (no ghost copies), at least
-        # cfg.subframes; PSFs take 4 samples per pixel of path like blur.synthesize
+        # the paths first, finely sampled, so that each sample's sub-frames follow its own path
+        # length (a Boracchi-Foi path is 1.9x its extent at the median, 2.8x at the 90th percentile)
+        traj_f = batch_trajectories(rng, length, _PATH_SAMPLES, cfg.anxiety, cfg.impulsive_prob)
+        # the layer moves along a gentler path of its own (an object, not a shaking hand)
+        ltraj_f = batch_trajectories(rng, layer_len, _PATH_SAMPLES, cfg.anxiety * 0.2, 0.0)
+        path_len = np.hypot(*np.diff(traj_f, axis=1).transpose(2, 0, 1)).sum(1)
+        layer_path = np.hypot(*np.diff(ltraj_f, axis=1).transpose(2, 0, 1)).sum(1)
+        # as blur._n_warps: one sub-frame per 1.5 px of each sample's motion (no ghost copies), at
+        # most cfg.subframes unless that would space them more than 2 px apart; PSFs take 4
+        # samples per pixel of path like blur.synthesize
         reach = max(math.hypot(x, y) for x in (ch, cw) for y in (ch, cw)) * 2.0
-        arc = length * 1.6 + np.abs(theta) * reach + np.abs(zoom) * reach  # BF paths are about 1.6x their extent
-        n_sub = np.clip(np.ceil(np.maximum(arc, layer_len * 1.6) / 1.5).astype(np.int64) + 1,
-                        max(int(cfg.subframes), 2), 160)
+        arc = np.maximum(path_len + np.abs(theta) * reach + np.abs(zoom) * reach, layer_path)
+        want = np.ceil(arc / 1.5).astype(np.int64) + 1
+        cap = np.maximum(int(cfg.subframes), np.ceil(arc / 2.0).astype(np.int64) + 1)
+        n_sub = np.clip(np.minimum(want, cap), 2, _MAX_SUBFRAMES)
         n_sub = np.where(warp, n_sub, 0)
         frames, duty = np.zeros(B, np.int64), np.zeros(B)
         if cfg.discrete_prob > 0:  # as blur._discrete_taus: F odd frames, each sampled per 1.5 px of its own motion
@@ -351,14 +364,13 @@ class BatchBlur:
             lo, hi = int(cfg.discrete_frames[0]), int(cfg.discrete_frames[1])
             frames = np.where(disc, rng.choice([k for k in range(lo, hi + 1) if k % 2], B), 0)
             duty = np.where(disc, _u(rng, cfg.discrete_duty, B), 0.0)
-            per = np.ceil(np.maximum(arc, layer_len * 1.6) * duty / np.maximum(frames, 1) / 1.5).astype(np.int64) + 1
+            per = np.ceil(arc * duty / np.maximum(frames, 1) / 1.5).astype(np.int64) + 1
             n_sub = np.where(disc, frames * per, n_sub)
         n_warp = int(max(n_sub.max(initial=0), 2))
         n_kern = int(min(max(int(cfg.subframes), 4 * int(math.ceil(float(np.max(length, initial=0.0)))) + 2), 400))
         T = max(n_warp, n_kern) if np.any(~warp & ~sharp) else n_warp
-        traj = batch_trajectories(rng, length, T, cfg.anxiety, cfg.impulsive_prob)
-        # the layer moves along a gentler path of its own (an object, not a shaking hand)
-        ltraj = batch_trajectories(rng, layer_len, T, cfg.anxiety * 0.2, 0.0)
+        t_f, t_T = np.linspace(0.0, 1.0, _PATH_SAMPLES), np.linspace(0.0, 1.0, T)
+        traj, ltraj = _resample(traj_f, t_f, t_T), _resample(ltraj_f, t_f, t_T)
         # displacements relative to the middle of the exposure (the sharp target's instant)
         traj = traj - _mid(traj)
         ltraj = ltraj - _mid(ltraj)

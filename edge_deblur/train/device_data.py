@@ -285,7 +285,8 @@ class DeviceBatches:
                 r = F.grid_sample(src, grid, mode="bilinear" if red else "bicubic", padding_mode="reflection",
                                   align_corners=False)
                 out[torch.as_tensor(sel, device=self.device)] = F.avg_pool2d(r, 2) if red else r
-        return out.clamp_(0, 1)
+        # 8-bit levels, as the OpenCV path's targets (uint8 windows resized in uint8)
+        return out.clamp_(0, 1).mul_(255.0).round_().mul_(1.0 / 255.0)
 
     # ---- real pairs
 
