@@ -131,3 +131,16 @@ def test_unwritable_sink_types(uri):
 def test_natural_sort():
     names = ["f10.png", "f2.png", "f1.png", "F3.png"]
     assert sorted(names, key=natural_key) == ["f1.png", "f2.png", "F3.png", "f10.png"]
+
+
+@pytest.mark.parametrize("uri", ["rtsp://", "rtsp:///stream", "rtsp://user:secret@/stream", "http://", "rtsp://:554/x"])
+def test_network_uri_without_a_host_is_refused_at_once(uri):
+    """No host: refused when parsed (not after the reconnect timeout), secrets redacted."""
+    with pytest.raises(SourceError, match="names no host") as e:
+        parse_source(uri)
+    assert "secret" not in str(e.value)
+
+
+@pytest.mark.parametrize("uri", ["udp://@:5000", "rtsp://[::1]:8554/cam", "rtsp://user:pw@cam.local/s"])
+def test_network_uris_with_a_host_or_a_udp_listener_pass(uri):
+    assert parse_source(uri).kind == "network"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceError
+from .redact import redact
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".h264", ".h265", ".hevc", ".y4m")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".exr", ".jp2")
@@ -112,6 +113,11 @@ def parse_source(uri) -> Target:
             raise SourceError(f"gst:// URI {raw!r} holds no pipeline")
         return Target("gstreamer", raw, rest)
     if scheme in _NETWORK_SCHEMES:
+        netloc = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+        host = netloc[1:netloc.find("]")] if netloc.startswith("[") else netloc.split(":", 1)[0]
+        if scheme != "udp" and not host:  # udp://@:5000 listens on every interface
+            raise SourceError(f"{scheme}:// URI {redact(raw)!r} names no host; give the camera's address, "
+                              f"e.g. {scheme}://192.168.1.20/stream")
         path = rest.split("?", 1)[0].lower()
         # a plain video file served over HTTP is a file, not a live stream
         live = not (scheme in ("http", "https") and path.endswith(VIDEO_EXTS))
