@@ -3,15 +3,20 @@
 - :class:`FakeCuda` replaces the wrappers of ``edge_deblur.runtime.cudart`` (streams, events,
   pinned and device buffers, copies) with host memory addressed by integer "device pointers".
   Work runs at once, in call order, and every event record/wait/synchronize is logged, so a
-  test can check what the host waited for before it did what.
+  test can check what the host waited for before it did what. The current device is per thread
+  (0 on a new thread, as in CUDA); copies and runs record the device they ran on.
 - :func:`fake_trt` is a ``tensorrt`` module with a runtime whose engine computes
   ``output = 1 - input (+ state)`` on the bound buffers, and a builder that records what it was
   asked for. Both fail the way TensorRT does: ``set_tensor_address`` returns False for an unknown
-  name, ``execute_async_v3`` returns False when an I/O tensor has no address.
+  name, ``execute_async_v3`` returns False when an I/O tensor has no address; ``nptype`` raises
+  TypeError for BF16 as TensorRT's does.
+- :class:`FakeNvrtc` / :class:`FakeDriver`: the NVRTC and driver calls of ``cudart.FrameKernels``,
+  for an NVRTC that supports a given list of GPU architectures (or fails to compile).
 """
 from __future__ import annotations
 
 import itertools
+import threading
 import types
 
 import numpy as np
@@ -32,6 +37,8 @@ class FakeCuda:
         self._next = 0x10000
         self.log: list[tuple] = []
         self._ids = itertools.count()
+        self._current = threading.local()
+        self.work_devices: list[tuple[str, int]] = []  # (copy or run, the calling thread's device)
         cuda = self
 
         class _Owned:
@@ -90,6 +97,20 @@ class FakeCuda:
 
         self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.Event = DeviceBuffer, PinnedBuffer, Stream, Event
 
+    def current_device(self) -> int:
+        """The calling thread's current device: 0 until cudaSetDevice on this thread, as in CUDA."""
+        return getattr(self._current, "device", 0)
+
+    def set_device(self, device: int):
+        self._current.device = int(device)
+        return (0,)
+
+    def runtime(self):
+        """The few ``cuda.bindings.runtime`` calls left to the real cudart wrappers (set_device, and
+        FrameKernels' cudaFree(0)), over this fake's per-thread device."""
+        return types.SimpleNamespace(cudaError_t=types.SimpleNamespace(cudaSuccess=0),
+                                     cudaSetDevice=self.set_device, cudaFree=lambda ptr: (0,))
+
     def alloc(self, nbytes: int) -> int:
         ptr = self._next
         self.blocks[ptr] = np.zeros(max(int(nbytes), 1), np.uint8)
@@ -111,13 +132,20 @@ class FakeCuda:
         from edge_deblur.runtime import cudart
 
         def htod(dst, src_ptr, nbytes, stream):
+            self.work_devices.append(("copy", self.current_device()))
             self.mem(dst.ptr, nbytes)[:] = self.mem(src_ptr, nbytes)
 
         def dtoh(dst_ptr, src, nbytes, stream):
+            self.work_devices.append(("copy", self.current_device()))
             self.mem(dst_ptr, nbytes)[:] = self.mem(src.ptr, nbytes)
 
+        def gpu_info(device=0):
+            self.set_device(device)  # as the real one does (require_gpu), on the calling thread only
+            return GpuInfo("Fake GPU", 8, 7)
+
+        rt = self.runtime()
         for name, value in {
-            "load": lambda: None, "gpu_info": lambda device=0: GpuInfo("Fake GPU", 8, 7),
+            "load": lambda: rt, "gpu_info": gpu_info,
             "DeviceBuffer": self.DeviceBuffer, "PinnedBuffer": self.PinnedBuffer, "Stream": self.Stream,
             "Event": self.Event, "memcpy_htod_async": htod, "memcpy_dtoh_async": dtoh,
         }.items():
@@ -137,8 +165,9 @@ class FakeEngine:
     outputs; ``data_dependent`` outputs report -1 dimensions, as TensorRT does for shapes it
     learns only while running."""
 
-    def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None):
+    def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None, dtypes=None):
         self.cuda = cuda
+        self.dtypes = dict(dtypes or {})  # name -> TensorRT dtype; float32 otherwise
         self.profile = profile or ((1, 3, 4, 4), (1, 3, 32, 32), (1, 3, 128, 128))
         self.modes = {"input": "in", "output": "out"}
         if state:
@@ -162,7 +191,7 @@ class FakeEngine:
         return FakeTrt.TensorIOMode.INPUT if self.modes[name] == "in" else FakeTrt.TensorIOMode.OUTPUT
 
     def get_tensor_dtype(self, name):
-        return np.float32
+        return self.dtypes.get(name, np.float32)
 
     def get_tensor_profile_shape(self, name, index):
         if name == "state_in":
@@ -221,6 +250,7 @@ class FakeContext:
                 self.cuda.tensor(self.addresses[n], shape)[:] = 7.0  # a scratch output: written, never read
         self.runs += 1
         self.cuda.log.append(("execute", stream))
+        self.cuda.work_devices.append(("execute", self.cuda.current_device()))
         return True
 
 
@@ -252,8 +282,15 @@ class FakeTrt:
     class OnnxParserFlag:
         NATIVE_INSTANCENORM = 0
 
+    class ProfilingVerbosity:
+        LAYER_NAMES_ONLY, NONE, DETAILED = "LAYER_NAMES_ONLY", "NONE", "DETAILED"
+
+    bfloat16 = "DataType.BF16"
+
     @staticmethod
     def nptype(dt):
+        if dt == FakeTrt.bfloat16:  # tensorrt.nptype maps only the types numpy has (not BF16/FP8/FP4/INT4)
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
         return dt
 
 
@@ -269,6 +306,7 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
     class Runtime:
         def __init__(self, logger):
             self.DLA_core = -1
+            self.logger = logger
 
         def deserialize_cuda_engine(self, data):
             return engine
@@ -325,6 +363,7 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
         def __init__(self):
             self.default_device_type = trt.DeviceType.GPU
             self.DLA_core = -1
+            self.profiling_verbosity = FakeTrt.ProfilingVerbosity.LAYER_NAMES_ONLY  # TensorRT's default
 
         def set_memory_pool_limit(self, pool, size):
             built["workspace"] = size
@@ -354,6 +393,7 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
     class Builder:
         def __init__(self, logger):
             self.num_DLA_cores = num_dla
+            built["logger"] = logger
 
         def create_network(self, flags):
             return Network()
@@ -373,7 +413,7 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
     return trt
 
 
-def open_fake_backend(monkeypatch, tmp_path, engine: FakeEngine, frame_kernels=None):
+def open_fake_backend(monkeypatch, tmp_path, engine: FakeEngine, frame_kernels=None, device=None):
     """A TensorRTBackend over ``engine`` with the fake TensorRT and cuda-python installed."""
     from edge_deblur.export import trt_build
     from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
@@ -383,8 +423,78 @@ def open_fake_backend(monkeypatch, tmp_path, engine: FakeEngine, frame_kernels=N
     monkeypatch.setattr(trt_build, "import_tensorrt", lambda: trt)
     path = tmp_path / "fake.engine"
     path.write_bytes(b"fake engine")
-    return TensorRTBackend(path)
+    return TensorRTBackend(path, device=device)
 
 
 def no_kernels(device=0):
     raise BackendError("the test asked for CPU pre/post-processing only")
+
+
+# --------------------------------------------------------------------------------------------
+# NVRTC and the driver API (cudart.FrameKernels)
+# --------------------------------------------------------------------------------------------
+
+
+class FakeNvrtc:
+    """``cuda.bindings.nvrtc`` as FrameKernels calls it: an NVRTC that compiles for ``archs``
+    (``--gpu-architecture`` outside them fails, as the real one does for a GPU newer than itself),
+    or fails every compile with ``fail``. ``options`` records each compile's options."""
+
+    class nvrtcResult:
+        NVRTC_SUCCESS, NVRTC_ERROR_INVALID_OPTION, NVRTC_ERROR_COMPILATION = 0, 5, 6
+
+    def __init__(self, archs=(75, 80, 86, 87, 89, 90), fail=False):
+        self.archs, self.fail = list(archs), fail
+        self.options: list[list[str]] = []
+
+    def nvrtcVersion(self):
+        return 0, 12, 4
+
+    def nvrtcGetSupportedArchs(self):
+        return 0, list(self.archs)
+
+    def nvrtcCreateProgram(self, src, name, n, headers, include_names):
+        return 0, "program"
+
+    def nvrtcCompileProgram(self, prog, n, opts):
+        opts = [o.decode() for o in opts]
+        self.options.append(opts)
+        arch = next(o.split("=", 1)[1] for o in opts if o.startswith("--gpu-architecture="))
+        if self.fail:
+            return (self.nvrtcResult.NVRTC_ERROR_COMPILATION,)
+        if int(arch.split("_")[1]) not in self.archs:
+            return (self.nvrtcResult.NVRTC_ERROR_INVALID_OPTION,)  # "invalid value for --gpu-architecture"
+        return (0,)
+
+    def nvrtcGetProgramLogSize(self, prog):
+        return 0, 1
+
+    def nvrtcGetProgramLog(self, prog, buf):
+        return (0,)
+
+    def nvrtcGetPTXSize(self, prog):
+        return 0, 16
+
+    def nvrtcGetPTX(self, prog, buf):
+        return (0,)
+
+    nvrtcGetCUBINSize, nvrtcGetCUBIN = nvrtcGetPTXSize, nvrtcGetPTX
+
+    def nvrtcDestroyProgram(self, prog):
+        return (0,)
+
+
+class FakeDriver:
+    """``cuda.bindings.driver``: modules load, kernels launch (doing nothing)."""
+
+    class CUresult:
+        CUDA_SUCCESS = 0
+
+    def cuModuleLoadData(self, image):
+        return 0, "module"
+
+    def cuModuleGetFunction(self, module, name):
+        return 0, name
+
+    def cuModuleUnload(self, module):
+        return (0,)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -489,24 +490,39 @@ def set_profile_shape(opt_profile, name: str, p: ShapeProfile) -> None:
 
 
 class _Logger:
-    """A TensorRT logger that routes to Python logging (subclassing trt.ILogger lazily)."""
+    """The process's one TensorRT logger, routed to Python logging (subclassing trt.ILogger lazily).
 
-    @staticmethod
-    def make(trt, verbose: bool = False):
-        class TrtLogger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
+    TensorRT keeps a single global logger, the first one given to a Builder, Runtime or Refitter,
+    and ignores later ones: every build and runtime shares this instance (as TensorRT's samples
+    share ``TRT_LOGGER``), which lives as long as the process, so no runtime leaves TensorRT with a
+    logger that was freed."""
 
-            def log(self, severity, msg):
-                S = trt.ILogger.Severity
-                if severity in (S.INTERNAL_ERROR, S.ERROR):
-                    log.error("TensorRT: %s", msg)
-                elif severity == S.WARNING:
-                    log.warning("TensorRT: %s", msg)
-                elif verbose:
-                    log.debug("TensorRT: %s", msg)
+    instance = None
+    _lock = threading.Lock()
 
-        return TrtLogger()
+    @classmethod
+    def make(cls, trt, verbose: bool = False):
+        """The shared logger, created on first use; ``verbose`` sets whether it passes TensorRT's
+        INFO/VERBOSE messages on (as DEBUG); the level is the process's, the last caller's."""
+        with cls._lock:
+            if not isinstance(cls.instance, trt.ILogger):  # first use (or another tensorrt module, in tests)
+                class TrtLogger(trt.ILogger):
+                    def __init__(self):
+                        trt.ILogger.__init__(self)
+                        self.verbose = False
+
+                    def log(self, severity, msg):
+                        S = trt.ILogger.Severity
+                        if severity in (S.INTERNAL_ERROR, S.ERROR):
+                            log.error("TensorRT: %s", msg)
+                        elif severity == S.WARNING:
+                            log.warning("TensorRT: %s", msg)
+                        elif self.verbose:
+                            log.debug("TensorRT: %s", msg)
+
+                cls.instance = TrtLogger()
+            cls.instance.verbose = bool(verbose)
+            return cls.instance
 
 
 def check_symmetric_int8(path) -> None:
@@ -603,6 +619,9 @@ def build_engine(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if opt_level is not None and hasattr(config, "builder_optimization_level"):
         config.builder_optimization_level = int(opt_level)
+    detailed = getattr(getattr(trt, "ProfilingVerbosity", None), "DETAILED", None)
+    if detailed is not None and hasattr(config, "profiling_verbosity"):
+        config.profiling_verbosity = detailed  # layer parameters, not only names, for trtexec --dumpLayerInfo
 
     # one profile: the image input from --shapes, state_* inputs derived from it
     inputs = [network.get_input(i) for i in range(network.num_inputs)]

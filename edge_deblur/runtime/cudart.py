@@ -131,6 +131,13 @@ def require_gpu(device: int = 0) -> None:
     check(load().cudaSetDevice(device), f"cudaSetDevice({device})")
 
 
+def set_device(device: int) -> None:
+    """Make ``device`` current on the calling thread (cudaSetDevice). CUDA's current device is per
+    host thread and a new thread starts on device 0, so code that runs CUDA work (copies, TensorRT,
+    driver-API kernel launches) on a worker thread calls this first; it is cheap."""
+    check(load().cudaSetDevice(int(device)), f"cudaSetDevice({device})")
+
+
 @dataclass(frozen=True)
 class GpuInfo:
     name: str
@@ -368,6 +375,22 @@ def require_nvrtc(nvrtc=None) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def nvrtc_target(nvrtc, major: int, minor: int) -> tuple[str, bool]:
+    """(--gpu-architecture value, is PTX): ``sm_XY`` (a CUBIN) where this NVRTC supports the GPU;
+    for a GPU newer than NVRTC, ``compute_XY`` of the newest architecture it supports below the
+    GPU's, as PTX that the driver compiles for the GPU when the module is loaded."""
+    want = major * 10 + minor
+    try:
+        err, archs = nvrtc.nvrtcGetSupportedArchs()
+        archs = [int(a) for a in archs] if err == nvrtc.nvrtcResult.NVRTC_SUCCESS else []
+    except Exception:  # an NVRTC or cuda-python without the query: compile for the GPU and let NVRTC say
+        archs = []
+    older = [a for a in archs if a <= want]
+    if not archs or want in archs or not older:
+        return f"sm_{want}", False
+    return f"compute_{max(older)}", True
+
+
 def nvrtc_available() -> str | None:
     """None when NVRTC loads, else why not (tests skip on it)."""
     try:
@@ -378,7 +401,8 @@ def nvrtc_available() -> str | None:
 
 
 class FrameKernels:
-    """The two frame kernels, compiled with NVRTC for this GPU and loaded with the driver API."""
+    """The two frame kernels, compiled with NVRTC for this GPU (PTX for the newest architecture
+    NVRTC knows where the GPU is newer) and loaded with the driver API."""
 
     BLOCK = (32, 8)
 
@@ -390,20 +414,24 @@ class FrameKernels:
         check(load().cudaFree(0), "cudaFree(0)")  # make the primary context current for the driver API
         err, prog = nvrtc.nvrtcCreateProgram(FRAME_KERNELS.encode(), b"edge_deblur_frames.cu", 0, [], [])
         self._nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
-        opts = [f"--gpu-architecture=sm_{info.major}{info.minor}".encode(), b"--std=c++11"]
+        arch, ptx = nvrtc_target(nvrtc, info.major, info.minor)
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++11"]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             _, n = nvrtc.nvrtcGetProgramLogSize(prog)
             log = b" " * n
             nvrtc.nvrtcGetProgramLog(prog, log)
             nvrtc.nvrtcDestroyProgram(prog)
-            raise BackendError(f"NVRTC could not compile the frame kernels for sm_{info.major}{info.minor}: "
-                               f"{log.decode(errors='replace')}; run with gpu_preprocess=False")
-        err, size = nvrtc.nvrtcGetCUBINSize(prog)
-        self._nvrtc_check(nvrtc, err, "nvrtcGetCUBINSize")
+            gpu = f" (GPU sm_{info.major}{info.minor})" if ptx else ""
+            raise BackendError(f"NVRTC could not compile the frame kernels for {arch}{gpu} ({err}): "
+                               f"{log.decode(errors='replace').strip(chr(0) + ' ') or 'no log'}; "
+                               "run with gpu_preprocess=False")
+        kind = "PTX" if ptx else "CUBIN"  # PTX (NUL-terminated) is compiled for this GPU by the driver at load
+        err, size = getattr(nvrtc, f"nvrtcGet{kind}Size")(prog)
+        self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}Size")
         cubin = b" " * size
-        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
-        self._nvrtc_check(nvrtc, err, "nvrtcGetCUBIN")
+        (err,) = getattr(nvrtc, f"nvrtcGet{kind}")(prog, cubin)
+        self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}")
         nvrtc.nvrtcDestroyProgram(prog)
         self._module = self._drv(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
         self._pre = self._drv(driver.cuModuleGetFunction(self._module, b"u8hwc_to_f32nchw"), "cuModuleGetFunction")

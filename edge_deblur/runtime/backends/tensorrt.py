@@ -10,7 +10,10 @@
 - :meth:`TensorRTBackend.pipeline` returns the two-slot double-buffered schedule
   (:class:`TensorRTSlotExecutor`): uint8 frames are uploaded as they are and converted,
   normalized and padded on the GPU by two small NVRTC kernels (on the CPU, with a warning, where
-  NVRTC is not installed); a recurrent model's state stays in device buffers from frame to frame.
+  NVRTC is not installed or cannot compile them); a recurrent model's state stays in device buffers
+  from frame to frame.
+- CUDA's current device is per host thread: every method that does CUDA work first makes the
+  backend's device current (``cudart.set_device``), so ``--device cuda:N`` holds on worker threads.
 
 Untested on this project's CI machine (no GPU, no TensorRT); the code follows TensorRT's
 documented Python API and ``samples/python/common_runtime.py``. docs/JETSON.md lists the
@@ -117,7 +120,7 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self.dtypes = {n: self._np_dtype(path, n) for n in names}
         image_in = [n for n in self.inputs if not n.startswith("state")]
         image_out = [n for n in self.outputs if not n.startswith("state") and not n.startswith("new_state")]
         if len(image_in) != 1 or not image_out:
@@ -144,6 +147,19 @@ class TensorRTBackend(Backend):
         self._bufs: dict[str, object] = {}
         self._buf_stack: contextlib.ExitStack | None = None
         self._buf_shape = None
+
+    def _np_dtype(self, path: Path, name: str) -> np.dtype:
+        """``trt.nptype`` of a tensor's dtype; it raises a bare TypeError for the types numpy has no
+        equivalent of (BF16, FP8, FP4, INT4)."""
+        dt = self.engine.get_tensor_dtype(name)
+        try:
+            return np.dtype(self._trt.nptype(dt))
+        except TypeError as e:
+            raise BackendError(
+                f"{str(path)!r}: I/O tensor {name!r} has dtype {dt}, which the runtime cannot feed or read (no numpy "
+                "equivalent); re-export the model with float32 or float16 inputs and outputs (e.g. ModelOpt AutoCast "
+                "with keep_io_types) and rebuild the engine"
+            ) from e
 
     def _profile_of(self, name):
         """(min, opt, max) of an input: profile 0, or its fixed shape in an engine without profiles."""
@@ -216,6 +232,7 @@ class TensorRTBackend(Backend):
 
     def _run(self, x: np.ndarray, state: dict | None) -> tuple[np.ndarray, dict]:
         cudart = self._cudart
+        cudart.set_device(self.device)  # the calling thread may be a worker (pipeline, multicam)
         x = self._check(x)
         shapes = self.set_shapes(self._ctx, x.shape)
         self._ensure_buffers(shapes)
@@ -257,8 +274,9 @@ class TensorRTBackend(Backend):
         """The double-buffered schedule over this engine; close the returned scheduler's
         executor (``sched.ex.close()``, or ``with sched.ex:``) when done.
 
-        ``gpu_preprocess``: None (default) converts frames on the GPU where NVRTC loads and on the
-        CPU, with a warning, where it does not; True requires the GPU kernels; False never uses them."""
+        ``gpu_preprocess``: None (default) converts frames on the GPU where NVRTC loads and compiles
+        the kernels for this GPU, and on the CPU, with a warning, where it does not; True requires the
+        GPU kernels; False never uses them."""
         return SlotScheduler(TensorRTSlotExecutor(self, slots=slots, rgb=rgb, gpu_preprocess=gpu_preprocess,
                                                   timeline=timeline))
 
@@ -272,6 +290,7 @@ class TensorRTBackend(Backend):
         if stack is None:
             return
         try:
+            self._cudart.set_device(self.device)
             self.stream.synchronize()
         finally:
             if self._buf_stack is not None:
@@ -326,6 +345,7 @@ class TensorRTSlotExecutor(SlotExecutor):
         self.slots = int(slots)
         self.rgb = rgb
         self._stack = contextlib.ExitStack()
+        cudart.set_device(backend.device)
         f32 = np.dtype(np.float32)
         self.gpu_preprocess = gpu_preprocess is not False and backend.dtypes[backend.input_name] == f32 \
             and backend.dtypes[backend.output_name] == f32
@@ -335,7 +355,7 @@ class TensorRTSlotExecutor(SlotExecutor):
             if self.gpu_preprocess:
                 try:
                     self.kernels = self._stack.enter_context(cudart.FrameKernels(backend.device))
-                except DependencyError as e:  # NVRTC not installed
+                except (DependencyError, BackendError) as e:  # no NVRTC, or it cannot compile/load the kernels
                     if gpu_preprocess:
                         raise
                     self.gpu_preprocess = False
@@ -404,6 +424,7 @@ class TensorRTSlotExecutor(SlotExecutor):
     def stage(self, slot, index, frame):
         from ..preprocess import check_frame, frame_to_tensor
 
+        self.cudart.set_device(self.b.device)  # each stage method may run on a worker thread
         sl = self._slots[slot]
         sl.uploaded.synchronize()  # the previous upload has read host_in
         frame = check_frame(frame)
@@ -418,6 +439,7 @@ class TensorRTSlotExecutor(SlotExecutor):
 
     def upload(self, slot):
         sl, cudart = self._slots[slot], self.cudart
+        cudart.set_device(self.b.device)
         self._mark(sl, "upload0")
         if sl.gpu:
             cudart.memcpy_htod_async(sl.dev_u8_in, sl.host_in.ptr, sl.host_in.nbytes, sl.stream)
@@ -452,6 +474,7 @@ class TensorRTSlotExecutor(SlotExecutor):
 
     def compute(self, slot, after, reset=False):
         sl, b = self._slots[slot], self.b
+        self.cudart.set_device(b.device)
         if after is not None and after != slot:
             sl.stream.wait(self._slots[after].computed)  # frame order, and the state written by the last compute
         turn = self._ensure_state(sl, after, reset)
@@ -478,6 +501,7 @@ class TensorRTSlotExecutor(SlotExecutor):
 
     def download(self, slot):
         sl, cudart = self._slots[slot], self.cudart
+        cudart.set_device(self.b.device)
         self._mark(sl, "download0")
         out = sl.dev[self.b.output_name]
         if sl.gpu:
@@ -492,6 +516,7 @@ class TensorRTSlotExecutor(SlotExecutor):
     def collect(self, slot):
         from ..preprocess import tensor_to_frame
 
+        self.cudart.set_device(self.b.device)
         sl = self._slots[slot]
         sl.downloaded.synchronize()
         if sl.marks is not None:
@@ -510,6 +535,7 @@ class TensorRTSlotExecutor(SlotExecutor):
         if stack is None:
             return
         try:
+            self.cudart.set_device(self.b.device)
             for sl in self._slots:
                 sl.stream.synchronize()
         finally:
