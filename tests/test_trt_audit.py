@@ -15,7 +15,8 @@ from edge_deblur.export import trt_build as tb
 from edge_deblur.runtime import cudart
 from edge_deblur.runtime.cudart import GpuInfo
 from edge_deblur.runtime.preprocess import frame_to_tensor, tensor_to_frame
-from trt_fakes import FakeCuda, FakeDriver, FakeEngine, FakeNvrtc, FakeTrt, fake_trt, no_kernels, open_fake_backend
+from trt_fakes import (FakeCuda, FakeDriver, FakeEngine, FakeNvrtc, FakeTrt, fake_trt, no_kernels, open_fake_backend,
+                       write_relu_onnx)
 
 
 def frames(n, h=30, w=41, seed=0):
@@ -120,15 +121,8 @@ def test_gpu_newer_than_nvrtc_gets_ptx_for_the_newest_supported_arch(monkeypatch
 
 @pytest.fixture
 def model(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto as T, helper as h
-
-    g = h.make_graph([h.make_node("Relu", ["input"], ["output"])], "g",
-                     [h.make_tensor_value_info("input", T.FLOAT, [-1, 3, -1, -1])],
-                     [h.make_tensor_value_info("output", T.FLOAT, [-1, 3, -1, -1])])
-    path = tmp_path / "m.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
-    return path
+    pytest.importorskip("onnx")
+    return write_relu_onnx(tmp_path / "m.onnx")
 
 
 build = functools.partial(tb.build_engine, stride=16, state_downscale=4)

@@ -12,7 +12,7 @@ from edge_deblur.export import engine_cache as ec
 from edge_deblur.export import trt_build as tb
 from edge_deblur.runtime import cudart
 from edge_deblur.runtime.cudart import GpuInfo
-from trt_fakes import fake_trt
+from trt_fakes import fake_trt, write_relu_onnx
 
 onnx = pytest.importorskip("onnx")
 
@@ -21,14 +21,7 @@ DYNAMIC = "1x3x16x16:1x3x32x48:1x3x64x64"
 
 @pytest.fixture
 def model(tmp_path):
-    from onnx import TensorProto as T, helper as h
-
-    g = h.make_graph([h.make_node("Relu", ["input"], ["output"])], "g",
-                     [h.make_tensor_value_info("input", T.FLOAT, [-1, 3, -1, -1])],
-                     [h.make_tensor_value_info("output", T.FLOAT, [-1, 3, -1, -1])])
-    path = tmp_path / "m.onnx"
-    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
-    return path
+    return write_relu_onnx(tmp_path / "m.onnx")
 
 
 def install(monkeypatch, **kw):

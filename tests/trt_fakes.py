@@ -498,3 +498,15 @@ class FakeDriver:
 
     def cuModuleUnload(self, module):
         return (0,)
+
+
+def write_relu_onnx(path):
+    """A one-Relu ONNX graph with dynamic NCHW input/output named like the models' (for builder tests)."""
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    g = h.make_graph([h.make_node("Relu", ["input"], ["output"])], "g",
+                     [h.make_tensor_value_info("input", T.FLOAT, [-1, 3, -1, -1])],
+                     [h.make_tensor_value_info("output", T.FLOAT, [-1, 3, -1, -1])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
