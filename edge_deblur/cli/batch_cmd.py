@@ -68,18 +68,30 @@ def write_table(out_root, table: list[dict]) -> Path:
 
 
 def run(args) -> int:
-    from ..runtime.ray_batch import check_reachable, run_archive
-    from .deblur_cmd import check_writable, plan_jobs
+    from ..runtime.ray_batch import check_model, check_pool_options, check_reachable, run_archive
+    from .deblur_cmd import check_tile_overlap, check_writable, plan_jobs
 
-    if args.ray and args.ray != "local":
+    # everything that can be checked here is, before Ray starts: a bad value would otherwise hang
+    # (actors that can never be scheduled) or fail every item, or every actor, separately
+    check_pool_options(actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                       rows_per_task=args.rows_per_task, num_cpus=args.num_cpus, connect_timeout=args.connect_timeout)
+    address = None if args.ray in (None, "local") else args.ray
+    if address:
         check_reachable(args.ray, args.connect_timeout)       # fail in seconds, before planning
-    plan_jobs(args.inputs, args.output)                        # bad inputs fail before Ray starts
+    jobs = plan_jobs(args.inputs, args.output)                 # bad inputs fail before Ray starts
     check_writable([Path(args.output)])
     settings = settings_from_args(args)
-    res = run_archive(args.inputs, args.output, settings, address=None if args.ray in (None, "local") else args.ray,
+    check_tile_overlap(settings["tile"], settings["overlap"])  # as deblur does, before the model loads
+    if any(kind == "raster" for _, _, kind in jobs):
+        from ..runtime.raster_deblur import check_tiling
+
+        check_tiling(settings["tile"] or 1024, settings["overlap"], 1)
+    stride = check_model(settings, remote=address is not None)  # one error for a bad model, not one per actor
+    check_tile_overlap(settings["tile"], settings["overlap"], stride)
+    res = run_archive(args.inputs, args.output, settings, address=address,
                       actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                       rows_per_task=args.rows_per_task, num_cpus=args.num_cpus, progress=sys.stderr.isatty(),
-                      connect_timeout=args.connect_timeout)
+                      connect_timeout=args.connect_timeout, verify_model=False)
     table_path = write_table(args.output, res["items"])
     res["table"] = str(table_path)
     if args.json:

@@ -11,7 +11,11 @@ FP32 ONNX -> INT8 ONNX with explicit Q/DQ (graph I/O float32), for one target:
 
 SOURCE: a folder of images, a video file, or synthetic:FOLDER (synthetic blur over the sharp
 images in FOLDER). The ranges and the recipe go to calibration/<model>/ (cpu:
-calibration/<model>/int8-cpu/); --table re-quantizes from a saved table without calibrating.
+calibration/<model>/int8-cpu/); when that folder already holds the record of another INT8 file
+(``-o elsewhere.onnx`` beside the default model.int8.onnx), to its subfolder named after the
+output (calibration/<model>/[int8-cpu/]elsewhere/), so no file's record is overwritten.
+--table re-quantizes from a saved table without calibrating. The output, table and recipe are
+written once the INT8 graph is made and checked (temporary file + rename).
 --pairs (repeatable; DIR:scene1,scene2 picks scenes) measures PSNR against ground truth."""
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--calib", default=None, help="calibration frames: image folder, video file, or synthetic:FOLDER")
     p.add_argument("--output", "-o", default=None, help="INT8 ONNX to write (default: model.int8.onnx / model.int8-cpu.onnx beside it)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"], help="range calibration (default minmax)")
-    p.add_argument("--samples", type=int, default=64, help="calibration tiles (default 64, at least 8)")
+    p.add_argument("--samples", type=int, default=64, help="calibration tiles (default 64, at least 8, at most 4096)")
     p.add_argument("--tile", default="256x256", help="deploy tile size WxH the frames are cut to (default 256x256)")
     p.add_argument("--seed", type=int, default=0, help="seed for the crops and the synthetic blur")
     p.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
@@ -37,7 +41,8 @@ def add_arguments(p):
                         "several sets: PSNR against ground truth, FP32 vs INT8")
     p.add_argument("--scenes", default=None, help="comma-separated scenes for --pairs given without ':scenes' (default: all)")
     p.add_argument("--calib-dir", default="calibration", help="where tables and recipes go (default: calibration/)")
-    p.add_argument("--name", default=None, help="model name for calibration/<name>/ (default: the model's folder name)")
+    p.add_argument("--name", default=None, help="model name for calibration/<name>/ (default: the model's folder name; another -o than the "
+                        "default gets a subfolder there when the folder holds another file's record)")
     p.add_argument("--stride", type=int, default=None, help="model stride when the ONNX file does not record it")
     p.add_argument("--quantize-output-add", action="store_true",
                    help="also quantize the final global-residual Add (tensorrt default: keep it float; cpu: quantized)")

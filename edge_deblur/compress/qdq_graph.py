@@ -187,22 +187,29 @@ def extra_options(target: Target | str = "tensorrt") -> dict:
 
 
 def quantize_with_ranges(src: Path, dst: Path, ranges: dict, method: str, exclude: list[str], target: Target | str = "tensorrt"):
-    """``src`` (float, every node named) -> ``dst`` (QDQ) with the activation ranges ``ranges``."""
+    """``src`` (float, every node named) -> ``dst`` (QDQ) with the activation ranges ``ranges``.
+    ``quantize_static`` writes into a temporary folder; ``dst`` is replaced (rename) only when it
+    returns, so a failure leaves no partial or invalid file at ``dst``."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     t = get_target(target) if isinstance(target, str) else target
     act = QuantType.QUInt8 if t.activation == "uint8" else QuantType.QInt8
+    dst = Path(dst)
     with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(_to_tensors_data(ranges, method), cache)
+        written = Path(tmp) / "quantized.onnx"
         with _quiet():
             quantize_static(
-                str(src), str(dst), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                str(src), str(written), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 per_channel=True, reduce_range=False, activation_type=act, weight_type=QuantType.QInt8,
                 nodes_to_exclude=list(exclude), calibrate_method=_method_enum(method),
                 extra_options=extra_options(t), calibration_cache_path=str(cache),
             )
+        from ..runtime.manifest import atomic_write_bytes
+
+        atomic_write_bytes(dst, written.read_bytes())  # temp file beside dst + rename
 
 
 def finish_graph(dst: Path, metadata: dict, recipe_path: str | None, target: Target | str = "tensorrt"):

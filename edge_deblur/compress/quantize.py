@@ -9,7 +9,12 @@ calibrators (:mod:`.calib_table`). The ranges go to ``calibration/<model>/table.
 or ``calibration/<model>/int8-cpu/table.json`` (CPU) and the recipe that made them (method,
 samples, source, tile, seed, target, the calibrating machine's CPU features, tool versions, ONNX
 sha256, accuracy) to ``recipe.json`` beside it; a table re-quantizes the same model to the same
-graph without calibrating (``table=``). Accuracy: INT8 vs FP32 on held-out tiles, and with
+graph without calibrating (``table=``). That folder is the record of one INT8 file (its metadata
+``edge_deblur.calibration`` points at the recipe): when it already holds the record of another
+file (e.g. ``model.int8.onnx`` and now ``-o elsewhere.onnx``), the new record goes to a subfolder
+named after the output, ``calibration/<model>/[int8-cpu/]<output stem>/`` (:func:`record_folder`).
+Nothing is written until the INT8 graph is made, checked and measured: the model goes through a
+temporary file + rename, the table and recipe with it, so a failed run leaves no partial file. Accuracy: INT8 vs FP32 on held-out tiles, and with
 ``pairs`` against ground truth on real blur/sharp pairs (:mod:`.quant_eval`).
 
 numpy, OpenCV, onnx and onnxruntime only: no torch.
@@ -38,6 +43,7 @@ from .quant_eval import accuracy_on_pairs, compare_outputs
 log = logging.getLogger("edge_deblur.compress.quantize")
 
 MIN_SAMPLES = 8
+MAX_SAMPLES = 4096  # ranges settle within a few hundred tiles; more only costs minutes of calibration
 
 
 def sha256_file(path) -> str:
@@ -81,6 +87,18 @@ def inspect_float_model(path, stride: int | None = None) -> ModelInfo:
         raise ModelError(
             f"{str(p)!r} is already quantized ({len(qnodes)} quantization nodes, e.g. {qnodes[0]!r}); "
             "quantize the FP32 model (model.onnx) instead"
+        )
+    half = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    low = [i.name for i in m.graph.initializer if i.data_type in half]
+    low += [n.output[0] for n in m.graph.node if n.op_type == "Constant" and n.output
+            and any(a.t.data_type in half for a in n.attribute if a.name == "value")]
+    if low:
+        fp32 = p.with_name("model.onnx")
+        hint = (f"quantize the FP32 model {str(fp32)!r} instead" if fp32.is_file() and fp32.resolve() != p.resolve()
+                else "quantize the FP32 model (model.onnx, written by edge-deblur export) instead")
+        raise ModelError(
+            f"{str(p)!r} is an FP16 graph ({len(low)} float16 weights, e.g. {low[0]!r}); INT8 calibration needs "
+            f"float32 weights: {hint}"
         )
     inits = {i.name for i in m.graph.initializer}
     inputs = [i for i in m.graph.input if i.name not in inits]
@@ -173,10 +191,16 @@ class QuantizeOptions:
     def validate(self):
         if self.method not in METHODS:
             raise InputError(f"--method {self.method!r} is not one of {', '.join(METHODS)}")
-        if not isinstance(self.samples, int) or self.samples < self.min_samples:
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < self.min_samples:
             raise InputError(
                 f"{self.samples} calibration samples are too few; use at least {self.min_samples} "
                 "(64 or more is typical: --samples 64)"
+            )
+        if self.samples > MAX_SAMPLES:
+            raise InputError(
+                f"--samples {self.samples} is more than {MAX_SAMPLES} calibration tiles (it would calibrate for "
+                f"minutes; the ranges settle within a few hundred tiles); use --samples {MAX_SAMPLES} or fewer "
+                "(64-1024 is typical)"
             )
         self.tile = parse_tile(self.tile)
         if not 90.0 < self.percentile <= 100.0:
@@ -208,6 +232,94 @@ def calibration_folder(calib_dir, name: str, target: str | Target = "tensorrt") 
     """Where a target's table and recipe go: calibration/<name>/ or calibration/<name>/int8-cpu/."""
     base = Path(calib_dir) / name
     return base if get_target(target).name == "tensorrt" else base / "int8-cpu"
+
+
+def _record_owner(folder: Path, out: Path) -> bool | None:
+    """Whose record ``folder`` holds: None when it holds none, True when it is the record of
+    ``out`` (re-quantizing the same file replaces it), False when another INT8 file's."""
+    recipe, table = folder / "recipe.json", folder / "table.json"
+    if not recipe.is_file() and not table.is_file():
+        return None
+    if out.is_file():  # the existing output's metadata points at this recipe
+        try:
+            import onnx
+
+            md = {e.key: e.value for e in onnx.load(str(out), load_external_data=False).metadata_props}
+            if md.get("edge_deblur.calibration") and Path(md["edge_deblur.calibration"]).resolve() == recipe.resolve():
+                return True
+        except Exception:  # noqa: BLE001 - an unreadable output is checked (and refused) elsewhere
+            pass
+    try:
+        rec = json.loads(recipe.read_text())
+    except (OSError, ValueError):
+        return False  # a table without a readable recipe: someone's, keep it
+    rec_out = rec.get("output") if isinstance(rec, dict) else None
+    if not rec_out:
+        return False
+    if Path(rec_out).resolve() == out.resolve():
+        return True
+    # a relative path recorded from another working folder: the same file name and content
+    if (not Path(rec_out).is_absolute() and Path(rec_out).name == out.name and out.is_file()
+            and rec.get("output_sha256") == sha256_file(out)):
+        return True
+    return False
+
+
+def record_folder(calib_dir, name: str, target: str | Target, out) -> Path:
+    """Where the table and recipe of the INT8 file ``out`` go: :func:`calibration_folder` when it
+    is free or already the record of ``out``; when it holds another file's record (which that
+    file's metadata points at), the subfolder ``<output stem>/`` of it (``-2``, ``-3``, ... when
+    that is taken too). A record another artifact points at is never overwritten."""
+    base = calibration_folder(calib_dir, name, target)
+    out = Path(out)
+    if _record_owner(base, out) is not False:
+        return base
+    stem = out.name[: -len(".onnx")] if out.name.endswith(".onnx") else out.name
+    for i in range(1, 1000):
+        cand = base / (stem if i == 1 else f"{stem}-{i}")
+        if _record_owner(cand, out) is not False:
+            return cand
+    raise InputError(f"{str(base)!r} holds the calibration records of 1000 other files named {stem!r}; "
+                     "pass another --calib-dir or --name")
+
+
+def check_output(out: Path, info: "ModelInfo", target: Target) -> None:
+    """Refuse an output path that cannot be written or would clobber something other than an INT8
+    model (the input, a folder, another file), before anything is calibrated."""
+    if out.resolve() == info.path.resolve():
+        raise InputError(f"output {str(out)!r} would overwrite the FP32 model; pass another -o "
+                         f"(e.g. {default_output(info.path, target).name})")
+    suggestion = default_output(info.path, target).name
+    if out.is_dir():
+        raise InputError(f"output {str(out)!r} is a folder; pass the INT8 file to write, e.g. -o {str(out / suggestion)}")
+    for parent in (out.parent, *out.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"output {str(out)!r}: {str(parent)!r} is a file, not a folder; pass another -o")
+            break
+    if out.exists():
+        import onnx
+
+        try:
+            md = {e.key: e.value for e in onnx.load(str(out), load_external_data=False).metadata_props}
+        except Exception:  # noqa: BLE001 - protobuf raises several types
+            md = {}
+        if md.get("edge_deblur.precision") != "int8":
+            raise InputError(f"output {str(out)!r} exists and is not an INT8 model made by edge-deblur quantize; "
+                             f"it is left as it is: pass another -o (e.g. {suggestion}) or remove it first")
+
+
+def check_calib_spec(calib) -> None:
+    """An empty calibration source (``''``, ``synthetic:``) would calibrate on whatever lies in '.'."""
+    if calib is None:
+        return
+    text = str(calib)
+    if not text.strip() or (text.startswith("synthetic:") and not text[len("synthetic:"):].strip()):
+        raise InputError(f"--calib {text!r} names no folder; pass a folder of images, a video file, or "
+                         "synthetic:FOLDER (synthetic blur over the sharp images in FOLDER)")
+    from .calib_frames import describe_source
+
+    describe_source(calib)  # DatasetError naming a missing source, before the model is touched
 
 
 def machine_features() -> dict:
@@ -254,14 +366,16 @@ def quantize_model(
     folder, video, synthetic:FOLDER) or on ``frames`` (already tile-sized numpy frames), or re-uses
     ``table`` (a saved calibration table) without calibrating. ``pairs``: a pairs folder or a list
     of them (``'FOLDER:scene,scene'`` picks scenes) to measure accuracy against ground truth.
-    Writes the table and recipe to :func:`calibration_folder` and returns the recipe."""
+    Writes the table and recipe to :func:`record_folder` and returns the recipe; the output, table
+    and recipe are written only once the INT8 graph is made and checked (temporary file + rename)."""
     opts = options or QuantizeOptions()
     opts.validate()
     target = get_target(opts.target)
+    if frames is None:
+        check_calib_spec(calib)
     info = inspect_float_model(onnx_path, stride)
     out = Path(output) if output is not None else default_output(info.path, target)
-    if out.resolve() == info.path.resolve():
-        raise InputError(f"output {str(out)!r} would overwrite the FP32 model; pass another -o (e.g. {default_output(info.path, target).name})")
+    check_output(out, info, target)
     tw, th = opts.tile
     if tw % info.stride or th % info.stride:
         raise InputError(f"tile {tw}x{th} is not a multiple of the model's stride {info.stride}; use e.g. "
@@ -270,14 +384,21 @@ def quantize_model(
         raise InputError(f"the model's input is fixed at {info.width}x{info.height}; pass --tile {info.width}x{info.height}")
     pair_sets = _parse_pair_sets(pairs, pair_scenes)
     name = name or default_model_name(info.path)
-    cdir = calibration_folder(calib_dir, name, target)
+    cdir = record_folder(calib_dir, name, target, out)
+    if cdir != calibration_folder(calib_dir, name, target):
+        log.info("%s holds the calibration record of another file; this one's goes to %s",
+                 calibration_folder(calib_dir, name, target), cdir)
     t0 = time.time()
+    new_table: dict | None = None
     source_info: dict = {}
     recipe_src: dict = {}
     eval_tensors: list[np.ndarray] = []
     rewrites: list[str] = []
 
+    # the INT8 graph is made, checked and measured in a temporary folder; the table, the recipe
+    # and the model are put in place only at the end (a failure leaves nothing behind)
     with tempfile.TemporaryDirectory(prefix="edge_deblur_q.") as tmp:
+        staged = Path(tmp) / "quantized.onnx"
         graph = name_nodes(info.path, Path(tmp) / "named.onnx")
         if target.rewrites:
             from .cpu_layout import rewrite_for_cpu
@@ -337,79 +458,84 @@ def quantize_model(
             tied = tie_ranges(graph, ranges)
             if tied:
                 log.info("ranges tied across value-moving ops: %s", ", ".join(tied))
-            save_table(cdir / "table.json", ranges, opts.method, info.sha256, target.name,
-                       graph="cpu_layout: " + ", ".join(target.rewrites) if target.rewrites else None)
+            new_table = dict(ranges=ranges, method=opts.method, onnx_sha256=info.sha256, target=target.name,
+                             graph="cpu_layout: " + ", ".join(target.rewrites) if target.rewrites else None)
         missing = _missing_ranges(graph, ranges, exclude)
         if missing:
             raise InputError(f"calibration table {str(table)!r} has no range for {len(missing)} tensors of this graph "
                              f"(e.g. {missing[0]!r}); it was made by another version of the quantizer: recalibrate with --calib")
-        quantize_with_ranges(graph, out, ranges, opts.method, exclude, target)
-    if target.rewrites:
-        _point_shapes_at_quantized(out)
-    recipe_rel = str(cdir / "recipe.json")
-    finish_graph(out, info.metadata, recipe_rel, target)
-    rep = qdq_report(out)
-    if target.name == "tensorrt" and rep["nonzero_zero_points"]:
-        raise ModelError(f"quantized graph has non-zero zero points: {rep['nonzero_zero_points'][:3]}; this is a bug")
+        quantize_with_ranges(graph, staged, ranges, opts.method, exclude, target)
+        if target.rewrites:
+            _point_shapes_at_quantized(staged)
+        recipe_rel = str(cdir / "recipe.json")
+        finish_graph(staged, info.metadata, recipe_rel, target)
+        rep = qdq_report(staged)
+        if target.name == "tensorrt" and rep["nonzero_zero_points"]:
+            raise ModelError(f"quantized graph has non-zero zero points: {rep['nonzero_zero_points'][:3]}; this is a bug")
 
-    recipe = {
-        "format": TABLE_FORMAT,
-        "model": name,
-        "target": target.name,
-        "onnx": str(info.path),
-        "onnx_sha256": info.sha256,
-        "output": str(out),
-        "output_sha256": sha256_file(out),
-        "method": opts.method,
-        "percentile": opts.percentile if opts.method == "percentile" else None,
-        "samples": opts.samples if frames is None else source_info.get("count"),
-        "tile": [tw, th],
-        "seed": opts.seed,
-        "from_table": str(table) if table is not None else None,
-        "stride": info.stride,
-        "source": source_info,
-        "preprocess": "edge_deblur.runtime.preprocess.frame_to_tensor",
-        "table": str(cdir / "table.json"),
-        "quantization": {
-            "format": "QDQ",
+        recipe = {
+            "format": TABLE_FORMAT,
+            "model": name,
             "target": target.name,
-            "layout": target.description,
-            "activations": ("uint8 asymmetric per-tensor" if target.activation == "uint8"
-                            else "int8 symmetric per-tensor (zero point 0)"),
-            "weights": "int8 symmetric per-channel (Conv axis 0)",
-            "bias": "int32" if target.quantize_bias else "float",
-            "float_nodes": exclude,
-            "graph_rewrites": rewrites,
-            "extra_options": _extra(target),
-        },
-        "machine": machine_features(),
-        "tools": tool_versions(opencv="cv2"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.time() - t0, 2),
-        "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "activation_dtypes", "io_dtypes")},
-        "accuracy": {},
-    }
-    if info.state_inputs:
-        recipe["state_inputs"] = [s["name"] for s in info.state_inputs]
-        recipe["state_calibration"] = "each tile with the zero state and with the state the FP32 model left after it"
-    if eval_tensors:
-        recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, out, model_feeds(info, eval_tensors, threads),
-                                                               threads)
-    sets = [accuracy_on_pairs(info.path, out, root, scenes, info.stride, threads,
-                              feeds=lambda ts: model_feeds(info, ts, threads)) for root, scenes in pair_sets]
-    if sets:
-        recipe["accuracy"]["pairs"] = sets[0]
-        recipe["accuracy"]["pair_sets"] = sets
-    if table is not None and recipe_src:
-        # re-built from a saved table: the calibration facts are those of the run that made it
-        for k in ("percentile", "samples", "tile", "seed", "machine"):
-            recipe[k] = recipe_src.get(k, recipe[k])
-    from ..runtime.manifest import atomic_write_json
+            "onnx": str(info.path),
+            "onnx_sha256": info.sha256,
+            "output": str(out),
+            "output_sha256": sha256_file(staged),
+            "method": opts.method,
+            "percentile": opts.percentile if opts.method == "percentile" else None,
+            "samples": opts.samples if frames is None else source_info.get("count"),
+            "tile": [tw, th],
+            "seed": opts.seed,
+            "from_table": str(table) if table is not None else None,
+            "stride": info.stride,
+            "source": source_info,
+            "preprocess": "edge_deblur.runtime.preprocess.frame_to_tensor",
+            "table": str(cdir / "table.json"),
+            "quantization": {
+                "format": "QDQ",
+                "target": target.name,
+                "layout": target.description,
+                "activations": ("uint8 asymmetric per-tensor" if target.activation == "uint8"
+                                else "int8 symmetric per-tensor (zero point 0)"),
+                "weights": "int8 symmetric per-channel (Conv axis 0)",
+                "bias": "int32" if target.quantize_bias else "float",
+                "float_nodes": exclude,
+                "graph_rewrites": rewrites,
+                "extra_options": _extra(target),
+            },
+            "machine": machine_features(),
+            "tools": tool_versions(opencv="cv2"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.time() - t0, 2),
+            "graph": {k: rep[k] for k in ("quantize_linear", "dequantize_linear", "zero_point_dtypes", "activation_dtypes", "io_dtypes")},
+            "accuracy": {},
+        }
+        if info.state_inputs:
+            recipe["state_inputs"] = [s["name"] for s in info.state_inputs]
+            recipe["state_calibration"] = "each tile with the zero state and with the state the FP32 model left after it"
+        if eval_tensors:
+            recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, staged, model_feeds(info, eval_tensors, threads),
+                                                                   threads)
+        sets = [accuracy_on_pairs(info.path, staged, root, scenes, info.stride, threads,
+                                  feeds=lambda ts: model_feeds(info, ts, threads)) for root, scenes in pair_sets]
+        if sets:
+            recipe["accuracy"]["pairs"] = sets[0]
+            recipe["accuracy"]["pair_sets"] = sets
+        if table is not None and recipe_src:
+            # re-built from a saved table: the calibration facts are those of the run that made it
+            for k in ("percentile", "samples", "tile", "seed", "machine"):
+                recipe[k] = recipe_src.get(k, recipe[k])
+        from ..runtime.manifest import atomic_write_bytes, atomic_write_json
 
-    atomic_write_json(cdir / "recipe.json", recipe)
-    if update_manifest:
-        _add_to_manifest(out, info, recipe)
-    return recipe
+        # everything made and measured: put the table, the recipe and the model in place
+        if new_table is not None:
+            save_table(cdir / "table.json", new_table["ranges"], new_table["method"], new_table["onnx_sha256"],
+                       new_table["target"], graph=new_table["graph"])
+        atomic_write_json(cdir / "recipe.json", recipe)
+        atomic_write_bytes(out, staged.read_bytes())
+        if update_manifest:
+            _add_to_manifest(out, info, recipe)
+        return recipe
 
 
 def _extra(target: Target) -> dict:

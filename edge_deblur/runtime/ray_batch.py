@@ -10,7 +10,11 @@ bar), merges raster parts, writes manifests and returns the per-item table.
 
 ``address=None`` starts a local Ray instance (``num_cpus`` CPUs); an address (``host:port``,
 ``ray://host:port`` or ``auto``) joins an existing cluster; an address that does not answer
-within ``connect_timeout`` seconds is a ``ClusterError`` naming it.
+within ``connect_timeout`` seconds is a ``ClusterError`` naming it. The pool's settings are
+checked before Ray starts (``check_pool_options``), the model is opened once in the driver
+(``check_model``: a bad model is one error, not a traceback per actor), and a pool the cluster's
+resources cannot hold (more GPUs per actor than the cluster has, ...) is a ``ClusterError`` within
+seconds (``check_cluster_fits``) instead of actors waiting forever to be scheduled.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import socket
 import time
 from typing import Optional
 
-from ..errors import ClusterError, require
+from ..errors import ClusterError, InputError, require
 from . import archive as A
 
 log = logging.getLogger(__name__)
@@ -49,9 +53,74 @@ def _host_port(address: str) -> Optional[tuple[str, int]]:
         raise ClusterError(f"Ray address {address!r} is not host:port (e.g. 10.0.0.5:6379 or ray://head:10001)") from None
 
 
+def _number(value, flag: str, *, integer: bool, minimum: float, strict: bool = False, hint: str = ""):
+    """InputError unless ``value`` is a (whole, with ``integer``) number >= ``minimum`` (> with ``strict``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        what = "a whole number" if integer else "a number"
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise InputError(f"{flag} must be {what} {bound}, got {value!r}{hint}")
+
+
+def check_pool_options(*, actors=None, cpus_per_actor=1, gpus_per_actor=0, rows_per_task=2048, num_cpus=None,
+                       connect_timeout=5.0):
+    """The pool's settings, before Ray starts: a zero or negative value would leave the actors
+    unschedulable (Ray waits for them forever) or fail deep inside Ray."""
+    if actors is not None:
+        _number(actors, "--actors", integer=True, minimum=1, hint=" (or leave it out: CPUs / --cpus-per-actor)")
+    _number(cpus_per_actor, "--cpus-per-actor", integer=False, minimum=0, strict=True, hint=" (e.g. 1 or 0.5)")
+    _number(gpus_per_actor, "--gpus-per-actor", integer=False, minimum=0, hint=" (0: CPU actors)")
+    _number(rows_per_task, "--rows-per-task", integer=True, minimum=1, hint=" (default 2048)")
+    if num_cpus is not None:
+        _number(num_cpus, "--num-cpus", integer=True, minimum=1, hint=" (or leave it out: all of this machine's CPUs)")
+    _number(connect_timeout, "--connect-timeout", integer=False, minimum=0, strict=True, hint=" (seconds; default 5)")
+
+
+def check_cluster_fits(resources: dict, *, cpus_per_actor: float, gpus_per_actor: float, actors=None,
+                       where: str = "the local Ray instance"):
+    """ClusterError when the cluster (``ray.cluster_resources()``) cannot hold one actor, or the
+    ``actors`` asked for, instead of a pool that waits forever for resources that never come."""
+    cpus, gpus = float(resources.get("CPU", 0) or 0), float(resources.get("GPU", 0) or 0)
+    has = f"{where} has {cpus:g} CPUs and {gpus:g} GPUs"
+    if cpus_per_actor > cpus or gpus_per_actor > gpus:
+        asks = f"{cpus_per_actor:g} CPUs" + (f" and {gpus_per_actor:g} GPUs" if gpus_per_actor else "")
+        fix = ("--gpus-per-actor 0 (CPU actors) or a cluster with GPUs (--ray ADDRESS)" if gpus_per_actor > gpus
+               else f"--cpus-per-actor {cpus:g} or less" + (" (or a larger --num-cpus)" if "local" in where else ""))
+        raise ClusterError(f"one actor asks for {asks} (--cpus-per-actor {cpus_per_actor:g}, --gpus-per-actor "
+                           f"{gpus_per_actor:g}) but {has}; no actor could start: use {fix}")
+    if actors is not None:
+        if actors * cpus_per_actor > cpus or actors * gpus_per_actor > gpus:
+            fit = int(cpus // cpus_per_actor)
+            if gpus_per_actor:
+                fit = min(fit, int(gpus // gpus_per_actor))
+            raise ClusterError(f"--actors {actors} x (--cpus-per-actor {cpus_per_actor:g}, --gpus-per-actor "
+                               f"{gpus_per_actor:g}) needs {actors * cpus_per_actor:g} CPUs and "
+                               f"{actors * gpus_per_actor:g} GPUs but {has}; use --actors {max(1, fit)} or fewer")
+
+
+def check_model(settings: dict, remote: bool = False) -> int:
+    """Open the model once in the driver (with its probe frame, as eval and verify do) before any
+    actor starts: a missing or broken model is one ModelError here, not a traceback from every
+    actor. Returns the model's stride. A GPU-only model on a remote cluster is left to its nodes."""
+    backend, device = settings.get("backend"), settings.get("device")
+    needs_gpu = backend in ("tensorrt", "torch-cuda") or str(device or "").startswith("cuda")
+    if remote and needs_gpu:
+        return 1
+    from .deblurrer import Deblurrer
+
+    with Deblurrer.open(settings["model_file"], backend=backend, device=device, threads=1,
+                        tile=settings.get("tile"), overlap=settings.get("overlap", 128)) as d:
+        return int(getattr(d, "stride", 1) or 1)
+
+
 def check_reachable(address: str, timeout: float = 5.0):
     """Raise ClusterError unless something accepts a TCP connection at ``address`` within
     ``timeout`` seconds (ray.init would otherwise retry for minutes)."""
+    _number(timeout, "--connect-timeout", integer=False, minimum=0, strict=True, hint=" (seconds; default 5)")
     hp = _host_port(address)
     if hp is None:
         return
@@ -174,9 +243,14 @@ def _scalar(v):
 
 def run_archive(inputs, out_root, settings: dict, *, address: Optional[str] = None, actors: Optional[int] = None,
                 cpus_per_actor: float = 1, gpus_per_actor: float = 0, rows_per_task: int = 2048,
-                num_cpus: Optional[int] = None, progress: bool = False, connect_timeout: float = 5.0) -> dict:
+                num_cpus: Optional[int] = None, progress: bool = False, connect_timeout: float = 5.0,
+                verify_model: bool = True) -> dict:
     """Plan, run on Ray, finish. Returns ``{"items": [...], "ok", "failed", "skipped", "seconds",
-    "frames", "frames_per_s"}`` (per-item rows: input, output, kind, status, error, tasks, frames)."""
+    "frames", "frames_per_s"}`` (per-item rows: input, output, kind, status, error, tasks, frames).
+    The options are checked before Ray starts, the model is opened once here (``verify_model``;
+    False when the caller has just done it), and the pool against the cluster's resources."""
+    check_pool_options(actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor,
+                       rows_per_task=rows_per_task, num_cpus=num_cpus, connect_timeout=connect_timeout)
     t0 = time.perf_counter()
     items = A.plan_archive(inputs, out_root, settings, rows_per_task=rows_per_task)
     tasks = [t for it in items if not it.skipped for t in it.tasks]
@@ -184,11 +258,18 @@ def run_archive(inputs, out_root, settings: dict, *, address: Optional[str] = No
     ray = None
     t_run = time.perf_counter()
     if tasks:
+        if verify_model:
+            check_model(settings, remote=address is not None)
         ray = connect(address, num_cpus=num_cpus, connect_timeout=connect_timeout)
         import ray.data  # noqa: F401
 
-        total_cpus = int(ray.cluster_resources().get("CPU", 1))
-        n_actors = actors or max(1, min(len(tasks), int(total_cpus // max(cpus_per_actor, 1e-9))))
+        resources = ray.cluster_resources()
+        check_cluster_fits(resources, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, actors=actors,
+                           where=f"the Ray cluster at {address!r}" if address else "the local Ray instance")
+        fit = int(float(resources.get("CPU", 1)) // cpus_per_actor)
+        if gpus_per_actor:
+            fit = min(fit, int(float(resources.get("GPU", 0)) // gpus_per_actor))
+        n_actors = actors or max(1, min(len(tasks), fit))
         s = dict(settings, gpus_per_actor=gpus_per_actor, threads=settings.get("threads") or max(1, int(cpus_per_actor)))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
