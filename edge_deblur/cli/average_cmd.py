@@ -11,7 +11,9 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..errors import ModelError
+    from pathlib import Path
+
+    from ..errors import InputError, ModelError
     from ..models.checkpoint import average_checkpoints
 
     paths = []
@@ -19,6 +21,11 @@ def run(args) -> int:
         found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
         if not found:
             raise ModelError(f"no checkpoint matches {pattern!r}")
+        if found != [pattern]:  # a glob: the output left by an earlier run must not be averaged into itself
+            out = Path(args.output).resolve()
+            if any(Path(f).resolve() == out for f in found):
+                raise InputError(f"the glob {pattern!r} matches the output {args.output!r}, which would overwrite an "
+                                 "input; pass another -o (outside the glob) or list the checkpoints one by one")
         paths += found
     meta = average_checkpoints(paths, args.output)
     print(f"averaged {len(paths)} checkpoints -> {args.output} ({meta['total_iters']} iterations in total)")

@@ -1,4 +1,4 @@
-"""edge-deblur export CKPT -o DIR|FILE.onnx [--fp16] [--opset N] [--default]"""
+"""edge-deblur export CKPT -o DIR|FILE.onnx [--fp16] [--opset N] [--default] [--force]"""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,9 @@ def add_arguments(p):
     p.add_argument("--fp16-tolerance", type=float, default=2e-2, help="max abs difference of the FP16 model against FP32")
     p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript", help="torch.onnx exporter")
     p.add_argument("--default", action="store_true", help="make this folder the runtime's default model (writes <parent>/DEFAULT)")
+    p.add_argument("--force", action="store_true",
+                   help="export into a folder whose manifest describes another model (another architecture, "
+                        "checkpoint or main ONNX file), replacing that manifest")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
@@ -31,6 +34,7 @@ def run(args) -> int:
         fp16_tolerance=args.fp16_tolerance,
         exporter=args.exporter,
         default=args.default,
+        force=args.force,
     )
     if args.json:
         print(json.dumps(m, indent=2))

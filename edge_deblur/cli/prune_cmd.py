@@ -7,7 +7,10 @@ key=value overrides applied; train.iters is set by --finetune-iters."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p):
@@ -26,6 +29,17 @@ def add_arguments(p):
     p.add_argument("--round-to", type=int, default=8, help="channel counts are rounded to multiples of this (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar during the fine-tune")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    plain = getattr(p, "unrecognized", None)  # edge_deblur.cli.Parser's hook for leftover arguments
+
+    def unrecognized(extras):  # key=value after the options: say where overrides go
+        kv = [t for t in extras if "=" in t and not t.startswith("-")]
+        if kv:
+            p.error(f"unrecognized arguments: {' '.join(extras)}; key=value overrides go right after CKPT "
+                    f"(edge-deblur prune CKPT {' '.join(kv)} --ratio ...) or after --set (--set {' '.join(kv)})")
+        plain(extras)
+
+    if plain is not None:
+        p.unrecognized = unrecognized
 
 
 def _finetune_config(args):
@@ -35,9 +49,14 @@ def _finetune_config(args):
 
     if args.finetune_iters < 0:
         raise InputError(f"--finetune-iters must be >= 0, got {args.finetune_iters}")
-    if args.finetune_iters == 0:
-        return None
     args.overrides = list(args.overrides) + list(getattr(args, "set_overrides", []) or [])
+    if args.finetune_iters == 0:
+        if args.overrides or args.config:
+            # nothing is fine-tuned, but a typo or a bad value must not pass silently
+            load_train_config(args.config, args.overrides)
+            unused = ([f"--config {args.config}"] if args.config else []) + args.overrides
+            log.warning("--finetune-iters 0: no fine-tune, so these are checked but not used: %s", " ".join(unused))
+        return None
     overrides = list(args.overrides) + [f"train.iters={args.finetune_iters}"]
     if not any(o.split("=", 1)[0].strip() == "out_dir" for o in args.overrides):
         out = Path(args.output)
@@ -58,7 +77,10 @@ def _finetune_config(args):
 def run(args) -> int:
     from ..compress.prune import check_ratio, prune_checkpoint
 
+    from ..compress.prune import check_output
+
     ratio = check_ratio(args.ratio)
+    check_output(args.checkpoint, args.output, ratio)  # before reading configs or pruning
     cfg = _finetune_config(args)
     report = prune_checkpoint(args.checkpoint, args.output, ratio, round_to=args.round_to, finetune=cfg,
                               progress=not args.no_progress)

@@ -57,6 +57,19 @@ def check_ratio(ratio) -> float:
     return r
 
 
+def check_output(src, dst, ratio: float | None = None) -> None:
+    """Refuse an output that is a folder or the input checkpoint itself (mirrors ``quantize``)."""
+    from pathlib import Path
+
+    src, dst = Path(src), Path(dst)
+    tag = f"_p{round(float(ratio) * 100)}" if ratio is not None else "_pruned"
+    example = src.with_name(f"{src.stem}{tag}.safetensors").name
+    if dst.is_dir():
+        raise InputError(f"output {str(dst)!r} is a folder; pass a checkpoint file path, e.g. -o {str(dst / example)!r}")
+    if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and dst.samefile(src)):
+        raise InputError(f"output {str(dst)!r} would overwrite the input checkpoint; pass another -o (e.g. {example})")
+
+
 def kept_channels(channels: int, ratio: float, round_to: int = ROUND_TO) -> int:
     """Channels a group of ``channels`` keeps at ``ratio``: nearest multiple of ``round_to``,
     at least ``round_to`` (or all of them when the group is smaller), at most ``channels``."""
@@ -272,6 +285,7 @@ def prune_checkpoint(src, dst, ratio: float, round_to: int = ROUND_TO, finetune=
     from ..models.profile import summary
 
     ratio = check_ratio(ratio)
+    check_output(src, dst, ratio)
     dense = load_model(src, deploy=True)
     _, _, dense_config, dense_meta = read_checkpoint(src)
     before = summary(dense)

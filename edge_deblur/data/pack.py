@@ -22,6 +22,7 @@ import concurrent.futures as cf
 import hashlib
 import json
 import os
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -94,6 +95,22 @@ def _digest(items: Iterable[dict]) -> str:
     return h.hexdigest()
 
 
+def _check_output(out, roots: Sequence[str]) -> None:
+    """Refuse an output path that is a folder, one of the source files, or inside a source root
+    (the pack would replace a photo, or be read back as one by the next pack or training run)."""
+    out = Path(out)
+    if out.is_dir():
+        raise DatasetError(f"output {str(out)!r} is a folder; pass a pack file path, e.g. "
+                           f"--out {str(out / 'train.pack')!r}")
+    target = out.resolve()
+    for root in roots:
+        rp = Path(root).resolve()
+        if target == rp or rp in target.parents:
+            raise DatasetError(
+                f"output {str(out)!r} is inside the source folder {str(root)!r}: the pack would overwrite or be mixed "
+                f"with the photos it packs; write it elsewhere, e.g. --out data_cache/{out.stem or 'train'}.pack")
+
+
 def build_pack(out: str | os.PathLike, sharp_roots: Sequence[str] = (), pair_roots: Sequence[str] = (),
                pair_exclude: Sequence[str] = (), val_pairs: Sequence[str] = (), max_side: int = 1024,
                quality: Optional[int] = 90, limit_mib: float = 40.0, workers: int = 0, log=None) -> dict:
@@ -113,6 +130,8 @@ def build_pack(out: str | os.PathLike, sharp_roots: Sequence[str] = (), pair_roo
         raise DatasetError(f"quality must be in 1..100, got {quality}")
     if int(max_side) < 16:
         raise DatasetError(f"max_side must be >= 16 px, got {max_side}")
+    val_roots = [str(spec).partition("@")[0] for spec in val_pairs]
+    _check_output(out, [*sharp_roots, *pair_roots, *val_roots])
     workers = workers or min(8, os.cpu_count() or 1)
     items: list[dict] = []
     pairs: list[dict] = []
@@ -147,7 +166,9 @@ def build_pack(out: str | os.PathLike, sharp_roots: Sequence[str] = (), pair_roo
     t0 = time.time()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
     limit = float(limit_mib) * 2**20
     total = 0
     names: dict[tuple[str, str], str] = {}

@@ -227,6 +227,38 @@ def check_parity_onnx(ref_bytes: bytes, onnx_bytes: bytes, stride: int, toleranc
     return {"max_abs_diff": worst, "tolerance": tolerance, "reference": "fp32 onnx"}
 
 
+def _check_same_model(out: Path, spec: dict, ckpt_sha: str) -> None:
+    """Raise ModelError when ``out``'s folder holds a manifest for another model: another
+    architecture, another source checkpoint, or another main ONNX file that is still there.
+    Writing there would replace the whole manifest and drop the folder's other artifacts."""
+    folder = out.parent
+    if not (folder / MANIFEST_NAME).is_file():
+        return
+    old = read_manifest(folder)
+    problems = []
+    old_arch, new_arch = old.get("arch"), json.loads(json.dumps(spec))
+    if isinstance(old_arch, dict) and old_arch != new_arch:
+        diff = [f"{k} {old_arch.get(k)!r} -> {new_arch.get(k)!r}" for k in sorted(set(old_arch) | set(new_arch))
+                if old_arch.get(k) != new_arch.get(k)]
+        problems.append(f"another architecture: {', '.join(diff)}")
+    old_sha = (old.get("checkpoint") or {}).get("sha256")
+    if old_sha and old_sha != ckpt_sha:
+        was = (old.get("checkpoint") or {}).get("file") or "another checkpoint"
+        problems.append(f"made from checkpoint {was!r} (sha256 {old_sha[:12]}...), not from this one "
+                        f"({ckpt_sha[:12]}...)")
+    old_onnx = old.get("onnx")
+    if old_onnx and old_onnx != out.name and (folder / old_onnx).is_file():
+        problems.append(f"another main ONNX file: {old_onnx!r}, not {out.name!r}")
+    if problems:
+        others = sorted((set(old.get("artifacts") or {}) | ({old_onnx} if old_onnx else set())) - {out.name})
+        dropped = f" and drop {others} from it" if others else ""
+        raise ModelError(
+            f"{str(folder / MANIFEST_NAME)!r} describes another export ({'; '.join(problems)}); exporting "
+            f"{out.name!r} there would replace that manifest{dropped}. Export into a new folder "
+            f"(e.g. -o {str(folder.parent / (folder.resolve().name + '_new'))}), or pass --force to replace "
+            "the folder's model")
+
+
 def export_onnx(
     checkpoint,
     output,
@@ -237,9 +269,14 @@ def export_onnx(
     exporter: str = "torchscript",
     default: bool = False,
     seed: int = 0,
+    force: bool = False,
 ) -> dict:
     """Export ``checkpoint`` (.safetensors) to ``output`` (a .onnx path or a folder); returns the
-    manifest written beside it. Nothing is written unless every check passes."""
+    manifest written beside it. Nothing is written unless every check passes.
+
+    A folder's manifest describes one model: exporting into a folder whose manifest is for another
+    architecture, another checkpoint or another main ONNX file is refused unless ``force`` (which
+    replaces the manifest); exporting the same model again updates its entry."""
     import onnx
     import torch
 
@@ -252,12 +289,19 @@ def export_onnx(
         raise ModelError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
     ckpt = Path(checkpoint)
     out = resolve_output(output)
+    folder_name = out.parent.resolve().name  # "m.onnx" alone: the current folder's name, not ""
+    if default and not folder_name:
+        raise ModelError(f"--default with {str(out)!r}: the model folder {str(out.parent.resolve())!r} has no name to "
+                         "record in DEFAULT; export into a named folder, e.g. -o export/my_model")
     ref = load_model(ckpt, deploy=False)  # raises ModelError for missing/corrupt checkpoints
     from ..models import to_deploy
 
     model = to_deploy(ref).float().eval()
     stride = int(getattr(model, "stride", 1))
     spec = dict(getattr(model, "spec", {}))
+    ckpt_sha = sha256_file(ckpt)
+    if not force:
+        _check_same_model(out, spec, ckpt_sha)  # before the (slow) export: nothing is written on refusal
     torch.manual_seed(seed)
 
     w, h = REFERENCE_SIZE
@@ -329,7 +373,7 @@ def export_onnx(
     old = read_manifest(out.parent) if (out.parent / MANIFEST_NAME).is_file() else {}
     manifest = {
         "format": FORMAT,
-        "name": out.parent.name,
+        "name": folder_name,
         "default": bool(default or old.get("default", False)),
         "arch": spec,
         "stride": stride,
@@ -344,7 +388,7 @@ def export_onnx(
         "opset": opset,
         "precision": "fp32",
         "parity": parity,
-        "checkpoint": {"file": ckpt.name, "sha256": sha256_file(ckpt)},
+        "checkpoint": {"file": ckpt.name, "sha256": ckpt_sha},
         "params": params,
         "macs_per_pixel": macs_per_pixel,
         "gmacs_1280x720": macs / 1e9,
@@ -382,5 +426,5 @@ def export_onnx(
         }
     atomic_write_json(out.parent / MANIFEST_NAME, manifest)
     if default:
-        atomic_write_bytes(out.parent.parent / "DEFAULT", (out.parent.name + "\n").encode())
+        atomic_write_bytes(out.parent.resolve().parent / "DEFAULT", (folder_name + "\n").encode())
     return manifest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..runtime.manifest import atomic_write_bytes, sha256_file  # noqa: F401 (re-exported)
 
 FORMAT = "edge_deblur.checkpoint.v1"
@@ -99,6 +99,14 @@ def average_checkpoints(paths, out) -> dict:
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ModelError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    out = Path(out)
+    example = paths[0].with_name(f"{paths[0].stem}_avg.safetensors").name
+    if out.is_dir():
+        raise InputError(f"output {str(out)!r} is a folder; pass a checkpoint file path, e.g. -o {str(out / example)!r}")
+    for p in paths:
+        if out.resolve() == p.resolve() or (out.exists() and p.exists() and out.samefile(p)):
+            raise InputError(f"output {str(out)!r} would overwrite the input checkpoint {str(p)!r}; "
+                             f"pass another -o (e.g. {example})")
     spec0, total, sources = None, {}, []
     for p in paths:
         state, spec, config, meta = read_checkpoint(p)

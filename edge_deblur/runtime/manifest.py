@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 
 FORMAT = "edge_deblur.manifest.v1"
 MANIFEST_NAME = "manifest.json"
@@ -50,6 +50,9 @@ def atomic_write_bytes(path, data: bytes):
     """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``,
     so a reader never sees a half-written file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {str(path)!r}: a folder has that name; pass a file path (one inside "
+                         "that folder, or another name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
