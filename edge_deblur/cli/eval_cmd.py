@@ -8,6 +8,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
+
+MAX_SYNTHETIC_SIDE = 4096  # px per side of a synthetic set made by --make-synthetic
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _threshold(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0: off), got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (0: off), got {text!r}")
+    return v
 
 
 class _DataAction(argparse.Action):
@@ -45,12 +71,12 @@ def add_arguments(p):
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
     p.add_argument("--save", default=None, metavar="DIR", help="write side-by-side PNGs (blurry | deblurred | sharp) here")
-    p.add_argument("--save-count", type=int, default=3, help="PNGs per set")
+    p.add_argument("--save-count", type=_count, default=3, help="PNGs per set (>= 0)")
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM (faster)")
     p.add_argument("--no-temporal", action="store_true",
                    help="skip the temporal-consistency error of real sets (for scenes whose frames are not consecutive)")
     p.add_argument("--per-frame", action="store_true", help="also print every frame's PSNR/SSIM (always in --json)")
-    p.add_argument("--scene-cut", type=float, default=None, metavar="T",
+    p.add_argument("--scene-cut", type=_threshold, default=None, metavar="T",
                    help="recurrent models: scene-cut threshold inside a scene (default 0.16; 0: off); "
                         "the state is always reset at the start of every scene")
     p.add_argument("--no-state", action="store_true",
@@ -58,9 +84,11 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--make-synthetic", metavar="SHARP_DIR", default=None,
                    help="first write the fixed full-resolution synthetic set (default blur model) from the sharp "
-                        "images in SHARP_DIR into the last --data (kept if already made with the same settings)")
+                        "images in SHARP_DIR into the last --data: a new or empty folder, or one made this way "
+                        "before (kept if made with the same settings)")
     p.add_argument("--synthetic-count", type=int, default=4)
-    p.add_argument("--synthetic-size", default="1280x720")
+    p.add_argument("--synthetic-size", default="1280x720", metavar="WxH",
+                   help=f"size of the synthetic frames, at most {MAX_SYNTHETIC_SIDE} px per side")
     p.add_argument("--seed", type=int, default=1234)
 
 
@@ -91,6 +119,10 @@ def set_configs(args) -> list:
         cfg = ValSetConfig(path=s["path"], name=name, kind="synthetic" if synthetic else "real", scenes=s["scenes"])
         if args.make_synthetic and i == len(cli) - 1:
             w, h = parse_size(args.synthetic_size)
+            if max(w, h) > MAX_SYNTHETIC_SIDE:
+                raise InputError(f"--synthetic-size {args.synthetic_size} is too large: at most {MAX_SYNTHETIC_SIDE} "
+                                 "px per side (e.g. --synthetic-size 1280x720)")
+            _check_synthetic_target(s["path"])
             cfg.source, cfg.count, cfg.size, cfg.seed = args.make_synthetic, args.synthetic_count, [w, h], args.seed
         try:
             cfg.validate(f"--data {s['path']}")
@@ -108,11 +140,28 @@ def set_configs(args) -> list:
     return cfgs
 
 
+def _check_synthetic_target(path) -> None:
+    """--make-synthetic writes only into a missing or empty folder, or a synthetic set made before:
+    never into a model folder or a real pair set (it would add val/ and replace manifest.json)."""
+    from ..data.valsets import is_synthetic_folder
+    from ..errors import InputError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"--data {path} is a file; --make-synthetic writes a folder there: pass a new folder")
+    if p.is_dir() and any(p.iterdir()) and not is_synthetic_folder(p):
+        raise InputError(f"--make-synthetic will not write into --data {path}: it already holds files and is not a "
+                         "synthetic set made by edge-deblur; pass a new (or empty) folder as the last --data")
+
+
 def run(args) -> int:
     from ..data.valsets import load_val_sets
+    from ..metrics.evaluate import check_save_dir
     from ..metrics.suite import evaluate_sets, format_report
     from ..runtime.deblurrer import Deblurrer
 
+    if args.save is not None:
+        check_save_dir(args.save, "--save")
     sets = load_val_sets(set_configs(args))
     extra = {"scene_cut": args.scene_cut} if args.scene_cut is not None else {}
     with Deblurrer.open(args.model, backend=args.backend, tile=args.tile, **extra) as d:

@@ -92,7 +92,18 @@ def read_mapping(path: str | os.PathLike) -> tuple[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {str(path)!r}; pass an existing YAML file (see configs/)")
-    text = path.read_text()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r} ({e}); check its permissions") from e
+    try:
+        text = raw.decode("utf-8")
+        why = "it holds NUL bytes" if "\x00" in text else None
+    except UnicodeDecodeError as e:
+        text, why = "", f"not UTF-8 text at byte {e.start}"
+    if why:
+        raise ConfigError(f"{str(path)!r} is not a text YAML file ({why}); pass a YAML config "
+                          "(e.g. one under configs/), not a model, image or other binary file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

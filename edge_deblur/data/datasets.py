@@ -549,14 +549,41 @@ def make_synthetic_val_set(root, out_dir, count: int = 4, size=(1280, 720), seed
     and blurs it with ``blur_cfg`` at full-resolution lengths (``length`` px, never left sharp).
     Files: ``out_dir/val/blur/NNN.png``, ``out_dir/val/sharp/NNN.png``, ``out_dir/manifest.json``
     (seed, size, sources, blur config). Idempotent: a complete set made with the same settings is
-    left as it is; different settings rewrite it.
+    left as it is; different settings rewrite it. ``out_dir`` must be missing, empty, or a set this
+    function made (its manifest.json's ``kind`` says so): any other folder (a model folder, a real
+    pair set) is refused, never written into. Sides are capped at 4096 px.
     """
+    from ..runtime.manifest import atomic_write_bytes
+    from .valsets import SYNTHETIC_KIND
+
+    max_side = 4096
     out = Path(out_dir)
     W, H = int(size[0]), int(size[1])
     if W < 16 or H < 16:
         raise DatasetError(f"validation size must be at least 16x16, got {W}x{H}")
+    if max(W, H) > max_side:
+        raise DatasetError(f"validation size {W}x{H} is too large: at most {max_side} px per side (e.g. 1280x720)")
     if count < 1:
         raise DatasetError(f"validation count must be >= 1, got {count}")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"cannot make a synthetic validation set in {str(out)!r}: it is a file, not a folder; "
+                           "pass a new folder")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            marker = json.loads((out / "manifest.json").read_text()).get("kind")
+        except (OSError, ValueError, AttributeError):
+            marker = None
+        if marker != SYNTHETIC_KIND:
+            raise DatasetError(f"refusing to make a synthetic validation set in {str(out)!r}: the folder already "
+                               "holds files and is not a synthetic set made by edge-deblur (no manifest.json with "
+                               f"kind {SYNTHETIC_KIND!r}); pass a new or empty folder")
+
+    def write_manifest(obj: dict):
+        try:
+            atomic_write_bytes(mpath, (json.dumps(obj, indent=2) + "\n").encode())
+        except OSError as e:
+            raise DatasetError(f"cannot write {str(mpath)!r} ({e}); pass a new folder that can be written") from e
+
     cfg = dataclasses.replace(blur_cfg or BlurConfig(), length=[float(length[0]), float(length[1])], sharp_prob=0.0)
     cfg.validate()
     paths = list_images(root)
@@ -566,7 +593,7 @@ def make_synthetic_val_set(root, out_dir, count: int = 4, size=(1280, 720), seed
     chosen = [paths[i] for i in sorted(rng.choice(len(paths), size=count, replace=False))]
     manifest = {
         "format": 1,
-        "kind": "edge_deblur synthetic validation set",
+        "kind": SYNTHETIC_KIND,
         "seed": int(seed),
         "count": int(count),
         "size": [W, H],
@@ -583,9 +610,14 @@ def make_synthetic_val_set(root, out_dir, count: int = 4, size=(1280, 720), seed
             old = None
         if old == manifest and all((blur_dir / n).is_file() and (sharp_dir / n).is_file() for n in names):
             return out
-        mpath.unlink()  # incomplete or other settings: rebuild
-    blur_dir.mkdir(parents=True, exist_ok=True)
-    sharp_dir.mkdir(parents=True, exist_ok=True)
+    # incomplete or other settings: rebuild. Mark the folder as a synthetic set being made first,
+    # so an interrupted build is still recognised (and rebuilt, never taken for complete) next time
+    write_manifest({"format": 1, "kind": SYNTHETIC_KIND, "complete": False})
+    try:
+        blur_dir.mkdir(parents=True, exist_ok=True)
+        sharp_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DatasetError(f"cannot make {str(blur_dir)!r} ({e}); pass a new folder that can be written") from e
     for d in (blur_dir, sharp_dir):  # drop frames of an earlier, larger set
         for p in d.glob("[0-9][0-9][0-9].png"):
             if p.name not in names:
@@ -602,5 +634,5 @@ def make_synthetic_val_set(root, out_dir, count: int = 4, size=(1280, 720), seed
             ok = cv2.imwrite(str(d / name), cv2.cvtColor(_to_uint8(im), cv2.COLOR_RGB2BGR))
             if not ok:
                 raise DatasetError(f"cannot write {str(d / name)!r}; check that {str(out)!r} is writable")
-    mpath.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(manifest)
     return out

@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from ..errors import DatasetError
+from ..errors import DatasetError, InputError, SinkWriteError
 from .quality import psnr, ssim, to_float01
 from .tone import tone_aligned_psnr
 
@@ -74,6 +74,8 @@ def evaluate_pairs(
     :func:`temporal_error`, lower is better) for the output and ``input_temporal_error`` for the
     blurry input; every frame's figures are in ``scenes[name]["frames"]``. ``consecutive=False``
     (frames that are unrelated images) resets before every frame and takes no temporal pairs."""
+    if save_dir is not None and save_count > 0:
+        check_save_dir(save_dir)
     per_scene: "OrderedDict[str, list]" = OrderedDict()
     temporal_rows: "OrderedDict[str, list]" = OrderedDict()
     saved = 0
@@ -114,11 +116,9 @@ def evaluate_pairs(
         prev = (out, blur, sharp)
         row["name"] = Path(bpath).name
         if save_dir is not None and saved < save_count:
-            d = Path(save_dir)
-            d.mkdir(parents=True, exist_ok=True)
             panel = np.concatenate([blur, out, sharp], axis=1)
             name = f"{save_prefix}{scene}_{Path(bpath).stem}.png".replace("/", "_")
-            cv2.imwrite(str(d / name), panel)
+            _save_png(Path(save_dir) / name, panel)
             saved += 1
     if not per_scene:
         raise DatasetError("no pairs to evaluate; check the data folder and the scene filter")
@@ -139,6 +139,34 @@ def evaluate_pairs(
         result["temporal_pairs"] = len(trows)
     result["scenes"] = scenes
     return result
+
+
+def check_save_dir(save_dir, what: str = "save folder") -> None:
+    """Raise InputError unless ``save_dir`` is a folder or can be made as one (not an existing
+    file, not under a file): checked before any frame is evaluated."""
+    d = Path(save_dir)
+    for p in (d, *d.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == d else f"lies under {str(p)!r}, which is a file"
+                raise InputError(f"{what} {str(save_dir)!r} {where}, not a folder; pass a folder for the PNGs "
+                                 "(a new one is made)")
+            break
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    """Write a PNG atomically (temporary file + rename); a failure is a SinkWriteError naming it."""
+    from ..runtime.manifest import atomic_write_bytes
+
+    check_save_dir(path.parent)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise SinkWriteError(f"cannot encode the PNG {str(path)!r} (a {img.shape} {img.dtype} image)")
+    try:
+        atomic_write_bytes(path, buf.tobytes())
+    except OSError as e:
+        raise SinkWriteError(f"cannot write {str(path)!r} ({e}); free disk space or pass another --save folder; "
+                             "the PNGs written before it are kept") from e
 
 
 def _gains(m: dict) -> dict:
