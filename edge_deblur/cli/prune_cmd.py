@@ -75,9 +75,7 @@ def _finetune_config(args):
 
 
 def run(args) -> int:
-    from ..compress.prune import check_ratio, prune_checkpoint
-
-    from ..compress.prune import check_output
+    from ..compress.prune import check_output, check_ratio, prune_checkpoint
 
     ratio = check_ratio(args.ratio)
     check_output(args.checkpoint, args.output, ratio)  # before reading configs or pruning

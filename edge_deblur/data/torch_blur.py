@@ -323,8 +323,7 @@ class BatchBlur:
         gain = _u(rng, cfg.highlight_gain, B)
         homog = rng.random(B) < cfg.homography_prob
         # as blur.draw_length: log-uniform with cfg.length_log (most blur moderate, a long tail)
-        lo_len = float(cfg.length[0])
-        draw_len = _logu if cfg.length_log and lo_len > 0 else _u
+        draw_len = _logu if cfg.length_log and cfg.length[0] > 0 else _u
         length = np.where(sharp, 0.0, draw_len(rng, cfg.length, B))
         defocus = np.where(~sharp & (rng.random(B) < cfg.defocus_prob), _u(rng, cfg.defocus_radius, B), 0.0)
         # as blur.synthesize: a share of the homography-mode images get a moving foreground layer
@@ -347,8 +346,7 @@ class BatchBlur:
         traj_f = batch_trajectories(rng, length, _PATH_SAMPLES, cfg.anxiety, cfg.impulsive_prob)
         # the layer moves along a gentler path of its own (an object, not a shaking hand)
         ltraj_f = batch_trajectories(rng, layer_len, _PATH_SAMPLES, cfg.anxiety * 0.2, 0.0)
-        path_len = np.hypot(*np.diff(traj_f, axis=1).transpose(2, 0, 1)).sum(1)
-        layer_path = np.hypot(*np.diff(ltraj_f, axis=1).transpose(2, 0, 1)).sum(1)
+        path_len, layer_path = _path_len(traj_f), _path_len(ltraj_f)
         # as blur._n_warps: one sub-frame per 1.5 px of each sample's motion (no ghost copies), at
         # most cfg.subframes unless that would space them more than 2 px apart; PSFs take 4
         # samples per pixel of path like blur.synthesize
@@ -367,7 +365,7 @@ class BatchBlur:
             per = np.ceil(arc * duty / np.maximum(frames, 1) / 1.5).astype(np.int64) + 1
             n_sub = np.where(disc, frames * per, n_sub)
         n_warp = int(max(n_sub.max(initial=0), 2))
-        n_kern = int(min(max(int(cfg.subframes), 4 * int(math.ceil(float(np.max(length, initial=0.0)))) + 2), 400))
+        n_kern = int(min(max(int(cfg.subframes), 4 * int(math.ceil(float(np.max(length, initial=0.0)))) + 2), _PATH_SAMPLES))
         T = max(n_warp, n_kern) if np.any(~warp & ~sharp) else n_warp
         t_f, t_T = np.linspace(0.0, 1.0, _PATH_SAMPLES), np.linspace(0.0, 1.0, T)
         traj, ltraj = _resample(traj_f, t_f, t_T), _resample(ltraj_f, t_f, t_T)
@@ -571,6 +569,11 @@ class BatchBlur:
         kp = torch.roll(kp, shifts=(-(K // 2), -(K // 2)), dims=(1, 2))  # centre on (0, 0)
         out = torch.fft.irfft2(torch.fft.rfft2(lin) * torch.fft.rfft2(kp)[:, None], s=(H, W))
         return out[:, :, m:m + ch, m:m + cw]
+
+
+def _path_len(traj: np.ndarray) -> np.ndarray:
+    """Each (B, T, 2) path's length in px, (B,)."""
+    return np.hypot(*np.diff(traj, axis=1).transpose(2, 0, 1)).sum(1)
 
 
 def _mid(traj: np.ndarray) -> np.ndarray:

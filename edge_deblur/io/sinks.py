@@ -107,24 +107,13 @@ def ensure_writable_dir(d: Path, what: str):
 
 
 def atomic_write_bytes(path, data) -> None:
-    """Write ``data`` to a hidden temp file in the same folder, fsync it and rename it over
-    ``path``: a reader (or a crash) sees the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    created = False
+    """``runtime.manifest.atomic_write_bytes`` (temp file, fsync, rename), its I/O failures as
+    ``SinkWriteError`` naming the file."""
+    from ..runtime.manifest import atomic_write_bytes as write
+
     try:
-        with open(tmp, "xb") as f:
-            created = True
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it the file
-        os.replace(tmp, path)
+        write(path, data)
     except OSError as e:
-        if created:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
         raise SinkWriteError(f"cannot write {str(path)!r}: {e.strerror or e}; the previous file, if any, is unchanged") from e
 
 

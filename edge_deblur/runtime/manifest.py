@@ -47,8 +47,8 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path, data: bytes):
-    """Write ``data`` to ``path`` through a temporary file in the same folder + ``os.replace``,
-    so a reader never sees a half-written file."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync-ed, +
+    ``os.replace``, so a reader (or a crash) sees the old file or the whole new one, never a part."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {str(path)!r}: a folder has that name; pass a file path (one inside "
@@ -58,6 +58,8 @@ def atomic_write_bytes(path, data: bytes):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file (power loss on a device)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
