@@ -52,16 +52,13 @@ def main(argv=None) -> int:
     import torch
 
     from edge_deblur.config import load_train_config
-    from edge_deblur.data.datasets import SyntheticDataset
-    from edge_deblur.train.device_data import DeviceBatches
+    from synth_throughput import build_paths  # benchmarks/: the same two paths, the same photos
 
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     cfg = load_train_config(a.config, ["data.pair_prob=0", *a.overrides])
     d = cfg.data
-    ds = SyntheticDataset(d.sharp_roots, d.crop, d.blur, d.scale, seed=a.seed, length=10 ** 9,
-                          downscale=d.downscale, cache=False)
-    db = DeviceBatches(cfg, "cpu", seed=a.seed, batch_size=a.batch, prefetch=False)
+    ds, db = build_paths(cfg, "cpu", a.batch, seed=a.seed)
     rows = {"opencv": [], "torch": []}
     for i in range(a.samples):
         it = ds[i]

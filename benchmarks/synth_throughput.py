@@ -28,6 +28,24 @@ def cpu_flags() -> str:
     return f"{model} ({', '.join(keep)})"
 
 
+def build_paths(cfg, device, batch: int, seed: int = 1):
+    """(OpenCV dataset, torch batches) for one recipe with real pairs off; with a pack, both blur
+    the same pixels (the pack's photos)."""
+    from edge_deblur.data.datasets import SyntheticDataset
+    from edge_deblur.train.device_data import DeviceBatches
+
+    d = cfg.data
+    db = DeviceBatches(cfg, device, seed=seed, batch_size=batch, prefetch=False)
+    ds = SyntheticDataset(d.sharp_roots, d.crop, d.blur, d.scale, seed=seed, length=10**9, downscale=d.downscale,
+                          cache=False)
+    if d.pack:
+        from edge_deblur.data.pack import open_pack
+
+        pc = open_pack(d.pack, d.sharp_roots, check_sources=False)
+        ds.images.images, ds.images.paths = pc.sharp, [Path(n) for n in pc.sharp_names]
+    return ds, db
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True)
@@ -43,21 +61,11 @@ def main():
     import torch
 
     from edge_deblur.config import load_train_config
-    from edge_deblur.data.datasets import SyntheticDataset
-    from edge_deblur.train.device_data import DeviceBatches
-
     torch.set_num_threads(a.threads)
     cv2.setNumThreads(a.threads)
     cfg = load_train_config(a.config, ["data.pair_prob=0", *a.overrides])
     d = cfg.data
-    db = DeviceBatches(cfg, a.device, seed=1, batch_size=a.batch, prefetch=False)
-    ds = SyntheticDataset(d.sharp_roots, d.crop, d.blur, d.scale, seed=1, length=10**9, downscale=d.downscale,
-                          cache=False)
-    if d.pack:  # both paths blur the same pixels: the pack's photos
-        from edge_deblur.data.pack import open_pack
-
-        pc = open_pack(d.pack, d.sharp_roots, check_sources=False)
-        ds.images.images, ds.images.paths = pc.sharp, [Path(n) for n in pc.sharp_names]
+    ds, db = build_paths(cfg, a.device, a.batch, seed=1)
     sync = torch.cuda.synchronize if a.device.startswith("cuda") else (lambda: None)
     ds[0], db.next()  # warm-up (first-call costs, cudnn/kernels)
     sync()
