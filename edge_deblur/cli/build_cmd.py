@@ -31,34 +31,15 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
 
-def _check_args(args, onnx) -> None:
-    """The checks build_engine makes too, made here before the engine cache path (which needs TensorRT)."""
-    from pathlib import Path
-
-    from ..errors import InputError
-
-    if args.dla is not None and args.dla < 0:
-        raise InputError(f"--dla {args.dla}: a DLA core is numbered from 0 (Orin has cores 0 and 1); pass --dla 0 "
-                         "or build for the GPU without --dla")
-    if args.opt_level is not None and not 0 <= args.opt_level <= 5:
-        raise InputError(f"--opt-level {args.opt_level} is outside TensorRT's builder optimization levels 0-5; "
-                         "pass 0-5 or leave it out for TensorRT's default (3)")
-    if args.device < 0:
-        raise InputError(f"--device {args.device}: CUDA devices are numbered from 0; pass --device 0 (the first GPU) "
-                         "or another index")
-    if args.output and Path(args.output).resolve() == onnx.resolve():
-        raise InputError(f"output {args.output!r} would overwrite the ONNX model; pass another -o "
-                         f"(e.g. {onnx.stem}.engine) or leave -o out for the engine cache's path")
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from ..export.engine_cache import current_env, engine_path_for
-    from ..export.trt_build import build_engine, dla_profile, manifest_path, onnx_stride, parse_shapes, shapes_given
+    from ..export.trt_build import (build_engine, check_build_args, dla_profile, manifest_path, onnx_stride, parse_shapes,
+                                    shapes_given)
 
     onnx = Path(args.onnx)
-    _check_args(args, onnx)  # before TensorRT is looked for: a bad value is named even without it
+    check_build_args(onnx, args.output, args.dla, args.opt_level, args.device)  # before TensorRT is looked for
     stride = args.stride or onnx_stride(onnx)
     profile = parse_shapes(args.shapes, stride)  # validate before touching TensorRT
     profile = dla_profile(profile, explicit=shapes_given(args.shapes), dla_core=args.dla)  # DLA: fixed shapes

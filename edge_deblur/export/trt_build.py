@@ -561,6 +561,29 @@ def check_symmetric_int8(path) -> None:
         )
 
 
+def check_build_args(onnx_path, engine_path, dla_core=None, opt_level=None, device: int = 0) -> None:
+    """InputError for a bad DLA core, optimization level, device index or output path; needs no
+    TensorRT (``edge-deblur build`` calls it before the engine cache, which does)."""
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path) if engine_path is not None else None
+    if dla_core is not None and int(dla_core) < 0:
+        raise InputError(f"--dla {dla_core}: a DLA core is numbered from 0 (Orin has cores 0 and 1); pass --dla 0 "
+                         "or build for the GPU without --dla")
+    if opt_level is not None and not 0 <= int(opt_level) <= 5:
+        raise InputError(f"--opt-level {opt_level} is outside TensorRT's builder optimization levels 0-5; pass 0-5 "
+                         "or leave it out for TensorRT's default (3)")
+    if int(device) < 0:
+        raise InputError(f"--device {device}: CUDA devices are numbered from 0; pass --device 0 (the first GPU) or another index")
+    if engine_path is None:
+        return
+    if engine_path.is_dir():
+        raise InputError(f"output {str(engine_path)!r} is a folder; pass an engine file path, "
+                         f"e.g. -o {str(engine_path / (onnx_path.stem + '.engine'))!r}")
+    if engine_path.resolve() == onnx_path.resolve():
+        raise InputError(f"output {str(engine_path)!r} would overwrite the ONNX model; pass another -o "
+                         f"(e.g. {onnx_path.stem}.engine) or leave -o out for the engine cache's path")
+
+
 def build_engine(
     onnx_path,
     engine_path,
@@ -580,20 +603,7 @@ def build_engine(
 
     Needs TensorRT and a GPU (untested on the CPU-only CI machine)."""
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if dla_core is not None and int(dla_core) < 0:
-        raise InputError(f"--dla {dla_core}: a DLA core is numbered from 0 (Orin has cores 0 and 1); pass --dla 0 "
-                         "or build for the GPU without --dla")
-    if opt_level is not None and not 0 <= int(opt_level) <= 5:
-        raise InputError(f"--opt-level {opt_level} is outside TensorRT's builder optimization levels 0-5; pass 0-5 "
-                         "or leave it out for TensorRT's default (3)")
-    if int(device) < 0:
-        raise InputError(f"--device {device}: CUDA devices are numbered from 0; pass --device 0 (the first GPU) or another index")
-    if engine_path.is_dir():
-        raise InputError(f"output {str(engine_path)!r} is a folder; pass an engine file path, "
-                         f"e.g. -o {str(engine_path / (onnx_path.stem + '.engine'))!r}")
-    if engine_path.resolve() == onnx_path.resolve():
-        raise InputError(f"output {str(engine_path)!r} would overwrite the ONNX model; pass another -o "
-                         f"(e.g. {onnx_path.stem}.engine) or leave -o out for the engine cache's path")
+    check_build_args(onnx_path, engine_path, dla_core, opt_level, device)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX file not found: {str(onnx_path)!r}; export one with: edge-deblur export CHECKPOINT")
     check_symmetric_int8(onnx_path)  # before TensorRT: a CPU INT8 file is refused with the reason
