@@ -85,6 +85,13 @@ def test_errors_are_clear_and_fast(tiny, images, tmp_path, capsys):
     assert "is the input" in capsys.readouterr().err
     assert main(["deblur", str(images), "-o", str(tmp_path / "o4"), "--model", str(tmp_path / "nope.onnx")]) == 2
     assert "nope.onnx" in capsys.readouterr().err
+    # several inputs, a folder or a pattern cannot go to one file name: no folder called 'x.png'
+    for ins in ([str(images / "a.png"), str(images / "b.jpg")], [str(images)], [str(images / "*.png")]):
+        for name in ("x.png", "x.mp4"):
+            assert main(["deblur", *ins, "-o", str(tmp_path / name)] + m) == 2
+            assert "name a folder" in capsys.readouterr().err and not (tmp_path / name).exists()
+    assert main(["deblur", str(images / "a.png"), str(images / "b.jpg"), "-o", str(tmp_path / "x.png") + "/"] + m) == 0
+    assert _files(tmp_path / "x.png") == ["a.png", "b.jpg"]   # a trailing '/' asks for the folder
     assert time.monotonic() - t0 < 30
 
 

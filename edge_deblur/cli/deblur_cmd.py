@@ -211,6 +211,14 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             return _check_jobs(jobs)
         if osfx in image_exts or osfx in video_exts:
             raise InputError(f"cannot write the {k} {str(src)!r} to {str(out)!r}: use a {k} file name or a folder")
+    elif (osfx in image_exts or osfx in video_sink_exts) and not out.is_dir() \
+            and not str(output).endswith(("/", os.sep)):
+        # several inputs (or a folder, or a glob) go into a folder: a file name here would become
+        # a folder called 'out.mp4', which no one asked for
+        what = "a folder" if len(inputs) == 1 and Path(inputs[0]).is_dir() else \
+            "a pattern" if len(inputs) == 1 else f"{len(inputs)} inputs"
+        raise InputError(f"{what} cannot be written to the single file {str(output)!r}; name a folder "
+                         f"for -o (no extension, or end the name with '/'), or deblur one file at a time")
     jobs = []
     n_dirs = sum(Path(i).is_dir() for i in inputs)
     for raw in inputs:
