@@ -405,3 +405,45 @@ def test_discrete_options_are_validated():
         BlurConfig(discrete_duty=[0.2, 1.5]).validate()
     with pytest.raises(ConfigError, match="discrete_prob"):
         BlurConfig(discrete_prob=2.0).validate()
+
+
+@pytest.mark.parametrize("extra", [{}, {"discrete_prob": 1.0}])
+def test_centroid_alignment_puts_the_target_at_the_blur_centre_of_mass(extra):
+    """blur.align 'centroid': the blurred point's centre of mass is where the target has the point
+    (with discrete frames too); 'mid_time' keeps the target at the
+    middle of the exposure, which a varying-speed path leaves pixels away from it."""
+    import dataclasses as dc
+
+    base = BlurConfig(homography_prob=1.0, display_prob=1.0, length=[30.0, 60.0], rotation_deg=0.0, zoom=0.0,
+                      noise_prob=0.0, jpeg_prob=0.0, sharp_prob=0.0, defocus_prob=0.0, highlight_gain=[1.0, 1.0],
+                      quantize=False, impulsive_prob=0.3, **extra)
+
+    def offsets(align):
+        out = []
+        for seed in range(8):
+            img = np.zeros((200, 200, 3), np.float32)
+            img[99:101, 99:101] = 1.0
+            b, s = B.synthesize(img, np.random.default_rng(seed), dc.replace(base, align=align))
+            yy, xx = np.mgrid[:200, :200]
+            pb, ps = b[..., 1], s[..., 1]
+            cb = np.array([(pb * yy).sum(), (pb * xx).sum()]) / pb.sum()
+            cs = np.array([(ps * yy).sum(), (ps * xx).sum()]) / ps.sum()
+            out.append(float(np.hypot(*(cb - cs))))
+        return np.array(out)
+
+    assert offsets("centroid").max() < 0.1
+    assert offsets("mid_time").max() > 1.0
+    from edge_deblur.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="align"):
+        dc.replace(base, align="middle").validate()
+
+
+def test_layer_shifts_are_zero_at_the_reference_the_alignment_names():
+    path = B.random_trajectory(np.random.default_rng(4), 30.0, 40, 0.003, 0.0)
+    taus = np.concatenate([np.linspace(0.0, 0.2, 5), np.linspace(0.6, 1.0, 9)])  # uneven sub-frame times
+    c = B._layer_shifts({"path": path}, taus, "centroid")
+    assert np.allclose(c.mean(0), 0.0, atol=1e-9)
+    m = B._layer_shifts({"path": path}, taus, "mid_time")
+    assert np.allclose(m - c, (m - c)[0], atol=1e-9)  # the same motion, shifted
+    assert np.abs(m.mean(0)).max() > 0.1               # uneven times: mid-exposure is not the centroid

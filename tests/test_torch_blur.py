@@ -235,3 +235,29 @@ def test_sub_frames_follow_each_paths_own_length():
     assert np.median(spacing) >= 1.4  # and not wastefully dense
     ratio = path / d.length
     assert ratio.max() > 2.2  # the draw did include winding paths
+
+
+@pytest.mark.parametrize("discrete", [0.0, 1.0])
+def test_centroid_alignment_puts_the_target_at_the_blur_centre_of_mass(discrete):
+    """blur.align 'centroid': a point's blurred mass is centred on the point's place in the target
+    (the PSF's centre of mass), continuous sweeps and discrete frames alike; 'mid_time' puts the
+    target where the path is at the middle of the exposure, pixels away on a varying-speed path."""
+    def offsets(align):
+        cfg = BlurConfig(**CLEAN, homography_prob=1.0, display_prob=1.0, length=[30.0, 60.0], rotation_deg=0.0,
+                         zoom=0.0, quantize=False, discrete_prob=discrete, impulsive_prob=0.3, align=align)
+        bb = BatchBlur(cfg, crop=97)
+        d = bb.draw(8, np.random.default_rng(11))
+        region = torch.zeros(8, 3, *d.region)
+        region[:, :, d.region[0] // 2, d.region[1] // 2] = 1.0
+        b, s = bb.apply(region, d)
+        out = []
+        yy, xx = np.mgrid[:97, :97]
+        for i in range(8):
+            pb, ps = b[i, 1].numpy(), s[i, 1].numpy()
+            cb = np.array([(pb * yy).sum(), (pb * xx).sum()]) / pb.sum()
+            cs = np.array([(ps * yy).sum(), (ps * xx).sum()]) / ps.sum()
+            out.append(float(np.hypot(*(cb - cs))))
+        return np.array(out)
+
+    assert offsets("centroid").max() < 0.05
+    assert offsets("mid_time").max() > 1.0

@@ -10,8 +10,11 @@ Conventions
   function (PSF) has its mass at the trajectory positions and blurring is a convolution with it.
 * Everything is drawn from the ``numpy.random.Generator`` passed in: the same generator state
   gives the same output.
-* The sharp target is aligned with the centre of the exposure (the middle of the exposure time
-  in homography mode, the PSF centroid in kernel mode), so a model never has to predict a shift.
+* The sharp target is aligned with the PSF centroid in kernel mode. In homography mode
+  ``cfg.align`` chooses: the middle of the exposure time ('mid_time', as real pairs' centre
+  frames) or the time-average of the sub-frames ('centroid', the PSF's centre of mass). Only the
+  centroid can be read off the blurred image: with a varying speed along the path the middle of
+  the exposure lies anywhere along it.
 
 Speed: the dataset crops first and blurs the crop (``synthesize(..., crop=...)`` takes only the
 margin that the drawn motion needs), so the cost scales with the crop, not the photo.
@@ -507,11 +510,14 @@ def _draw_layer(rng, cfg: BlurConfig, lin: np.ndarray, target: np.ndarray, mt: i
     return {"tex4": _rgba(tex), "target": tgt, "mask": _layer_mask(rng, ch, cw), "path": path, "length": length}
 
 
-def _layer_shifts(layer: dict, taus: np.ndarray) -> np.ndarray:
-    """The layer's displacement (n, 2) at each sub-frame time, zero at mid-exposure."""
+def _layer_shifts(layer: dict, taus: np.ndarray, align: str = "mid_time") -> np.ndarray:
+    """The layer's displacement (n, 2) at each sub-frame time, zero at mid-exposure (``align``
+    'mid_time') or on average over the sub-frames ('centroid')."""
     path = layer["path"]
     tau = np.linspace(0.0, 1.0, len(path))
     x, y = np.interp(taus, tau, path[:, 0]), np.interp(taus, tau, path[:, 1])
+    if align == "centroid":
+        return np.stack([x - x.mean(), y - y.mean()], 1)
     return np.stack([x - np.interp(0.5, tau, path[:, 0]), y - np.interp(0.5, tau, path[:, 1])], 1)
 
 
@@ -592,8 +598,11 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
             info.update(discrete_frames=n_frames)
         px = np.interp(taus, tau_dense, dense[:, 0])
         py = np.interp(taus, tau_dense, dense[:, 1])
-        mx, my = np.interp(0.5, tau_dense, dense[:, 0]), np.interp(0.5, tau_dense, dense[:, 1])
-        maps = _inverse_maps(px - mx, py - my, theta * (taus - 0.5), 1.0 + zoom * (taus - 0.5), centre)
+        if cfg.align == "centroid":  # the time-average of the sub-frames: what the blurred image shows
+            mx, my, t_ref = float(px.mean()), float(py.mean()), float(taus.mean())
+        else:                        # the middle of the exposure
+            mx, my, t_ref = np.interp(0.5, tau_dense, dense[:, 0]), np.interp(0.5, tau_dense, dense[:, 1]), 0.5
+        maps = _inverse_maps(px - mx, py - my, theta * (taus - t_ref), 1.0 + zoom * (taus - t_ref), centre)
         mt, mb, ml, mr = _bbox_margins(maps, ch, cw, extra)
         region = _take_region(img, rng, ch, cw, mt, mb, ml, mr, crop is not None)
         lin, target = _prepare_region(region, cfg, gain, defocus)
@@ -601,7 +610,7 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
         maps[:, 1, 2] += mt
         if with_layer:
             layer = _draw_layer(rng, cfg, lin, target, mt, ml, ch, cw)
-            out = _warp_average_layer(_rgba(lin), maps, ch, cw, layer, _layer_shifts(layer, taus))
+            out = _warp_average_layer(_rgba(lin), maps, ch, cw, layer, _layer_shifts(layer, taus, cfg.align))
             tc = _crop(target, mt, ml, ch, cw)
             target = tc + (layer["target"] - tc) * layer["mask"][..., None]
             mt = ml = 0  # target is already the crop
@@ -695,7 +704,9 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
         n = _n_warps(_arc_px(seg_traj, theta_rate * e, zoom_rate * e, ch, cw, centre), cfg)
         taus = np.linspace(t0, t1, n) if n > 1 else np.array([0.5 * (t0 + t1)])
         frame_maps.append(maps_at(taus))
-        target_maps.append(maps_at(0.5 * (t0 + t1))[0])
+        # the frame's target: its sub-frames' mean map ('centroid': their mean displacement) or the
+        # scene at the middle of its exposure
+        target_maps.append(frame_maps[-1].mean(0) if cfg.align == "centroid" else maps_at(0.5 * (t0 + t1))[0])
         n_per.append(n)
     allm = np.concatenate(frame_maps + [np.stack(target_maps)])
     mt, mb, ml, mr = _bbox_margins(allm, ch, cw, extra + 2)  # +2: Lanczos support for the targets

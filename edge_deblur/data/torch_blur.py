@@ -425,15 +425,23 @@ class BatchBlur:
             w[rows] = 1.0 / (Fb * c)
         return tq, w
 
-    def _warp_maps(self, d: Draw, n: int, tq: Optional[np.ndarray] = None) -> np.ndarray:
+    def _warp_maps(self, d: Draw, n: int, tq: Optional[np.ndarray] = None, w: Optional[np.ndarray] = None) -> np.ndarray:
         """(B, n, 2, 3) dst->src maps in crop pixels for each sample's n sub-frames at the times
-        ``tq`` (B, n) (default: ``_times``)."""
+        ``tq`` (B, n) with weights ``w`` (default: ``_times``). With ``cfg.align`` 'centroid' the
+        sub-frames' weighted mean displacement, rotation and zoom are zero (the target sits at the
+        PSF's centre of mass); with 'mid_time' those at the middle of the exposure are."""
         T = d.traj.shape[1]
         if tq is None:
-            tq, _ = self._times(d, n)
+            tq, w = self._times(d, n)
         tt = np.linspace(0.0, 1.0, T)
         disp = _resample(d.traj, tt, tq)
-        return _inverse_maps(disp, d.theta[:, None] * (tq - 0.5), 1.0 + d.zoom[:, None] * (tq - 0.5), d.centre)
+        t_ref = 0.5
+        if self.cfg.align == "centroid":
+            if w is None:
+                raise InputError("_warp_maps needs the sub-frame weights with tq when blur.align is 'centroid'")
+            disp = disp - (w[..., None] * disp).sum(1, keepdims=True)
+            t_ref = (w * tq).sum(1, keepdims=True)
+        return _inverse_maps(disp, d.theta[:, None] * (tq - t_ref), 1.0 + d.zoom[:, None] * (tq - t_ref), d.centre)
 
     # ---- application (device)
 
@@ -504,7 +512,8 @@ class BatchBlur:
         m = d.margin
         R = d.region
         tq, wq = self._times(d, n)
-        maps = self._warp_maps(d, n, tq)[idx]  # (b, n, 2, 3) crop pixels
+        maps = self._warp_maps(d, n, tq, wq)[idx]  # (b, n, 2, 3) crop pixels
+        wq_host = wq[idx]
         tq, wq = tq[idx], torch.from_numpy(wq[idx]).float().to(lin.device)
         maps[..., 0, 2] += m
         maps[..., 1, 2] += m
@@ -525,6 +534,8 @@ class BatchBlur:
             tex_t = (torch.flip(tgt[lsel], dims=(2, 3)) * tint.pow(1.0 / g_avg[gsel])).clamp(0, 1)
             T = d.layer_traj.shape[1]
             ldisp = _resample(d.layer_traj[idx[lidx]], np.linspace(0.0, 1.0, T), tq[lidx])  # (l, n, 2)
+            if self.cfg.align == "centroid":  # the layer's target where it is on average
+                ldisp = ldisp - (wq_host[lidx][..., None] * ldisp).sum(1, keepdims=True)
             blob = torch.from_numpy(d.layer_blob[idx[lidx]]).float().to(dev)
             yy, xx = torch.meshgrid(torch.arange(ch, device=dev, dtype=torch.float32),
                                     torch.arange(cw, device=dev, dtype=torch.float32), indexing="ij")
@@ -533,7 +544,7 @@ class BatchBlur:
             lmaps[..., 0, 0] = lmaps[..., 1, 1] = 1.0
             lmaps[..., 0, 2] = m - ldisp[..., 0]
             lmaps[..., 1, 2] = m - ldisp[..., 1]
-            # sharp target: the composite at mid-exposure (zero layer displacement)
+            # sharp target: the composite at zero layer displacement (mid-exposure, or the centroid)
             a0 = _blob_alpha(blob, xx, yy, 0.0, 0.0)
             tgt[lsel] = tgt[lsel] * (1 - a0) + tex_t * a0
         # J sub-frames per grid_sample call: their grids sit side by side along the width, so the
