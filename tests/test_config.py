@@ -102,7 +102,11 @@ def test_gpu_tier_recipe_draws_the_blur_of_the_cpu_default_recipe():
     cpu = load_train_config(root / "edgenet_m5_long.yaml").data
     # the discrete-frame blur came after edgenet_m5_long.yaml (edgenet_m5_discrete.yaml adds it)
     disc = load_train_config(root / "edgenet_m5_discrete.yaml").data
-    assert dataclasses.asdict(gpu.blur) == dataclasses.asdict(disc.blur)
+    # and the centroid-aligned targets after that (edgenet_m5_centroid.yaml, session 12)
+    cen = load_train_config(root / "edgenet_m5_centroid.yaml").data
+    assert gpu.blur.align == cen.blur.align == "centroid" and disc.blur.align == "mid_time"
+    assert dataclasses.asdict(gpu.blur) == dataclasses.asdict(cen.blur)
+    assert dataclasses.replace(disc.blur, align="centroid") == cen.blur
     assert dataclasses.replace(cpu.blur, discrete_prob=disc.blur.discrete_prob) == disc.blur
     for key in ("scale", "pair_prob", "pair_stack", "pair_exclude", "sharp_roots", "pair_roots"):
         assert getattr(gpu, key) == getattr(cpu, key), key
