@@ -242,6 +242,8 @@ def test_centroid_alignment_puts_the_target_at_the_blur_centre_of_mass(discrete)
     """blur.align 'centroid': a point's blurred mass is centred on the point's place in the target
     (the PSF's centre of mass), continuous sweeps and discrete frames alike; 'mid_time' puts the
     target where the path is at the middle of the exposure, pixels away on a varying-speed path."""
+    from blur_helpers import centre_offset
+
     def offsets(align):
         cfg = BlurConfig(**CLEAN, homography_prob=1.0, display_prob=1.0, length=[30.0, 60.0], rotation_deg=0.0,
                          zoom=0.0, quantize=False, discrete_prob=discrete, impulsive_prob=0.3, align=align)
@@ -250,14 +252,7 @@ def test_centroid_alignment_puts_the_target_at_the_blur_centre_of_mass(discrete)
         region = torch.zeros(8, 3, *d.region)
         region[:, :, d.region[0] // 2, d.region[1] // 2] = 1.0
         b, s = bb.apply(region, d)
-        out = []
-        yy, xx = np.mgrid[:97, :97]
-        for i in range(8):
-            pb, ps = b[i, 1].numpy(), s[i, 1].numpy()
-            cb = np.array([(pb * yy).sum(), (pb * xx).sum()]) / pb.sum()
-            cs = np.array([(ps * yy).sum(), (ps * xx).sum()]) / ps.sum()
-            out.append(float(np.hypot(*(cb - cs))))
-        return np.array(out)
+        return np.array([centre_offset(b[i, 1].numpy(), s[i, 1].numpy()) for i in range(8)])
 
     assert offsets("centroid").max() < 0.05
     assert offsets("mid_time").max() > 1.0

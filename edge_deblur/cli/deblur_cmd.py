@@ -211,14 +211,6 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             return _check_jobs(jobs)
         if osfx in image_exts or osfx in video_exts:
             raise InputError(f"cannot write the {k} {str(src)!r} to {str(out)!r}: use a {k} file name or a folder")
-    elif (osfx in image_exts or osfx in video_sink_exts) and not out.is_dir() \
-            and not str(output).endswith(("/", os.sep)):
-        # several inputs (or a folder, or a glob) go into a folder: a file name here would become
-        # a folder called 'out.mp4', which no one asked for
-        what = "a folder" if len(inputs) == 1 and Path(inputs[0]).is_dir() else \
-            "a pattern" if len(inputs) == 1 else f"{len(inputs)} inputs"
-        raise InputError(f"{what} cannot be written to the single file {str(output)!r}; name a folder "
-                         f"for -o (no extension, or end the name with '/'), or deblur one file at a time")
     jobs = []
     n_dirs = sum(Path(i).is_dir() for i in inputs)
     for raw in inputs:
@@ -249,6 +241,14 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             jobs += [(f, out / f.name, kind(f)) for f in files]
         else:
             raise InputError(f"input not found: {raw!r}; pass image/video files, folders or a quoted glob")
+    if (osfx in image_exts or osfx in video_sink_exts) and not out.is_dir() \
+            and not str(output).endswith(("/", os.sep)):
+        # several inputs (or a folder, or a glob) go into a folder: a file name here would become
+        # a folder called 'out.mp4', which no one asked for
+        what = "a folder" if len(inputs) == 1 and Path(inputs[0]).is_dir() else \
+            "a pattern" if len(inputs) == 1 else f"{len(inputs)} inputs"
+        raise InputError(f"{what} cannot be written to the single file {str(output)!r}; name a folder "
+                         f"for -o (no extension, or end the name with '/'), or deblur one file at a time")
     # videos written into a folder: keep a writable container; rasters become GeoTIFFs
     jobs = [(s, d.with_suffix(".tif") if k == "raster" and d.suffix.lower() not in (".tif", ".tiff")
              else d if k != "video" or d.suffix.lower() in video_sink_exts else d.with_suffix(".mp4"), k)
