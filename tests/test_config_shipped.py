@@ -33,7 +33,7 @@ def test_profiles_and_suites_load_from_another_directory(tmp_path, monkeypatch):
     assert Path(find_suite("multi_camera.yaml")) == REPO / "configs" / "val" / "multi_camera.yaml"
     sets = load_suite("multi_camera")
     assert [(s.name, s.kind) for s in sets] == [("reds_test_001", "real"), ("gopro", "real"),
-                                                ("synthetic_1280x720", "synthetic")]
+                                                ("synthetic_centroid_1280x720", "synthetic")]
     # the folders a suite names are used as written (relative: from the current directory)
     assert sets[1].path == "../shared/data/pairs/GoPro_1280x720"
 
@@ -107,4 +107,4 @@ def test_built_package_carries_profiles_and_suites(tmp_path):
     assert got["runtime_dir"] == str(lib / "edge_deblur" / "_configs" / "runtime")
     assert "orin_nano" in got["profiles"] and got["profile"] == ["orin_nano", "fp16"]
     assert got["suite"] == str(lib / "edge_deblur" / "_configs" / "val" / "multi_camera.yaml")
-    assert got["sets"] == ["reds_test_001", "gopro", "synthetic_1280x720"]
+    assert got["sets"] == ["reds_test_001", "gopro", "synthetic_centroid_1280x720"]

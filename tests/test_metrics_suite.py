@@ -191,11 +191,37 @@ def test_val_sets_in_a_config_legacy_keys_and_errors_at_their_line(tmp_path):
         load_suite("nope")
 
 
+def test_synthetic_set_targets_sit_where_the_config_says_and_a_change_remakes_it(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"{i}.png"), scene_image(i, 96, 72))
+    cfg = ValSetConfig(path=str(tmp_path / "syn"), name="syn", kind="synthetic", source=str(src), count=2,
+                       size=[64, 48], seed=3)
+    assert cfg.align == "centroid"  # a new set's targets sit at the blur's centre of mass
+    load_val_set(cfg)
+    manifest = tmp_path / "syn" / "manifest.json"
+    assert json.loads(manifest.read_text())["blur"]["align"] == "centroid"
+    stamp = manifest.stat().st_mtime_ns
+    load_val_set(cfg)
+    assert manifest.stat().st_mtime_ns == stamp  # cached: the same settings leave it alone
+    cfg.align = "mid_time"
+    load_val_set(cfg)
+    assert json.loads(manifest.read_text())["blur"]["align"] == "mid_time"  # another alignment: remade
+    # the older val_synthetic keys keep the mid-exposure targets their sets were made with
+    from edge_deblur.config.schema import DataConfig
+    legacy = DataConfig(sharp_roots=["x"], val_synthetic="photos").validation_sets()
+    assert [(s.name, s.align) for s in legacy] == [("synthetic_fullres", "mid_time")]
+    with pytest.raises(ConfigError, match=r"val_set.align: 'middle' is not one of centroid, mid_time"):
+        ValSetConfig(path="p", align="middle").validate()
+
+
 def test_shipped_suite_names_the_three_sets():
     sets = load_suite(str(REPO / "configs" / "val" / "multi_camera.yaml"))
     assert [(s.name, s.kind) for s in sets] == [("reds_test_001", "real"), ("gopro", "real"),
-                                                ("synthetic_1280x720", "synthetic")]
+                                                ("synthetic_centroid_1280x720", "synthetic")]
     assert sets[0].scenes == ["test_001"] and sets[1].path.endswith("GoPro_1280x720") and not sets[1].crop
+    assert sets[2].align == "centroid"
 
 
 # --------------------------------------------------------------------------- edge-deblur eval

@@ -89,6 +89,10 @@ def add_arguments(p):
     p.add_argument("--synthetic-count", type=int, default=4)
     p.add_argument("--synthetic-size", default="1280x720", metavar="WxH",
                    help=f"size of the synthetic frames, at most {MAX_SYNTHETIC_SIDE} px per side")
+    p.add_argument("--synthetic-align", choices=("centroid", "mid_time"), default="centroid",
+                   help="where a warped frame's sharp target sits: the blur's centre of mass (default; what the "
+                        "blurred frame shows, as in real pairs) or the camera at mid-exposure (sets made before "
+                        "session 13)")
     p.add_argument("--seed", type=int, default=1234)
 
 
@@ -124,6 +128,7 @@ def set_configs(args) -> list:
                                  "px per side (e.g. --synthetic-size 1280x720)")
             _check_synthetic_target(s["path"])
             cfg.source, cfg.count, cfg.size, cfg.seed = args.make_synthetic, args.synthetic_count, [w, h], args.seed
+            cfg.align = args.synthetic_align
         try:
             cfg.validate(f"--data {s['path']}")
         except ConfigError as e:

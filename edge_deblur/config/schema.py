@@ -116,14 +116,15 @@ class DataConfig:
 
     def validation_sets(self) -> list[ValSetConfig]:
         """Every set to validate on: ``val_pairs`` (named ``real``), the synthetic set from
-        ``val_synthetic`` (named ``synthetic_fullres``), then ``val_sets``."""
+        ``val_synthetic`` (named ``synthetic_fullres``; mid-exposure targets, as these older keys
+        always made it), then ``val_sets``."""
         out = []
         if self.val_pairs:
             out.append(ValSetConfig(path=self.val_pairs, name="real", kind="real", scenes=list(self.val_scenes)))
         if self.val_synthetic:
             out.append(ValSetConfig(path=self.val_synthetic_cache, name="synthetic_fullres", kind="synthetic",
                                     source=self.val_synthetic, count=self.val_synthetic_count,
-                                    size=list(self.val_synthetic_size), seed=self.val_seed))
+                                    size=list(self.val_synthetic_size), seed=self.val_seed, align="mid_time"))
         return out + list(self.val_sets)
 
     def validate(self, where: str = "data"):

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from .shipped import config_dir
 
 KINDS = ("real", "synthetic")
+ALIGNS = ("centroid", "mid_time")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -46,6 +47,10 @@ class ValSetConfig:
     seed: int = 1234                 # synthetic: the draw of images and blurs
     crop: list[int] = field(default_factory=list)  # [width, height]: centre-crop every frame (cheaper); empty: full frames
     max_pairs: int = 0               # > 0: at most this many pairs, taken in turn from every scene (cheaper)
+    # synthetic: where a warped image's sharp target sits: 'centroid', the blur's centre of mass (what
+    # the blurred image shows, and where real pairs' targets sit), or 'mid_time', the camera at
+    # mid-exposure (the sets made before session 13: up to 19 px from what the blur shows)
+    align: str = "centroid"
 
     def validate(self, where: str = "val_set"):
         if not self.path:
@@ -69,6 +74,8 @@ class ValSetConfig:
                               f"got {list(self.crop)}")
         if self.max_pairs < 0:
             raise ConfigError(f"{where}.max_pairs: must be >= 0 (0: all pairs), got {self.max_pairs}")
+        if self.align not in ALIGNS:
+            raise ConfigError(f"{where}.align: {self.align!r} is not one of {', '.join(ALIGNS)}")
 
 
 def check_unique(sets: list[ValSetConfig], where: str = "data.val_sets"):

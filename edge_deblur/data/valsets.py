@@ -34,14 +34,16 @@ def is_synthetic_folder(path) -> bool:
 
 
 def _cached(cfg: ValSetConfig) -> bool:
-    """A synthetic set already written with this config's count, size and seed."""
+    """A synthetic set already written with this config's count, size, seed and target alignment
+    (a manifest without one was made with mid-exposure targets)."""
     m = Path(cfg.path) / "manifest.json"
     try:
         man = json.loads(m.read_text())
     except (OSError, ValueError):
         return False
     if man.get("kind") != SYNTHETIC_KIND or man.get("seed") != cfg.seed or man.get("count") != cfg.count \
-            or list(man.get("size", [])) != list(cfg.size):
+            or list(man.get("size", [])) != list(cfg.size) \
+            or (man.get("blur") or {}).get("align", "mid_time") != cfg.align:
         return False
     return all((Path(cfg.path) / "val" / d / f"{i:03d}.png").is_file() for d in ("blur", "sharp") for i in range(cfg.count))
 
@@ -60,9 +62,9 @@ def make_synthetic(cfg: ValSetConfig, always: bool = False) -> None:
             f"torch ({e}); install it with: pip install 'edge-deblur[train]', or point the set at a made folder"
         ) from e
     # the fixed set uses the default blur model, not the training recipe's, so every stage and every
-    # model is measured on the same frames
+    # model is measured on the same frames; only where the targets sit is the set's own
     make_synthetic_val_set(cfg.source, cfg.path, count=cfg.count, size=tuple(cfg.size), seed=cfg.seed,
-                           blur_cfg=BlurConfig())
+                           blur_cfg=BlurConfig(align=cfg.align))
 
 
 def spread(pairs: list, n: int) -> list:
