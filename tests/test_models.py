@@ -181,6 +181,16 @@ def test_info_prints_gmacs_at_1280x720_once_and_at_another_size_when_asked(capsy
     assert out.count("GMACs at 1280x720: 10.00") == 1 and "GMACs at 640x360: 2.55" in out
 
 
+def test_info_on_a_recipe_reads_the_model_through_its_base_chain(tmp_path, capsys):
+    from edge_deblur.cli import main
+
+    (tmp_path / "base.yaml").write_text("data: {sharp_roots: [x]}\nmodel: {type: edgenet, size: S}\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nmodel: {mid_blocks: 3}\n")
+    assert main(["info", "--model", str(tmp_path / "child.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert '"mid_blocks": 3' in out and '"widths": [16, 32, 64, 128]' in out
+
+
 def test_adding_a_level_is_function_preserving_and_trains_the_new_level():
     """An edgenet grows by one coarser level: the old bottleneck blocks become that level's
     encoder/decoder blocks, the new level starts silent (same output), and its weights receive

@@ -55,6 +55,10 @@ def _spec(args) -> dict:
     except (UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{args.model!r} is neither a model artifact nor a YAML spec ({type(e).__name__}); "
                           f"pass an .onnx, .safetensors, .engine, model folder or a spec like '{{type: edgenet, size: S}}'") from None
+    if isinstance(spec, dict) and "base" in spec and path.is_file():
+        from ..config import load_train_config  # a recipe: its model as its base: chain resolves it
+
+        spec = {"model": load_train_config(path).model}
     if isinstance(spec, dict) and "model" in spec and "type" not in spec:
         spec = spec["model"]
     if not isinstance(spec, dict):
