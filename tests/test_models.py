@@ -139,8 +139,8 @@ def test_strip_blocks_start_as_identity_and_grow_preserves_function():
         assert (g(x) - m(x)).abs().max().item() < 1e-6
         assert (to_deploy(g)(x) - m(x)).abs().max().item() < 1e-5
     assert count_macs(build_model(STRIP)) > count_macs(build_model(TINY))
-    with pytest.raises(ValueError, match="differ"):
-        grow_to(m, dict(m.spec, widths=[8, 16, 32]))
+    with pytest.raises(ValueError, match=r"spec keys \['rep'\] differ"):
+        grow_to(build_model({**TINY, "rep": True}), {**TINY, "rep": False})
     with pytest.raises(ValueError, match="drop levels"):
         grow_to(g, dict(g.spec, strip_levels=[1]))
 
@@ -189,6 +189,29 @@ def test_info_on_a_recipe_reads_the_model_through_its_base_chain(tmp_path, capsy
     assert main(["info", "--model", str(tmp_path / "child.yaml")]) == 0
     out = capsys.readouterr().out
     assert '"mid_blocks": 3' in out and '"widths": [16, 32, 64, 128]' in out
+
+
+def test_widening_is_function_preserving_and_the_new_channels_learn():
+    """More channels at some levels: the output is unchanged at first, and the zeroed weights that
+    let old channels read the new ones get gradients at the first step."""
+    from edge_deblur.models.grow import grow_to
+
+    for base in (TINY, {**TINY, "rep": False, "strip_levels": [0], "strip_kernel": 5}):
+        m = randomize(build_model(base)).eval()
+        g = grow_to(m, dict(m.spec, widths=[12, 16, 24])).eval()
+        assert g.spec["widths"] == [12, 16, 24] and g.tail.in_channels == 12
+        x = torch.rand(2, 3, 40, 56)
+        torch.testing.assert_close(g(x), m(x), atol=1e-6, rtol=0)
+        tail = g.tail.weight
+        assert float(tail[:, 8:].abs().sum()) == 0.0  # nothing reads the new level-0 channels yet
+        g.train()
+        (g(x) - x.flip(-1)).abs().mean().backward()
+        assert float(tail.grad[:, 8:].abs().sum()) > 0  # ... and that changes at the first step
+        mid = g.mid[0].conv1
+        w = mid.conv3.weight if hasattr(mid, "conv3") else mid.weight
+        assert float(w.grad[:16, 16:].abs().sum()) > 0
+    with pytest.raises(ValueError, match=r"widths \[4, 16, 16\] must be at least \[8, 16, 16\]"):
+        grow_to(m, dict(m.spec, widths=[4, 16, 16]))
 
 
 def test_adding_a_level_is_function_preserving_and_trains_the_new_level():

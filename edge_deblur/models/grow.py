@@ -12,7 +12,7 @@ from .blocks import RepConv3x3, StripBlock
 from .registry import build_model
 
 # spec keys that growth may change; every other key must match
-_GROWABLE = ("mid_blocks", "strip_levels", "strip_kernel", "enc_blocks", "dec_blocks")
+_GROWABLE = ("mid_blocks", "strip_levels", "strip_kernel", "enc_blocks", "dec_blocks", "widths")
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def _zero_residual(block):
 def grow_to(model, spec: dict):
     """Return an edgenet built from ``spec`` that computes exactly what ``model`` computes: the
     blocks ``spec`` adds (more bottleneck blocks, more blocks at a level, strip blocks at new
-    levels) start as identities.
+    levels) start as identities, and the channels it adds (wider levels) are read by nothing yet.
     Raises ``ValueError`` when ``spec`` is not a growth of ``model.spec``."""
     old_spec = dict(model.spec)
     new_spec = dict(spec)
@@ -51,6 +51,9 @@ def grow_to(model, spec: dict):
         step = dict(new.spec, enc_blocks=list(old_spec["enc_blocks"]) + [new.spec["enc_blocks"][-1]],
                     dec_blocks=list(old_spec["dec_blocks"]) + [new.spec["dec_blocks"][-1]])
         model = _add_level(model, step)
+        old_spec = dict(model.spec)
+    if list(new.spec["widths"]) != list(old_spec["widths"]):
+        model = _widen(model, list(new.spec["widths"]))
         old_spec = dict(model.spec)
     full_old = dict(old_spec, **{k: v for k, v in new.spec.items() if k not in old_spec})
     diff = sorted(k for k in set(full_old) | set(new.spec) if full_old.get(k) != new.spec.get(k) and k not in _GROWABLE)
@@ -83,6 +86,41 @@ def grow_to(model, spec: dict):
         _zero_residual(new.enc_strip[str(i)])
         _zero_residual(new.dec_strip[str(i)])
     return new
+
+
+@torch.no_grad()
+def _widen(model, widths: list[int]):
+    """Return ``model`` with more channels at some levels (``widths`` >= its own, level by level),
+    computing exactly what ``model`` computes.
+
+    Every conv of the wider model keeps the old weights in its first rows and columns; the new
+    rows (new channels' outputs, new middle channels of a block) keep the fresh model's random
+    initialisation, and the old rows' columns that read new channels are set to zero. New channels
+    therefore carry non-zero activations (ReLU passes gradients) that no old channel reads yet, so
+    the output is unchanged, and the zeroed columns get gradients at the first step. Layouts keep
+    old channels first: PixelShuffle's channel ``c`` is rows ``4c..4c+3`` of the up-projection,
+    a prefix when ``c`` is an old channel."""
+    old = dict(model.spec)
+    ow, nw = list(old["widths"]), [int(w) for w in widths]
+    if len(nw) != len(ow) or any(n < o for n, o in zip(nw, ow)):
+        raise ValueError(f"widening keeps the levels and adds channels: widths {nw} must be at least {ow}, level by level")
+    wide = build_model(dict(old, widths=nw))
+    sd = wide.state_dict()
+    for k, v in model.state_dict().items():
+        t = sd.get(k)
+        if t is None or t.dim() != v.dim() or any(a < b for a, b in zip(t.shape, v.shape)):
+            raise ValueError(f"weight {k} {tuple(v.shape)} has no place in the widened model")
+        t[tuple(slice(0, n) for n in v.shape)] = v
+        if v.dim() == 4:  # old outputs do not read new input channels (yet)
+            t[: v.shape[0], v.shape[1]:] = 0
+    wide.load_state_dict(sd)
+    old_mods = dict(model.named_modules())
+    for name, mod in wide.named_modules():  # a RepConv whose in == out only after widening (or before)
+        was = old_mods.get(name)             # gains (loses) its identity branch: fold the difference in
+        if isinstance(mod, RepConv3x3) and isinstance(was, RepConv3x3) and mod.has_identity != was.has_identity:
+            idx = torch.arange(was.out_ch)
+            mod.conv3.weight[idx, idx, 1, 1] += -1.0 if mod.has_identity else 1.0
+    return wide
 
 
 @torch.no_grad()

@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
             else:
                 model.load_state_dict(state)
         except RuntimeError as e:
-            # a smaller edgenet grows into the configured one (new blocks start as identities)
+            # a smaller edgenet grows into the configured one (new blocks start as identities, new channels unread)
             try:
                 from ..models.grow import grow_to
 
@@ -300,7 +300,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                     f"train.init_from {t.init_from!r} (spec {ispec}) does not fit model {spec}: {e}; "
                     f"nor can it grow into it: {ge}"
                 ) from e
-            log.info(f"grew {ispec} into {spec}: the added blocks start as identities")
+            log.info(f"grew {ispec} into {spec}: the added blocks start as identities and the added channels are read by nothing yet (the same output)")
         prior_iters = int(imeta.get("total_iters", imeta.get("iters", 0)))
         log.info(f"initialised from {t.init_from} ({prior_iters} prior iterations)")
     model = model.to(device)
