@@ -111,12 +111,12 @@ def test_init_from_a_smaller_edgenet_grows_it(tmp_path, sharp_dir):
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         assert (grown(x) - small(x)).abs().max().item() < 1e-6
-    # a spec that is not a growth (other widths) is refused with both reasons
+    # a spec that is not a growth (narrower levels) is refused with both reasons
     cfg3 = load_train_config(
         "configs/train/smoke.yaml",
         [f"out_dir={tmp_path / 'bad'}", f"data.sharp_roots=[{sharp_dir}]", "train.iters=1", f"train.init_from={first}"],
     )
-    cfg3.model = dict(spec, widths=[w * 2 for w in spec["widths"]])
+    cfg3.model = dict(spec, widths=[max(1, w // 2) for w in spec["widths"]])
     with pytest.raises(ModelError, match="nor can it grow into it"):
         train(cfg3, progress=False)
 

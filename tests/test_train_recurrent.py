@@ -36,8 +36,11 @@ def test_recurrent_model_starts_as_the_image_model(extra):
         assert torch.equal(y, image(x)) or torch.allclose(y, image(x), atol=1e-6)
         y2, _ = rnn(x, h)  # a trained fuse would use h; the identity init ignores it
         assert torch.allclose(y2, y, atol=1e-6)
+    wide = to_recurrent(image, dict(IMAGE_SPEC, type="edgenet_rnn", widths=[8, 24], **extra)).eval()
+    with torch.no_grad():  # wider levels are a growth too: the new channels start unread
+        assert torch.allclose(wide(x, torch.zeros(wide.state_shape(24, 20, 2)))[0], y, atol=1e-5)
     with pytest.raises(ValueError, match="widths"):
-        to_recurrent(image, dict(IMAGE_SPEC, type="edgenet_rnn", widths=[8, 24]))
+        to_recurrent(image, dict(IMAGE_SPEC, type="edgenet_rnn", widths=[8, 8]))
 
 
 @pytest.mark.parametrize("rep", [False, True])
