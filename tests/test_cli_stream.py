@@ -155,3 +155,40 @@ def test_signal_leaves_a_finalized_video(tmp_path, tiny_onnx, sig, code, name):
     assert stats["outputs"][0]["frames_written"] == n
     assert out.exists() and count_frames(out) == n  # OpenCV reads the file to the last written frame
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--threads", "0"], "threads must be a positive integer"),
+    (["--tile", "0"], "--tile must be a whole number"),
+    (["--overlap", "16"], "--overlap 16 only applies with --tile"),
+    (["--tile", "64", "--overlap", "64"], "--tile 64 is smaller than twice the --overlap 64; use --tile 128"),
+])
+def test_stream_refuses_bad_numbers(tmp_path, tiny_onnx, capsys, extra, match):
+    """0 threads or a 0 tile were ignored (all cores, no tiling); a tile too small for the overlap
+    failed only once the stream ran, and stream had no --overlap to follow its advice with."""
+    src = make_video(tmp_path / "in.avi", n=3)
+    rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), *extra], capsys)
+    assert rc == 2 and match in err, err
+
+
+def test_stream_tiles_with_the_overlap_given(tmp_path, tiny_onnx, capsys):
+    src = make_video(tmp_path / "in.avi", n=3, w=96, h=64)
+    rc, out, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "--tile", "48",
+                            "--overlap", "16", "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["frames_out"] == 3
+
+
+def test_sigterm_while_the_model_opens_exits_143(tmp_path, tiny_onnx, capsys, monkeypatch):
+    import edge_deblur.runtime.pipeline as pipeline
+
+    real = pipeline.open_processor
+
+    def open_then_signalled(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, in the main thread
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "open_processor", open_then_signalled)
+    src = make_video(tmp_path / "in.avi", n=3)
+    rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx)], capsys)
+    assert rc == 143 and "interrupted (SIGTERM)" in err, err

@@ -66,3 +66,26 @@ def test_demo_end_to_end(tmp_path, tiny_onnx, capsys):  # noqa: F811
 def test_demo_bad_arguments(tmp_path, args, capsys):
     assert main(["demo", "--out", str(tmp_path), *args]) != 0
     assert "error" in capsys.readouterr().err
+
+
+def test_an_interrupted_demo_keeps_the_previous_video(tmp_path, tiny_onnx, capsys, monkeypatch):  # noqa: F811
+    from edge_deblur.cli import demo_cmd
+    from video_helpers import count_frames
+
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--frames", "6", "--size", "96x64", "--model", str(tiny_onnx)]
+    assert main(args) == 0
+    video = out / "demo_side_by_side.mp4"
+    before = video.read_bytes()
+    real, calls = demo_cmd.side_by_side, []
+
+    def interrupted_at_the_fourth(*a):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(demo_cmd, "side_by_side", interrupted_at_the_fourth)
+    assert main(args) == 130
+    assert video.read_bytes() == before and count_frames(video) == 6  # not replaced by 3 frames
+    capsys.readouterr()

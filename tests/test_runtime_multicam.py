@@ -151,3 +151,21 @@ def test_nan_output_passes_the_input_and_stops_only_that_camera():
     assert cam1["status"] == "failed" and "NaN/Inf for 3 frames in a row" in cam1["error"]
     assert cam1["frames_out"] == 2 and all(np.array_equal(g, bright[0]) for g in got[1][0])  # input passed through
     assert cam1["model_output"]["bad_frames"] == 3
+
+
+def test_recurrent_cameras_reset_on_a_restart_and_report_the_state(tmp_path_factory, tmp_path):
+    pytest.importorskip("torch")
+    from runtime_helpers import TINY_RNN_SPEC, exported
+
+    rnn = exported(tmp_path_factory, "tiny_rnn_mc", TINY_RNN_SPEC, fp16=False)
+    clip = make_video(tmp_path / "a.avi", n=4, w=48, h=32)
+    outs = [collect(), collect()]
+    with Deblurrer.open(rnn["onnx"], threads=1, scene_cut=0) as d:
+        stats = MultiCamera(d, [str(clip), str(clip)], [outs[0][1], outs[1][1]],
+                            StreamOptions(queue_size=8, loop=1)).run()
+    assert [len(o[0]) for o in outs] == [8, 8]
+    for cam in stats["cameras"]:  # each camera started once and started over once (the loop)
+        assert cam["state_resets"]["start"] == 1 and cam["state_resets"]["restart"] == 1
+    assert stats["state"]["kind"] == "recurrent" and stats["state"]["resets"]["restart"] == 2
+    with Deblurrer.open(MODEL, threads=1) as img:
+        assert MultiCamera(img, [frames(2, 32, 48, 1)], [collect()[1]]).run()["state"] == {"kind": "image"}

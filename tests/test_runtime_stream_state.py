@@ -267,3 +267,49 @@ def test_one_state_per_stream_over_a_shared_model(rnn, texture):
     for frames, got in ((a_frames, got_a), (b_frames, got_b)):
         with Deblurrer.open(rnn["onnx"]) as solo:
             assert all(np.array_equal(solo(f), g) for f, g in zip(frames, got))
+
+
+def test_a_given_state_survives_a_frame_that_differs_from_the_last_and_reset_clears_it(rnn, texture):
+    """set_state() then a frame unlike the previous one: the given state is checked and used (it
+    was silently replaced by zeros as a 'scene cut'); reset() shows no stale state."""
+    f = pan(texture, 1)[0]
+    dark = np.full_like(f, 5)
+    with Deblurrer.open(rnn["onnx"]) as d:
+        d(f)
+        d(f)
+        good = {k: v.copy() for k, v in d.state.items()}
+        d(dark)  # a cut: the detector now remembers the dark frame
+        assert d.state_stats()["scene_cuts"] == 1
+        d.set_state({"state_in": np.zeros(good["state_in"].shape[:2] + (3, 3), np.float32)})
+        with pytest.raises(InputError, match=r"shape \(1, \d+, 3, 3\), expected"):
+            d(f)
+        d.set_state({"state_in": good["state_in"].astype(np.float64)})
+        with pytest.raises(InputError, match="float64, expected float32"):
+            d(f)
+        d.set_state(good)
+        y = d(f)
+        assert d.state_stats()["scene_cuts"] == 1  # the frame after set_state() is never a cut
+        d.reset()
+        assert d.state is None  # not the old state: zeros are what the next frame gets
+    with Deblurrer.open(rnn["onnx"], scene_cut=0) as e:
+        e.set_state(good)
+        assert np.array_equal(y, e(f))
+        assert not np.array_equal(y, fresh_output(rnn["onnx"], f))  # the state mattered
+
+
+@pytest.mark.parametrize("line, want", [("scene_cut: 0.5", 0.5), ("scene_cut: null", None)])
+def test_deblur_takes_the_scene_cut_from_a_runtime_profile(rnn, texture, tmp_path, capsys, line, want):
+    from edge_deblur.cli import main
+
+    cv2.imwrite(str(tmp_path / "a.png"), pan(texture, 1)[0])
+    (tmp_path / "prof.yaml").write_text(f"pipeline:\n  {line}\n")
+    rc = main(["deblur", str(tmp_path / "a.png"), "-o", str(tmp_path / "out.png"), "-m", str(rnn["onnx"]),
+               "--profile", str(tmp_path / "prof.yaml"), "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert json.loads(out.strip().splitlines()[-1])["state"]["scene_cut_threshold"] == want
+
+
+def test_scene_cut_is_checked_for_image_models_too(image_model):
+    with pytest.raises(InputError, match="scene_cut must be a number in \\[0, 1\\].*'abc'"):
+        Deblurrer.open(image_model, scene_cut="abc")

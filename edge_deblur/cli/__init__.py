@@ -108,9 +108,10 @@ def main(argv=None) -> int:
     except EdgeDeblurError as e:
         print(f"edge-deblur {args.command}: error: {redact(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"edge-deblur {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # 130 for Ctrl-C; a SIGTERM while opening gives 143 (signals.Interrupted)
+        code = getattr(e, "exit_code", 130)
+        print(f"edge-deblur {args.command}: interrupted" + (f" ({e})" if code != 130 else ""), file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -374,6 +374,10 @@ def run(args) -> int:
     model, backend, device, tile, overlap = model_settings(args, raster["profile"] if raster else None)
     overlap = 128 if overlap is None else overlap
     check_tile_overlap(tile, overlap)  # once, before the model loads (again below with its stride)
+    prof = raster["profile"] if raster else None
+    # --scene-cut, else a profile's pipeline.scene_cut (null there: off), else the Deblurrer's default
+    cut_kw = ({"scene_cut": args.scene_cut} if args.scene_cut is not None
+              else {"scene_cut": prof.pipeline.scene_cut} if prof is not None else {})
     if any(k == "raster" for _, _, k in jobs):
         from ..io.raster import rasterio
         from ..runtime.raster_deblur import check_tiling
@@ -392,7 +396,7 @@ def run(args) -> int:
     with Signals(raise_while_idle=False) as sig, \
             Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
                            tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
-                           **({"scene_cut": args.scene_cut} if args.scene_cut is not None else {})) as d:
+                           **cut_kw) as d:
         check_tile_overlap(tile, overlap, int(getattr(d, "stride", 1) or 1))
         bar = None
         last_line = time.perf_counter()

@@ -165,7 +165,7 @@ def run(args) -> int:
     sharp_frames = [to_bgr8(f) for f in sharp]
 
     # 2. the real pipeline with the bundled model
-    kwargs = {"threads": args.threads} if args.threads else {}
+    kwargs = {"threads": args.threads} if args.threads is not None else {}
     deblurrer = open_processor(args.model, args.backend, False, **kwargs)
     info = getattr(deblurrer, "info", {}) or {}
     say(f"model: {info.get('name') or info.get('model')} ({info.get('backend')}, {info.get('precision')})")
@@ -193,8 +193,12 @@ def run(args) -> int:
             sink.write(frame, FrameMeta(index=i))
             if i == mid:
                 atomic_imwrite(png_path, frame)
-    finally:
-        sink.close()
+    except BaseException:
+        # interrupted or failed: an incomplete video must not replace a previous run's whole one
+        abandon = getattr(sink, "abandon", None)
+        (abandon("the demo was interrupted") if abandon is not None else sink.close())
+        raise
+    sink.close()
     result = {
         "psnr_blurry": round(float(np.mean(p_blur)), 3),
         "psnr_deblurred": round(float(np.mean(p_deb)), 3),

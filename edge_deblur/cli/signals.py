@@ -8,6 +8,14 @@ import signal
 import threading
 
 
+class Interrupted(KeyboardInterrupt):
+    """A signal that came while the command was still opening; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + int(signum)
+
+
 class Signals:
     """Context manager installing the handlers in the main thread; restores the old ones."""
 
@@ -27,8 +35,8 @@ class Signals:
         self.received.append(signum)
         if self.pipeline is None:
             if self.raise_while_idle:
-                # still opening: behave like the default (KeyboardInterrupt ends the command)
-                raise KeyboardInterrupt
+                # still opening: behave like the default (the command ends, exit status 128 + signal)
+                raise Interrupted(signum)
             return  # the command checks ``stopped`` between files
         drain = len(self.received) == 1
         self.pipeline.stop(drain=drain, reason="SIGINT" if signum == signal.SIGINT else "SIGTERM")

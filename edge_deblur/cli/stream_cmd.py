@@ -25,6 +25,8 @@ def add_arguments(p):
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="with --tile: overlap between tiles, blended without seams (default 128)")
     p.add_argument("--scene-cut", type=float, default=None, metavar="T",
                    help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
                         "more than T (0..1, default 0.16; 0 turns it off)")
@@ -48,10 +50,18 @@ def run(args) -> int:
         print(f"[stream] {format_stats(s)}", file=sys.stderr, flush=True)
 
     kwargs = {}
-    if args.threads:
+    if args.threads is not None:  # 0 or less is refused by the backend with the way out, not ignored
         kwargs["threads"] = args.threads
-    if args.tile:
-        kwargs["tile"] = args.tile
+    if args.overlap is not None and args.tile is None:
+        from ..errors import InputError
+
+        raise InputError(f"--overlap {args.overlap} only applies with --tile; give --tile N, or drop --overlap")
+    if args.tile is not None:
+        from .deblur_cmd import check_tile_overlap
+
+        overlap = 128 if args.overlap is None else args.overlap
+        check_tile_overlap(args.tile, overlap)  # before any source or model opens (again with the stride below)
+        kwargs["tile"], kwargs["overlap"] = args.tile, overlap
     if args.scene_cut is not None:
         kwargs["scene_cut"] = args.scene_cut
     kwargs["max_bad_frames"] = args.max_bad_frames

@@ -53,7 +53,7 @@ def resolve_spec(spec: dict) -> dict:
         presets = size_presets(name)
         if size not in presets:
             raise ConfigError(
-                f"unknown size {size!r} for model type {name!r}{suggest(size, presets)}; sizes live in {CONFIG_DIR / (name + '.yaml')}"
+                f"unknown size {size!r} for model type {name!r}{suggest(size, presets)}; sizes live in {CONFIG_DIR / (name.split('_')[0] + '.yaml')}"
             )
         merged = dict(presets[size])
         merged.update({k: v for k, v in spec.items() if k != "type"})

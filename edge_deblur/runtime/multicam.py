@@ -39,6 +39,7 @@ from ..io.sinks import open_sink
 from ..io.sources import Source, open_source
 from ..metrics.latency import LatencyStats
 from .pipeline import _END, _Channel
+from .stream_state import RESET_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class _Camera:
         self.times = LatencyStats()
         self.state = None                # recurrent state (dict of (1, ...) arrays)
         self.cut = None                  # recurrent: this camera's SceneCutDetector
-        self.resets = {"size": 0, "scene_cut": 0}
+        self.resets = dict.fromkeys(RESET_REASONS, 0)  # recurrent state resets by reason (stream_state)
         self.state_key = None
         self.t_first: Optional[float] = None
         self.t_last: Optional[float] = None
@@ -116,7 +117,7 @@ class _Camera:
             "fps": round(self.frames_out / active, 3) if active > 0 and self.frames_out else 0.0,
             "latency_ms_p50": lat["p50"], "latency_ms_p99": lat["p99"],
             "size": f"{self.source.size[0]}x{self.source.size[1]}" if self.source.size else None,
-            "state_resets": dict(self.resets) if self.state is not None else None,
+            "state_resets": dict(self.resets) if self.state_key is not None else None,
             "model_output": self._guard.stats() if self._guard is not None else None,
             "outputs": [s.describe() for s in self.sinks],
             "stages": self.times.summary(order=("capture", "preprocess", "postprocess", "write", "latency")),
@@ -289,13 +290,21 @@ class MultiCamera:
         from .stream_state import SceneCutDetector
 
         key = (1, shape[2], shape[3])
-        for c, _, xc, _ in members:
+        for c, meta, xc, _ in members:
             if c.cut is None:
                 c.cut = SceneCutDetector(getattr(self.d, "scene_cut", None))
             cut = c.cut(xc)  # each camera's own scene-cut detector, on its own frames
-            if c.state is None or c.state_key != key or cut:
-                if c.state is not None:
-                    c.resets["size" if c.state_key != key else "scene_cut"] += 1
+            reason = None
+            if c.state is None:
+                reason = "start"
+            elif c.state_key != key:
+                reason = "size"
+            elif getattr(meta, "restart", False):  # a looped file or a reconnected camera started over
+                reason = "restart"
+            elif cut:
+                reason = "scene_cut"
+            if reason is not None:
+                c.resets[reason] += 1
                 c.state = backend.zero_state(*key)
                 c.state_key = key
         state = {k: np.concatenate([c.state[k] for c, *_ in members], axis=0) for k in members[0][0].state}
@@ -403,7 +412,20 @@ class MultiCamera:
             "infer_ms_p50": inf["p50"], "infer_ms_p99": inf["p99"],
             "failed": [c.name for c in self.cams if c.status == "failed"],
             "stopped_by": self.stopped_by,
+            "state": self._state_summary(),
         }
+
+    def _state_summary(self) -> dict:
+        """As a single stream's ``state`` (``Deblurrer.state_stats``), summed over the cameras; each
+        camera's own resets are in its ``state_resets``."""
+        if getattr(self.d, "stream", None) is None:
+            return {"kind": "image"}
+        resets = dict.fromkeys(RESET_REASONS, 0)
+        for c in self.cams:
+            for r, n in c.resets.items():
+                resets[r] += n
+        return {"kind": "recurrent", "frames": sum(c.frames_out for c in self.cams), "resets": resets,
+                "scene_cuts": resets["scene_cut"], "scene_cut_threshold": getattr(self.d, "scene_cut", None)}
 
 
 class _ClosedQueue:

@@ -551,6 +551,10 @@ def run_stream(options: StreamOptions, processor=None, *, source: Optional[Sourc
     the end). ``source``/``sinks`` may be passed already opened. ``pipeline_hook(pipeline)`` runs
     before the stream starts (the CLI uses it to route SIGINT/SIGTERM to ``pipeline.stop()``)."""
     options.validate()
+    if isinstance(options.source, (list, tuple)) and source is None:
+        raise InputError(
+            f"run_stream runs one source, got {len(options.source)}: {options.source!r}; for several cameras "
+            "use edge_deblur.runtime.multicam.MultiCamera(deblurrer, sources, outputs).run() (CLI: --source A --source B)")
     own_processor = processor is None
     opened: list[Sink] = []
     try:

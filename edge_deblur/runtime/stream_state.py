@@ -144,6 +144,12 @@ def check_state(expected: dict, state, where: str = "the model") -> dict:
                 f"recurrent state {k!r} for {where} has shape {got}, expected {want} for this frame "
                 "size; pass the state the previous frame of the same size returned, or reset()"
             )
+        dtype = str(getattr(state[k], "dtype", type(state[k]).__name__))
+        if isinstance(state[k], np.ndarray) and dtype != "float32":
+            raise InputError(
+                f"recurrent state {k!r} for {where} is {dtype}, expected float32; pass the state the "
+                f"previous frame returned, or convert it with .astype(np.float32)"
+            )
     return state
 
 
@@ -168,7 +174,7 @@ class StreamState:
         """Zero the state before the next frame (counted under ``reason``)."""
         if reason not in RESET_REASONS:
             raise InputError(f"unknown reset reason {reason!r}; use one of {', '.join(RESET_REASONS)}")
-        self._pending = reason
+        self.state, self._pending = None, reason  # `state` shows zeros from now on, as the next frame will get
         self.detector.clear()
 
     def clear(self):
@@ -182,6 +188,9 @@ class StreamState:
         if not isinstance(state, dict):
             raise InputError(f"a recurrent state is a dict {{name: array}}, got {type(state).__name__}")
         self.state, self.key, self._pending = dict(state), None, None
+        # the next frame has nothing to compare with, so it is never a scene cut: the given state is
+        # used (and its shapes checked), not silently replaced by zeros
+        self.detector.clear()
 
     def step(self, x: np.ndarray) -> np.ndarray:
         """Run one (N, C, H, W) tensor with the carried state; return the output tensor."""
