@@ -249,3 +249,44 @@ def test_cli_deblur_geotiff(tmp_path):
         assert b.count == 4 and b.crs.to_epsg() == 32633 and b.tags()["EDGE_DEBLUR_RGB_BANDS"] == "3,2,1"
     bad = subprocess.run(cmd[:-1] + ["--bands", "1,2,9"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "does not match the raster's 4 band" in bad.stderr  # that file failed, reported
+
+
+def test_the_nodata_value_does_not_reach_valid_pixels(tmp_path, deblur):
+    """The same image with a nodata hole marked 0 in one file and 65535 in the other: the valid
+    pixels come out the same (the sentinel used to go into the model, so pixels beside the hole
+    differed by hundreds of levels)."""
+    data = smooth_image(3, 160, 192, 4095, seed=5).astype(np.uint16) + 1000
+    outs = []
+    for nd in (0, 65535):
+        d = data.copy()
+        d[:, 60:100, 80:120] = nd
+        src = write_raster(tmp_path / f"in{nd}.tif", d, nodata=nd)
+        deblur_raster(deblur, src, tmp_path / f"out{nd}.tif", config=BandConfig(normalize="bitdepth", bit_depth=16))
+        with rasterio.open(tmp_path / f"out{nd}.tif") as b:
+            out = b.read()
+        assert (out[:, 60:100, 80:120] == nd).all()          # the hole kept
+        outs.append(out.astype(np.int64))
+    valid = np.ones(data.shape[1:], bool)
+    valid[60:100, 80:120] = False
+    assert np.abs(outs[0] - outs[1])[:, valid].max() <= 1
+    assert not np.array_equal(outs[0][:, valid], data[:, valid])  # and the model did run
+
+
+def test_an_alpha_band_is_copied_and_copy_with_nothing_left_is_refused(tmp_path, deblur):
+    from rasterio.enums import ColorInterp
+
+    data = smooth_image(4, 64, 96, 255, seed=6).astype(np.uint8)
+    data[3] = 0
+    data[3, 10:50, 20:70] = 255
+    src = write_raster(tmp_path / "rgba.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    deblur_raster(deblur, src, tmp_path / "out.tif", config=BandConfig(others="single"))
+    with rasterio.open(tmp_path / "out.tif") as b:
+        out, tags = b.read(), b.tags()
+    assert np.array_equal(out[3], data[3]) and tags["EDGE_DEBLUR_COPIED_BANDS"] == "4"
+    assert not np.array_equal(out[:3], data[:3])
+    pan = write_raster(tmp_path / "pan.tif", data[:1])
+    with pytest.raises(InputError, match="no band of this 1-band raster is left for the model.*--other-bands single"):
+        deblur_raster(deblur, pan, tmp_path / "pan_out.tif", config=BandConfig(others="copy"))
+    assert not (tmp_path / "pan_out.tif").exists()

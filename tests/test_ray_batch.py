@@ -119,3 +119,12 @@ def test_local_instance_environment_is_set_for_ray_only(monkeypatch):
     with ray_batch._environ({"RAY_worker_niceness": "0", "RAY_preload_python_modules": ray_batch.PRELOAD}):
         assert os.environ["RAY_worker_niceness"] == "0" and "onnxruntime" in os.environ["RAY_preload_python_modules"]
     assert os.environ["RAY_worker_niceness"] == "5" and "RAY_preload_python_modules" not in os.environ
+
+
+def test_batch_checks_scene_cut_and_max_bad_frames_before_ray(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    for flag, match in ((["--scene-cut", "5"], "scene_cut must be"), (["--max-bad-frames", "-3"], "max_bad_frames must be")):
+        rc = main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--num-cpus", "1", *flag])
+        assert rc == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "out" / "a.png").exists()

@@ -89,3 +89,18 @@ def test_raster_row_windows_merge_into_the_whole_output(tmp_path, deblur):
         assert np.array_equal(a.read(), b.read())
         assert (a.crs, a.transform, a.nodata, a.tags()) == (b.crs, b.transform, b.nodata, b.tags())
     assert not (tmp_path / "split" / ".edge-deblur" / "parts").exists()  # parts removed after the merge
+
+
+def test_an_unreadable_raster_fails_alone_and_raster_settings_do_not_redo_images(tmp_path, deblur):
+    pytest.importorskip("rasterio")
+    make_images(tmp_path / "in", n=2)
+    (tmp_path / "in" / "zz_bad.tif").write_bytes(b"II*\x00 not a tiff")
+    out, st = tmp_path / "out", settings()
+    items = A.plan_archive([str(tmp_path / "in")], out, st)  # planning used to raise for the whole archive
+    by = {Path(r["input"]).name: r for r in run_all(deblur, items, out, st)}
+    assert by["zz_bad.tif"]["status"] == "failed" and by["zz_bad.tif"]["error"]
+    assert by["f0.png"]["status"] == "ok" and by["f1.png"]["status"] == "ok"
+    # another band mapping changes rasters only: the finished images are still done
+    other = settings(raster=dict(st["raster"], others="copy"))
+    again = A.plan_archive([str(tmp_path / "in")], out, other)
+    assert {Path(i.src).name for i in again if not i.skipped} == {"zz_bad.tif"}

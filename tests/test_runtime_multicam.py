@@ -169,3 +169,16 @@ def test_recurrent_cameras_reset_on_a_restart_and_report_the_state(tmp_path_fact
     assert stats["state"]["kind"] == "recurrent" and stats["state"]["resets"]["restart"] == 2
     with Deblurrer.open(MODEL, threads=1) as img:
         assert MultiCamera(img, [frames(2, 32, 48, 1)], [collect()[1]]).run()["state"] == {"kind": "image"}
+
+
+def test_outputs_that_would_collide_or_cannot_be_filled_are_refused_before_any_frame(deblur, tmp_path):
+    a, b = make_video(tmp_path / "a.avi", n=3, w=48, h=32), make_video(tmp_path / "b.avi", n=3, w=48, h=32)
+    cases = [
+        ([str(tmp_path / "same.avi")] * 2, "several cameras would write the same file"),
+        ([str(tmp_path / "x_{i}_{cam}.avi")], "placeholder that cannot be filled.*'cam'"),
+        ([str(tmp_path / "img_{i}.png")], "frames"),  # one image file per camera, but each camera has 3 frames
+    ]
+    for outputs, match in cases:
+        with pytest.raises((InputError, SourceError), match=match):
+            MultiCamera(deblur, [str(a), str(b)], outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi"]  # nothing written

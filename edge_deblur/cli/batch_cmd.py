@@ -44,9 +44,19 @@ def settings_from_args(args) -> dict:
         model = default_model_path()
     model_file = resolve_model_path(model, backend)   # chosen once here, the same file on every node
     cfg = raster["config"]
+    # checked here, before Ray starts (each actor would otherwise fail on its own)
+    from ..runtime.output_guard import OutputGuard
+    from ..runtime.stream_state import check_threshold
+
+    scene_cut = args.scene_cut
+    if scene_cut is None and prof is not None:  # a profile's null turns it off: 0 (None is the default)
+        scene_cut = prof.pipeline.scene_cut or 0.0
+    check_threshold(scene_cut)
+    OutputGuard(args.max_bad_frames)
     return {
         "model_file": str(model_file), "model_sha256": sha256_file(model_file), "backend": backend, "device": device,
         "tile": tile, "overlap": 128 if overlap is None else overlap, "threads": args.threads,
+        "scene_cut": scene_cut, "max_bad_frames": args.max_bad_frames,
         "raster": {"normalize": cfg.normalize, "bit_depth": cfg.bit_depth, "percentiles": list(cfg.percentiles),
                    "rgb_bands": cfg.rgb_bands, "others": cfg.others, "compress": raster["compress"],
                    "block": raster["block"]},

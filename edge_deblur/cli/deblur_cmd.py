@@ -110,7 +110,7 @@ def check_tile_overlap(tile, overlap, stride: int = 1) -> None:
     if t < 2 * o:
         rounded = f" (rounded to the model's stride {stride}: {t} < 2 x {o})" if stride > 1 else ""
         raise InputError(f"--tile {tile} is smaller than twice the --overlap {overlap}{rounded}; "
-                         f"use --tile {2 * o} or more, or --overlap {t // 2} or less")
+                         f"use --tile {2 * o} or more, or --overlap {t // 2 // stride * stride} or less")
 
 
 def warn_audio(src, dst) -> bool:

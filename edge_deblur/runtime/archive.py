@@ -45,6 +45,7 @@ class Item:
     tasks: list = field(default_factory=list)
     skipped: bool = False
     reason: str = ""
+    error: str = ""             # could not be planned (an unreadable raster): failed, the rest go on
 
 
 def manifest_path(out_root, dst) -> Path:
@@ -57,18 +58,24 @@ def parts_dir(out_root, dst) -> Path:
     return Path(out_root) / MANIFEST_DIR / "parts" / rel
 
 
-def item_manifest(src, dst, settings: dict) -> dict:
+def item_manifest(src, dst, settings: dict, kind: Optional[str] = None) -> dict:
     st = os.stat(src)
     return {"format": FORMAT, "input": os.path.abspath(src), "input_size": st.st_size, "input_mtime_ns": st.st_mtime_ns,
-            "model_sha256": settings["model_sha256"], "settings": settings_key(settings)}
+            "model_sha256": settings["model_sha256"], "settings": settings_key(settings, kind)}
 
 
-def settings_key(settings: dict) -> dict:
-    """The settings that change an output (not where it runs)."""
-    return {k: settings.get(k) for k in ("model_file", "tile", "overlap", "raster")}
+def settings_key(settings: dict, kind: Optional[str] = None) -> dict:
+    """The settings that change an output of this kind (not where it runs): the raster settings
+    only for rasters (None: all), the scene-cut threshold (recurrent models) only for videos."""
+    keys = ["model_file", "tile", "overlap"]
+    if kind in (None, "raster"):
+        keys.append("raster")
+    if kind in (None, "video") and settings.get("scene_cut") is not None:
+        keys.append("scene_cut")
+    return {k: settings.get(k) for k in keys}
 
 
-def is_done(out_root, src, dst, settings: dict) -> bool:
+def is_done(out_root, src, dst, settings: dict, kind: Optional[str] = None) -> bool:
     m = manifest_path(out_root, dst)
     if not (os.path.exists(dst) and m.exists()):
         return False
@@ -76,7 +83,7 @@ def is_done(out_root, src, dst, settings: dict) -> bool:
         rec = json.loads(m.read_text())
     except (OSError, ValueError):
         return False
-    want = item_manifest(src, dst, settings)
+    want = item_manifest(src, dst, settings, kind)
     return all(rec.get(k) == v for k, v in want.items()) and rec.get("output_size") == os.path.getsize(dst)
 
 
@@ -88,10 +95,13 @@ def plan_archive(inputs, out_root, settings: dict, rows_per_task: int = 2048) ->
     items = []
     for i, (src, dst, kind) in enumerate(jobs):
         it = Item(i, str(src), str(dst), kind)
-        if is_done(out_root, src, dst, settings):
+        if is_done(out_root, src, dst, settings, kind):
             it.skipped, it.reason = True, "done: output present and its manifest matches"
         elif kind == "raster":
-            it.tasks = _raster_tasks(it, out_root, rows_per_task)
+            try:
+                it.tasks = _raster_tasks(it, out_root, rows_per_task)
+            except Exception as e:  # noqa: BLE001 - this item fails in the table, the rest run
+                it.error = f"{type(e).__name__}: {e}".strip()[:500]
         else:
             it.tasks = [_task(it, 0)]
         items.append(it)
@@ -168,6 +178,9 @@ def finish_item(item: Item, results: list[dict], out_root, settings: dict, cache
     row = {"item": item.index, "input": item.src, "output": item.dst, "kind": item.kind,
            "status": "ok", "error": "", "tasks": len(item.tasks), "frames": sum(r.get("frames", 0) for r in results),
            "seconds": round(sum(r.get("seconds", 0.0) for r in results), 3)}
+    if item.error:
+        row["status"], row["error"] = "failed", item.error
+        return row
     if len(results) != len(item.tasks) or bad:
         row["status"] = "failed"
         row["error"] = bad[0]["error"] if bad else f"{len(item.tasks) - len(results)} task(s) never reported"
@@ -186,7 +199,7 @@ def finish_item(item: Item, results: list[dict], out_root, settings: dict, cache
                 except OSError:
                     break
             row["frames"] = 1
-        rec = item_manifest(item.src, item.dst, settings)
+        rec = item_manifest(item.src, item.dst, settings, item.kind)
         rec.update(output=os.path.abspath(item.dst), output_size=os.path.getsize(item.dst),
                    finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), tasks=len(item.tasks))
         m = manifest_path(out_root, item.dst)

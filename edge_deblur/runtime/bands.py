@@ -96,9 +96,12 @@ class BandPlan:
     # These run once per tile (to_model, accumulate) or per output row band (to_values) and are
     # the raster path's CPU cost besides the model: each works band by band on 2-D planes, in
     # place where it can, with no whole-tile float temporaries.
-    def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None, nodata=None) -> np.ndarray:
         """(count, h, w) sample values -> (G, 3, h, w) float32 model input in [0, 1]
-        (``(v - lo) / (hi - lo)``, clipped; NaN -> 0), written into ``out`` when given."""
+        (``(v - lo) / (hi - lo)``, clipped), written into ``out`` when given. NaN and ``nodata``
+        samples are filled with the mean of the band's valid samples in the block (0 if none), so
+        that the sentinel (0, 65535, -9999) never reaches the convolutions that valid pixels next to
+        it go through; the pixels themselves are restored afterwards."""
         g_n, (h, w) = len(self.groups), block.shape[1:]
         x = np.empty((g_n, 3, h, w), np.float32) if out is None else out
         done: dict = {}
@@ -119,17 +122,25 @@ class BandPlan:
                 # integers inside [lo, hi] need no clipping (the usual case for bitdepth); the
                 # integer min/max are cheaper than a float clip, and not needed at all when
                 # [lo, hi] spans the dtype
+                hole = None
                 if src.dtype.kind in "ui":
                     info = np.iinfo(src.dtype)
-                    inside = (lo <= info.min and hi >= info.max) or (src.min() >= lo and src.max() <= hi)
+                    full = lo <= info.min and hi >= info.max   # [lo, hi] spans the dtype: no reductions
+                    mn, mx = (src.min(), src.max()) if src.size and (nodata is not None or not full) else (0, 0)
+                    inside = full or (mn >= lo and mx <= hi)
+                    if nodata is not None and mn <= nodata <= mx:  # (min/max first: most blocks hold none)
+                        hole = src == nodata
                 else:
                     inside = False
+                    # NaN (a float raster's usual nodata) would spread through every convolution of the tile
+                    hole = np.isnan(src)
+                    if nodata is not None and nodata == nodata:
+                        hole |= src == nodata
                 if not inside:
                     np.clip(dst, 0.0, 1.0, out=dst)
-                if src.dtype.kind == "f":
-                    # NaN (a float raster's usual nodata) would spread through every convolution
-                    # of the tile: the model sees 0 there, and the pixels are restored afterwards
-                    np.nan_to_num(dst, copy=False, nan=0.0)
+                if hole is not None and hole.any():
+                    valid = dst[~hole]
+                    dst[hole] = float(valid.mean()) if valid.size else 0.0
                 done[b] = dst
         return x
 
@@ -234,8 +245,13 @@ def plan_bands(cfg: BandConfig, count: int, dtype, colorinterp=(), nbits_tag=Non
         plan.groups.append((tuple(rgb), list(rgb), "rgb"))
         plan.rgb_bands = [b + 1 for b in rgb]
     rest = [b for b in range(count) if rgb is None or b not in rgb]
+    # an alpha (transparency mask) band is never an image to deblur: copied as it is, whatever `others` says
+    interp = [str(c).lower().split(".")[-1] for c in colorinterp]
+    alpha = [b for b in rest if b < len(interp) and interp[b] == "alpha"]
+    rest = [b for b in rest if b not in alpha]
+    plan.copied = list(alpha)
     if cfg.others == "copy":
-        plan.copied = rest
+        plan.copied = sorted(plan.copied + rest)
     elif cfg.others == "single":
         plan.groups += [((b, b, b), [b], "single") for b in rest]
     else:
@@ -246,6 +262,11 @@ def plan_bands(cfg: BandConfig, count: int, dtype, colorinterp=(), nbits_tag=Non
             else:
                 chans = tuple(part + [part[-1]] * (3 - len(part)))
                 plan.groups.append((chans, part, "triple"))
+    if not plan.groups:
+        raise InputError(
+            f"no band of this {count}-band raster is left for the model: others={cfg.others!r} copies every band "
+            "outside an RGB triple" + (f" (and band(s) {[b + 1 for b in alpha]} are alpha)" if alpha else "")
+            + "; use others: single (CLI: --other-bands single) to deblur them band by band")
     # -- value ranges
     mode = cfg.normalize
     if mode == "auto":

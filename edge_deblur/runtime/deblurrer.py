@@ -91,7 +91,7 @@ class Deblurrer:
             if small < 2 * o:
                 rounded = f" (rounded to the model's stride {s}: {small} < 2 x {o})" if s > 1 else ""
                 raise InputError(f"tile {tile!r} is smaller than twice the overlap {self.overlap}{rounded}; "
-                                 f"use a tile of {2 * o} or more, or an overlap of {small // 2} or less")
+                                 f"use a tile of {2 * o} or more, or an overlap of {small // 2 // s * s} or less")
         check_threshold(scene_cut)  # checked for image models too: a bad value is a mistake either way
         self.stream = StreamState(backend, scene_cut) if self.recurrent else None
         self.scene_cut = self.stream.scene_cut if self.stream is not None else None

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.options import StreamOptions
-from ..io.sinks import open_sink
+from ..io.sinks import check_frames_fit, open_sink
 from ..io.sources import Source, open_source
 from ..metrics.latency import LatencyStats
 from .pipeline import _END, _Channel
@@ -52,25 +52,42 @@ def output_for(outputs, i: int, name: str):
     if isinstance(outputs, (str, bytes)) or callable(outputs):
         outputs = [outputs]
     outputs = list(outputs)
-    if len(outputs) == 1 and isinstance(outputs[0], str) and ("{i}" in outputs[0] or "{name}" in outputs[0]):
+    if _templated(outputs):
         return outputs[0].format(i=i, name=name)
     return outputs[i]
 
 
-def _check_outputs(outputs, n: int):
+def _templated(lst) -> bool:
+    return len(lst) == 1 and isinstance(lst[0], str) and ("{i}" in lst[0] or "{name}" in lst[0])
+
+
+def _check_outputs(outputs, n: int, names=None):
+    """One output per camera, or one template, or ``null://``; no two cameras writing one file, and
+    no placeholder other than ``{i}`` and ``{name}``."""
     if outputs is None or outputs == []:
         return
     lst = [outputs] if isinstance(outputs, str) or callable(outputs) else list(outputs)
-    if len(lst) == n:
-        return
-    if len(lst) == 1 and isinstance(lst[0], str) and ("{i}" in lst[0] or "{name}" in lst[0]):
-        return
     if len(lst) == 1 and isinstance(lst[0], str) and lst[0].startswith("null://"):
         return
-    raise InputError(
-        f"{n} cameras need {n} outputs (one per --source, in order) or one output with '{{i}}' or '{{name}}' "
-        f"in it (e.g. 'out_{{i}}.mp4'); got {len(lst)}: {lst!r}"
-    )
+    if len(lst) != n and not _templated(lst):
+        raise InputError(
+            f"{n} cameras need {n} outputs (one per --source, in order) or one output with '{{i}}' or '{{name}}' "
+            f"in it (e.g. 'out_{{i}}.mp4'); got {len(lst)}: {lst!r}"
+        )
+    names = list(names) if names else [f"cam{i}" for i in range(n)]
+    specs = []
+    for i in range(n):
+        try:
+            spec = output_for(lst, i, names[i])
+        except (KeyError, IndexError, ValueError) as e:
+            raise InputError(f"output {lst[0]!r} has a placeholder that cannot be filled ({type(e).__name__}: {e}); "
+                             "use '{i}' (the camera's index) or '{name}' (its name), e.g. 'out_{i}.mp4'") from None
+        specs.append(spec)
+    files = [sp for sp in specs if isinstance(sp, str) and "://" not in sp]
+    dup = sorted({f for f in files if files.count(f) > 1})
+    if dup:
+        raise InputError(f"several cameras would write the same file {dup[0]!r}; give one output per camera "
+                         "or one with '{i}' or '{name}' in it (e.g. 'out_{i}.mp4')")
 
 
 class _Camera:
@@ -137,12 +154,12 @@ class MultiCamera:
         for attr in ("preprocess", "postprocess", "backend"):
             if not hasattr(deblurrer, attr):
                 raise InputError(f"MultiCamera needs a Deblurrer (preprocess/backend/postprocess), got {type(deblurrer).__name__}")
-        _check_outputs(outputs, len(sources))
         self.options = (options or StreamOptions()).validate()
         self.d = deblurrer
         names = list(names) if names else [f"cam{i}" for i in range(len(sources))]
         if len(names) != len(sources) or len(set(names)) != len(names):
             raise InputError(f"need one distinct name per camera, got {names!r}")
+        _check_outputs(outputs, len(sources), names)
         self.cams: list[_Camera] = []
         try:
             for i, (spec, name) in enumerate(zip(sources, names)):
@@ -150,6 +167,7 @@ class MultiCamera:
                 sinks = []
                 self.cams.append(_Camera(i, name, src, sinks, self.options))
                 sinks.append(open_sink(output_for(outputs, i, name), self.options, fps=src.fps))
+                check_frames_fit(sinks, src, self.options)  # many frames into one image file: refused before any is written
         except BaseException:
             self._close_all()
             raise

@@ -149,7 +149,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     xin_buf[0] = np.empty(shape, np.float32)   # reused: this thread runs the backend on it
                 xin = xin_buf[0]
                 for j, x0 in enumerate(part):
-                    plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g])
+                    plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g], nodata=nodata)
                 ti = time.perf_counter()
                 y = infer(xin)
                 infer_s[0] += time.perf_counter() - ti

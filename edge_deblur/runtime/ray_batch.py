@@ -102,6 +102,11 @@ def check_cluster_fits(resources: dict, *, cpus_per_actor: float, gpus_per_actor
                                f"{actors * gpus_per_actor:g} GPUs but {has}; use --actors {max(1, fit)} or fewer")
 
 
+def deblurrer_options(settings: dict) -> dict:
+    """``scene_cut`` and ``max_bad_frames`` where the batch's settings give them (else the defaults)."""
+    return {k: settings[k] for k in ("scene_cut", "max_bad_frames") if settings.get(k) is not None}
+
+
 def check_model(settings: dict, remote: bool = False) -> int:
     """Open the model once in the driver (with its probe frame, as eval and verify do) before any
     actor starts: a missing or broken model is one ModelError here, not a traceback from every
@@ -113,7 +118,8 @@ def check_model(settings: dict, remote: bool = False) -> int:
     from .deblurrer import Deblurrer
 
     with Deblurrer.open(settings["model_file"], backend=backend, device=device, threads=1,
-                        tile=settings.get("tile"), overlap=settings.get("overlap", 128)) as d:
+                        tile=settings.get("tile"), overlap=settings.get("overlap", 128),
+                        **deblurrer_options(settings)) as d:
         return int(getattr(d, "stride", 1) or 1)
 
 
@@ -227,7 +233,7 @@ class DeblurActor:
             device = "cuda"
         self.d = Deblurrer.open(settings["model_file"], backend=settings.get("backend"), device=device,
                                 threads=settings.get("threads"), tile=settings.get("tile"),
-                                overlap=settings.get("overlap", 128))
+                                overlap=settings.get("overlap", 128), **deblurrer_options(settings))
 
     def __call__(self, batch: dict) -> dict:
         rows = []
