@@ -290,3 +290,61 @@ def test_an_alpha_band_is_copied_and_copy_with_nothing_left_is_refused(tmp_path,
     with pytest.raises(InputError, match="no band of this 1-band raster is left for the model.*--other-bands single"):
         deblur_raster(deblur, pan, tmp_path / "pan_out.tif", config=BandConfig(others="copy"))
     assert not (tmp_path / "pan_out.tif").exists()
+
+
+def test_a_stop_request_ends_a_raster_without_writing_it(tmp_path, deblur, monkeypatch, capsys):
+    """Ctrl-C used to be noticed only after the whole raster (minutes for a large one)."""
+    import signal
+
+    from edge_deblur.cli import deblur_cmd, main
+    from edge_deblur.runtime.raster_deblur import RasterStopped
+
+    src = write_raster(tmp_path / "in.tif", smooth_image(3, 200, 256, 255).astype(np.uint8))
+    asked = []
+
+    def stop_at_the_third_tile():
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(RasterStopped, match="stopped after 2 of"):
+        deblur_raster(deblur, src, tmp_path / "out.tif", stop=stop_at_the_third_tile)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]  # no output, no temporary file left
+    # the CLI: SIGINT while a raster runs stops it at the next tile, exit status 130
+    real = deblur_cmd.deblur_raster_job
+
+    def signalled(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(deblur_cmd, "deblur_raster_job", signalled)
+    rc = main(["deblur", str(src), "-o", str(tmp_path / "cli.tif"), "--tile", "64", "--overlap", "32",
+               "-m", str(MODEL), "--threads", "1"])
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_a_gdal_mask_is_kept_and_its_pixels_untouched(tmp_path, deblur):
+    """An internal GDAL mask (no nodata value): it used to be dropped, and the masked pixels
+    deblurred like the rest. Whole raster and row windows merged (the Ray batch's parts) alike."""
+    from edge_deblur.runtime import archive as A
+
+    data = smooth_image(3, 150, 200, 255, seed=7).astype(np.uint8)
+    data[:, 40:90, 50:120] = 0  # what is under the mask: dark, as outside a satellite swath
+    mask = np.full(data.shape[1:], 255, np.uint8)
+    mask[40:90, 50:120] = 0
+    src = write_raster(tmp_path / "in.tif", data)
+    with rasterio.open(src, "r+") as ds:
+        ds.write_mask(mask)
+    deblur_raster(deblur, src, tmp_path / "out.tif")
+    parts = [str(tmp_path / f"p{a}.tif") for a in (0, 70)]
+    for p, rows in zip(parts, ((0, 70), (70, 150))):
+        deblur_raster(deblur, src, p, rows=rows)
+    A.merge_parts(str(src), parts, str(tmp_path / "merged.tif"), {"raster": {}})
+    for name in ("out.tif", "merged.tif"):
+        with rasterio.open(tmp_path / name) as b:
+            out, got = b.read(), b.dataset_mask()
+        assert np.array_equal(got, mask)                                   # the mask kept
+        assert np.array_equal(out[:, mask == 0], data[:, mask == 0])       # masked pixels untouched
+        assert not np.array_equal(out[:, mask > 0], data[:, mask > 0])     # the rest deblurred
+    with rasterio.open(tmp_path / "out.tif") as a, rasterio.open(tmp_path / "merged.tif") as b:
+        assert np.array_equal(a.read(), b.read())

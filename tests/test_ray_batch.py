@@ -32,6 +32,34 @@ def test_unreachable_address_fails_fast_and_names_it():
     assert main(["deblur", "x", "-o", "y", "--ray", "127.0.0.1:9"]) == 2   # deblur --ray is batch
 
 
+def test_a_port_that_is_not_ray_fails_fast_and_says_so():
+    """A listener that accepts TCP but is no Ray server (a wrong port, the dashboard): ray.init
+    used to retry it for 85 s; an HTTP/2 server's SETTINGS reply passes the probe."""
+    import socket
+    import threading
+
+    from edge_deblur.runtime.ray_batch import _answers_grpc
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(2)], daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(ClusterError, match="accepts connections but does not answer as a Ray cluster"):
+        check_reachable(f"127.0.0.1:{srv.getsockname()[1]}", timeout=1)
+    assert time.perf_counter() - t0 < 5
+    a, b = socket.socketpair()
+    b.sendall(b"\x00\x00\x18\x04\x00\x00\x00\x00\x00")  # what Ray's GCS sends first: a SETTINGS frame
+    assert _answers_grpc(a, 1) is True
+    a.close(), b.close()
+    a, b = socket.socketpair()
+    b.sendall(b"HTTP/1.1 400 Bad Request\r\n")  # an HTTP/1 server
+    assert _answers_grpc(a, 1) is False
+    a.close(), b.close()
+    srv.close()
+
+
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     ray = pytest.importorskip("ray", reason="ray is an optional extra: pip install 'edge-deblur[ray]'")

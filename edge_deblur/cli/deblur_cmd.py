@@ -338,11 +338,11 @@ def raster_settings(args) -> dict:
     return {"config": cfg, "compress": sec.compress, "block": sec.block, "profile": prof}
 
 
-def deblur_raster_job(d, src: Path, dst: Path, raster: dict, progress: bool) -> dict:
+def deblur_raster_job(d, src: Path, dst: Path, raster: dict, progress: bool, stop=None) -> dict:
     from ..runtime.raster_deblur import deblur_raster
 
     return deblur_raster(d, src, dst, config=raster["config"], compress=raster["compress"], block=raster["block"],
-                         progress=progress)
+                         progress=progress, stop=stop)
 
 
 def run(args) -> int:
@@ -410,7 +410,13 @@ def run(args) -> int:
             try:
                 if k == "raster":
                     t = time.perf_counter()
-                    r = deblur_raster_job(d, src, dst, raster, progress=tty)
+                    from ..runtime.raster_deblur import RasterStopped
+
+                    try:
+                        r = deblur_raster_job(d, src, dst, raster, progress=tty, stop=lambda: sig.stopped)
+                    except RasterStopped as e:  # Ctrl-C / SIGTERM: the raster is dropped, not half-written
+                        log.warning("%s: interrupted: %s", src, e)
+                        break
                     compute_s += time.perf_counter() - t
                     n_ras += 1
                     frames += 1

@@ -215,11 +215,12 @@ class RasterWriter:
         self._buf_row = self.row0       # source row of the first buffered row
         self._next = self.row0
 
-    def write(self, arr: np.ndarray, row: int):
-        """``arr``: (count, n, width) for source rows ``row`` .. ``row + n - 1``."""
+    def write(self, arr: np.ndarray, row: int, mask: Optional[np.ndarray] = None):
+        """``arr``: (count, n, width) for source rows ``row`` .. ``row + n - 1``; ``mask`` (n, width)
+        uint8, 0 where invalid, where the output carries a GDAL mask (given for every row or none)."""
         if row != self._next:
             raise RuntimeError(f"rows must be written in order: expected row {self._next}, got {row}")
-        self._buf.append(arr.astype(self.dtype, copy=False))
+        self._buf.append((arr.astype(self.dtype, copy=False), mask))
         self._next += arr.shape[1]
         done = self._next - self.row0
         aligned = done - done % self.block if self._next < self.row1 else done
@@ -232,16 +233,18 @@ class RasterWriter:
             return
         rio = rasterio()
         rest = []
-        for piece in self._buf:
+        for piece, mask in self._buf:
             n = min(piece.shape[1], end_row - self._buf_row)
             if n <= 0:
-                rest.append(piece)
+                rest.append((piece, mask))
                 continue
-            self.ds.write(piece[:, :n] if n < piece.shape[1] else piece,
-                          window=rio.windows.Window(0, self._buf_row - self.row0, self.width, n))
+            win = rio.windows.Window(0, self._buf_row - self.row0, self.width, n)
+            self.ds.write(piece[:, :n] if n < piece.shape[1] else piece, window=win)
+            if mask is not None:
+                self.ds.write_mask(mask[:n], window=win)
             self._buf_row += n
             if n < piece.shape[1]:
-                rest.append(piece[:, n:])
+                rest.append((piece[:, n:], mask[n:] if mask is not None else None))
         self._buf = rest
 
     def close(self):
@@ -257,3 +260,11 @@ class RasterWriter:
             self.ds.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+
+
+def mask_flag(name: str):
+    """``rasterio.enums.MaskFlags.<name>`` (rasterio imported on first use)."""
+    rasterio()
+    from rasterio.enums import MaskFlags
+
+    return getattr(MaskFlags, name)

@@ -225,9 +225,10 @@ def merge_parts(src, parts: list, dst, settings: dict, cache_mb: int = 128):
             row = 0
             for p in parts:
                 with rio.open(p) as part:
+                    masked = part.nodata is None and all(R.mask_flag("per_dataset") in f for f in part.mask_flag_enums)
                     for y in range(0, part.height, w.block):
-                        n = min(w.block, part.height - y)
-                        w.write(part.read(window=rio.windows.Window(0, y, part.width, n)), row + y)
+                        win = rio.windows.Window(0, y, part.width, min(w.block, part.height - y))
+                        w.write(part.read(window=win), row + y, mask=part.dataset_mask(window=win) if masked else None)
                     row += part.height
             w.close()
         except BaseException:

@@ -96,12 +96,14 @@ class BandPlan:
     # These run once per tile (to_model, accumulate) or per output row band (to_values) and are
     # the raster path's CPU cost besides the model: each works band by band on 2-D planes, in
     # place where it can, with no whole-tile float temporaries.
-    def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None, nodata=None) -> np.ndarray:
+    def to_model(self, block: np.ndarray, out: Optional[np.ndarray] = None, nodata=None,
+                 invalid: Optional[np.ndarray] = None) -> np.ndarray:
         """(count, h, w) sample values -> (G, 3, h, w) float32 model input in [0, 1]
         (``(v - lo) / (hi - lo)``, clipped), written into ``out`` when given. NaN and ``nodata``
         samples are filled with the mean of the band's valid samples in the block (0 if none), so
         that the sentinel (0, 65535, -9999) never reaches the convolutions that valid pixels next to
-        it go through; the pixels themselves are restored afterwards."""
+        it go through; the pixels themselves are restored afterwards. ``invalid`` (h, w), where
+        given, marks more such pixels (a GDAL mask)."""
         g_n, (h, w) = len(self.groups), block.shape[1:]
         x = np.empty((g_n, 3, h, w), np.float32) if out is None else out
         done: dict = {}
@@ -138,6 +140,8 @@ class BandPlan:
                         hole |= src == nodata
                 if not inside:
                     np.clip(dst, 0.0, 1.0, out=dst)
+                if invalid is not None:  # (h, w) True where a GDAL mask marks the pixel invalid
+                    hole = invalid if hole is None else (hole | invalid)
                 if hole is not None and hole.any():
                     valid = dst[~hole]
                     dst[hole] = float(valid.mean()) if valid.size else 0.0

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -63,10 +63,11 @@ def check_tiling(tile: int, overlap: int, stride: int):
 def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, tile: Optional[int] = None,
                   overlap: Optional[int] = None, rows: Optional[tuple] = None, progress: bool = False,
                   compress: Optional[str] = "same", block: int = 256, cache_mb: int = R.CACHE_MB,
-                  extra_tags: Optional[dict] = None) -> dict:
+                  extra_tags: Optional[dict] = None, stop: Optional[Callable[[], bool]] = None) -> dict:
     """Deblur the raster ``src`` into the tiled GeoTIFF ``dst`` with ``deblurrer`` (a Deblurrer:
     its backend, stride and tile settings are used). Returns a summary dict (size, bands, tiles,
-    seconds, megapixels per second, the band plan's tags)."""
+    seconds, megapixels per second, the band plan's tags). ``stop()`` is asked before each tile:
+    True ends the run with :class:`RasterStopped`, ``dst`` not written (Ctrl-C in ``deblur``)."""
     cfg = (config or BandConfig()).validate()
     stride = int(deblurrer.stride)
     tile = tile or (deblurrer.tile if isinstance(deblurrer.tile, int) else None) or DEFAULT_TILE
@@ -97,6 +98,9 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 raise InputError("tiling needs an overlap > 0 to blend tiles without seams")
             reflect = H > Hp - H and W > Wp - W
             nodata = ds.nodata
+            # a GDAL mask of its own (an internal .msk band, common with JPEG compression; not one
+            # derived from nodata or an alpha band): masked pixels are kept and not fed to the model
+            has_mask = nodata is None and all(R.mask_flag("per_dataset") in f for f in ds.mask_flag_enums)
             tags = dict(plan.tags(), EDGE_DEBLUR_TILE=str(th_req), EDGE_DEBLUR_OVERLAP=str(ov),
                         EDGE_DEBLUR_MODEL=Path(str(getattr(deblurrer, "model", ""))).name, **(extra_tags or {}))
             rows_needed = [i for i, y in enumerate(ys) if y < b and y + th > a]
@@ -125,11 +129,15 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
 
             def load_strip(i):
                 y0 = ys[i]
+                win = R.rasterio().windows.Window(0, y0, W, min(th, H - y0))
                 with lock:
-                    raw = ds.read(window=R.rasterio().windows.Window(0, y0, W, min(th, H - y0)))
+                    raw = ds.read(window=win)
+                    bad = ds.dataset_mask(window=win) == 0 if has_mask else None   # (rows, W): True where masked
                 if raw.shape[1] < th or W < Wp:  # the stride padding of the last rows/columns
-                    raw = np.pad(raw, ((0, 0), (0, th - raw.shape[1]), (0, Wp - W)), mode="reflect" if reflect else "edge")
-                return raw
+                    pad = ((0, th - raw.shape[1]), (0, Wp - W))
+                    raw = np.pad(raw, ((0, 0), *pad), mode="reflect" if reflect else "edge")
+                    bad = np.pad(bad, pad, mode="reflect" if reflect else "edge") if bad is not None else None
+                return raw, bad
 
             def strip(i):
                 with strip_lock:
@@ -141,7 +149,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
             xin_buf: list = [None]
 
             def prep(i, y0, part, s):
-                row = strip(i).result()
+                row, bad = strip(i).result()
                 if s == 0 and i in nxt_row:
                     strip(nxt_row[i])                 # read the next row of tiles meanwhile
                 shape = (len(part) * g, 3, th, tw)
@@ -149,7 +157,8 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     xin_buf[0] = np.empty(shape, np.float32)   # reused: this thread runs the backend on it
                 xin = xin_buf[0]
                 for j, x0 in enumerate(part):
-                    plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g], nodata=nodata)
+                    plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g], nodata=nodata,
+                                  invalid=bad[:, x0:x0 + tw] if bad is not None else None)
                 ti = time.perf_counter()
                 y = infer(xin)
                 infer_s[0] += time.perf_counter() - ti
@@ -192,8 +201,10 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     r0, r1 = done, min(ys[i + 1] if i + 1 < len(ys) else Hp, b, H)
                     fin = None
                     if r1 > r0:
-                        fin = _Rows(r0, r1, W, count, dtype, (1.0 / wys[r0:r1]).astype(np.float32)[:, None])
+                        fin = _Rows(r0, r1, W, count, dtype, (1.0 / wys[r0:r1]).astype(np.float32)[:, None], has_mask)
                     while u < len(units) and units[u][0] == i:
+                        if stop is not None and stop():
+                            raise RasterStopped(f"stopped after {n_tiles} of {sum(len(un[2]) for un in units)} tiles; {dst} not written")
                         _, _, part, s = units[u]
                         y = pending.popleft().result()
                         submit(u + ahead)
@@ -210,7 +221,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     if fin is not None:
                         if fin.col < W:          # no model bands: copied bands only
                             fin.finalize(plan, acc, acc_y, strip(i).result(), y0, fin.col, W, iwx, nodata, bands)
-                        writer.write(fin.out, r0)
+                        writer.write(fin.out, r0, mask=fin.mask)
                         done = r1
                     with strip_lock:
                         strips.pop(i, None)
@@ -235,18 +246,24 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
             "megapixels_per_s": round(mp / secs, 3) if secs > 0 else None, "tags": tags}
 
 
+class RasterStopped(Exception):
+    """``deblur_raster``'s ``stop()`` said stop: the output was not written (its temporary file removed)."""
+
+
 class _Rows:
     """Output rows r0..r1-1 (all inside the accumulator) being finalized column range by column
     range: divided by the blend's weight sum, turned back into sample values (the accumulator is
     overwritten: these rows are not used again), nodata restored; written whole."""
 
-    def __init__(self, r0, r1, W, count, dtype, iwy):
+    def __init__(self, r0, r1, W, count, dtype, iwy, masked: bool = False):
         self.r0, self.r1, self.col, self.iwy = r0, r1, 0, iwy
         self.out = np.empty((count, r1 - r0, W), dtype)
+        self.mask = np.empty((r1 - r0, W), np.uint8) if masked else None   # the GDAL mask to write (255: valid)
 
     def finalize(self, plan, acc, acc_y, strip, y0, c0, c1, iwx, nodata, bands):
         if c1 <= c0:
             return
+        strip, bad = strip
         r0, r1 = self.r0, self.r1
         o = strip[:, r0 - y0:r1 - y0, c0:c1]             # the original samples
         res = self.out[:, :, c0:c1]
@@ -275,4 +292,8 @@ class _Rows:
                         res[hit] = np.nextafter(nd, np.inf).astype(dtype)
             if was is not None:
                 np.copyto(res, o, where=was)
+        if self.mask is not None:
+            w = bad[r0 - y0:r1 - y0, c0:c1]
+            np.copyto(res, o, where=w[None])             # masked pixels keep their samples
+            self.mask[:, c0:c1] = np.where(w, 0, 255)
         self.col = c1

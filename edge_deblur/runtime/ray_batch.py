@@ -130,14 +130,50 @@ def check_reachable(address: str, timeout: float = 5.0):
     hp = _host_port(address)
     if hp is None:
         return
+    if address.strip().startswith("ray://"):
+        import importlib.util
+
+        if importlib.util.find_spec("grpc") is None:  # what ray.init would say only after the model loaded
+            raise ClusterError(f"{address!r} is a Ray client address, which needs the Ray client: "
+                               "pip install 'ray[client]'; or give the head's GCS address instead (HOST:6379)")
     try:
-        with socket.create_connection(hp, timeout=timeout):
-            pass
+        with socket.create_connection(hp, timeout=timeout) as sock:
+            answers = _answers_grpc(sock, timeout)
     except OSError as e:
         raise ClusterError(
             f"cannot reach the Ray cluster at {address!r} ({hp[0]}:{hp[1]}: {e.strerror or e}) within {timeout:g} s; "
             "check the head node's address and port (ray status on the head), or drop --ray ADDRESS to run locally"
         ) from e
+    if answers is False:
+        raise ClusterError(
+            f"{address!r} ({hp[0]}:{hp[1]}) accepts connections but does not answer as a Ray cluster (no gRPC "
+            f"reply within {timeout:g} s): the head's GCS listens on 6379 and the Ray client server on "
+            "ray://HOST:10001 (the dashboard's 8265 is not a cluster address); check the port with ray status on "
+            "the head, or drop --ray ADDRESS to run locally")
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+
+def _answers_grpc(sock, timeout: float) -> Optional[bool]:
+    """Whether the server at ``sock`` speaks HTTP/2, as Ray's GCS and client servers (gRPC) do: its
+    first frame after our connection preface is its SETTINGS. Anything else (an HTTP/1 reply, a
+    closed connection, silence) is False, so that a wrong port fails here in seconds instead of in
+    ray.init's minutes of retries. None: not checked (TLS, where the preface would go unanswered)."""
+    if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+        return None
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(_HTTP2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            chunk = sock.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:  # a timeout or a reset
+        return False
+    return head[3] == 0x04
 
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None, connect_timeout: float = 5.0):
