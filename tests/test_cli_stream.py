@@ -192,3 +192,23 @@ def test_sigterm_while_the_model_opens_exits_143(tmp_path, tiny_onnx, capsys, mo
     src = make_video(tmp_path / "in.avi", n=3)
     rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx)], capsys)
     assert rc == 143 and "interrupted (SIGTERM)" in err, err
+
+
+def test_stream_and_eval_take_the_deblurrers_device_and_threads(tmp_path, tiny_onnx, capsys):
+    """The API's Deblurrer.open(device=..., threads=...) as flags: stream had no --device, eval
+    neither --device nor --threads."""
+    src = make_video(tmp_path / "in.avi", n=3)
+    rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "--device", "gpu9"], capsys)
+    assert rc != 0 and "unknown ONNX Runtime device 'gpu9'" in err
+    rc, out, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "--device", "cpu",
+                            "--threads", "1", "--json"], capsys)
+    assert rc == 0 and json.loads(out.strip().splitlines()[-1])["frames_out"] == 3, err
+    pairs = tmp_path / "pairs"
+    for sub in ("blur", "sharp"):
+        (pairs / sub).mkdir(parents=True)
+        cv2.imwrite(str(pairs / sub / "0.png"), np.full((32, 48, 3), 90, np.uint8))
+    rc, _, err = run_cli(["eval", "-m", str(tiny_onnx), "-d", str(pairs), "--threads", "0"], capsys)
+    assert rc == 2 and "threads must be a positive integer" in err
+    rc, out, err = run_cli(["eval", "-m", str(tiny_onnx), "-d", str(pairs), "--threads", "1", "--device", "cpu",
+                            "--json"], capsys)
+    assert rc == 0, err

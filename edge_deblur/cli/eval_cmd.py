@@ -69,6 +69,8 @@ def add_arguments(p):
     p.add_argument("--max-pairs", type=int, default=None, metavar="N",
                    help="at most N pairs per set, taken in turn from every scene (cheaper)")
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
+    p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default: from the backend)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
     p.add_argument("--save", default=None, metavar="DIR", help="write side-by-side PNGs (blurry | deblurred | sharp) here")
     p.add_argument("--save-count", type=_count, default=3, help="PNGs per set (>= 0)")
@@ -169,7 +171,8 @@ def run(args) -> int:
         check_save_dir(args.save, "--save")
     sets = load_val_sets(set_configs(args))
     extra = {"scene_cut": args.scene_cut} if args.scene_cut is not None else {}
-    with Deblurrer.open(args.model, backend=args.backend, tile=args.tile, **extra) as d:
+    with Deblurrer.open(args.model, backend=args.backend, device=args.device, threads=args.threads, tile=args.tile,
+                        **extra) as d:
         fn = d
         if args.no_state:
             def fn(frame):

@@ -23,6 +23,7 @@ def add_arguments(p):
     StreamOptions.add_arguments(p)
     p.add_argument("--model", "-m", default=None, help="ONNX model, model folder, checkpoint or engine (default: the bundled model)")
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
+    p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default: from the backend)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores this process may use)")
     p.add_argument("--tile", type=int, default=None, help="tile size for large frames (default: whole frame)")
     p.add_argument("--overlap", type=int, default=None,
@@ -50,6 +51,8 @@ def run(args) -> int:
         print(f"[stream] {format_stats(s)}", file=sys.stderr, flush=True)
 
     kwargs = {}
+    if args.device is not None:
+        kwargs["device"] = args.device
     if args.threads is not None:  # 0 or less is refused by the backend with the way out, not ignored
         kwargs["threads"] = args.threads
     if args.overlap is not None and args.tile is None:
