@@ -73,7 +73,7 @@ def test_profile_errors_say_how_to_widen():
         check_in_profile((1, 3, 1088, 1920), lo, hi)
     msg = str(e.value)
     assert "outside the TensorRT engine's optimization profile" in msg and "frame 1920x1088" in msg
-    assert "--shapes 1x3x256x256:1x3x720x1280:1x3x1088x1920" in msg and "--backend onnxruntime" in msg
+    assert "--shapes 1x3x256x256:1x3x736x1280:1x3x1088x1920" in msg and "--backend onnxruntime" in msg
     with pytest.raises(BackendError, match="batch 2"):
         check_in_profile((2, 3, 256, 256), lo, hi)
     assert "1x3x736x1280" in profile_error((1, 3, 128, 128), lo, hi)  # too small: keep the max

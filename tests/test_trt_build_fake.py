@@ -48,11 +48,11 @@ def test_dla_with_a_dynamic_profile_is_refused_with_the_fixed_shape_to_use(model
 def test_dla_default_profile_becomes_its_opt_shape_fixed(model, tmp_path, monkeypatch, caplog):
     trt = install(monkeypatch, num_dla=2, adjust_for_dla=True)
     man = build(model, tmp_path / "m.engine", None, dla_core=1)
-    opt = (1, 3, 720, 1280)
+    opt = (1, 3, 736, 1280)
     assert man["profile"] == {"min": list(opt), "opt": list(opt), "max": list(opt)}
     assert trt.built["profiles"][0]["input"] == (opt, opt, opt)
-    assert trt.built["profiles"][0]["state_in"] == ((1, 2, 180, 320),) * 3  # follows the image, fixed too
-    assert "DLA runs fixed shapes only" in caplog.text and "1x3x720x1280" in caplog.text
+    assert trt.built["profiles"][0]["state_in"] == ((1, 2, 184, 320),) * 3  # follows the image, fixed too
+    assert "DLA runs fixed shapes only" in caplog.text and "1x3x736x1280" in caplog.text
     assert trt.built["device"] == "DLA" and trt.built["config"].DLA_core == 1
     # TensorRT 10.16+: the parser adjusts layers for DLA
     assert trt.OnnxParserFlag.ADJUST_FOR_DLA in trt.built["parser_flags"] and man["build"]["dla_parser_adjust"] is True
@@ -76,7 +76,7 @@ def test_engine_cache_and_cli_apply_the_same_dla_rule(model, tmp_path, capsys):
 
     with pytest.raises(BackendError, match="stop here"):
         ec.ensure_engine(model, dla_core=0, env=orin, build_fn=fake_build, stride=16)
-    assert calls[0].static and calls[0].opt == (1, 3, 720, 1280)
+    assert calls[0].static and calls[0].opt == (1, 3, 736, 1280)
     with pytest.raises(InputError, match="fixed shapes only"):
         ec.ensure_engine(model, shapes=DYNAMIC, dla_core=0, env=orin, build_fn=fake_build, stride=16)
     from edge_deblur.cli import main

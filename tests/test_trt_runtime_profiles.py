@@ -7,14 +7,32 @@ from edge_deblur.errors import ConfigError
 from edge_deblur.export.trt_build import parse_shapes
 
 
+def bundled_stride() -> int:
+    import json
+    from pathlib import Path
+
+    from edge_deblur.runtime.bundled import default_model_path
+
+    folder = Path(default_model_path())
+    folder = folder if folder.is_dir() else folder.parent
+    return int(json.loads((folder / "manifest.json").read_text())["stride"])
+
+
 def test_every_profile_loads_and_its_engine_shapes_fit_the_stride():
+    """At the bundled model's stride (32 for edgenet M5): 720 is not a multiple of it, so a profile
+    or the build default with 720x1280 fails at build time (they were checked at 16, edgenet S's)."""
+    from edge_deblur.export.trt_build import DEFAULT_SHAPES
+
+    stride = bundled_stride()
+    assert stride == 32
+    parse_shapes(DEFAULT_SHAPES, stride=stride)
     names = available_profiles()
     assert {"orin_nano", "orin_nx", "agx_orin", "driving_720p", "satellite_tiles"} <= set(names)
     for name in names:
         p = load_runtime_profile(name)
         assert isinstance(p, RuntimeProfile) and p.name == name and p.description
         if p.engine.shapes:
-            parse_shapes(p.engine.shapes, stride=16)
+            parse_shapes(p.engine.shapes, stride=stride)
         if p.jetson is not None and p.engine.dla_core is not None:
             assert p.engine.dla_core < p.jetson.dla_cores
 
@@ -39,7 +57,7 @@ def test_typos_and_bad_values_are_reported():
         load_runtime_profile("driving_720p", ["engine.shapes=1x3x720x1280:1x3x256x256:1x3x1088x1920"])
     with pytest.raises(ConfigError, match="not one of"):
         load_runtime_profile("driving_720p", ["precision=fp64"])
-    with pytest.raises(ConfigError, match="dynamic: DLA runs fixed shapes only.*engine.shapes=1x3x720x1280"):
+    with pytest.raises(ConfigError, match="dynamic: DLA runs fixed shapes only.*engine.shapes=1x3x736x1280"):
         load_runtime_profile("agx_orin", ["engine.dla_core=1", "precision=int8"])
     p = load_runtime_profile("agx_orin", ["engine.dla_core=1", "engine.shapes=1x3x720x1280", "precision=int8"])
     assert p.engine.dla_core == 1 and p.model_file("export/edgenet").name == "model.int8.onnx"

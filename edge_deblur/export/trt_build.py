@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "edge_deblur.engine.v1"
 DEFAULT_STRIDE = 16
-# 256x256 up to 1080p (1088 after padding to the stride), tuned for 720p.
-DEFAULT_SHAPES = "1x3x256x256:1x3x720x1280:1x3x1088x1920"
+# 256x256 up to 1080p (1088 after padding to the stride), tuned for 720p (736: a multiple of
+# every stride up to 32, edgenet M5's; 720 is not).
+DEFAULT_SHAPES = "1x3x256x256:1x3x736x1280:1x3x1088x1920"
 TRT_EXTRA_HINT = ("pip install 'edge-deblur[tensorrt]' (CUDA 12 build; 'edge-deblur[tensorrt-cu13]' for CUDA 13; "
                   "on Jetson, TensorRT comes with JetPack)")
 
@@ -83,10 +84,10 @@ def _parse_dims(text: str, what: str) -> tuple[int, ...]:
         dims = tuple(int(p) for p in parts)
     except ValueError:
         raise InputError(
-            f"{what} shape {text!r} is not NxCxHxW (integers joined by 'x', e.g. 1x3x720x1280)"
+            f"{what} shape {text!r} is not NxCxHxW (integers joined by 'x', e.g. 1x3x736x1280)"
         ) from None
     if len(dims) != 4:
-        raise InputError(f"{what} shape {text!r} has {len(dims)} dimensions; give 4 as NxCxHxW, e.g. 1x3x720x1280")
+        raise InputError(f"{what} shape {text!r} has {len(dims)} dimensions; give 4 as NxCxHxW, e.g. 1x3x736x1280")
     if any(d <= 0 for d in dims):
         raise InputError(f"{what} shape {text!r} has a dimension <= 0; every dimension must be positive")
     return dims

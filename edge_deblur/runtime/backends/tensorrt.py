@@ -34,7 +34,7 @@ from .base import Backend
 log = logging.getLogger(__name__)
 
 WIDEN_HINT = ("rebuild the engine with a wider profile (edge-deblur build MODEL.onnx --shapes MIN:OPT:MAX, "
-              "e.g. --shapes 1x3x256x256:1x3x720x1280:1x3x{h}x{w}) or use --backend onnxruntime")
+              "e.g. --shapes 1x3x256x256:1x3x736x1280:1x3x{h}x{w}) or use --backend onnxruntime")
 
 
 def parse_device(device) -> int:
