@@ -216,3 +216,12 @@ def test_prune_cli_with_finetune_through_the_training_loop(tmp_path, capsys):
     rc = main(["prune", str(src), "--ratio", "1.2", "-o", str(tmp_path / "x.safetensors"), "--finetune-iters", "0"])
     assert rc == 2
     assert "outside (0, 1)" in capsys.readouterr().err
+
+    # another dense checkpoint into the same output: its fine-tune folder holds the first prune's
+    # run, which used to be resumed and returned as this prune's weights
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(other, _random_model(spec, scale=0.07).state_dict(), spec, cfg, {"iters": 100})
+    rc = main(["prune", str(other), "--ratio", "0.5", "-o", str(dst), "--finetune-iters", "3", "--no-progress"])
+    assert rc == 2
+    assert "holds a run of another prune" in capsys.readouterr().err
+    assert read_checkpoint(dst)[3]["pruned"]["from"] == str(src)  # the first prune's output untouched

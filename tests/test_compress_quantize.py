@@ -270,6 +270,17 @@ def test_bad_inputs_give_clear_errors(work, quantized, tmp_path):
         Q.quantize_model(work["onnx"], work["onnx"], calib=work["calib"], options=_opts())
 
 
+def test_a_bad_pairs_folder_fails_before_calibrating(work, tmp_path, monkeypatch):
+    def no_calibration(*a, **k):
+        raise AssertionError("calibrated before checking --pairs")
+
+    monkeypatch.setattr(Q, "collect_ranges", no_calibration)
+    with pytest.raises(DatasetError, match="does not exist"):
+        Q.quantize_model(work["onnx"], tmp_path / "p.onnx", calib=work["calib"], options=_opts(),
+                         pairs=str(tmp_path / "nope"), calib_dir=tmp_path / "cal")
+    assert not (tmp_path / "p.onnx").exists()
+
+
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
 def test_histogram_methods(work, quantized, tmp_path, method, monkeypatch):
     monkeypatch.setattr(T, "ENTROPY_BINS", 192)  # fewer KL candidates: faster, same code path

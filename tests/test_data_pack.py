@@ -132,6 +132,11 @@ def test_cli_pack_and_verify(data, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert main(["pack", "--verify", "-o", str(out)]) == 0
     assert "OK" in capsys.readouterr().out
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # was 0600: the temporary file's mode
     assert main(["pack", "--sharp", sharp, "-o", str(out), "--limit-mib", "0.0001"]) == 2
     assert "exceed" in capsys.readouterr().err
     m = json.loads(zipfile.ZipFile(out).read("manifest.json"))

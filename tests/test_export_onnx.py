@@ -126,6 +126,13 @@ def test_export_cli_and_errors(tmp_path, capsys):
     assert (tmp_path / "models" / "DEFAULT").read_text().strip() == "m1"
     assert json.loads((tmp_path / "models" / "m1" / "manifest.json").read_text())["default"] is True
     assert not list((tmp_path / "models" / "m1").glob(".*tmp"))  # atomic writes leave no temp files
+    # the checkpoint travels with the ONNX, so the folder alone verifies (it held only the ONNX and
+    # a manifest naming c.safetensors, which was not there: "only the reference could run")
+    m1 = tmp_path / "models" / "m1"
+    assert sha256_file(m1 / "model.safetensors") == sha256_file(ckpt)
+    assert json.loads((m1 / "manifest.json").read_text())["checkpoint"]["file"] == "model.safetensors"
+    assert main(["verify", str(m1), "--frames", "1", "--size", "64x48"]) == 0
+    assert "PASSED" in capsys.readouterr().out
 
     assert main(["export", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x")]) == 2
     assert "missing.safetensors" in capsys.readouterr().err
@@ -134,6 +141,10 @@ def test_export_cli_and_errors(tmp_path, capsys):
     assert main(["export", str(bad), "-o", str(tmp_path / "y")]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    for flag in (["--tolerance", "-1"], ["--fp16", "--fp16-tolerance", "nan"]):  # was: a failed parity check
+        assert main(["export", str(ckpt), "-o", str(tmp_path / "z"), *flag]) == 2
+        assert f"{flag[-2]} must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
 
 
 @pytest.mark.parametrize("name,spec,scale", [("tiny_rnn", TINY_RNN_SPEC, 4), ("tiny_frames", TINY_FRAMES_SPEC, 1)])

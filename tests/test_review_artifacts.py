@@ -84,6 +84,13 @@ def test_prune_and_average_refuse_to_overwrite_an_input(ckpts, capsys):
     assert _digest(a1) == before
 
 
+def test_average_refuses_one_checkpoint_twice(ckpts, tmp_path, capsys):
+    a1, a2 = ckpts
+    out = tmp_path / "avg.safetensors"
+    assert main(["average", str(a1), str(a1.parent / "a*.safetensors"), "-o", str(out)]) == 2  # a1 listed and globbed
+    assert "is given twice" in _err(capsys) and not out.exists()
+
+
 def test_average_glob_matching_its_output_is_refused(ckpts, capsys):
     a1, a2 = ckpts
     before = _digest(a2)

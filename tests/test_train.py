@@ -363,3 +363,20 @@ def test_replay_pool_and_bf16_train(tmp_path, sharp_dir):
     assert result["iters"] == 12
     with pytest.raises(ConfigError, match="replay_pool"):
         make_cfg(tmp_path, sharp_dir, 12, ["train.replay_pool=2"]).train.validate()
+
+
+def test_a_resumed_run_continues_the_sample_stream(tmp_path, sharp_dir):
+    """Resuming at iteration k trains on the samples an uninterrupted run would have seen from k
+    on; it used to replay the stream from its first sample."""
+    from edge_deblur.train.loop import build_train_loader
+
+    cfg = make_cfg(tmp_path, sharp_dir, 6, ["data.workers=0", "train.replay_pool=0", "data.blur.length=[2, 6]"])
+    full = [b["blur"] for b in build_train_loader(cfg)]
+    resumed = [b["blur"] for b in build_train_loader(cfg, start=3)]
+    assert len(full) == 6 and len(resumed) == 3
+    assert all(torch.equal(a, b) for a, b in zip(resumed, full[3:]))
+    assert not torch.equal(resumed[0], full[0])
+    gpu_path = make_cfg(tmp_path, sharp_dir, 6, ["data.synth=torch", "train.replay_pool=0"])
+    first = next(iter(build_train_loader(gpu_path, device=torch.device("cpu"))))["blur"]
+    later = next(iter(build_train_loader(gpu_path, device=torch.device("cpu"), start=3)))["blur"]
+    assert first.shape == later.shape and not torch.equal(first, later)

@@ -27,6 +27,12 @@ def run(args) -> int:
                 raise InputError(f"the glob {pattern!r} matches the output {args.output!r}, which would overwrite an "
                                  "input; pass another -o (outside the glob) or list the checkpoints one by one")
         paths += found
+    seen: dict = {}
+    for p in paths:  # one file twice (listed and globbed, say) would get twice the weight
+        r = Path(p).resolve()
+        if r in seen:
+            raise InputError(f"checkpoint {p!r} is given twice (also as {seen[r]!r}); list each checkpoint once")
+        seen[r] = p
     meta = average_checkpoints(paths, args.output)
     print(f"averaged {len(paths)} checkpoints -> {args.output} ({meta['total_iters']} iterations in total)")
     return 0

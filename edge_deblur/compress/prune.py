@@ -311,6 +311,7 @@ def prune_checkpoint(src, dst, ratio: float, round_to: int = ROUND_TO, finetune=
         from ..train import train
 
         cfg = replace(finetune, model=dict(pruned.spec), train=replace(finetune.train, init_from=None))
+        _claim_finetune_dir(Path(cfg.out_dir), {k: report[k] for k in ("source_sha256", "ratio", "round_to")})
         result = train(cfg, model=pruned, progress=progress)
         last = Path(cfg.out_dir) / "last.safetensors"
         model = load_model(last)
@@ -332,3 +333,24 @@ def prune_checkpoint(src, dst, ratio: float, round_to: int = ROUND_TO, finetune=
     save_checkpoint(dst, model.state_dict(), pruned.spec, config, meta)
     report["output"] = str(dst)
     return report
+
+
+def _claim_finetune_dir(out_dir: Path, what: dict) -> None:
+    """The fine-tune folder resumes only the prune it was made for: a ``state.pt`` left by another
+    source, ratio or rounding would otherwise be resumed, and its weights returned as this prune's."""
+    import json
+
+    marker = out_dir / "pruned_from.json"
+    if (out_dir / "state.pt").exists():
+        try:
+            prior = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            prior = None
+        if prior != what:
+            raise InputError(
+                f"the fine-tune folder {str(out_dir)!r} holds a run of another prune ({prior or 'unknown source'}; "
+                f"this one: {what}); give another with out_dir=DIR, or delete the folder to start over")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(what))
+    tmp.replace(marker)

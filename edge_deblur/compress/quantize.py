@@ -383,6 +383,10 @@ def quantize_model(
     if (info.height and info.height != th) or (info.width and info.width != tw):
         raise InputError(f"the model's input is fixed at {info.width}x{info.height}; pass --tile {info.width}x{info.height}")
     pair_sets = _parse_pair_sets(pairs, pair_scenes)
+    from .quant_eval import find_pairs
+
+    for root, scenes in pair_sets:  # a bad --pairs fails here, not after minutes of calibration
+        find_pairs(root, scenes)
     name = name or default_model_name(info.path)
     cdir = record_folder(calib_dir, name, target, out)
     if cdir != calibration_folder(calib_dir, name, target):

@@ -131,14 +131,19 @@ class DataConfig:
         if not self.sharp_roots and not self.pair_roots:
             raise ConfigError(f"{where}: set sharp_roots (synthetic blur) or pair_roots (real pairs), or both")
         if not 0.0 <= self.pair_prob <= 1.0:
-            raise ConfigError(f"{where}.pair_prob must be in [0, 1], got {self.pair_prob}")
+            raise ConfigError(f"{where}.pair_prob: must be in [0, 1], got {self.pair_prob}")
         if self.pair_prob > 0 and not self.pair_roots:
-            raise ConfigError(f"{where}.pair_prob is {self.pair_prob} but pair_roots is empty")
+            raise ConfigError(f"{where}.pair_prob: is {self.pair_prob} but pair_roots is empty")
         if not self.pair_stack or any(k < 1 or k % 2 == 0 for k in self.pair_stack):
-            raise ConfigError(f"{where}.pair_stack must list odd frame counts >= 1 (1 = the pair as it is), "
+            raise ConfigError(f"{where}.pair_stack: must list odd frame counts >= 1 (1 = the pair as it is), "
                               f"got {self.pair_stack}")
         if self.crop < 16 or self.crop % 16:
-            raise ConfigError(f"{where}.crop must be a multiple of 16 and >= 16, got {self.crop}")
+            raise ConfigError(f"{where}.crop: must be a multiple of 16 and >= 16, got {self.crop}")
+        if self.clip_frames < 0:
+            raise ConfigError(f"{where}.clip_frames: must be >= 0 (0: single images), got {self.clip_frames}")
+        if self.workers < 0:
+            raise ConfigError(f"{where}.workers: must be >= 0 data-loader processes (0: in the training process), "
+                              f"got {self.workers}")
         _range(where, "scale", self.scale, lo=0.05, hi=4.0)
         _range(where, "downscale", self.downscale, lo=1.0, hi=4.0)
         check_unique(self.validation_sets(), f"{where}.val_sets")
@@ -207,6 +212,20 @@ class TrainSection:
             raise ConfigError(f"{where}.lr: must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"{where}.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"{where}.min_lr_ratio: must be in [0, 1] (the cosine's end as a share of lr), "
+                              f"got {self.min_lr_ratio}")
+        if self.warmup_iters < 0:
+            raise ConfigError(f"{where}.warmup_iters: must be >= 0, got {self.warmup_iters}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"{where}.weight_decay: must be >= 0, got {self.weight_decay}")
+        b = list(self.betas) if isinstance(self.betas, (list, tuple)) else [self.betas]
+        if len(b) != 2 or not all(isinstance(v, (int, float)) and 0 <= v < 1 for v in b):
+            raise ConfigError(f"{where}.betas: must be two numbers in [0, 1) (Adam's beta1, beta2), e.g. [0.9, 0.99]; "
+                              f"got {self.betas}")
+        if self.compile:
+            raise ConfigError(f"{where}.compile: torch.compile is not wired into the training loop; set it false "
+                              "(the CPU speed-ups that are: train.bf16 and train.channels_last)")
 
 
 @dataclass
@@ -218,9 +237,19 @@ class TrainConfig:
     out_dir: str = "runs/edgenet_s"
 
     def validate(self, where: str = ""):
-        from ..models import validate_spec
+        import re
 
-        validate_spec(self.model)
+        from ..models import validate_spec
+        from .core import _keyed
+
+        try:
+            validate_spec(self.model)
+        except ConfigError as e:  # keyed, so that the loader names the file and line of the model's key
+            m = re.search(r"unknown argument '(\w+)'", str(e))
+            key = f"model.{m.group(1)}" if m else ("model.size" if "unknown size" in str(e) else "model.type")
+            if not (isinstance(self.model, dict) and key.split(".")[1] in self.model):
+                key = "model"
+            raise _keyed(str(e), key) from e
 
 
 def load_train_config(path=None, overrides=(), base: dict | None = None) -> TrainConfig:

@@ -215,6 +215,9 @@ def build_pack(out: str | os.PathLike, sharp_roots: Sequence[str] = (), pair_roo
         if size > limit:
             raise DatasetError(f"the pack is {size / 2**20:.1f} MiB, over the {limit_mib:g} MiB limit; lower --quality "
                                f"(now {quality}) or --max-side (now {max_side}), or pack fewer roots")
+        from ..runtime.manifest import _UMASK
+
+        os.chmod(tmp, 0o666 & ~_UMASK)  # a temporary file is 0600; the pack gets the usual mode
         os.replace(tmp, out)
     finally:
         if tmp.exists():

@@ -12,13 +12,14 @@ import inspect
 import io
 import json
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..runtime.manifest import (
     FORMAT,
     MANIFEST_NAME,
@@ -285,6 +286,9 @@ def export_onnx(
 
     if opset < 17:
         raise ModelError(f"opset {opset} is too old; use 17 or newer")
+    for flag, v in (("--tolerance", tolerance), ("--fp16-tolerance", fp16_tolerance)):
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise InputError(f"{flag} must be a finite number >= 0 (the largest allowed output difference), got {v!r}")
     if exporter not in EXPORTERS:
         raise ModelError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
     ckpt = Path(checkpoint)
@@ -359,6 +363,11 @@ def export_onnx(
 
     # all checks passed: write files, then the manifest
     atomic_write_bytes(out, data)
+    # the checkpoint travels with its ONNX (as <name>.safetensors), so that the folder alone can be
+    # verified, re-quantized or fine-tuned; already there (the shipped folders' own file): left as is
+    ckpt_in = out.with_suffix(".safetensors")
+    if ckpt.resolve() != ckpt_in.resolve() and not (ckpt_in.is_file() and sha256_file(ckpt_in) == ckpt_sha):
+        atomic_write_bytes(ckpt_in, ckpt.read_bytes())
     onnx_sha = sha256_file(out)
     meta = getattr(ref, "meta", {}) or {}
     tensor = {"layout": "NCHW", "shape": ["batch", 3, "height", "width"], "dtype": "float32", "range": [0.0, 1.0], "colour": "RGB"}
@@ -388,7 +397,7 @@ def export_onnx(
         "opset": opset,
         "precision": "fp32",
         "parity": parity,
-        "checkpoint": {"file": ckpt.name, "sha256": ckpt_sha},
+        "checkpoint": {"file": ckpt_in.name, "sha256": ckpt_sha},
         "params": params,
         "macs_per_pixel": macs_per_pixel,
         "gmacs_1280x720": macs / 1e9,

@@ -66,13 +66,16 @@ def lr_at(it: int, cfg, elapsed: float = 0.0) -> float:
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1, device=None):
+def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1, device=None, start: int = 0):
+    """The training batches from iteration ``start`` on: a resumed run continues the sample stream
+    where it stopped instead of replaying the samples it has already trained on."""
     import cv2
 
     if cfg.data.synth == "torch":  # batches made on the training device, no workers
         from .device_data import DeviceBatches
 
-        return DeviceBatches(cfg, device, seed=cfg.train.seed + 1000 * rank)
+        # a random stream, not indexed: a resumed run draws from another seed
+        return DeviceBatches(cfg, device, seed=cfg.train.seed + 1000 * rank + 7919 * int(start))
 
     from ..data.datasets import build_train_dataset
 
@@ -87,6 +90,8 @@ def build_train_loader(cfg: TrainConfig, rank: int = 0, world: int = 1, device=N
     batch = t.batch_size
     if t.replay_pool:
         batch = t.replay_fresh or max(1, t.batch_size // 4)
+    if start:  # samples are a function of (seed, index): skip the ones iterations < start used
+        ds = torch.utils.data.Subset(ds, range(min(len(ds), int(start) * batch), len(ds)))
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=batch,
@@ -422,7 +427,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     if timed_out:
         log.info(f"already trained {elapsed0:.0f} s >= train.time_limit={t.time_limit:g} s; raise it to continue")
     if start < t.iters and not timed_out:
-        loader = build_train_loader(cfg, rank, world, device)
+        loader = build_train_loader(cfg, rank, world, device, start=start)
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
