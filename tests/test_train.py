@@ -354,13 +354,33 @@ def test_replay_pool_completes_batches_from_earlier_samples():
         ReplayPool(loader(), batch_size=8, size=4)
 
 
-def test_replay_pool_and_bf16_train(tmp_path, sharp_dir):
+def test_replay_pool_and_bf16_train(tmp_path, sharp_dir, monkeypatch, caplog):
+    import edge_deblur.runtime.cpu_features as cf
     from edge_deblur.errors import ConfigError
 
+    autocasts = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(*a, **k):
+        autocasts.append((k.get("dtype"), k.get("enabled", True)))
+        return real_autocast(*a, **k)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    # a CPU with native bf16 (AMX): bf16 autocast, whatever CPU runs the test
+    monkeypatch.setattr(cf, "cpu_features", lambda *a, **k: cf.features_from({"avx2", "avx512f", "amx_bf16"}, "AMX CPU"))
     cfg = make_cfg(tmp_path, sharp_dir, 12, ["train.replay_pool=16", "train.replay_fresh=1", "train.bf16=true",
                                               "train.val_every=12", "train.ckpt_every=12"])
     result = train(cfg, progress=False)
     assert result["iters"] == 12
+    assert (torch.bfloat16, True) in autocasts and "no native bfloat16" not in caplog.text
+    # an AVX2-only CPU: emulated bf16 ran 8x slower than FP32 there, so FP32 with a warning
+    autocasts.clear()
+    monkeypatch.setattr(cf, "cpu_features", lambda *a, **k: cf.features_from({"avx2", "fma"}, "AVX2 CPU"))
+    cfg = make_cfg(tmp_path / "b", sharp_dir, 4, ["train.bf16=true", "train.val_every=4", "train.ckpt_every=4"])
+    with caplog.at_level("WARNING", logger="edge_deblur.train"):
+        train(cfg, progress=False)
+    assert "has no native bfloat16" in caplog.text
+    assert autocasts and all(not enabled for _, enabled in autocasts)
     with pytest.raises(ConfigError, match="replay_pool"):
         make_cfg(tmp_path, sharp_dir, 12, ["train.replay_pool=2"]).train.validate()
 

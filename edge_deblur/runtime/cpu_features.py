@@ -53,6 +53,12 @@ class CpuFeatures:
         return any(f in self.flags for f in INT8_DOT_FLAGS)
 
     @property
+    def bf16(self) -> bool:
+        """Native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16; Arm's BF16 extension): without it
+        torch's CPU bf16 autocast is emulated, and on an AVX2 CPU ran 8x slower than FP32."""
+        return any(f in self.flags for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+    @property
     def isa(self) -> str:
         """The best instruction set for this choice, in words (e.g. 'AVX512-VNNI')."""
         f = self.flags

@@ -323,7 +323,17 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
 
         disc = PatchDiscriminator().to(device)
         dopt = torch.optim.AdamW(disc.parameters(), lr=t.disc_lr, betas=(0.5, 0.99))
-    use_amp = (t.amp and device.type == "cuda") or (t.bf16 and device.type == "cpu")
+    cpu_bf16 = t.bf16 and device.type == "cpu"
+    if cpu_bf16:
+        from ..runtime.cpu_features import cpu_features
+
+        feats = cpu_features()
+        if feats.flags and not feats.bf16:  # (no flags read: not Linux, leave it as asked)
+            log.warning("train.bf16 is set but this CPU (%s, %s) has no native bfloat16 (AVX512-BF16 or AMX): "
+                        "torch would emulate it, 8x slower than FP32 on an AVX2 CPU; training in FP32 "
+                        "(set train.bf16=false to say so)", feats.model, feats.isa)
+            cpu_bf16 = False
+    use_amp = (t.amp and device.type == "cuda") or cpu_bf16
     amp_dtype = torch.bfloat16 if (use_amp and (device.type == "cpu" or torch.cuda.is_bf16_supported())) else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
