@@ -212,3 +212,26 @@ def test_stream_and_eval_take_the_deblurrers_device_and_threads(tmp_path, tiny_o
     rc, out, err = run_cli(["eval", "-m", str(tiny_onnx), "-d", str(pairs), "--threads", "1", "--device", "cpu",
                             "--json"], capsys)
     assert rc == 0, err
+
+
+def test_stream_paths_with_bang_self_overwrite_fps_inf_and_skipped_images(tmp_path, tiny_onnx, capsys):
+    src = make_video(tmp_path / "take!.avi", n=4)  # an existing file with '!' is a file, not a pipeline
+    rc, out, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "run!1.avi"), "--model",
+                            str(tiny_onnx), "--json"], capsys)
+    assert rc == 0, err
+    assert count_frames(tmp_path / "run!1.avi") == 4
+    before = src.read_bytes()
+    rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(src), "--model", str(tiny_onnx)], capsys)
+    assert rc == 2 and "is the source file" in err and src.read_bytes() == before
+    rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "o.avi"), "--fps", "inf",
+                          "--model", str(tiny_onnx)], capsys)
+    assert rc == 2 and "fps must be a finite number" in err
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"f{i}.png"), np.full((24, 32, 3), 40 * i, np.uint8))
+    (folder / "f3.png").write_bytes(b"not a png")
+    rc, out, err = run_cli(["stream", "--source", str(folder), "--model", str(tiny_onnx), "--json"], capsys)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and stats["frames_out"] == 3
+    assert stats["source"]["skipped"]["count"] == 1 and stats["source"]["skipped"]["first"][0].endswith("f3.png")

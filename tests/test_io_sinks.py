@@ -138,3 +138,31 @@ def test_unwritable_outputs_fail_at_open(tmp_path, name):
     blocker.write_text("a file where a folder should be")
     with pytest.raises(SourceError, match="x"):
         open_sink(str(tmp_path / name))
+
+
+def test_folder_sink_never_writes_over_a_frame_of_the_same_run(tmp_path):
+    """Two frames with one name (a looped folder's next pass, or cam0/f.png and cam1/f.png from a
+    glob): the second went over the first, while the stats counted both."""
+    sink = open_sink(str(tmp_path / "out") + "/", StreamOptions())
+    for i in range(3):
+        sink.write(numbered_frame(i), FrameMeta(index=i, name="f.png"))
+    sink.close()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f.png", "f_1.png", "f_2.png"]
+    assert sink.frames_written == 3
+
+
+def test_an_output_that_is_the_source_itself_is_refused(tmp_path):
+    from edge_deblur.io.sinks import check_frames_fit
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), numbered_frame(i))
+    src = open_source(str(folder), StreamOptions())
+    with pytest.raises(SourceError, match="holds the source's images"):
+        check_frames_fit([open_sink(str(folder) + "/", StreamOptions())], src)
+    one = open_source(str(folder / "0.png"), StreamOptions())
+    with pytest.raises(SourceError, match="is the source file"):
+        check_frames_fit([open_sink(str(folder / "0.png"), StreamOptions())], one)
+    check_frames_fit([open_sink(str(tmp_path / "elsewhere") + "/", StreamOptions())], src)  # fine
+    src.close(), one.close()

@@ -263,3 +263,28 @@ def test_streaming_path_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_stop_returns_while_the_source_is_blocked_in_a_read():
+    """A camera whose read blocks (a hung driver, a reconnect that never answers): stop() used to
+    wait for the read, forever; the frames already taken are still written."""
+    release = threading.Event()
+
+    def hangs_after_three():
+        for i in range(3):
+            yield numbered_frame(i)
+        release.wait(30)  # blocked in the read
+        yield numbered_frame(3)
+
+    got, sink = collect()
+    pipe = Pipeline(SlowCall(0.0), hangs_after_three(), sink, StreamOptions(read_timeout=1.0), warmup=False)
+    pipe.start()
+    deadline = time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    pipe.stop()
+    stats = pipe.join(timeout=10)
+    release.set()
+    assert stats is not None and time.monotonic() - t0 < 5
+    assert [i for i, _ in got] == [0, 1, 2] and stats["stopped_by"] == "stop"

@@ -293,6 +293,9 @@ def test_a_failing_sink_does_not_lose_frames_for_the_others():
     ("https://h/x.m3u8?token=abc&y=2", "https://h/x.m3u8?token=***&y=2"),
     ("camera://0", "camera://0"),
     ("/data/clip@2x.mp4", "/data/clip@2x.mp4"),
+    ("rtsp://admin:p@ss@host/s", "rtsp://admin:***@host/s"),  # '@' in the password: FFmpeg splits at the last
+    ("rtspsrc location=rtsp://h/s user-id=admin user-pw=S3cret ! decodebin", "rtspsrc location=rtsp://h/s user-id=admin user-pw=*** ! decodebin"),
+    ("souphttpsrc location=http://h/x proxy-pw='a b' ! jpegdec", "souphttpsrc location=http://h/x proxy-pw=*** ! jpegdec"),
 ])
 def test_redact(raw, clean):
     assert redact(raw) == clean

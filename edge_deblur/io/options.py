@@ -57,8 +57,8 @@ class StreamOptions:
             raise InputError(
                 f"give both width and height or neither (got width={self.width}, height={self.height})"
             )
-        if self.fps is not None and not self.fps > 0:
-            raise InputError(f"fps must be > 0, got {self.fps!r}")
+        if self.fps is not None and not 0 < self.fps < float("inf"):
+            raise InputError(f"fps must be a finite number > 0 (frames per second, e.g. 30), got {self.fps!r}")
         if not isinstance(self.loop, int) or self.loop < -1:
             raise InputError(f"loop must be -1 (forever), 0 or a positive count, got {self.loop!r}")
         if not isinstance(self.queue_size, int) or self.queue_size < 1:

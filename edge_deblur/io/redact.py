@@ -2,7 +2,8 @@
 
 ``rtsp://user:secret@cam/stream`` becomes ``rtsp://user:***@cam/stream``; a user name alone
 (``rtsp://token@host``) is treated as a secret too (``rtsp://***@host``), and so are query
-parameters such as ``?password=``, ``?token=``, ``?key=``, ``?sig=``. ``redact`` works on any
+parameters such as ``?password=``, ``?token=``, ``?key=``, ``?sig=``, and GStreamer properties
+such as ``user-pw=``. ``redact`` works on any
 text (an error message, a GStreamer pipeline with ``location=rtsp://...``), so it is applied to
 source URIs when they are described and, as a last net, to every log record of the package and
 every error message the CLI prints.
@@ -12,7 +13,10 @@ from __future__ import annotations
 import logging
 import re
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:?#'\"]*)(?::(?P<pw>[^\s/@?#'\"]*))?@")
+# the password may hold '@' (FFmpeg splits the user info at the last '@' before the host, as here)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:?#'\"]*)(?::(?P<pw>[^\s/?#'\"]*))?@")
+# GStreamer element properties (rtspsrc user-pw=..., souphttpsrc user-pw / proxy-pw)
+_SECRET_PROPS = re.compile(r"(?P<key>\b(?:user-pw|proxy-pw|passwd|password)\s*=\s*)(?P<val>\"[^\"]*\"|'[^']*'|[^\s!]+)", re.I)
 _SECRET_PARAMS = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|pass|token|access_token|auth|key|apikey|api_key|secret|sig|signature)=)"
     r"(?P<val>[^&\s#'\"]+)", re.I)
@@ -34,6 +38,7 @@ def redact(text) -> str:
         s = _USERINFO.sub(_userinfo, s)
     if "=" in s:
         s = _SECRET_PARAMS.sub(lambda m: m.group("key") + MASK, s)
+        s = _SECRET_PROPS.sub(lambda m: m.group("key") + MASK, s)
     return s
 
 

@@ -397,9 +397,19 @@ class ImageFolderSink(Sink):
             raise SourceError(f"output {str(self.folder)!r} exists and is not a folder")
         ensure_writable_dir(self.folder, "images")
         self.ext = ext
+        self._written: set = set()
 
     def _write(self, frame, meta):
         name = Path(meta.name).name if meta.name else f"{meta.index:06d}{self.ext}"
+        if name in self._written:
+            # a looped folder's next pass, or one name in several folders of a glob: written beside
+            # as name_1, name_2, ... rather than over the frame this run already wrote
+            stem, suffix = os.path.splitext(name)
+            k = 1
+            while f"{stem}_{k}{suffix}" in self._written:
+                k += 1
+            name = f"{stem}_{k}{suffix}"
+        self._written.add(name)
         path = self.folder / name
         atomic_imwrite(path, _for_image_file(frame, path.suffix.lower(), self.options.rgb))
 
@@ -438,11 +448,41 @@ class ImageFileSink(Sink):
         atomic_imwrite(path, _for_image_file(frame, path.suffix.lower(), self.options.rgb))
 
 
+def check_not_input(sinks, source) -> None:
+    """Refuse an output that is the source's own file (a video, an image) or its images' folder:
+    the input would be overwritten while it is read."""
+    paths = [str(p) for p in (getattr(source, "paths", None) or [])]
+    loc = getattr(getattr(source, "target", None), "location", None)
+    if not paths and isinstance(loc, str) and os.path.isfile(loc):
+        paths = [loc]
+    if not paths:
+        return
+
+    def same(a, b) -> bool:
+        try:
+            return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    for s in sinks:
+        if isinstance(s, ImageFolderSink):
+            folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+            if any(same(f, s.folder) for f in folders):
+                raise SourceError(f"output folder {str(s.folder)!r} holds the source's images, which would be "
+                                  "overwritten as they are read; write to another folder")
+        elif isinstance(s, (VideoSink, ImageFileSink)) and not getattr(s, "pattern", False):
+            if any(same(p, s.path) for p in paths):
+                raise SourceError(f"output {str(s.path)!r} is the source file, which would be overwritten as it "
+                                  "is read; pass another output")
+
+
 def check_frames_fit(sinks, source, options: Optional[StreamOptions] = None) -> None:
-    """Refuse, before anything is written, a single-image output (a file name without a ``%``
-    pattern) for a source known at open to give more than one frame (its frame count, times the
+    """Refuse, before anything is written, an output that is the source itself (check_not_input)
+    and a single-image output (a file name without a ``%`` pattern) for a source known at open to
+    give more than one frame (its frame count, times the
     ``loop`` passes, capped by ``max_frames``). Sources of unknown length (cameras, streams) pass;
     the image sink refuses their second frame as before."""
+    check_not_input(sinks, source)
     opts = options or getattr(source, "options", None) or StreamOptions()
     n = getattr(source, "frame_count", None)
     if not n:

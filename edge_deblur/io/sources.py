@@ -377,18 +377,25 @@ class CaptureSource(Source):
         return None
 
     def _reopen(self):
-        """One reconnect attempt: release, open again, read a first frame."""
+        """One reconnect attempt: release, open again, read a first frame. A camera's open and first
+        read are bounded as its first open was (a driver can block in either); network calls are
+        bounded by FFmpeg's own timeouts."""
         if self._cap is not None:
             self._cap.release()
-        self._cap = self._open_capture()
+        if self.kind == "network":
+            self._cap = self._open_capture()
+        else:
+            self._cap = call_with_timeout(self._open_capture, self.options.open_timeout, self._what())
         if not self._cap.isOpened():
             raise SourceError(self._open_failed_message())
-        return self._read_live()
+        if self.kind == "network":
+            return self._read_live()
+        return call_with_timeout(self._read_live, self.options.read_timeout + 1.0, self._what())
 
     def describe(self) -> dict:
         d = super().describe()
-        if self.live:
-            d.update(self.reconnect_stats.as_dict())
+        if self.kind in ("camera", "v4l2", "csi", "gstreamer", "network"):  # the sources that reconnect,
+            d.update(self.reconnect_stats.as_dict())                         # --no-live or not
         return d
 
     def _check_truncated(self):
@@ -478,6 +485,12 @@ class ImageSource(Source):
             self._good_this_pass += 1
             self._current_name = Path(path).name
             return img
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if self.skipped:  # unreadable files are skipped with a warning; the stats say which
+            d["skipped"] = {"count": len(self.skipped), "first": self.skipped[:5]}
+        return d
 
 
 class IterableSource(Source):

@@ -86,7 +86,7 @@ def parse_source(uri) -> Target:
     uri = uri.strip()
     scheme, rest = _split_scheme(uri)
     if scheme is None:
-        if "!" in uri:
+        if "!" in uri and not os.path.exists(uri):  # an existing file named 'take!.avi' is a file
             return Target("gstreamer", raw, uri)
         idx = _int_or_none(uri)
         if idx is not None:
@@ -155,7 +155,8 @@ def parse_sink(uri) -> Target:
     uri = uri.strip()
     scheme, rest = _split_scheme(uri)
     if scheme is None:
-        if "!" in uri:
+        # a pipeline links elements with ' ! ' (or starts at appsrc); 'run!1.mp4' is a file name
+        if " ! " in uri or (uri.startswith("appsrc") and "!" in uri):
             return Target("gstreamer", raw, uri)
         return _classify_sink_path(raw, uri)
     if scheme == "display":

@@ -58,10 +58,11 @@ class _Channel:
     (evict the oldest waiting item) or 'newest' (discard the incoming item). ``put`` returns how
     many items were dropped. ``close()`` appends the end marker regardless of capacity."""
 
-    def __init__(self, maxsize: int, policy: str, abort: threading.Event):
+    def __init__(self, maxsize: int, policy: str, abort: threading.Event, stop: Optional[threading.Event] = None):
         self.maxsize = maxsize
         self.policy = policy
         self._abort = abort
+        self._stop = stop  # (the capture queue) set and empty: the end, even while a read still blocks
         self._q: deque = deque()
         self._cv = threading.Condition()
 
@@ -91,7 +92,7 @@ class _Channel:
     def get(self):
         with self._cv:
             while not self._q:
-                if self._abort.is_set():
+                if self._abort.is_set() or (self._stop is not None and self._stop.is_set()):
                     return _END
                 self._cv.wait(0.1)
             if self._abort.is_set():
@@ -375,7 +376,7 @@ class Pipeline:
             raise RuntimeError("a Pipeline runs once; make a new one")
         self._started = True
         self._warmup()
-        self._cap_q = _Channel(self.options.queue_size, self.drop_policy, self._abort)
+        self._cap_q = _Channel(self.options.queue_size, self.drop_policy, self._abort, stop=self._stop_capture)
         self._infer_q = _Channel(1, "never", self._abort)
         self._out_q = _Channel(2, "never", self._abort)
         self._slot = threading.Semaphore(1)
