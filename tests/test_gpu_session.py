@@ -132,6 +132,18 @@ def test_no_gpu_is_a_clear_error(tmp_path, folders, monkeypatch):
         parse_job("configs/train/smoke.yaml train.iters")
 
 
+def test_jobs_that_would_collide_or_overflow_out_are_refused_before_training(tmp_path, folders):
+    from edge_deblur.errors import InputError
+
+    smoke = "configs/train/smoke.yaml"
+    with pytest.raises(InputError, match="two jobs are named 'smoke'"):
+        run_session([parse_job(smoke), parse_job(smoke)], tmp_path / "o1", folders["pack"], dry_run=True,
+                    work_dir=tmp_path / "w", tests=False)
+    three = [parse_job(f"{smoke} name=j{i}") for i in range(3)]
+    with pytest.raises(InputError, match="3 jobs would leave 9 files in \\$OUT.*at most 2 jobs"):
+        run_session(three, tmp_path / "o2", folders["pack"], dry_run=True, work_dir=tmp_path / "w", tests=False)
+
+
 def test_dry_run_of_the_session_command(tmp_path, folders, monkeypatch):
     """The session command as a lent GPU would run it (two jobs side by side, the repo's own GPU
     config among them), on the CPU with a tiny budget: training, checkpoints, evaluation on the
@@ -167,3 +179,17 @@ def test_dry_run_of_the_session_command(tmp_path, folders, monkeypatch):
                        ckpt_dir=ck, work_dir=tmp_path / "work", tests=False)
     assert rep2["jobs"]["smoke"]["prior_iters"] == first
     assert rep2["jobs"]["smoke"]["total_iters"] > first
+
+
+def test_a_committed_checkpoint_beats_the_jobs_own_init_from(tmp_path):
+    """The M5 job names train.init_from=export/edgenet_m5/...: it came after the committed GPU
+    checkpoint and won, so every lent GPU would have restarted from the shipped weights."""
+    from edge_deblur.config import load_train_config
+    from edge_deblur.train.session import job_overrides, parse_job
+
+    job = parse_job("configs/train/smoke.yaml train.init_from=export/edgenet_m5/model.safetensors")
+    over = job_overrides(job, tmp_path / "p.pack", tmp_path / "w", 7, "checkpoints/gpu/smoke.safetensors")
+    cfg = load_train_config(job.config, over)
+    assert cfg.train.init_from == "checkpoints/gpu/smoke.safetensors" and cfg.train.seed == 7
+    assert load_train_config(job.config, job_overrides(job, tmp_path / "p.pack", tmp_path / "w", 7, None)).train.init_from \
+        == "export/edgenet_m5/model.safetensors"  # no committed checkpoint: the job's own

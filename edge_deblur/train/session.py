@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, InputError
 
 log = logging.getLogger("edge_deblur.session")
 
 __all__ = ["Job", "run_session", "parse_job", "device_report"]
 
+
+
+MAX_OUT_FILES = 8  # what the device tool brings back from $OUT
 
 
 @dataclass
@@ -147,6 +150,19 @@ def _ckpt_for_out(src: Path, dst: Path) -> Path:
     return dst
 
 
+def job_overrides(job, pack, out_dir, seed: int, start_from) -> list:
+    """The overrides a job trains with on the device machine: the packed data, its own folder and
+    seed, then the job's own overrides, then where it starts from. ``start_from`` comes last, so a
+    committed checkpoint (the previous GPU session's) beats an ``init_from`` the job names."""
+    # the device machine has no ../shared: validation runs at the end, on the packed sets
+    over = ["data.synth=torch", f"data.pack={pack}", f"out_dir={out_dir}", "data.val_pairs=null",
+            "data.val_synthetic=null", "data.val_sets=[]", f"train.seed={seed}"]
+    over += list(job.overrides)
+    if start_from:
+        over.append(f"train.init_from={start_from}")
+    return over
+
+
 def _committed_init(job_name: str, ckpt_dir: Path) -> Optional[Path]:
     p = ckpt_dir / f"{job_name}.safetensors"
     return p if p.is_file() else None
@@ -235,18 +251,22 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
             # resume > the recipe's own init_from (with the job's overrides) > --init
             start_from = str(committed) if committed else (base.train.init_from or init)
             prior = _prior_iters(Path(start_from)) if start_from else 0
-            # the device machine has no ../shared: validation runs at the end, on the packed sets
-            over = ["data.synth=torch", f"data.pack={pack}", f"out_dir={work / name}", "data.val_pairs=null",
-                    "data.val_synthetic=null", "data.val_sets=[]", f"train.seed={base.train.seed + prior}"]
-            if start_from:
-                over.append(f"train.init_from={start_from}")
-            over += list(job.overrides)
+            over = job_overrides(job, pack, work / name, base.train.seed + prior, start_from)
             cfg = load_train_config(job.config, over)
             if start_from:
                 check_init(cfg.model, start_from)
             resolved.append((name, job, over, cfg, start_from, prior))
             if (work / name / "state.pt").exists():  # a fresh run each session: the committed checkpoint is the state
                 shutil.rmtree(work / name)
+        names = [r[0] for r in resolved]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise InputError(f"two jobs are named {dup[0]!r}: their files in $OUT would overwrite each other; "
+                             "give each its own name (a job's name= override)")
+        if 2 * len(resolved) + 3 > MAX_OUT_FILES:
+            raise InputError(f"{len(resolved)} jobs would leave {2 * len(resolved) + 3} files in $OUT (a checkpoint and "
+                             f"a log each, and the session's 3), over the {MAX_OUT_FILES} the device tool brings back; "
+                             f"run at most {(MAX_OUT_FILES - 3) // 2} jobs per call")
         val_dirs = {}
         if val_pack:
             val_dirs = {Path(r).name: d for r, d in unpack_pairs(val_pack, work / "val").items()}
