@@ -400,3 +400,17 @@ def test_a_resumed_run_continues_the_sample_stream(tmp_path, sharp_dir):
     first = next(iter(build_train_loader(gpu_path, device=torch.device("cpu"))))["blur"]
     later = next(iter(build_train_loader(gpu_path, device=torch.device("cpu"), start=3)))["blur"]
     assert first.shape == later.shape and not torch.equal(first, later)
+
+
+def test_a_sigterm_during_the_final_save_waits_for_it():
+    import os
+    import signal
+
+    from edge_deblur.train.loop import _sigterm_waits
+
+    before = signal.getsignal(signal.SIGTERM)
+    done = []
+    with _sigterm_waits("a test"):
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the process (or raise) without the guard
+        done.append(1)
+    assert done == [1] and signal.getsignal(signal.SIGTERM) == before

@@ -10,6 +10,7 @@ Layout of ``out_dir``:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -51,6 +52,23 @@ def _ignore_worker_deaths():
     workers are no longer needed once training stops, so their deaths are ignored from here."""
     if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _sigterm_waits(what: str):
+    """While the run's last checkpoint is written, a SIGTERM (a deadline, such as the GPU session's)
+    waits for it instead of interrupting it: the work is saved, and the run ends as it would have."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if got:
+            log.info(f"SIGTERM during {what}: finished it first; the run ends here")
 
 
 def lr_at(it: int, cfg, elapsed: float = 0.0) -> float:
@@ -532,13 +550,14 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
         finally:
             if bar is not None:
                 bar.close()
-        if rank == 0 and timed_out and (it == start or it % t.val_every != 0):
-            # the run ends here: validate it like the end of the schedule
-            row = validate(it, {"iter": it, "lr": "", "loss": "", "it_per_s": ""})
-            with open(csv_path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=fields).writerow(row)
-        elif rank == 0 and it % t.val_every != 0:
-            save(it)
+        with _sigterm_waits("the final validation and checkpoint"):
+            if rank == 0 and timed_out and (it == start or it % t.val_every != 0):
+                # the run ends here: validate it like the end of the schedule
+                row = validate(it, {"iter": it, "lr": "", "loss": "", "it_per_s": ""})
+                with open(csv_path, "a", newline="") as f:
+                    csv.DictWriter(f, fieldnames=fields).writerow(row)
+            elif rank == 0 and it % t.val_every != 0:
+                save(it)
     if rank == 0:
         _plot_curve(csv_path, out / "curve.png")
     if ddp:

@@ -37,6 +37,9 @@ __all__ = ["Job", "run_session", "parse_job", "device_report"]
 
 
 MAX_OUT_FILES = 8  # what the device tool brings back from $OUT
+# a job's start-up (imports, CUDA, decoding the pack onto the GPU, the start checkpoint) and its
+# final save are outside train.time_limit's clock; past train time + this, it gets SIGTERM
+START_SLACK_S = 45.0
 
 
 @dataclass
@@ -274,7 +277,7 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
         # time plan: start-up and evaluation reserve, then tests in what is left
         reserve = 25.0 + 20.0 * len(resolved) + (60.0 if tests else 0.0)
         t_train = float(train_s) if train_s else max(5.0, budget_s - (time.time() - t0) - reserve)
-        t_train = min(t_train, max(5.0, budget_s - (time.time() - t0) - 30.0 * len(resolved)))
+        t_train = min(t_train, max(5.0, budget_s - (time.time() - t0) - START_SLACK_S * len(resolved)))
         report["train_s"] = round(t_train, 1)
         procs, stopped = [], set()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path.cwd())] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
@@ -289,7 +292,8 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
                 procs.append((name, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env), f))
             # start-up (imports, pack decoding) is not in train.time_limit's clock; the budget is the
             # hard limit: past it a job is stopped with SIGTERM, and it still saves a checkpoint
-            deadline = max(time.time() + t_train + 30.0, t0 + budget_s - 20.0 * len(resolved) - (60.0 if tests else 0.0))
+            deadline = max(time.time() + t_train + START_SLACK_S,
+                           t0 + budget_s - 20.0 * len(resolved) - (60.0 if tests else 0.0))
             for name, p, f in procs:
                 try:
                     p.wait(max(1.0, deadline - time.time()))
