@@ -263,3 +263,43 @@ def test_eval_over_sets_runs_without_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert list(json.loads(r.stdout)["sets"]) == ["camA"]
+
+
+def test_frames_in_number_order_every_scenes_unpaired_frames_and_a_perfect_input(tmp_path):
+    from edge_deblur.data.pairs import find_pairs
+    from edge_deblur.metrics.evaluate import evaluate_pairs
+
+    root = tmp_path / "unpadded"
+    for i in (8, 9, 10, 11):  # text order would be 10, 11, 8, 9
+        for sub in ("blur", "sharp"):
+            (root / "s" / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "s" / sub / f"{i}.png"), scene_image(i))
+    assert [p[1].name for p in find_pairs(root)] == ["8.png", "9.png", "10.png", "11.png"]
+    # unpaired frames in two scenes: both named in one error
+    two = make_pairs(tmp_path / "two", {"a": 2, "b": 2})
+    (two / "a" / "sharp" / "0001.png").unlink()
+    (two / "b" / "blur" / "0000.png").unlink()
+    with pytest.raises(DatasetError, match=r"2 unpaired frames: .*a/blur/0001.png.*b/sharp/0000.png"):
+        find_pairs(two)
+    # an input equal to its sharp frame: capped at 100 dB instead of making every gain -inf
+    same = make_pairs(tmp_path / "same", {"s": 2})
+    (same / "s" / "blur" / "0000.png").write_bytes((same / "s" / "sharp" / "0000.png").read_bytes())
+    r = evaluate_pairs(lambda f: f, find_pairs(same), with_ssim=False)
+    assert np.isfinite(r["input_psnr"]) and np.isfinite(r["psnr_gain"]) and r["psnr_gain"] == 0.0
+
+
+def test_a_cached_synthetic_set_from_other_photos_is_remade(tmp_path):
+    from edge_deblur.data.valsets import _cached
+
+    src_a, src_b = tmp_path / "a", tmp_path / "b"
+    for d in (src_a, src_b):
+        d.mkdir()
+        cv2.imwrite(str(d / "img.png"), scene_image(3, 200, 160))
+    cfg = ValSetConfig(path=str(tmp_path / "syn"), name="syn", kind="synthetic", source=str(src_a), count=1,
+                       size=[96, 64], seed=1, align="centroid")
+    from edge_deblur.data.valsets import make_synthetic
+
+    make_synthetic(cfg)
+    assert _cached(cfg)
+    other = ValSetConfig(**{**cfg.__dict__, "source": str(src_b)})
+    assert not _cached(other)  # it was taken as made: the set of photos A measured as B's

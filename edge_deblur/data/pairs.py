@@ -3,8 +3,9 @@ numpy + OpenCV only (no torch): evaluation of ONNX/TensorRT models uses it too."
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -108,7 +109,22 @@ def _images_in(d: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(d.iterdir()) if _is_image(p)}
 
 
-def _pair_dir(scene: str, blur_dir: Path, sharp_dir: Path) -> list[tuple[str, Path, Path]]:
+def _unpaired_error(missing: list) -> DatasetError:
+    more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+    return DatasetError(
+        f"{len(missing)} unpaired frame{'s' * (len(missing) != 1)}: " + "; ".join(missing[:3]) + more
+        + ". Every frame needs the same file name in blur/ and sharp/: add the missing partner or remove the frame"
+    )
+
+
+def _natural(name: str) -> list:
+    """Sort key: the digit runs of a name as numbers (frame 8 before frame 10, padded or not)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _pair_dir(scene: str, blur_dir: Path, sharp_dir: Path, unpaired: Optional[list] = None) -> list[tuple[str, Path, Path]]:
+    """The pairs of one scene folder; unpaired frames raise, or go into ``unpaired`` when given (so
+    that a whole dataset's are reported at once)."""
     blur = _images_in(blur_dir)
     sharp = _images_in(sharp_dir)
     if not blur and not sharp:
@@ -133,11 +149,9 @@ def _pair_dir(scene: str, blur_dir: Path, sharp_dir: Path) -> list[tuple[str, Pa
         if name not in blur and Path(name).stem not in blur_by_stem:
             missing.append(f"{str(sp)!r} has no blurred partner {str(blur_dir / name)!r}")
     if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise DatasetError(
-            "unpaired frames: " + "; ".join(missing[:3]) + more
-            + ". Every frame needs the same file name in blur/ and sharp/: add the missing partner or remove the frame"
-        )
+        if unpaired is None:
+            raise _unpaired_error(missing)
+        unpaired.extend(missing)
     return pairs
 
 
@@ -159,6 +173,7 @@ def find_pairs(root: str | os.PathLike, check: bool = False) -> list[tuple[str, 
     if not root.is_dir():
         raise DatasetError(f"dataset path {str(root)!r} is not a folder ({_LAYOUT_HELP})")
     pairs: list[tuple[str, Path, Path]] = []
+    unpaired: list[str] = []  # every scene's, reported together
 
     def rel(d: Path) -> str:
         r = d.relative_to(root).as_posix()
@@ -173,7 +188,7 @@ def find_pairs(root: str | os.PathLike, check: bool = False) -> list[tuple[str, 
             if "blur" not in subs:
                 raise DatasetError(f"{str(subs['sharp'])!r} has no partner folder {str(d / 'blur')!r}; "
                                    f"add it ({_LAYOUT_HELP})")
-            pairs.extend(_pair_dir(rel(d), subs["blur"], subs["sharp"]))
+            pairs.extend(_pair_dir(rel(d), subs["blur"], subs["sharp"], unpaired))
             return
         for name, sub in subs.items():
             if name.endswith("_blur"):
@@ -184,12 +199,12 @@ def find_pairs(root: str | os.PathLike, check: bool = False) -> list[tuple[str, 
                 prefix = "" if d == root else rel(d) + "/"
                 scenes = sorted(p for p in sub.iterdir() if p.is_dir() and not p.name.startswith("."))
                 if not scenes:  # frames directly in <split>_blur/
-                    pairs.extend(_pair_dir(prefix + split, sub, partner))
+                    pairs.extend(_pair_dir(prefix + split, sub, partner, unpaired))
                 for sc in scenes:
                     sp = partner / sc.name
                     if not sp.is_dir():
                         raise DatasetError(f"scene folder {str(sc)!r} has no partner {str(sp)!r}; add it or remove the scene")
-                    pairs.extend(_pair_dir(f"{prefix}{split}_{sc.name}", sc, sp))
+                    pairs.extend(_pair_dir(f"{prefix}{split}_{sc.name}", sc, sp, unpaired))
                 for sc in sorted(p for p in partner.iterdir() if p.is_dir() and not p.name.startswith(".")):
                     if not (sub / sc.name).is_dir():
                         raise DatasetError(f"scene folder {str(sc)!r} has no partner {str(sub / sc.name)!r}; add it or remove the scene")
@@ -201,9 +216,11 @@ def find_pairs(root: str | os.PathLike, check: bool = False) -> list[tuple[str, 
                 walk(sub, depth + 1)
 
     walk(root, 0)
+    if unpaired:
+        raise _unpaired_error(unpaired)
     if not pairs:
         raise DatasetError(f"no blur/sharp pairs found under {str(root)!r}; {_LAYOUT_HELP}")
-    pairs.sort(key=lambda t: (t[0], t[1].name))
+    pairs.sort(key=lambda t: (t[0], _natural(t[1].name)))
     if check:
         for _, bp, sp in pairs:
             load_pair(bp, sp)

@@ -45,7 +45,28 @@ def _cached(cfg: ValSetConfig) -> bool:
             or list(man.get("size", [])) != list(cfg.size) \
             or (man.get("blur") or {}).get("align", "mid_time") != cfg.align:
         return False
+    if not _same_blur_model(man.get("blur") or {}, cfg.align) or not _made_from(man.get("sources") or [], cfg.source):
+        return False  # made from other photos, or with another blur model than the default now
     return all((Path(cfg.path) / "val" / d / f"{i:03d}.png").is_file() for d in ("blur", "sharp") for i in range(cfg.count))
+
+
+def _same_blur_model(made: dict, align: str) -> bool:
+    """The set's blur settings are today's default blur model (the maker's own length range and
+    sharp_prob aside), so ``eval`` measures the frames the trainer would remake."""
+    import dataclasses
+
+    from ..config.schema import BlurConfig
+
+    want = dataclasses.asdict(BlurConfig(align=align))
+    return all(made.get(k) == v for k, v in want.items() if k not in ("length", "sharp_prob")) and \
+        all(k in want for k in made)
+
+
+def _made_from(sources: list, root) -> bool:
+    if root is None or not sources:
+        return True
+    r = Path(str(root)).resolve()
+    return all(Path(p).resolve().is_relative_to(r) for p in sources)
 
 
 def make_synthetic(cfg: ValSetConfig, always: bool = False) -> None:

@@ -47,6 +47,11 @@ def center_crop(img: np.ndarray, crop: tuple[int, int] | None, path="") -> np.nd
     return img[y:y + h, x:x + w]
 
 
+# a frame equal to its sharp partner counts as 100 dB: an infinite PSNR would make every mean and
+# gain of its set inf or -inf (and --json invalid)
+PSNR_CAP = 100.0
+
+
 def _frame_number(path) -> int | None:
     """The integer a frame's file name ends with (``00000012.png``, ``GOPR0385_11_01-003016.png``)."""
     m = re.search(r"(\d+)$", Path(path).stem)
@@ -98,15 +103,15 @@ def evaluate_pairs(
         blur, sharp = center_crop(blur, crop, bpath), center_crop(sharp, crop, spath)
         out = fn(blur)
         row = {
-            "psnr": psnr(out, sharp),
-            "input_psnr": psnr(blur, sharp),
+            "psnr": min(psnr(out, sharp), PSNR_CAP),
+            "input_psnr": min(psnr(blur, sharp), PSNR_CAP),
         }
         if with_ssim:
             row["ssim"] = ssim(out, sharp)
             row["input_ssim"] = ssim(blur, sharp)
         if with_tone:
-            row["tone_psnr"] = tone_aligned_psnr(out, sharp)
-            row["input_tone_psnr"] = tone_aligned_psnr(blur, sharp)
+            row["tone_psnr"] = min(tone_aligned_psnr(out, sharp), PSNR_CAP)
+            row["input_tone_psnr"] = min(tone_aligned_psnr(blur, sharp), PSNR_CAP)
         per_scene.setdefault(scene, []).append(row)
         if temporal and prev is not None and prev[0].shape == out.shape:
             temporal_rows.setdefault(scene, []).append({
