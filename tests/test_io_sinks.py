@@ -166,3 +166,19 @@ def test_an_output_that_is_the_source_itself_is_refused(tmp_path):
         check_frames_fit([open_sink(str(folder / "0.png"), StreamOptions())], one)
     check_frames_fit([open_sink(str(tmp_path / "elsewhere") + "/", StreamOptions())], src)  # fine
     src.close(), one.close()
+
+
+def test_h264_in_avi_keeps_its_timestamps_in_order(tmp_path):
+    """AVI cannot hold B-frame reordering: x264's B-frames there decoded at 0.033, 0.133, 0.1, ..."""
+    av = pytest.importorskip("av")
+    rng = np.random.default_rng(0)
+    base = cv2.resize(rng.integers(0, 255, (24, 41, 3), dtype=np.uint8), (320, 180), interpolation=cv2.INTER_CUBIC)
+    sink = open_sink(str(tmp_path / "o.avi"), StreamOptions(codec="h264"), fps=30.0)
+    for i in range(24):  # a slow pan with a counter: content where x264 picks B-frames
+        f = np.roll(base, 2 * i, axis=1).copy()
+        cv2.putText(f, str(i), (10, 90), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+        sink.write(f, FrameMeta(index=i))
+    sink.close()
+    with av.open(str(tmp_path / "o.avi")) as c:
+        times = [float(f.time) for f in c.decode(c.streams.video[0])]
+    assert len(times) == 24 and times == sorted(times)

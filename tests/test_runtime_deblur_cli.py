@@ -1,5 +1,6 @@
 """edge-deblur deblur: folders mirrored, files and globs, depth kept, atomic writes, clear errors."""
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -114,3 +115,22 @@ def test_video_through_the_pipeline(tiny, tmp_path):
         assert frame.shape == (20, 36, 3)
         n += 1
     assert n == 7
+
+
+def test_an_input_folder_that_is_also_the_output_never_reads_back_its_outputs(tmp_path, monkeypatch):
+    """`deblur d1 d2 -o d2` writes d2/d1 and d2/d2; the next run read them back as inputs (2, then
+    4, then 6 images, and d2/d2/d2/... grew)."""
+    import cv2
+    import numpy as np
+
+    from edge_deblur.cli.deblur_cmd import plan_jobs
+
+    monkeypatch.chdir(tmp_path)
+    for d, n in (("d1", "a.png"), ("d2", "b.png")):
+        Path(d).mkdir()
+        cv2.imwrite(f"{d}/{n}", np.zeros((16, 16, 3), np.uint8))
+    for d, n in (("d2/d1", "a.png"), ("d2/d2", "b.png")):  # what the first run wrote
+        Path(d).mkdir(parents=True)
+        cv2.imwrite(f"{d}/{n}", np.zeros((16, 16, 3), np.uint8))
+    jobs = plan_jobs(["d1", "d2"], "d2")
+    assert sorted(str(src) for src, _, _ in jobs) == ["d1/a.png", "d2/b.png"]

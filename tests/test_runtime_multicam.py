@@ -182,3 +182,8 @@ def test_outputs_that_would_collide_or_cannot_be_filled_are_refused_before_any_f
         with pytest.raises((InputError, SourceError), match=match):
             MultiCamera(deblur, [str(a), str(b)], outputs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "b.avi"]  # nothing written
+
+
+def test_one_null_output_serves_every_camera(deblur):
+    stats = MultiCamera(deblur, [frames(2, 32, 48, 1), frames(2, 32, 48, 2)], "null://").run()  # was an IndexError
+    assert [c["frames_out"] for c in stats["cameras"]] == [2, 2]

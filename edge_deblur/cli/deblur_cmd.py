@@ -135,16 +135,18 @@ def _exts():
     return IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
 
 
-def _walk(folder: Path, exts, exclude: Path | None = None) -> list[Path]:
-    """Media files under ``folder`` (hidden files and folders skipped); the folder ``exclude``
-    (resolved: the output folder) and everything inside it are left out."""
+def _walk(folder: Path, exts, exclude=None) -> list[Path]:
+    """Media files under ``folder`` (hidden files and folders skipped); the folders ``exclude``
+    (resolved paths, or one: where outputs go) and everything inside them are left out."""
     from ..io.uri import natural_key
+
+    skip = {exclude} if isinstance(exclude, Path) else set(exclude or ())
 
     def keep(root, d):
         if d.startswith("."):
             return False
-        if exclude is not None and d == exclude.name and (Path(root) / d).resolve() == exclude:
-            log.info("not reading %s: it is the output folder", Path(root) / d)
+        if any(d == e.name for e in skip) and (Path(root) / d).resolve() in skip:
+            log.info("not reading %s: outputs are written there", Path(root) / d)
             return False
         return True
 
@@ -213,13 +215,19 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             raise InputError(f"cannot write the {k} {str(src)!r} to {str(out)!r}: use a {k} file name or a folder")
     jobs = []
     n_dirs = sum(Path(i).is_dir() for i in inputs)
+    out_bases = [(out if n_dirs == 1 else out / (Path(i).resolve().name or "input")).resolve()
+                 for i in inputs if Path(i).is_dir()]
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = _walk(p, media, exclude=below(p))  # never the outputs of an earlier run
+            base = out if n_dirs == 1 else out / (p.resolve().name or "input")
+            # never the outputs of an earlier run: the output folder, or any input folder's place in
+            # it, when it lies inside this input (`deblur d1 d2 -o d2` writes d2/d1 and d2/d2)
+            pr = p.resolve()
+            skip = {b for b in (out_r, *out_bases) if pr in b.parents}
+            files = _walk(p, media, exclude=skip)
             if not files:
                 raise InputError(f"no images or videos in folder {raw!r} (looked for {', '.join(media)})")
-            base = out if n_dirs == 1 else out / (p.resolve().name or "input")
             jobs += [(f, base / f.relative_to(p), kind(f)) for f in files]
         elif p.is_file():
             k = kind(p)
@@ -404,9 +412,13 @@ def run(args) -> int:
             from tqdm import tqdm
 
             bar = tqdm(total=len(jobs), unit="file", desc="deblur", leave=False, file=sys.stderr)
+        prev = None  # (kind, folder) of the previous input: a recurrent state does not cross inputs
         for src, dst, k in jobs:
             if sig.stopped:
                 break
+            if k == "image" and prev is not None and prev != ("image", src.parent):
+                d.reset()  # images after a video, or from another folder: a fresh state
+            prev = (k, src.parent)
             try:
                 if k == "raster":
                     t = time.perf_counter()

@@ -202,7 +202,9 @@ class VideoWriter:
             if self.codec.quality_opt == "crf":
                 copts = {"crf": str(self.quality), "preset": X264_PRESET}
                 if self.codec.encoder == "libx264":
-                    copts["x264-params"] = f"keyint={gop}:min-keyint=1"
+                    # AVI cannot hold B-frame reordering: its timestamps came out of order
+                    bframes = ":bframes=0" if self.format == "avi" else ""
+                    copts["x264-params"] = f"keyint={gop}:min-keyint=1{bframes}"
                 else:
                     copts["x265-params"] = f"keyint={gop}:log-level=error"
             elif self.codec.quality_opt == "qscale":

@@ -54,6 +54,8 @@ def output_for(outputs, i: int, name: str):
     outputs = list(outputs)
     if _templated(outputs):
         return outputs[0].format(i=i, name=name)
+    if len(outputs) == 1 and isinstance(outputs[0], str) and outputs[0].startswith("null://"):
+        return outputs[0]  # one null:// for every camera (as _check_outputs allows)
     return outputs[i]
 
 

@@ -4,7 +4,8 @@ asked for (``device="cuda"`` / ``device="tensorrt"`` or an explicit ``providers`
 Recurrent models are supported generically: graph inputs named ``state_in*`` and outputs named
 ``state_out*`` (paired by suffix) are a hidden state that :meth:`infer_state` takes and returns;
 :meth:`zero_state` makes the initial state. A state tensor is ``(N, C, H / s, W / s)`` with C
-from the graph and ``s`` from the metadata key ``edge_deblur.state_scale.<name>`` (default 1).
+from the graph and ``s`` from the metadata key ``edge_deblur.state_scale.<name>`` (or the model
+folder's manifest; a state without either is refused).
 """
 from __future__ import annotations
 
@@ -150,12 +151,21 @@ class OnnxRuntimeBackend(Backend):
                 continue
             out_name = "state_out" + i.name[len("state_in"):]
             if out_name not in names_out:
-                raise ModelError(f"{str(p)!r}: state input {i.name!r} has no matching output {out_name!r}")
+                raise ModelError(f"{str(p)!r}: state input {i.name!r} has no matching output {out_name!r} (the graph's "
+                                 f"outputs: {names_out}); a recurrent model needs a state_outX for every state_inX: "
+                                 "re-export it with edge-deblur export CHECKPOINT -o DIR")
             shape = list(i.shape)
             ch = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
             if ch is None:
                 raise ModelError(f"{str(p)!r}: state input {i.name!r} needs a fixed channel count, got shape {shape}")
-            scale = from_meta(f"state_scale.{i.name}", int) or 1
+            scale = from_meta(f"state_scale.{i.name}", int) or next(
+                (int(e["scale"]) for e in self.manifest.get("state") or [] if e.get("input") == i.name and e.get("scale")),
+                None)
+            if not scale:  # a guess would make a zero state of the wrong size, failing deep in the graph
+                raise ModelError(f"{str(p)!r}: state input {i.name!r} has no scale (metadata "
+                                 f"'edge_deblur.state_scale.{i.name}', or the manifest's state entry): how much "
+                                 "smaller than the frame the state is cannot be known; re-export it with "
+                                 "edge-deblur export CHECKPOINT -o DIR")
             self.state_specs.append(
                 {"input": i.name, "output": out_name, "channels": ch, "scale": scale, "rank": len(shape),
                  "dtype": _ORT_TYPES.get(i.type, np.float32)}
