@@ -153,3 +153,18 @@ def test_runtime_path_does_not_import_torch(tiny, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "OK" in r.stdout
+
+
+def test_a_model_folder_on_another_device_or_backend(tmp_path, monkeypatch):
+    """The CPU's choice (INT8 for x86 dot products) was also made for device cuda/tensorrt, and the
+    torch backend refused a folder that holds the checkpoint."""
+    import edge_deblur.runtime.select as sel
+    from edge_deblur.runtime.backends import resolve_model
+    from edge_deblur.runtime.cpu_features import features_from
+
+    folder = Path(__file__).resolve().parents[1] / "export" / "edgenet_m5"
+    monkeypatch.setattr(sel, "cpu_features", lambda *a, **k: features_from({"avx2", "avx512f", "amx_int8"}, "AMX CPU"))
+    assert resolve_model(folder)[0].name == "model.int8-cpu.onnx"      # on this (mocked) CPU
+    for device in ("cuda", "tensorrt"):
+        assert resolve_model(folder, device=device)[0].name == "model.onnx"
+    assert resolve_model(folder, "torch")[0].name == "model.safetensors"

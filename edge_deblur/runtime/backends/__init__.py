@@ -46,9 +46,11 @@ def resolve_model_path(model, backend: str | None = None) -> Path:
     return resolve_model(model, backend)[0]
 
 
-def resolve_model(model, backend: str | None = None, select: str | None = None, threads: int | None = None):
+def resolve_model(model, backend: str | None = None, select: str | None = None, threads: int | None = None,
+                  device: str | None = None):
     """-> (file, selection dict or None). ``select``: ``features`` (default) or ``measure``
-    (time the candidates once, cached per machine), for model folders on the CPU."""
+    (time the candidates once, cached per machine), for model folders on the CPU; on another
+    ``device`` (ONNX Runtime's CUDA or TensorRT providers) a folder runs its FP32 ONNX."""
     p = Path(model)
     if not p.exists():
         raise ModelError(f"model not found: {str(p)!r}; pass an .onnx, .safetensors or .engine file or a model folder")
@@ -73,7 +75,16 @@ def resolve_model(model, backend: str | None = None, select: str | None = None, 
             raise ModelError(f"{str(p)!r} holds {len(engines)} engines and no {name}; pass the engine or ONNX file")
         return p / name, None
     if backend in ("torch", "torch-cuda"):
-        raise ModelError(f"the {backend} backend needs a .safetensors checkpoint, not the folder {str(p)!r}")
+        ck = (read_manifest(p).get("checkpoint") or {}).get("file") or "model.safetensors"
+        if (p / ck).is_file():  # the checkpoint the folder was exported from
+            return p / ck, {"file": ck, "method": "backend", "reason": f"the {backend} backend runs the checkpoint"}
+        raise ModelError(f"the {backend} backend needs a .safetensors checkpoint, and the folder {str(p)!r} holds "
+                         f"none ({ck}); pass one, or use --backend onnxruntime")
+    if device is not None and str(device).lower() != "cpu":
+        name = read_manifest(p).get("onnx") or "model.onnx"  # the CPU choice (INT8 for x86 cores) is not the GPU's
+        if not (p / name).is_file():
+            raise ModelError(f"{str(p)!r} holds no {name} for device {device!r}; pass an ONNX file")
+        return p / name, {"file": name, "method": "device", "reason": f"device {device}: the FP32 ONNX"}
     if select not in (None, "features", "measure"):
         raise ModelError(f"select={select!r} is not 'features' or 'measure'")
     from ..select import select_artifact
@@ -98,7 +109,8 @@ def open_backend(model_path, backend: str | None = None, **opts) -> Backend:
     implies. ``opts`` go to the backend (``device``, ``threads``, ``providers``, ...); None
     values are dropped."""
     backend = backend_name(backend)
-    path, selection = resolve_model(model_path, backend, select=opts.pop("select", None), threads=opts.get("threads"))
+    path, selection = resolve_model(model_path, backend, select=opts.pop("select", None), threads=opts.get("threads"),
+                                    device=opts.get("device"))
     b = _open(path, backend, opts)
     b.selection = selection
     return b
