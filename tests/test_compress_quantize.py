@@ -494,3 +494,32 @@ def test_quantize_cli_target(work, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "for cpu" in text and "uint8" in text and "rewrote" in text
     assert (tmp_path / "cal" / "tiny" / "int8-cpu" / "recipe.json").is_file()
+
+
+def test_cpu_file_keeps_the_image_io_at_0_to_1(work, tmp_path):
+    """The output range was calibrated past [0, 1] ([-0.07, 1.06] in the shipped file), though the
+    runtime clips there: 226 of 256 grey levels were left to the model's output."""
+    import onnx
+    from onnx import numpy_helper
+
+    out = tmp_path / "m.int8-cpu.onnx"
+    Q.quantize_model(work["onnx"], out, calib=work["calib"], options=_opts(target="cpu"), calib_dir=tmp_path / "cal",
+                     update_manifest=False)
+    g = onnx.load(str(out)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    dq = producer[g.output[0].name]  # the graph's output comes out of a DequantizeLinear
+    assert dq.op_type == "DequantizeLinear"
+    assert float(inits[dq.input[1]]) == pytest.approx(1 / 255) and int(inits[dq.input[2]]) == 0
+
+
+def test_an_int8_file_far_from_fp32_with_no_ground_truth_is_not_chosen():
+    from edge_deblur.runtime.cpu_features import features_from
+    from edge_deblur.runtime.select import _judge
+
+    vnni = features_from({"avx2", "avx512f", "avx512_vnni"}, "VNNI CPU")
+    entry = {"precision": "int8", "target": "cpu", "accuracy": {"held_out_tiles": {"psnr_int8_vs_fp32": 28.4}}}
+    ok, why = _judge("model.int8-cpu.onnx", entry, vnni, 0.3)
+    assert not ok and "28.4 dB from FP32" in why
+    entry["accuracy"]["held_out_tiles"]["psnr_int8_vs_fp32"] = 44.0
+    assert _judge("model.int8-cpu.onnx", entry, vnni, 0.3)[0]
