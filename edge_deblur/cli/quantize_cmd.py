@@ -89,9 +89,10 @@ def run(args) -> int:
     print(f"calibration: {recipe['method']}, {recipe['samples']} tiles of {recipe['tile'][0]}x{recipe['tile'][1]} "
           f"from {recipe['source']}; table and recipe in {Path(recipe['table']).parent}")
     acc = recipe["accuracy"]
-    if "held_out_tiles" in acc:
-        h = acc["held_out_tiles"]
-        print(f"INT8 vs FP32 output PSNR on {h['inputs']} held-out tiles: {h['psnr_int8_vs_fp32']:.2f} dB")
+    for key, what in (("held_out_tiles", "held-out"), ("calibration_tiles", "calibration")):
+        if key in acc:
+            h = acc[key]
+            print(f"INT8 vs FP32 output PSNR on {h['inputs']} {what} tiles: {h['psnr_int8_vs_fp32']:.2f} dB")
     for p in acc.get("pair_sets") or []:
         where = p["root"] + (f" ({','.join(p['scenes'])})" if p["scenes"] else "")
         print(f"{where}: {p['count']} pairs, PSNR vs ground truth FP32 {p['fp32']['psnr']:.3f} dB, INT8 {p['int8']['psnr']:.3f} dB "

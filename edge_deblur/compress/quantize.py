@@ -529,8 +529,9 @@ def quantize_model(
             recipe["state_inputs"] = [s["name"] for s in info.state_inputs]
             recipe["state_calibration"] = "each tile with the zero state and with the state the FP32 model left after it"
         if eval_tensors:
-            recipe["accuracy"]["held_out_tiles"] = compare_outputs(info.path, staged, model_feeds(info, eval_tensors, threads),
-                                                                   threads)
+            # frames given by the caller are both calibration and check: not held out, and named so
+            key = "calibration_tiles" if frames is not None else "held_out_tiles"
+            recipe["accuracy"][key] = compare_outputs(info.path, staged, model_feeds(info, eval_tensors, threads), threads)
         sets = [accuracy_on_pairs(info.path, staged, root, scenes, info.stride, threads,
                                   feeds=lambda ts: model_feeds(info, ts, threads)) for root, scenes in pair_sets]
         if sets:

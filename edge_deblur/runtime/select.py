@@ -103,10 +103,11 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
     drop = accuracy_drop(entry)
     if kind != "fp32" and drop is not None and drop > max_psnr_drop:
         return False, f"loses {drop:.2f} dB PSNR against FP32 (more than {max_psnr_drop:g})"
-    held = ((entry.get("accuracy") or {}).get("held_out_tiles") or {}).get("psnr_int8_vs_fp32")
+    acc = entry.get("accuracy") or {}
+    held = (acc.get("held_out_tiles") or acc.get("calibration_tiles") or {}).get("psnr_int8_vs_fp32")
     if kind.startswith("int8") and drop is None and held is not None and held < INT8_MIN_PSNR:
         # no ground truth to judge by, and its own check against FP32 is below verify's INT8 floor
-        return False, (f"its output is {held:.1f} dB from FP32's on held-out tiles (under {INT8_MIN_PSNR:g}) and "
+        return False, (f"its output is {held:.1f} dB from FP32's on its check tiles (under {INT8_MIN_PSNR:g}) and "
                        "no accuracy against ground truth is recorded; re-quantize it (quantize --pairs DIR)")
     if kind == "fp16":
         return False, "FP16 runs emulated on ONNX Runtime's CPU kernels (no FP16 convolutions)"
