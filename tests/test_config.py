@@ -110,3 +110,18 @@ def test_gpu_tier_recipe_draws_the_blur_of_the_cpu_default_recipe():
     assert dataclasses.replace(cpu.blur, discrete_prob=disc.blur.discrete_prob) == disc.blur
     for key in ("scale", "pair_prob", "pair_stack", "pair_exclude", "sharp_roots", "pair_roots"):
         assert getattr(gpu, key) == getattr(cpu, key), key
+
+
+def test_blur_settings_that_silently_misbehaved_are_refused():
+    """length_log with a zero lower end fell back to uniform draws; a zoom past 0.5 made the scale
+    cross zero (9.8 dB samples); negative rotation or anxiety were taken as they came."""
+    import pytest
+
+    from edge_deblur.config.schema import BlurConfig
+    from edge_deblur.errors import ConfigError
+
+    for kw, match in ((dict(length=[0.0, 80.0], length_log=True), "lower end > 0"), (dict(zoom=2.5), "zoom: must be"),
+                      (dict(rotation_deg=-1.0), "rotation_deg: must be"), (dict(anxiety=-0.1), "anxiety: must be")):
+        with pytest.raises(ConfigError, match=match):
+            BlurConfig(**kw).validate()
+    BlurConfig(length=[4.0, 80.0], length_log=True).validate()

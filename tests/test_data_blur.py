@@ -445,3 +445,30 @@ def test_layer_shifts_are_zero_at_the_reference_the_alignment_names():
     m = B._layer_shifts({"path": path}, taus, "mid_time")
     assert np.allclose(m - c, (m - c)[0], atol=1e-9)  # the same motion, shifted
     assert np.abs(m.mean(0)).max() > 0.1               # uneven times: mid-exposure is not the centroid
+
+
+def test_display_space_averaging_gets_no_highlight_boost():
+    """Display space (8-bit frames averaged, as GoPro's): the highlight boost brightened these
+    blurs (3.6 levels on average, up to 77), a tone change GoPro's pairs do not have."""
+    img = _line_image()
+    cfg = clean_cfg(homography_prob=0.0, length=[10.0, 10.0], anxiety=0.0, impulsive_prob=0.0, display_prob=1.0,
+                    highlight_gain=[3.0, 3.0])
+    for s in range(4):
+        blurred, target, info = B.synthesize(img, np.random.default_rng(s), cfg, return_info=True)
+        assert info["gain"] == 1.0 and blurred.mean() == pytest.approx(target.mean(), abs=2e-3)
+    lin = dataclasses.replace(cfg, display_prob=0.0, gamma=2.2)
+    assert B.synthesize(img, np.random.default_rng(0), lin, return_info=True)[2]["gain"] == 3.0  # linear light: kept
+
+
+def test_a_moving_layer_reaching_the_border_continues_beyond_it():
+    """The layer's mask was shifted with a constant-0 border: an object touching the crop's edge
+    was cut off there, and the cut slid into the frame with its motion (43% of layer samples)."""
+    ch, cw = 32, 48
+    lin4 = np.zeros((ch, cw, 4), np.float32)                        # a black background
+    mask = np.zeros((ch, cw), np.float32)
+    mask[:, :20] = 1.0                                               # a white object over the left edge
+    layer = {"tex4": np.ones((ch, cw, 4), np.float32), "mask": mask}
+    ident = np.tile(np.float32([[1, 0, 0], [0, 1, 0]]), (4, 1, 1))
+    shifts = np.float32([[0, 0], [3, 0], [6, 0], [9, 0]])            # moving right
+    out = B._warp_average_layer(lin4, ident, ch, cw, layer, shifts)
+    assert np.allclose(out[:, :8], 1.0)  # the object still covers the left edge in every sub-frame

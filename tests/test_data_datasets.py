@@ -359,3 +359,23 @@ def test_pair_crop_far_larger_than_the_frames_is_reported(tmp_path):
     assert PairedDataset(root, crop=64)[0]["blur"].shape[-2:] == (64, 64)   # a little mirrored border is fine
     with pytest.raises(DatasetError, match=r"data\.crop 96x96 is more than twice the 56x40 frames.*lower data\.crop"):
         PairedDataset(root, crop=96)[0]
+
+
+def test_downscale_scales_the_moving_layers_lengths_too(tmp_path, monkeypatch):
+    """At downscale 2 the camera's blur was drawn at twice its length before shrinking, the moving
+    layer's at its own: half as long as configured in the output."""
+    import edge_deblur.data.datasets as D
+
+    _write(tmp_path / "b" / "img.png", (np.random.default_rng(0).random((160, 160, 3)) * 255).astype(np.uint8))
+    seen = []
+    real = D.synthesize
+
+    def spy(win, rng, cfg, crop=None):
+        seen.append(cfg)
+        return real(win, rng, cfg, crop=crop)
+
+    monkeypatch.setattr(D, "synthesize", spy)
+    cfg = BlurConfig(layer_length=[4.0, 10.0], length=[2.0, 6.0])
+    SyntheticDataset(tmp_path / "b", crop=32, blur_cfg=cfg, scale=(1.0, 1.0), length=2, augment=False,
+                     downscale=(2.0, 2.0))[0]
+    assert seen[0].length == [4.0, 12.0] and seen[0].layer_length == [8.0, 20.0]

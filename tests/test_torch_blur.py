@@ -256,3 +256,11 @@ def test_centroid_alignment_puts_the_target_at_the_blur_centre_of_mass(discrete)
 
     assert offsets("centroid").max() < 0.05
     assert offsets("mid_time").max() > 1.0
+
+
+def test_display_space_gets_no_highlight_boost():
+    x = _photo(6, 128, 128, seed=4)
+    x[:, :, 40:60, 40:60] = 255  # saturated lights
+    cfg = BlurConfig(**{**CLEAN, "highlight_gain": [3.0, 3.0]}, quantize=False, display_prob=1.0, length=[20, 30])
+    b, s = synthesize_batch(x, np.random.default_rng(1), cfg, crop=64)
+    assert abs(float(b.mean()) - float(s.mean())) < 0.004  # it brightened with the boost

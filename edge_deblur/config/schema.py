@@ -67,6 +67,14 @@ class BlurConfig:
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{where}.{name}: probability must be in [0, 1], got {v}")
         _range(where, "length", self.length, lo=0.0)
+        if self.length_log and self.length[0] <= 0:
+            raise ConfigError(f"{where}.length: a log-uniform draw (length_log: true) needs a lower end > 0, got "
+                              f"{self.length} (it fell back to uniform); e.g. [4.0, {self.length[1]}]")
+        for name, hi in (("anxiety", None), ("rotation_deg", None), ("zoom", 0.5)):
+            v = getattr(self, name)
+            if not v >= 0 or (hi is not None and not v < hi):
+                raise ConfigError(f"{where}.{name}: must be >= 0" + (f" and < {hi}" if hi is not None else "")
+                                  + f", got {v}")
         _range(where, "highlight_gain", self.highlight_gain, lo=1.0)
         _range(where, "layer_length", self.layer_length, lo=0.0)
         _range(where, "defocus_radius", self.defocus_radius, lo=0.0)

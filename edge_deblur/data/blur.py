@@ -531,7 +531,9 @@ def _warp_average_layer(lin4: np.ndarray, maps: np.ndarray, ch: int, cw: int, la
         bg = cv2.warpAffine(lin4, M.astype(np.float32), (cw, ch), flags=flags, borderMode=cv2.BORDER_REFLECT101)
         T = np.float32([[1, 0, dx], [0, 1, dy]])
         fg = cv2.warpAffine(layer["tex4"], T, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-        m = cv2.warpAffine(layer["mask"], T, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+        # replicate: an object reaching the crop's border continues beyond it (a constant 0 cut it
+        # off there, and the cut edge slid into the frame with the object's motion)
+        m = cv2.warpAffine(layer["mask"], T, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[..., None]
         cv2.add(acc, bg + (fg - bg) * m, dst=acc)
     return acc[..., :3] * np.float32(1.0 / len(maps))
 
@@ -571,6 +573,10 @@ def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[BlurCo
 
     is_sharp = rng.random() < cfg.sharp_prob
     gain = _uniform(rng, cfg.highlight_gain)
+    if cfg.gamma == 1.0:
+        # averaged in display space (8-bit frames, as GoPro's): no light beyond white to spread, so
+        # no highlight boost (it brightened these blurs by 3.6 levels on average, up to 77)
+        gain = 1.0
     mode = "homography" if rng.random() < cfg.homography_prob else "kernel"
     length = 0.0 if is_sharp else draw_length(rng, cfg)
     defocus = 0.0
@@ -670,6 +676,8 @@ def synthesize_clip(sharp: np.ndarray, rng: np.random.Generator, cfg: Optional[B
     _check_crop(ch, cw, H, W, crop)
 
     gain = _uniform(rng, cfg.highlight_gain)
+    if cfg.gamma == 1.0:  # display-space averaging: no highlight boost (see synthesize_blur)
+        gain = 1.0
     d = _uniform(rng, duty)
     d = min(max(d, 1e-3), 1.0)
     length = draw_length(rng, cfg)  # typical blur extent of one exposure

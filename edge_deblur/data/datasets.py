@@ -417,6 +417,7 @@ class SyntheticDataset(_EpochMixin, Dataset):
             ch, cw = self.crop
             big = (int(round(ch * d)), int(round(cw * d)))
             cfg = dataclasses.replace(self.blur_cfg, length=[v * d for v in self.blur_cfg.length],
+                                      layer_length=[v * d for v in self.blur_cfg.layer_length],
                                       defocus_radius=[v * d for v in self.blur_cfg.defocus_radius])
             win = _scaled_window(self.images.get(k), rng, big, max_margin(cfg, big), self.scale, self.augment)
             blurred, sharp = (_shrink_levels(x, cw, ch) for x in synthesize(win, rng, cfg, crop=big))

@@ -463,7 +463,8 @@ class BatchBlur:
         v = srgb.amax(1, keepdim=True)
         w = ((v - 0.9) * 10.0).clamp(0, 1)
         w = w * w * (3 - 2 * w)
-        gain = torch.from_numpy(d.gain).float().to(dev)[:, None, None, None]
+        # display-space samples (8-bit frames averaged, as GoPro's) get no highlight boost: see blur.py
+        gain = torch.from_numpy(np.where(d.display, 1.0, d.gain)).float().to(dev)[:, None, None, None]
         boost = 1.0 + (gain - 1.0) * w
         lin = lin * boost
         target = torch.minimum(srgb * boost.pow(1.0 / g_avg), torch.ones((), device=dev))

@@ -229,6 +229,7 @@ class DeviceBatches:
         if dsc != 1.0:
             big = int(round(self.crop * dsc))
             cfg = dataclasses.replace(cfg, length=[v * dsc for v in cfg.length],
+                                      layer_length=[v * dsc for v in cfg.layer_length],
                                       defocus_radius=[v * dsc for v in cfg.defocus_radius])
         bb = BatchBlur(cfg, big, self.device)
         draw = bb.draw(n, self.rng)
