@@ -194,3 +194,25 @@ def test_option_validation(bad):
 
     with pytest.raises(InputError):
         StreamOptions(**bad).validate()
+
+
+def test_a_jpeg_is_read_upright_by_its_exif_orientation(tmp_path):
+    """A phone or drone JPEG with EXIF Orientation 6 (rotate 90 clockwise to view): it was read as
+    stored, so its output displayed rotated against its input."""
+    import struct
+
+    from edge_deblur.io.sources import imread
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :20] = 255  # white on the left as stored: at the top once turned 90 clockwise
+    ok, jpg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) \
+        + struct.pack("<I", 0)
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff
+    data = jpg.tobytes()
+    (tmp_path / "r.jpg").write_bytes(data[:2] + app1 + data[2:])
+    up = imread(str(tmp_path / "r.jpg"))
+    assert up.shape == (60, 40, 3)
+    assert up[:15].mean() > 200 and up[-30:].mean() < 50
+    cv2.imwrite(str(tmp_path / "g.jpg"), img[..., 0])
+    assert imread(str(tmp_path / "g.jpg")).ndim == 2  # a gray JPEG stays gray

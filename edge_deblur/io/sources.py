@@ -420,13 +420,17 @@ def _has_ffmpeg() -> bool:
 
 
 def imread(path: str) -> Optional[np.ndarray]:
-    """cv2.imread that keeps bit depth and alpha and accepts any path (via imdecode)."""
+    """cv2.imread that keeps bit depth and alpha and accepts any path (via imdecode). A JPEG is
+    turned upright by its EXIF orientation, as viewers show it (IMREAD_UNCHANGED ignores the tag,
+    so a phone or drone photo came out rotated; a JPEG has no alpha or 16-bit samples to keep)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError:
         return None
     if data.size == 0:
         return None
+    if data.size > 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF:  # JPEG
+        return cv2.imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
     return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
 
 
