@@ -177,3 +177,25 @@ def test_recurrent_training_from_an_image_checkpoint(tmp_path, reds_like):
 
     with pytest.raises(ConfigError, match="tbptt"):
         load_train_config("configs/train/smoke.yaml", [f"data.sharp_roots=[{sharp}]", "train.tbptt=-1"])
+
+
+def test_widening_a_recurrent_edgenet_keeps_its_output():
+    """fuse_state reads cat([features, state]): a prefix copy of its weights made the old state
+    columns read new feature channels (output off by 0.2); adding a level raised a RuntimeError."""
+    from edge_deblur.models import build_model
+    from edge_deblur.models.grow import grow_to
+
+    torch.manual_seed(0)
+    spec = {"type": "edgenet_rnn", "widths": [8, 16], "enc_blocks": [1], "mid_blocks": 1, "dec_blocks": [1]}
+    m = build_model(spec).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # as after training: the fuse reads the state
+    g = grow_to(m, dict(spec, widths=[8, 24])).eval()
+    x, h = torch.rand(1, 3, 16, 16), torch.rand(1, 16, 4, 4)
+    with torch.no_grad():
+        for state in (torch.zeros_like(h), h):
+            wide_state = torch.cat([state, torch.zeros(1, 8, 4, 4)], 1)
+            assert torch.allclose(m(x, state)[0], g(x, wide_state)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="cannot add a level to a recurrent edgenet"):
+        grow_to(m, dict(spec, widths=[8, 16, 32], enc_blocks=[1, 1], dec_blocks=[1, 0]))

@@ -110,6 +110,14 @@ def _widen(model, widths: list[int]):
         t = sd.get(k)
         if t is None or t.dim() != v.dim() or any(a < b for a, b in zip(t.shape, v.shape)):
             raise ValueError(f"weight {k} {tuple(v.shape)} has no place in the widened model")
+        if k.endswith("fuse_state.weight") and v.shape[1] == 2 * v.shape[0] and t.shape[1] == 2 * t.shape[0]:
+            # a recurrent edgenet's 1x1 conv over cat([features, state]): the old state columns
+            # move with the state's start (a prefix copy had them read new feature channels)
+            o, n = v.shape[0], t.shape[0]
+            t[:o] = 0
+            t[:o, :o] = v[:, :o]
+            t[:o, n:n + o] = v[:, o:]
+            continue
         t[tuple(slice(0, n) for n in v.shape)] = v
         if v.dim() == 4:  # old outputs do not read new input channels (yet)
             t[: v.shape[0], v.shape[1]:] = 0
@@ -145,6 +153,9 @@ def _add_level(model, spec: dict):
                          f"blocks: enc_blocks[-1] + dec_blocks[-1] must be {len(model.mid)}, got {e} + {d}")
     if old.get("block_mid"):
         raise ValueError("cannot add a level to a pruned model (block_mid set); grow before pruning")
+    if getattr(model, "recurrent", False) or str(old.get("type", "")).endswith("_rnn"):
+        raise ValueError("cannot add a level to a recurrent edgenet (its state fuse sits at the bottleneck); add the "
+                         "level to the image model, then make it recurrent (train.init_from with type edgenet_rnn)")
     # strips the spec adds are left to grow_to, which starts them as identities
     grown = build_model(dict(spec, strip_levels=old.get("strip_levels", []), strip_kernel=old.get("strip_kernel", 21)))
     lvl = len(ow) - 1  # index of the old bottleneck's level among the new encoder/decoder levels
