@@ -159,3 +159,37 @@ def test_nvrtc_error_result_is_a_dependency_error():
 
     with pytest.raises(DependencyError, match="nvrtcVersion returned 7"):
         cudart.require_nvrtc(Nvrtc)
+
+
+def test_a_scene_cut_resets_the_device_state(monkeypatch, tmp_path, cuda):
+    """The scheduler looked for the backend at executor.backend, which the GPU executors did not
+    set: no scene-cut detector, and the previous scene's state went on into the new one."""
+    b = open_fake_backend(monkeypatch, tmp_path, FakeEngine(cuda, state=True), frame_kernels=no_kernels)
+    base = frames(1)[0] // 4
+    bright = [np.roll(base + 180, k, axis=1) for k in range(3)]  # one scene panning
+    dark = [np.roll(base + 10, k, axis=1) for k in range(3)]     # a cut to another
+    sched = b.pipeline(slots=2, gpu_preprocess=False)
+    with sched.ex:
+        got = list(sched.run(bright + dark))
+    assert sched.scene_cuts == 1
+    want = reference(bright, b.stride, state=True) + reference(dark, b.stride, state=True)  # the state restarts
+    for a, r in zip(got, want):
+        assert np.array_equal(a, r)
+    b.close()
+
+
+def test_one_frame_outside_the_profile_fails_alone(monkeypatch, tmp_path, cuda):
+    """The slot's buffers were freed before the shape was refused: the slot stayed keyed to freed
+    memory, and every later frame of the usual size failed too."""
+    from edge_deblur.errors import InputError
+
+    b = open_fake_backend(monkeypatch, tmp_path, FakeEngine(cuda), frame_kernels=no_kernels)
+    sched = b.pipeline(slots=2, gpu_preprocess=False)
+    with sched.ex:
+        assert len(list(sched.run(frames(3)))) == 3
+        with pytest.raises((BackendError, InputError)):
+            list(sched.run(frames(1, h=200, w=200)))  # over the profile's 128x128
+        got = list(sched.run(frames(4, seed=1)))
+    for a, r in zip(got, reference(frames(4, seed=1), b.stride)):
+        assert np.array_equal(a, r)
+    b.close()

@@ -342,6 +342,7 @@ class TensorRTSlotExecutor(SlotExecutor):
                  gpu_preprocess: bool | None = None, timeline: bool = False):
         cudart = backend._cudart
         self.b, self.cudart = backend, cudart
+        self.backend = backend  # SlotScheduler reads it: a recurrent backend turns on its scene-cut detector
         self.slots = int(slots)
         self.rgb = rgb
         self._stack = contextlib.ExitStack()
@@ -393,14 +394,18 @@ class TensorRTSlotExecutor(SlotExecutor):
         key = (gpu, h, w)
         if sl.key == key:
             return
+        in_shape = (1, 3, hp, wp)
+        for other in self._slots:  # the shared context is about to be reshaped: no run may be in flight on it
+            other.computed.synchronize()
+        # first the shape (a frame outside the profile raises here, with this slot's buffers intact:
+        # freeing them first left the slot keyed to freed memory, and every later frame failed)
+        shapes = b.set_shapes(self.ctx, in_shape)
+        self._ctx_shape = in_shape
+        sl.key = None  # until the new buffers exist
         if sl.bufs is not None:
             sl.bufs.close()  # the slot was collected: nothing in flight uses them
         sl.bufs = st = contextlib.ExitStack()
-        sl.in_shape = (1, 3, hp, wp)
-        for other in self._slots:  # the shared context is about to be reshaped: no run may be in flight on it
-            other.computed.synchronize()
-        shapes = b.set_shapes(self.ctx, sl.in_shape)
-        self._ctx_shape = sl.in_shape
+        sl.in_shape = in_shape
         sl.shapes = shapes
         # the image input and output, and a scratch buffer for each output the runtime does not use
         sl.dev = {n: st.enter_context(cudart.DeviceBuffer(int(np.prod(shapes[n])) * b.dtypes[n].itemsize))

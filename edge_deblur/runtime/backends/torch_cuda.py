@@ -227,6 +227,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
                  cuda_graphs: bool = False, synchronous: bool = False):
         torch = backend._torch
         self.b, self.torch = backend, torch
+        self.backend = backend  # SlotScheduler reads it: a recurrent backend turns on its scene-cut detector
         self.slots = 1 if synchronous else int(slots)
         self.rgb = rgb
         self.synchronous = synchronous
