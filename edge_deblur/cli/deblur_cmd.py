@@ -103,14 +103,9 @@ def check_tile_overlap(tile, overlap, stride: int = 1) -> None:
         raise InputError(f"--tile must be a whole number of pixels >= {max(1, stride)}, got {tile!r}")
     if overlap < 0:
         raise InputError(f"--overlap must be >= 0, got {overlap!r}")
-    if overlap == 0:
-        raise InputError(f"--tile {tile} needs --overlap > 0 to blend the tiles without seams "
-                         "(default 128); give an overlap, or drop --tile")
-    t, o = -(-tile // stride) * stride, -(-overlap // stride) * stride
-    if t < 2 * o:
-        rounded = f" (rounded to the model's stride {stride}: {t} < 2 x {o})" if stride > 1 else ""
-        raise InputError(f"--tile {tile} is smaller than twice the --overlap {overlap}{rounded}; "
-                         f"use --tile {2 * o} or more, or --overlap {t // 2 // stride * stride} or less")
+    from ..runtime.tiling import check_tile_overlap as check
+
+    check(tile, overlap, stride, names=("--tile", "--overlap"))
 
 
 def warn_audio(src, dst) -> bool:
@@ -135,12 +130,12 @@ def _exts():
     return IMAGE_EXTS, VIDEO_EXTS, VIDEO_SINK_EXTS
 
 
-def _walk(folder: Path, exts, exclude=None) -> list[Path]:
+def _walk(folder: Path, exts, exclude=()) -> list[Path]:
     """Media files under ``folder`` (hidden files and folders skipped); the folders ``exclude``
-    (resolved paths, or one: where outputs go) and everything inside them are left out."""
+    (resolved paths: where outputs go) and everything inside them are left out."""
     from ..io.uri import natural_key
 
-    skip = {exclude} if isinstance(exclude, Path) else set(exclude or ())
+    skip = set(exclude)
 
     def keep(root, d):
         if d.startswith("."):
@@ -215,16 +210,17 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
             raise InputError(f"cannot write the {k} {str(src)!r} to {str(out)!r}: use a {k} file name or a folder")
     jobs = []
     n_dirs = sum(Path(i).is_dir() for i in inputs)
-    out_bases = [(out if n_dirs == 1 else out / (Path(i).resolve().name or "input")).resolve()
-                 for i in inputs if Path(i).is_dir()]
+    # where each input folder's outputs go
+    bases = {raw: out if n_dirs == 1 else out / (Path(raw).resolve().name or "input") for raw in inputs
+             if Path(raw).is_dir()}
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            base = out if n_dirs == 1 else out / (p.resolve().name or "input")
+            base = bases[raw]
             # never the outputs of an earlier run: the output folder, or any input folder's place in
             # it, when it lies inside this input (`deblur d1 d2 -o d2` writes d2/d1 and d2/d2)
             pr = p.resolve()
-            skip = {b for b in (out_r, *out_bases) if pr in b.parents}
+            skip = {b for b in (out_r, *(x.resolve() for x in bases.values())) if pr in b.parents}
             files = _walk(p, media, exclude=skip)
             if not files:
                 raise InputError(f"no images or videos in folder {raw!r} (looked for {', '.join(media)})")
@@ -381,7 +377,7 @@ def run(args) -> int:
     raster = raster_settings(args) if any(k == "raster" for _, _, k in jobs) or getattr(args, "profile", None) else None
     model, backend, device, tile, overlap = model_settings(args, raster["profile"] if raster else None)
     overlap = 128 if overlap is None else overlap
-    check_tile_overlap(tile, overlap)  # once, before the model loads (again below with its stride)
+    check_tile_overlap(tile, overlap)  # once, before the model loads (Deblurrer.open checks it at its stride)
     prof = raster["profile"] if raster else None
     # --scene-cut, else a profile's pipeline.scene_cut (null there: off), else the Deblurrer's default
     cut_kw = ({"scene_cut": args.scene_cut} if args.scene_cut is not None
@@ -405,7 +401,6 @@ def run(args) -> int:
             Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
                            tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
                            **cut_kw) as d:
-        check_tile_overlap(tile, overlap, int(getattr(d, "stride", 1) or 1))
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:

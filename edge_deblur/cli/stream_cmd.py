@@ -63,7 +63,7 @@ def run(args) -> int:
         from .deblur_cmd import check_tile_overlap
 
         overlap = 128 if args.overlap is None else args.overlap
-        check_tile_overlap(args.tile, overlap)  # before any source or model opens (again with the stride below)
+        check_tile_overlap(args.tile, overlap)  # before any source or model opens (Deblurrer.open: at its stride)
         kwargs["tile"], kwargs["overlap"] = args.tile, overlap
     if args.scene_cut is not None:
         kwargs["scene_cut"] = args.scene_cut

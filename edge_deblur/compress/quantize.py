@@ -334,8 +334,8 @@ def pin_io_ranges(ranges: dict, info) -> None:
     """The image input and output are [0, 1] by contract (frames are x / 255 in, the runtime clips
     the output to [0, 1]): a range calibrated beyond that spends quantization levels on values
     thrown away (the shipped CPU file's output spanned [-0.07, 1.06]: 226 of 256 grey levels)."""
-    for name in (info.input_name, getattr(info, "output_name", None)):
-        if name and name in ranges:
+    for name in (info.input_name, info.output_name):
+        if name in ranges:
             ranges[name] = (0.0, 1.0)
 
 

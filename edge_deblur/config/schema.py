@@ -245,19 +245,14 @@ class TrainConfig:
     out_dir: str = "runs/edgenet_s"
 
     def validate(self, where: str = ""):
-        import re
-
         from ..models import validate_spec
         from .core import _keyed
 
         try:
             validate_spec(self.model)
-        except ConfigError as e:  # keyed, so that the loader names the file and line of the model's key
-            m = re.search(r"unknown argument '(\w+)'", str(e))
-            key = f"model.{m.group(1)}" if m else ("model.size" if "unknown size" in str(e) else "model.type")
-            if not (isinstance(self.model, dict) and key.split(".")[1] in self.model):
-                key = "model"
-            raise _keyed(str(e), key) from e
+        except ConfigError as e:  # under model., so that the loader names the file and line of the key
+            key = getattr(e, "key", None)
+            raise _keyed(str(e), f"model.{key}" if key and key in (self.model or {}) else "model") from e
 
 
 def load_train_config(path=None, overrides=(), base: dict | None = None) -> TrainConfig:

@@ -3,7 +3,6 @@ numpy + OpenCV only (no torch): evaluation of ONNX/TensorRT models uses it too."
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -11,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..errors import DatasetError
+from ..io.uri import natural_key
 
 __all__ = ["IMAGE_EXTS", "read_image", "to_float", "list_images", "find_pairs", "load_pair"]
 
@@ -117,11 +117,6 @@ def _unpaired_error(missing: list) -> DatasetError:
     )
 
 
-def _natural(name: str) -> list:
-    """Sort key: the digit runs of a name as numbers (frame 8 before frame 10, padded or not)."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
 def _pair_dir(scene: str, blur_dir: Path, sharp_dir: Path, unpaired: Optional[list] = None) -> list[tuple[str, Path, Path]]:
     """The pairs of one scene folder; unpaired frames raise, or go into ``unpaired`` when given (so
     that a whole dataset's are reported at once)."""
@@ -220,7 +215,7 @@ def find_pairs(root: str | os.PathLike, check: bool = False) -> list[tuple[str, 
         raise _unpaired_error(unpaired)
     if not pairs:
         raise DatasetError(f"no blur/sharp pairs found under {str(root)!r}; {_LAYOUT_HELP}")
-    pairs.sort(key=lambda t: (t[0], _natural(t[1].name)))
+    pairs.sort(key=lambda t: (t[0], natural_key(t[1].name)))  # frame 8 before frame 10, padded or not
     if check:
         for _, bp, sp in pairs:
             load_pair(bp, sp)

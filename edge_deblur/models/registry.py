@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config.core import suggest
+from ..config.core import _keyed, suggest
 from ..errors import ConfigError
 
 # name -> (module, class). Modules are imported only when a model is built.
@@ -28,7 +28,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 
 def arch_class(name: str):
     if name not in ARCHS:
-        raise ConfigError(f"unknown model type {name!r}{suggest(name, ARCHS)}")
+        raise _keyed(f"unknown model type {name!r}{suggest(name, ARCHS)}", "type")
     mod, cls = ARCHS[name]
     return getattr(importlib.import_module(mod), cls)
 
@@ -52,9 +52,9 @@ def resolve_spec(spec: dict) -> dict:
         size = str(spec.pop("size"))
         presets = size_presets(name)
         if size not in presets:
-            raise ConfigError(
-                f"unknown size {size!r} for model type {name!r}{suggest(size, presets)}; sizes live in {CONFIG_DIR / (name.split('_')[0] + '.yaml')}"
-            )
+            raise _keyed(
+                f"unknown size {size!r} for model type {name!r}{suggest(size, presets)}; sizes live in {CONFIG_DIR / (name.split('_')[0] + '.yaml')}",
+                "size")
         merged = dict(presets[size])
         merged.update({k: v for k, v in spec.items() if k != "type"})
         spec = {"type": name, **merged}
@@ -62,7 +62,7 @@ def resolve_spec(spec: dict) -> dict:
     valid = [p for p in params if p != "self"]
     for key in spec:
         if key != "type" and key not in params:
-            raise ConfigError(f"unknown argument {key!r} for model type {name!r}{suggest(key, valid)}")
+            raise _keyed(f"unknown argument {key!r} for model type {name!r}{suggest(key, valid)}", key)
     return spec
 
 

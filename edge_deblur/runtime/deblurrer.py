@@ -25,6 +25,7 @@ from ..errors import BackendError, InputError
 from .output_guard import OutputGuard, probe_model, probe_shape
 from .preprocess import FrameInfo, frame_to_tensor, tensor_to_frame
 from .stream_state import DEFAULT_SCENE_CUT, StreamState, check_threshold
+from .tiling import check_tile_overlap
 from .tiling import tiled_infer
 
 log = logging.getLogger(__name__)
@@ -82,16 +83,7 @@ class Deblurrer:
                                  "use tile=None (CLI: drop --tile) or an image model")
         if self.overlap < 0:
             raise InputError(f"overlap must be >= 0, got {overlap!r}")
-        if tile is not None:  # refused here, not at the first frame larger than the tile
-            s = self.stride
-            o, small = -(-self.overlap // s) * s, min(-(-int(v) // s) * s for v in t)
-            if o == 0:
-                raise InputError(f"tile={tile!r} needs an overlap > 0 to blend the tiles without seams; "
-                                 "give overlap=N (CLI: --overlap N), or drop the tile")
-            if small < 2 * o:
-                rounded = f" (rounded to the model's stride {s}: {small} < 2 x {o})" if s > 1 else ""
-                raise InputError(f"tile {tile!r} is smaller than twice the overlap {self.overlap}{rounded}; "
-                                 f"use a tile of {2 * o} or more, or an overlap of {small // 2 // s * s} or less")
+        check_tile_overlap(tile, self.overlap, self.stride)  # at open, not at the first frame larger than the tile
         check_threshold(scene_cut)  # checked for image models too: a bad value is a mistake either way
         self.stream = StreamState(backend, scene_cut) if self.recurrent else None
         self.scene_cut = self.stream.scene_cut if self.stream is not None else None

@@ -23,6 +23,25 @@ def _round_up(v: int, m: int) -> int:
     return -(-v // m) * m
 
 
+def check_tile_overlap(tile, overlap: int, stride: int = 1, names=("tile", "overlap")) -> None:
+    """Refuse a ``tile`` (pixels, or (height, width)) that cannot be blended with ``overlap``, both
+    rounded up to ``stride`` as tiling does: an overlap of 0, or a tile under twice the overlap.
+    ``names``: how the message calls them (the API's arguments, or the CLI's flags)."""
+    if tile is None:
+        return
+    tn, on = names
+    s = max(1, int(stride))
+    o = _round_up(int(overlap), s)
+    if o == 0:
+        raise InputError(f"{tn} {tile!r} needs {on} > 0 to blend the tiles without seams (default 128); "
+                         f"give {on} N, or drop {tn}")
+    small = min(_round_up(int(v), s) for v in ((tile, tile) if np.ndim(tile) == 0 else tile))
+    if small < 2 * o:
+        rounded = f" (rounded to the model's stride {s}: {small} < 2 x {o})" if s > 1 else ""
+        raise InputError(f"{tn} {tile!r} is smaller than twice the {on} {overlap}{rounded}; "
+                         f"use {tn} {2 * o} or more, or {on} {small // 2 // s * s} or less")
+
+
 def tile_starts(size: int, tile: int, overlap: int, stride: int = 1) -> list[int]:
     """Start offsets along one axis: tiles of ``tile`` covering ``[0, size)`` with at least
     ``overlap`` shared pixels, all starts multiples of ``stride``."""
