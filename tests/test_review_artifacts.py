@@ -244,3 +244,21 @@ def test_build_refuses_to_replace_its_onnx(tmp_path, capsys):
     with pytest.raises(InputError, match="is a folder"):
         build_engine(onnx, tmp_path, "1x3x16x16", stride=4)
     assert onnx.read_bytes() == b"not really onnx"
+
+
+def test_average_keeps_the_widest_float_dtype(ckpts, tmp_path):
+    """A float16 export averaged with a float32 run checkpoint: the average is float32 (it was the
+    first input's float16, rounding away the float32 input's precision)."""
+    from edge_deblur.models.checkpoint import average_checkpoints, read_checkpoint, save_checkpoint
+
+    a1, a2 = ckpts
+    state, spec, config, meta = read_checkpoint(a1)
+    half = tmp_path / "half.safetensors"
+    save_checkpoint(half, {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, spec, config, meta)
+    out = tmp_path / "avg.safetensors"
+    average_checkpoints([half, a2], out)
+    avg, *_ = read_checkpoint(out)
+    s2, *_ = read_checkpoint(a2)
+    for k, v in avg.items():
+        if s2[k].is_floating_point():
+            assert v.dtype == s2[k].dtype, k

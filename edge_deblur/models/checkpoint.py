@@ -93,7 +93,8 @@ def average_checkpoints(paths, out) -> dict:
     """Uniform weight average of checkpoints of one architecture (SWA / a "model soup" along one
     training run): the same spec and tensor names are required. Writes ``out`` atomically with
     the last checkpoint's config, ``total_iters`` the largest of the inputs, and the inputs listed
-    under ``averaged_from``. Returns the written meta."""
+    under ``averaged_from``; each tensor in the widest float dtype among the inputs (a float16
+    export averaged with float32 run checkpoints stays float32). Returns the written meta."""
     import torch
 
     paths = [Path(p) for p in paths]
@@ -124,6 +125,8 @@ def average_checkpoints(paths, out) -> dict:
                                  f"unexpected {unexpected[:5]}; average checkpoints of one architecture only")
             for k, v in state.items():
                 total[k] += v.to(torch.float64)
+                if v.is_floating_point() and dtypes[k].is_floating_point:  # float16 + float32 -> float32
+                    dtypes[k] = torch.promote_types(dtypes[k], v.dtype)
         sources.append({"path": str(p), "iters": meta.get("iters"), "total_iters": meta.get("total_iters")})
         last_config, last_meta = config, meta
     avg = {k: (v / len(paths)).to(dtypes[k]) for k, v in total.items()}
