@@ -9,6 +9,7 @@ import torch
 
 from edge_deblur.config import load_train_config
 from edge_deblur.errors import ModelError
+from edge_deblur.models.blocks import reparameterize_
 from edge_deblur.models.checkpoint import load_model, read_checkpoint
 from edge_deblur.train import train
 
@@ -71,6 +72,13 @@ def test_training_lowers_loss_and_resumes(tmp_path, sharp_dir):
     assert st["iter"] == 50
     _, spec, config, meta = read_checkpoint(run / "last.safetensors")
     assert meta["iters"] == 50 and config["train"]["iters"] == 50 and spec["type"] == "edgenet"
+    # the training form's count and the exported one's (RepVGG branches folded), as a manifest gives it
+    from edge_deblur.models import build_model
+    from edge_deblur.models.profile import count_params
+
+    trained = build_model(spec)
+    assert meta["params"] == count_params(trained)
+    assert meta["params_deployed"] == count_params(reparameterize_(trained)) < meta["params"]
     iters = [int(r["iter"]) for r in csv.DictReader(open(run / "log.csv"))]
     assert iters == sorted(iters) and iters[-1] == 50 and min(i for i in iters if i > 40) > 40
 

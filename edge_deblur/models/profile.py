@@ -50,6 +50,16 @@ def count_macs(model: nn.Module, size: tuple[int, int] = REFERENCE_SIZE, in_ch: 
     return int(total)
 
 
+def deployed_params(model: nn.Module) -> int:
+    """Parameters of ``model`` as exported: its re-parameterizable branches folded into plain convs
+    (what a manifest counts; ``count_params`` counts the training form)."""
+    import copy
+
+    from .blocks import reparameterize_
+
+    return count_params(reparameterize_(copy.deepcopy(model).cpu()))
+
+
 def summary(model: nn.Module, size: tuple[int, int] | None = None) -> dict:
     out = {
         "params": count_params(model),

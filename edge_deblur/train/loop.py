@@ -29,7 +29,7 @@ from ..errors import ConfigError, ModelError
 from ..models import build_model
 from ..models.registry import arch_class
 from ..models.checkpoint import read_checkpoint, save_checkpoint
-from ..models.profile import summary
+from ..models.profile import deployed_params, summary
 from ..metrics.suite import one_line
 from .ema import EMA
 from .losses import PIXEL_LOSSES, frequency_loss, gan_d_loss, gan_g_loss, lowpass_loss
@@ -330,8 +330,10 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     info = summary(model)
+    info["params_deployed"] = deployed_params(model)
     if rank == 0:
-        log.info(f"model {spec.get('type')}: {info['params'] / 1e6:.3f} M params, {info['gmacs_1280x720']:.2f} GMACs at 1280x720")
+        log.info(f"model {spec.get('type')}: {info['params'] / 1e6:.3f} M params as trained "
+                 f"({info['params_deployed'] / 1e6:.3f} M deployed), {info['gmacs_1280x720']:.2f} GMACs at 1280x720")
 
     ema = EMA(model, t.ema_decay)
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -414,6 +416,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
     def save(it: int, metrics: dict | None = None):
         nonlocal best
         meta = {"iters": it, "total_iters": prior_iters + it, "params": info["params"],
+                "params_deployed": info["params_deployed"],
                 "gmacs_1280x720": info["gmacs_1280x720"], "metrics": metrics or last_metrics,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if t.init_from:

@@ -325,7 +325,7 @@ def run_session(jobs: list[Job], out: str | os.PathLike, pack: str, val_pack: Op
 
                 meta = read_checkpoint(last)[3]
                 entry.update(iters=meta.get("iters"), total_iters=meta.get("total_iters"),
-                             params=meta.get("params"), gmacs_1280x720=meta.get("gmacs_1280x720"))
+                             params=meta.get("params"), params_deployed=meta.get("params_deployed"), gmacs_1280x720=meta.get("gmacs_1280x720"))
                 dst = _ckpt_for_out(last, out / f"{name}.safetensors")
                 entry["checkpoint"] = dst.name
                 entry["metrics"] = _evaluate(last, val_dirs, dry_run, env, t0 + budget_s)
