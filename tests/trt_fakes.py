@@ -3,7 +3,9 @@
 - :class:`FakeCuda` replaces the wrappers of ``edge_deblur.runtime.cudart`` (streams, events,
   pinned and device buffers, copies) with host memory addressed by integer "device pointers".
   Work runs at once, in call order, and every event record/wait/synchronize is logged, so a
-  test can check what the host waited for before it did what. The current device is per thread
+  test can check what the host waited for before it did what. Every buffer, stream and event is
+  kept in ``made`` (``open_objects()``: those not closed), and ``fail(kind, size)`` makes a
+  creation fail as CUDA would, to test what error paths free. The current device is per thread
   (0 on a new thread, as in CUDA); copies and runs record the device they ran on.
 - :func:`fake_trt` is a ``tensorrt`` module with a runtime whose engine computes
   ``output = 1 - input (+ state)`` on the bound buffers, and a builder that records what it was
@@ -39,6 +41,8 @@ class FakeCuda:
         self._ids = itertools.count()
         self._current = threading.local()
         self.work_devices: list[tuple[str, int]] = []  # (copy or run, the calling thread's device)
+        self.made: list = []  # every DeviceBuffer, PinnedBuffer, Stream and Event, in creation order
+        self.fail = None  # fail(kind, size) -> True: that creation raises, as cudaMalloc & co. do
         cuda = self
 
         class _Owned:
@@ -56,6 +60,7 @@ class FakeCuda:
 
         class DeviceBuffer(_Owned):
             def __init__(self, nbytes):
+                cuda.make(self, "DeviceBuffer", int(nbytes))
                 self.nbytes = int(nbytes)
                 self.ptr = cuda.alloc(self.nbytes)
 
@@ -67,11 +72,13 @@ class FakeCuda:
                 self.dtype = np.dtype(dtype)
                 self.shape = tuple(int(s) for s in shape)
                 self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+                cuda.make(self, "PinnedBuffer", self.nbytes)
                 self.ptr = cuda.alloc(self.nbytes)
                 self.array = cuda.mem(self.ptr, self.nbytes).view(self.dtype).reshape(self.shape)
 
         class Stream(_Owned):
             def __init__(self, non_blocking=True):
+                cuda.make(self, "Stream")
                 self.handle = 0x5000 + next(cuda._ids)
 
             def synchronize(self):
@@ -82,6 +89,7 @@ class FakeCuda:
 
         class Event(_Owned):
             def __init__(self, timing=False):
+                cuda.make(self, "Event")
                 self.id = next(cuda._ids)
                 self.recorded = False
 
@@ -96,6 +104,16 @@ class FakeCuda:
                 return 0.0
 
         self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.Event = DeviceBuffer, PinnedBuffer, Stream, Event
+
+    def make(self, obj, kind: str, size: int | None = None):
+        """Record a new CUDA object, or raise as the CUDA call would when ``fail`` says so."""
+        if self.fail is not None and self.fail(kind, size):
+            raise BackendError(f"CUDA call create {kind}({size}) failed (cudaErrorMemoryAllocation: out of memory)")
+        self.made.append(obj)
+
+    def open_objects(self) -> list:
+        """The buffers, streams and events made and not closed (a leak once their owner closed)."""
+        return [o for o in self.made if not o.closed]
 
     def current_device(self) -> int:
         """The calling thread's current device: 0 until cudaSetDevice on this thread, as in CUDA."""
@@ -165,8 +183,10 @@ class FakeEngine:
     outputs; ``data_dependent`` outputs report -1 dimensions, as TensorRT does for shapes it
     learns only while running."""
 
-    def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None, dtypes=None):
+    def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None, dtypes=None,
+                 profiles=1):
         self.cuda = cuda
+        self.num_optimization_profiles = profiles  # all of them ``profile``
         self.dtypes = dict(dtypes or {})  # name -> TensorRT dtype; float32 otherwise
         self.profile = profile or ((1, 3, 4, 4), (1, 3, 32, 32), (1, 3, 128, 128))
         self.modes = {"input": "in", "output": "out"}
@@ -177,8 +197,6 @@ class FakeEngine:
         self.data_dependent = set(data_dependent)
         self.names = list(self.modes)
         self.contexts = []
-
-    num_optimization_profiles = 1
 
     @property
     def num_io_tensors(self):
@@ -210,6 +228,13 @@ class FakeContext:
         self.shapes: dict[str, tuple] = {}
         self.addresses: dict[str, int] = {}
         self.runs = 0
+        self.profile_index = 0  # TensorRT: a new context is on profile 0
+
+    def set_optimization_profile_async(self, index, stream):
+        if not 0 <= index < self.engine.num_optimization_profiles:
+            return False
+        self.profile_index = index
+        return True
 
     def set_input_shape(self, name, shape):
         lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)

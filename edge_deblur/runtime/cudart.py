@@ -192,8 +192,12 @@ class PinnedBuffer(_Owned):
         self.shape = tuple(int(s) for s in shape)
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.ptr = int(check(cudart.cudaMallocHost(max(self.nbytes, 1)), f"cudaMallocHost({self.nbytes})"))
-        raw = (ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr)
-        self._array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+        try:
+            raw = (ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr)
+            self._array = np.frombuffer(raw, dtype=np.uint8, count=self.nbytes).view(self.dtype).reshape(self.shape)
+        except BaseException:  # the caller gets no object to close: free the memory here
+            self.close()
+            raise
 
     @property
     def array(self) -> np.ndarray:
@@ -410,33 +414,45 @@ class FrameKernels:
         driver, nvrtc = _driver_and_nvrtc()
         require_nvrtc(nvrtc)  # DependencyError when libnvrtc is not installed
         self._driver = driver
+        self._closed = True  # until the module is loaded: close() has nothing to unload
         info = gpu_info(device)
         check(load().cudaFree(0), "cudaFree(0)")  # make the primary context current for the driver API
+        image = self._compile(nvrtc, info)
+        self._module = self._drv(driver.cuModuleLoadData(image), "cuModuleLoadData")
+        self._closed = False
+        try:  # a failure from here on unloads the module (the caller gets no object to close)
+            self._pre = self._drv(driver.cuModuleGetFunction(self._module, b"u8hwc_to_f32nchw"), "cuModuleGetFunction")
+            self._post = self._drv(driver.cuModuleGetFunction(self._module, b"f32nchw_to_u8hwc"), "cuModuleGetFunction")
+        except BaseException:
+            self.close()
+            raise
+
+    def _compile(self, nvrtc, info: GpuInfo) -> bytes:
+        """The kernels as a CUBIN for this GPU, or PTX for a GPU newer than NVRTC; the NVRTC
+        program is destroyed on every path, failures included."""
         err, prog = nvrtc.nvrtcCreateProgram(FRAME_KERNELS.encode(), b"edge_deblur_frames.cu", 0, [], [])
         self._nvrtc_check(nvrtc, err, "nvrtcCreateProgram")
-        arch, ptx = nvrtc_target(nvrtc, info.major, info.minor)
-        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++11"]
-        (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-            _, n = nvrtc.nvrtcGetProgramLogSize(prog)
-            log = b" " * n
-            nvrtc.nvrtcGetProgramLog(prog, log)
+        try:
+            arch, ptx = nvrtc_target(nvrtc, info.major, info.minor)
+            opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++11"]
+            (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+            if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+                _, n = nvrtc.nvrtcGetProgramLogSize(prog)
+                log = b" " * n
+                nvrtc.nvrtcGetProgramLog(prog, log)
+                gpu = f" (GPU sm_{info.major}{info.minor})" if ptx else ""
+                raise BackendError(f"NVRTC could not compile the frame kernels for {arch}{gpu} ({err}): "
+                                   f"{log.decode(errors='replace').strip(chr(0) + ' ') or 'no log'}; "
+                                   "run with gpu_preprocess=False")
+            kind = "PTX" if ptx else "CUBIN"  # PTX (NUL-terminated) is compiled for this GPU by the driver at load
+            err, size = getattr(nvrtc, f"nvrtcGet{kind}Size")(prog)
+            self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}Size")
+            image = b" " * size
+            (err,) = getattr(nvrtc, f"nvrtcGet{kind}")(prog, image)
+            self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}")
+            return image
+        finally:
             nvrtc.nvrtcDestroyProgram(prog)
-            gpu = f" (GPU sm_{info.major}{info.minor})" if ptx else ""
-            raise BackendError(f"NVRTC could not compile the frame kernels for {arch}{gpu} ({err}): "
-                               f"{log.decode(errors='replace').strip(chr(0) + ' ') or 'no log'}; "
-                               "run with gpu_preprocess=False")
-        kind = "PTX" if ptx else "CUBIN"  # PTX (NUL-terminated) is compiled for this GPU by the driver at load
-        err, size = getattr(nvrtc, f"nvrtcGet{kind}Size")(prog)
-        self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}Size")
-        cubin = b" " * size
-        (err,) = getattr(nvrtc, f"nvrtcGet{kind}")(prog, cubin)
-        self._nvrtc_check(nvrtc, err, f"nvrtcGet{kind}")
-        nvrtc.nvrtcDestroyProgram(prog)
-        self._module = self._drv(driver.cuModuleLoadData(cubin), "cuModuleLoadData")
-        self._pre = self._drv(driver.cuModuleGetFunction(self._module, b"u8hwc_to_f32nchw"), "cuModuleGetFunction")
-        self._post = self._drv(driver.cuModuleGetFunction(self._module, b"f32nchw_to_u8hwc"), "cuModuleGetFunction")
-        self._closed = False
 
     @staticmethod
     def _nvrtc_check(nvrtc, err, what):

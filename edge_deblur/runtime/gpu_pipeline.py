@@ -90,6 +90,26 @@ class SlotExecutor(abc.ABC):
         return False
 
 
+def check_slots(slots) -> int:
+    """The number of slots as an int; InputError below 1 (executors call it before they allocate)."""
+    n = int(slots)
+    if n < 1:
+        raise InputError(f"a slot executor needs at least one slot, got slots={slots!r}; pass slots=2 "
+                         "(double buffering) or slots=1 (one frame at a time)")
+    return n
+
+
+def schedule(executor: "SlotExecutor", scene_cut: float | None = None) -> "SlotScheduler":
+    """A :class:`SlotScheduler` over ``executor``, which it then owns: when the scheduler cannot be
+    made, the executor is closed here (its streams, buffers and execution context freed) and the
+    error raised, since the caller never got an object to close."""
+    try:
+        return SlotScheduler(executor, scene_cut=scene_cut)
+    except BaseException:
+        executor.close()
+        raise
+
+
 class SlotScheduler:
     """Feeds frames through a :class:`SlotExecutor`; returns outputs in input order.
 
@@ -111,8 +131,7 @@ class SlotScheduler:
     def __init__(self, executor: SlotExecutor, scene_cut: float | None = None):
         from .stream_state import DEFAULT_SCENE_CUT, SceneCutDetector
 
-        if executor.slots < 1:
-            raise InputError(f"a slot executor needs at least one slot, got {executor.slots}")
+        check_slots(executor.slots)
         recurrent = bool(getattr(getattr(executor, "backend", None), "state_specs", None))
         threshold = DEFAULT_SCENE_CUT if scene_cut is None else scene_cut
         self._cuts = SceneCutDetector(threshold) if recurrent and threshold else None

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendError, DependencyError, InputError, ModelError
-from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming, pair_state_tensors
+from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming, check_slots, pair_state_tensors, schedule
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ class TensorRTBackend(Backend):
             self.state_specs.append({"input": sin, "output": sout, "channels": s_opt[1], "scale": scale,
                                      "rank": len(s_opt), "dtype": self.dtypes[sin]})
         self.stream = self._stack.enter_context(cudart.Stream())
-        self._ctx = self._new_context()
+        self._own_ctx = None  # made on first use: a pipeline-only user never pays for its activation memory
+        self._profiles_in_use: set[int] = set()  # held by open slot executors (see claim_profile)
         self._bufs: dict[str, object] = {}
         self._buf_stack: contextlib.ExitStack | None = None
         self._buf_shape = None
@@ -169,10 +170,41 @@ class TensorRTBackend(Backend):
         return tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(name, 0))
 
     def _new_context(self):
+        """A new execution context of the engine. Each user (this backend's synchronous ``infer``,
+        each slot executor) owns one: a context holds the input shapes and tensor addresses of its
+        runs, and TensorRT contexts must not be used from two streams at once. It is freed when its
+        owner drops it (TensorRT's Python API frees a context with its last reference)."""
+        if self.engine is None:
+            raise BackendError(f"the TensorRT backend for {str(self.path)!r} is closed; open a new one")
         ctx = self.engine.create_execution_context()
         if ctx is None:
-            raise BackendError("TensorRT could not create an execution context (out of GPU memory?)")
+            raise BackendError("TensorRT could not create an execution context (out of GPU memory?); close other "
+                               "pipelines of this engine, or use a smaller --shapes profile")
         return ctx
+
+    def claim_profile(self) -> int:
+        """The lowest optimization profile no open slot executor holds. TensorRT requires every
+        execution context in concurrent use to run on its own profile, and engines from
+        ``edge-deblur build`` have one: one pipeline at a time per backend."""
+        n = max(1, int(getattr(self.engine, "num_optimization_profiles", 1) or 0))
+        free = [i for i in range(n) if i not in self._profiles_in_use]
+        if not free:
+            raise BackendError(
+                f"{str(self.path)!r} has {n} optimization profile(s), all in use by open pipelines of this backend; "
+                "TensorRT runs each concurrent execution context on its own profile: close the other pipeline first "
+                "(sched.ex.close()), or open a second TensorRTBackend on the engine for the second stream")
+        self._profiles_in_use.add(free[0])
+        return free[0]
+
+    def release_profile(self, index: int) -> None:
+        self._profiles_in_use.discard(index)
+
+    @property
+    def _ctx(self):
+        """The context of the synchronous ``infer`` path (its own: never a pipeline's)."""
+        if self._own_ctx is None:
+            self._own_ctx = self._new_context()
+        return self._own_ctx
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
@@ -219,11 +251,14 @@ class TensorRTBackend(Backend):
         if self._buf_shape == key:
             return
         cudart = self._cudart
+        # forget the old size first: an allocation that fails below must not leave the old key
+        # pointing at freed or half-made buffers (the next call of the old size would use them)
+        self._buf_shape = None
+        self._bufs = {}
         if self._buf_stack is not None:
             self.stream.synchronize()
             self._buf_stack.close()
         self._buf_stack = stack = contextlib.ExitStack()
-        self._bufs = {}
         for name, shape in shapes.items():
             dt = self.dtypes[name]
             self._bufs[name] = (stack.enter_context(cudart.PinnedBuffer(shape, dt)),
@@ -277,8 +312,8 @@ class TensorRTBackend(Backend):
         ``gpu_preprocess``: None (default) converts frames on the GPU where NVRTC loads and compiles
         the kernels for this GPU, and on the CPU, with a warning, where it does not; True requires the
         GPU kernels; False never uses them."""
-        return SlotScheduler(TensorRTSlotExecutor(self, slots=slots, rgb=rgb, gpu_preprocess=gpu_preprocess,
-                                                  timeline=timeline))
+        return schedule(TensorRTSlotExecutor(self, slots=slots, rgb=rgb, gpu_preprocess=gpu_preprocess,
+                                             timeline=timeline))
 
     def describe(self) -> dict:
         return {"backend": self.name, "device": f"cuda:{self.device}", "gpu": self.gpu.name,
@@ -296,7 +331,7 @@ class TensorRTBackend(Backend):
             if self._buf_stack is not None:
                 self._buf_stack.close()
                 self._buf_stack = None
-            self._ctx = None
+            self._own_ctx = None
             self.engine = None
             stack.close()
 
@@ -309,12 +344,16 @@ class TensorRTBackend(Backend):
 class _TrtSlot:
     def __init__(self, cudart, timeline: bool):
         self.stack = contextlib.ExitStack()
-        self.stream = self.stack.enter_context(cudart.Stream())
-        self.uploaded = self.stack.enter_context(cudart.Event())
-        self.computed = self.stack.enter_context(cudart.Event())
-        self.downloaded = self.stack.enter_context(cudart.Event())
-        self.marks = {k: self.stack.enter_context(cudart.Event(timing=True)) for k in
-                      ("upload0", "upload1", "compute0", "compute1", "download0", "download1")} if timeline else None
+        try:  # a stream or event that fails frees the ones made before it
+            self.stream = self.stack.enter_context(cudart.Stream())
+            self.uploaded = self.stack.enter_context(cudart.Event())
+            self.computed = self.stack.enter_context(cudart.Event())
+            self.downloaded = self.stack.enter_context(cudart.Event())
+            self.marks = {k: self.stack.enter_context(cudart.Event(timing=True)) for k in
+                          ("upload0", "upload1", "compute0", "compute1", "download0", "download1")} if timeline else None
+        except BaseException:
+            self.stack.close()
+            raise
         self.bufs = None  # ExitStack of the per-size buffers
         self.key = None
         self.index = -1
@@ -331,19 +370,24 @@ class _TrtSlot:
 class TensorRTSlotExecutor(SlotExecutor):
     """Slot executor on cuda-python streams/events (see gpu_pipeline for the schedule).
 
-    One execution context serves all slots (the engine has one optimization profile, and TensorRT
-    lets one context at a time use a profile): computes are chained by events so they never run together, and before a
-    compute rebinds the context's tensor addresses the host waits for the previous run on it to
-    finish (TensorRT does not document rebinding while a run is in flight). Uploads and downloads
-    of the neighbouring frames still overlap each compute. Do not call ``backend.infer`` while
-    the pipeline has frames in flight (flush it first)."""
+    The executor owns one execution context (made here, freed in :meth:`close`), shared by its
+    slots and by no one else: ``backend.infer`` and other pipelines of the same backend have their
+    own, so they can neither change its input shape nor run on it from another stream. It also
+    holds an optimization profile of its own until closed (TensorRT runs concurrent contexts on
+    separate profiles): a second open pipeline of a one-profile engine is refused with the way
+    out. ``backend.infer``'s context runs on profile 0: do not call it while a pipeline on that
+    profile has frames in flight (flush it first). Its slots'
+    computes are chained by events so they never run together, and before a compute rebinds the
+    context's tensor addresses the host waits for the previous run on it to finish (TensorRT does
+    not document rebinding while a run is in flight). Uploads and downloads of the neighbouring
+    frames still overlap each compute."""
 
     def __init__(self, backend: TensorRTBackend, slots: int = 2, rgb: bool = False,
                  gpu_preprocess: bool | None = None, timeline: bool = False):
         cudart = backend._cudart
         self.b, self.cudart = backend, cudart
         self.backend = backend  # SlotScheduler reads it: a recurrent backend turns on its scene-cut detector
-        self.slots = int(slots)
+        self.slots = check_slots(slots)
         self.rgb = rgb
         self._stack = contextlib.ExitStack()
         cudart.set_device(backend.device)
@@ -363,13 +407,17 @@ class TensorRTSlotExecutor(SlotExecutor):
                     self.preprocess_note = f"frames are converted on the CPU: {e}"
                     log.warning("TensorRT pipeline: %s", self.preprocess_note)
             self._slots = []
-            self.ctx = backend._ctx
+            self.profile_index = backend.claim_profile()
+            self._stack.callback(backend.release_profile, self.profile_index)
+            self.ctx = backend._new_context()  # this executor's own (see the class docstring)
+            self._stack.callback(self._drop_context)  # after the slots are closed (the stack runs in reverse)
             self._ctx_shape = None
             self._last_compute: int | None = None  # the slot whose compute was enqueued last
             for _ in range(self.slots):
                 sl = _TrtSlot(cudart, timeline)
                 self._stack.callback(sl.close)
                 self._slots.append(sl)
+            self._select_profile()
             self._state_stack = contextlib.ExitStack()
             self._stack.callback(lambda: self._state_stack.close())
             self._state = None  # {input name: [DeviceBuffer, DeviceBuffer]}
@@ -383,6 +431,20 @@ class TensorRTSlotExecutor(SlotExecutor):
         except BaseException:
             self._stack.close()
             raise
+
+    def _select_profile(self):
+        """Put the context on this executor's profile (a new context starts on profile 0)."""
+        if self.profile_index == 0:
+            return
+        stream = self._slots[0].stream
+        if not self.ctx.set_optimization_profile_async(self.profile_index, int(stream.handle)):
+            raise BackendError(f"TensorRT refused optimization profile {self.profile_index} of {str(self.b.path)!r} "
+                               "(see the TensorRT error above); close other pipelines of this backend")
+        stream.synchronize()
+
+    def _drop_context(self):
+        self.ctx = None  # the last reference: TensorRT frees the context and its activation memory
+        self._ctx_shape = None
 
     # per-slot buffers for one frame size
     def _buffers(self, sl: _TrtSlot, frame: np.ndarray):
@@ -463,14 +525,16 @@ class TensorRTSlotExecutor(SlotExecutor):
         if self._state is None or key != self._state_key:
             if after is not None:
                 self._slots[after].computed.synchronize()  # nothing may still read the old buffers
+            # forget the old buffers first: an allocation that fails below must not leave the old
+            # key naming freed or half-made buffers (the next frame of the old size would use them)
+            self._state, self._state_key = None, None
             self._state_stack.close()
             self._state_stack = contextlib.ExitStack()
-            self._state = {}
+            state = {}
             for s in b.state_specs:
                 nbytes = int(np.prod(sl.shapes[s["input"]])) * s["dtype"].itemsize
-                self._state[s["input"]] = [self._state_stack.enter_context(cudart.DeviceBuffer(nbytes))
-                                           for _ in range(2)]
-            self._state_key = key
+                state[s["input"]] = [self._state_stack.enter_context(cudart.DeviceBuffer(nbytes)) for _ in range(2)]
+            self._state, self._state_key = state, key
             reset = True
         if reset:
             for pair in self._state.values():

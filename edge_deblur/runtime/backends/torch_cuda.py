@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import BackendError, DependencyError, InputError, ModelError
-from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming
+from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming, check_slots, schedule
 from .base import Backend
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,7 @@ class TorchCudaBackend(Backend):
     # -- schedules ----------------------------------------------------------------------------------
     def pipeline(self, slots: int = 2, rgb: bool = False, timeline: bool = False,
                  cuda_graphs: bool = False) -> SlotScheduler:
-        return SlotScheduler(TorchCudaSlotExecutor(self, slots=slots, rgb=rgb, timeline=timeline,
-                                                   cuda_graphs=cuda_graphs))
+        return schedule(TorchCudaSlotExecutor(self, slots=slots, rgb=rgb, timeline=timeline, cuda_graphs=cuda_graphs))
 
     def sync_executor(self, rgb: bool = False, timeline: bool = False,
                       cuda_graphs: bool = False) -> "TorchCudaSlotExecutor":
@@ -228,7 +227,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
         torch = backend._torch
         self.b, self.torch = backend, torch
         self.backend = backend  # SlotScheduler reads it: a recurrent backend turns on its scene-cut detector
-        self.slots = 1 if synchronous else int(slots)
+        self.slots = 1 if synchronous else check_slots(slots)
         self.rgb = rgb
         self.synchronous = synchronous
         self.cuda_graphs = bool(cuda_graphs) and not backend.recurrent

@@ -1,0 +1,80 @@
+"""Who owns a TensorRT execution context, over the fake engine (tests/trt_fakes.py): each slot
+executor has its own, made when it opens and dropped when it closes, and the backend's
+synchronous ``infer`` has another. A context holds the input shape of its runs: shared, an
+``infer`` at another frame size reshaped the pipeline's context behind its back (its next run
+read and wrote the wrong shape), and two pipelines of one backend ran one context from two
+streams, each with the other's shapes."""
+import numpy as np
+import pytest
+
+from edge_deblur.errors import BackendError
+
+from test_trt_slots_fake import frames, reference
+from trt_fakes import FakeCuda, FakeEngine, no_kernels, open_fake_backend
+
+
+def open_backend(monkeypatch, tmp_path, **engine_kw):
+    cuda = FakeCuda()
+    engine = FakeEngine(cuda, **engine_kw)
+    return open_fake_backend(monkeypatch, tmp_path, engine, frame_kernels=no_kernels), engine, cuda
+
+
+def test_infer_at_another_size_between_pipeline_runs_does_not_reshape_the_pipeline(monkeypatch, tmp_path):
+    b, engine, _ = open_backend(monkeypatch, tmp_path)
+    sched = b.pipeline(slots=2, gpu_preprocess=False)
+    with sched.ex:
+        assert len(list(sched.run(frames(3)))) == 3  # 41x30 frames; run() flushes at the end
+        x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+        assert np.array_equal(b.infer(x), 1.0 - x)  # another size, on the backend's own context
+        more = frames(3, seed=1)
+        got = list(sched.run(more))  # the pipeline's context still has its 41x30 shape
+    for a, r in zip(got, reference(more, b.stride)):
+        assert np.array_equal(a, r)
+    assert sched.ex.ctx is None and b._ctx is not None
+    b.close()
+
+
+def test_two_pipelines_of_one_backend_each_own_a_context_and_a_profile(monkeypatch, tmp_path):
+    b, engine, cuda = open_backend(monkeypatch, tmp_path, profiles=2)
+    one, two = b.pipeline(slots=2, gpu_preprocess=False), b.pipeline(slots=2, gpu_preprocess=False)
+    assert one.ex.ctx is not two.ex.ctx and b._ctx not in (one.ex.ctx, two.ex.ctx)
+    ctx1, ctx2 = one.ex.ctx, two.ex.ctx
+    assert (ctx1.profile_index, ctx2.profile_index) == (0, 1)  # TensorRT: concurrent contexts, separate profiles
+    small, large = frames(4, h=20, w=24, seed=3), frames(4, h=30, w=41, seed=4)
+    got1, got2 = [], []
+    for f1, f2 in zip(small, large):  # interleaved, at two sizes: each run on its own context and shape
+        got1 += one.submit(f1)
+        got2 += two.submit(f2)
+    got1 += one.flush()
+    got2 += two.flush()
+    for got, fs in ((got1, small), (got2, large)):
+        assert len(got) == len(fs)
+        for a, r in zip(got, reference(fs, b.stride)):
+            assert np.array_equal(a, r)
+    assert ctx1.runs == ctx2.runs == 4 and ctx1.shapes["input"] == (1, 3, 20, 24)
+    one.ex.close()
+    two.ex.close()
+    assert one.ex.ctx is None and two.ex.ctx is None  # dropped: TensorRT frees a context with its last reference
+    b.close()
+    assert not cuda.open_objects()
+
+
+def test_a_second_open_pipeline_of_a_one_profile_engine_is_refused(monkeypatch, tmp_path):
+    """edge-deblur build makes one profile: a second context in concurrent use on it is what
+    TensorRT forbids, so the second pipeline is an error naming the way out, not a shared context."""
+    b, engine, cuda = open_backend(monkeypatch, tmp_path)
+    one = b.pipeline(slots=2, gpu_preprocess=False)
+    made = len(cuda.made)
+    with pytest.raises(BackendError) as e:
+        b.pipeline(slots=2, gpu_preprocess=False)
+    msg = str(e.value)
+    assert "1 optimization profile(s)" in msg and "close the other pipeline" in msg and "second TensorRTBackend" in msg
+    assert all(o.closed for o in cuda.made[made:])  # the refused one made nothing it kept
+    one.ex.close()
+    two = b.pipeline(slots=2, gpu_preprocess=False)  # the profile is free again
+    with two.ex:
+        fs = frames(2)
+        got = list(two.run(fs))
+    assert all(np.array_equal(a, r) for a, r in zip(got, reference(fs, b.stride)))
+    b.close()
+    assert not cuda.open_objects()
