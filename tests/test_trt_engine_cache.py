@@ -31,7 +31,9 @@ class FakeBuilder:
         man = tb.make_manifest(engine_path=path, engine_sha256="x", onnx_path=onnx, onnx_sha256=tb.sha256_file(onnx),
                                precision="fp16", trt_version=self.env.trt_version, gpu_name=self.env.gpu_name,
                                compute_capability=self.env.compute_capability, profile=profile, stride=16,
-                               build={"dla_core": opts.get("dla_core"), "workspace_mb": opts.get("workspace_mb")})
+                               device=self.env.device,
+                               build={"dla_core": opts.get("dla_core"), "workspace_mb": opts.get("workspace_mb"),
+                                      "builder_optimization_level": opts.get("opt_level")})
         tb.write_manifest(path, man)
         return man
 
@@ -159,3 +161,77 @@ def test_ensure_engine_needs_the_onnx(tmp_path):
 
     with pytest.raises(ModelError, match="edge-deblur export"):
         ensure(tmp_path / "nope.onnx", env=H100, build_fn=FakeBuilder(H100))
+
+
+# every Jetson Orin module reports the GPU name 'Orin' and sm 8.7
+NANO = ec.BuildEnv("Orin", "8.7", "10.3.0.30", multiprocessors=8, memory_gib=7,
+                   board="NVIDIA Jetson Orin Nano Developer Kit")
+NX8 = ec.BuildEnv("Orin", "8.7", "10.3.0.30", multiprocessors=8, memory_gib=7,
+                  board="NVIDIA Jetson Orin NX Engineering Reference Developer Kit")
+AGX = ec.BuildEnv("Orin", "8.7", "10.3.0.30", multiprocessors=16, memory_gib=61,
+                  board="NVIDIA Jetson AGX Orin Developer Kit")
+
+
+def test_orin_modules_get_their_own_engines(onnx_file):
+    paths = {ec.engine_path_for(onnx_file, env) for env in (NANO, NX8, AGX)}
+    assert len(paths) == 3 and ".orin-sm87-16sm-61gb-" in ec.engine_path_for(onnx_file, AGX).name
+    builds = [FakeBuilder(env) for env in (NANO, NX8, AGX)]
+    assert len({ensure(onnx_file, env=b.env, build_fn=b) for b in builds}) == 3
+    assert all(len(b.calls) == 1 for b in builds)
+    assert tb.read_manifest(ec.engine_path_for(onnx_file, AGX))["gpu"]["multiprocessors"] == 16
+
+
+def test_engine_of_another_orin_module_is_refused(onnx_file):
+    """An AGX Orin engine under the Orin Nano's name (a shared cache, a copied folder)."""
+    path = ec.engine_path_for(onnx_file, NANO)
+    FakeBuilder(AGX)(onnx_file, path, tb.parse_shapes(None))
+    with pytest.raises(BackendError) as e:
+        ensure(onnx_file, env=NANO, build_fn=FakeBuilder(NANO), rebuild=False)
+    msg = str(e.value)
+    assert "SM count: engine has 16, wanted 8" in msg and "GPU memory (GiB): engine has 61, wanted 7" in msg
+    with pytest.raises(BackendError, match="SM count"):
+        ec.check_engine(path, NANO)  # given directly: refused as well
+    old = ec.engine_path_for(onnx_file, NANO)  # an engine from before device properties were recorded
+    FakeBuilder(ORIN)(onnx_file, old, tb.parse_shapes(None))
+    assert ec.check_engine(old, NANO)["gpu"]["name"] == "Orin"  # given directly: TensorRT decides
+    with pytest.raises(BackendError, match="SM count: engine has not recorded"):
+        ensure(onnx_file, env=NANO, build_fn=FakeBuilder(NANO), rebuild=False)  # the cache rebuilds it
+
+
+def test_build_options_are_part_of_the_key(onnx_file):
+    build = FakeBuilder(H100)
+    default = ensure(onnx_file, env=H100, build_fn=build)
+    small = ensure(onnx_file, env=H100, build_fn=build, workspace_mb=256)
+    large = ensure(onnx_file, env=H100, build_fn=build, workspace_mb=4096)
+    fast = ensure(onnx_file, env=H100, build_fn=build, opt_level=0)
+    assert len({default, small, large, fast}) == 4 and len(build.calls) == 4
+    assert build.calls[3][3]["opt_level"] == 0
+    assert ensure(onnx_file, env=H100, build_fn=build, workspace_mb=256) == small and len(build.calls) == 4
+    assert default.name == "model.fp16.h100-80gb-hbm3-sm90.trt10.8.0.43.engine"  # defaults: the plain name
+
+
+def test_engine_built_with_other_options_is_refused(onnx_file):
+    path = ec.engine_path_for(onnx_file, H100)
+    FakeBuilder(H100)(onnx_file, path, tb.parse_shapes(None), workspace_mb=4096, opt_level=5)
+    with pytest.raises(BackendError) as e:
+        ensure(onnx_file, env=H100, build_fn=FakeBuilder(H100), rebuild=False)
+    msg = str(e.value)
+    assert "workspace (MiB): engine has 4096, wanted None" in msg and "builder optimization level" in msg
+    m = tb.read_manifest(path)
+    assert ec.compare_manifest(m, options=ec.BuildOptions.make(4096, 5), stride=16) == []
+    assert [x.field for x in ec.compare_manifest(m, stride=8, options=ec.BuildOptions.make(4096, 5))] == ["stride"]
+    assert ec.BuildOptions.make(dla_core=0, gpu_fallback=False).key() == {"gpu_fallback": False}
+    assert ec.BuildOptions.make(gpu_fallback=False).gpu_fallback is None  # only a DLA build falls back
+
+
+def test_device_properties_come_from_the_gpu(tmp_path):
+    from edge_deblur.runtime import cudart
+
+    model = tmp_path / "model"
+    model.write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\0")
+    assert cudart.jetson_board(str(model)) == "NVIDIA Jetson Orin Nano Developer Kit"
+    assert cudart.jetson_board(str(tmp_path / "none")) == ""
+    gpu = cudart.GpuInfo("Orin", 8, 7, total_memory=int(7.4 * 2**30), multiprocessors=8,
+                         board="NVIDIA Jetson Orin Nano Developer Kit")
+    assert ec.BuildEnv.from_gpu(gpu, "10.3.0.30") == NANO
+    assert tb.device_properties(cudart.GpuInfo("X", 9, 0)) == {}  # unknown: not part of the key

@@ -34,7 +34,7 @@ def add_arguments(p):
 def run(args) -> int:
     from pathlib import Path
 
-    from ..export.engine_cache import current_env, engine_path_for
+    from ..export.engine_cache import BuildOptions, current_env, engine_path_for
     from ..export.trt_build import (build_engine, check_build_args, dla_profile, manifest_path, onnx_stride, parse_shapes,
                                     shapes_given)
 
@@ -43,8 +43,9 @@ def run(args) -> int:
     stride = args.stride or onnx_stride(onnx)
     profile = parse_shapes(args.shapes, stride)  # validate before touching TensorRT
     profile = dla_profile(profile, explicit=shapes_given(args.shapes), dla_core=args.dla)  # DLA: fixed shapes
+    options = BuildOptions.make(args.workspace, args.opt_level, not args.no_gpu_fallback, args.dla)
     out = Path(args.output) if args.output else engine_path_for(onnx, current_env(args.device), profile,
-                                                                dla_core=args.dla)
+                                                                dla_core=args.dla, options=options)
     manifest = build_engine(onnx, out, profile, workspace_mb=args.workspace, dla_core=args.dla,
                             gpu_fallback=not args.no_gpu_fallback, timing_cache=args.timing_cache, stride=stride,
                             opt_level=args.opt_level, device=args.device, verbose=args.verbose)

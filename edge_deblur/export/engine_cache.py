@@ -1,7 +1,13 @@
-"""Engine cache: one TensorRT engine per (ONNX, GPU, TensorRT version, profile, DLA core).
+"""Engine cache: one TensorRT engine per (ONNX, GPU model, TensorRT version, profile, DLA core,
+build options).
 
 An engine only runs on the GPU model and the exact TensorRT version that built it, so the cache
 key holds both, and every engine has a manifest (see trt_build) that says what it was built from.
+The GPU model is its name and compute capability plus its SM count, memory (GiB) and, on Jetson,
+board model: every Orin module reports 'Orin', sm 8.7. The build options that change the engine
+(workspace limit, builder optimization level, GPU fallback of a DLA build, the model stride the
+state profiles derive from) are part of the key as well; the precision comes from the ONNX file
+(strongly typed network), which its checksum covers.
 :func:`ensure_engine` builds once and reuses the engine while its manifest matches; an engine
 built from another ONNX, for another GPU or by another TensorRT is rebuilt, or with
 ``rebuild=False`` refused with a message naming the field that differs and what to do.
@@ -24,6 +30,7 @@ from ..errors import BackendError, ModelError
 from .trt_build import (
     DEFAULT_SHAPES,
     ShapeProfile,
+    device_properties,
     dla_profile,
     gpu_slug,
     manifest_path,
@@ -52,10 +59,53 @@ class BuildEnv:
     gpu_name: str
     compute_capability: str
     trt_version: str
+    multiprocessors: int = 0  # 0 / "": unknown (not checked)
+    memory_gib: int = 0
+    board: str = ""
+
+    @classmethod
+    def from_gpu(cls, gpu, trt_version: str) -> "BuildEnv":
+        """From ``cudart.gpu_info``: the same properties the builder records in the manifest."""
+        return cls(gpu.name, gpu.compute_capability, trt_version, **device_properties(gpu))
+
+    @property
+    def device(self) -> dict:
+        """The known device properties beyond name and compute capability (trt_build.device_properties)."""
+        return {k: v for k, v in (("multiprocessors", self.multiprocessors), ("memory_gib", self.memory_gib),
+                                  ("board", self.board)) if v}
 
     @property
     def slug(self) -> str:
-        return gpu_slug(self.gpu_name, self.compute_capability)
+        """'orin-sm87-16sm-61gb-1a2b3c' (SM count, memory and a hash of the board where known)."""
+        s = gpu_slug(self.gpu_name, self.compute_capability)
+        if self.multiprocessors:
+            s += f"-{self.multiprocessors}sm"
+        if self.memory_gib:
+            s += f"-{self.memory_gib}gb"
+        if self.board:
+            s += "-" + hashlib.sha256(self.board.encode()).hexdigest()[:6]
+        return s
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The builder settings that change the engine (all default: TensorRT's defaults)."""
+
+    workspace_mb: int | None = None
+    opt_level: int | None = None
+    gpu_fallback: bool | None = None  # only for a DLA build (True: TensorRT's layers DLA cannot run go to the GPU)
+
+    @classmethod
+    def make(cls, workspace_mb=None, opt_level=None, gpu_fallback=True, dla_core=None) -> "BuildOptions":
+        return cls(int(workspace_mb) if workspace_mb else None, None if opt_level is None else int(opt_level),
+                   bool(gpu_fallback) if dla_core is not None else None)
+
+    def key(self) -> dict:
+        """The non-default settings (the path tag hashes these)."""
+        d = {"workspace_mb": self.workspace_mb, "opt_level": self.opt_level}
+        if self.gpu_fallback is False:
+            d["gpu_fallback"] = False
+        return {k: v for k, v in d.items() if v is not None}
 
 
 def current_env(device: int = 0) -> BuildEnv:
@@ -65,15 +115,19 @@ def current_env(device: int = 0) -> BuildEnv:
 
     trt = import_tensorrt()
     gpu = cudart.gpu_info(device)
-    return BuildEnv(gpu.name, gpu.compute_capability, trt_version(trt))
+    return BuildEnv.from_gpu(gpu, trt_version(trt))
 
 
-def _profile_tag(profile: ShapeProfile, dla_core: int | None) -> str:
-    """'' for the default profile on the GPU, else a short hash so engines do not collide."""
-    if str(profile) == DEFAULT_SHAPES and dla_core is None:
+def _profile_tag(profile: ShapeProfile, dla_core: int | None, options: BuildOptions | None = None) -> str:
+    """'' for the default profile on the GPU with default build options, else a short hash so
+    engines do not collide."""
+    opts = (options or BuildOptions()).key()
+    if str(profile) == DEFAULT_SHAPES and dla_core is None and not opts:
         return ""
-    key = json.dumps({"profile": profile.to_dict(), "dla": dla_core}, sort_keys=True)
-    return "." + hashlib.sha256(key.encode()).hexdigest()[:8]
+    key = {"profile": profile.to_dict(), "dla": dla_core}
+    if opts:
+        key["build"] = opts
+    return "." + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _writable(folder: Path) -> bool:
@@ -81,11 +135,11 @@ def _writable(folder: Path) -> bool:
 
 
 def engine_path_for(onnx, env: BuildEnv, profile: ShapeProfile | None = None, *, dla_core: int | None = None,
-                    cache_dir=None, onnx_sha256: str | None = None) -> Path:
-    """Where the engine for this ONNX/GPU/TensorRT/profile lives (whether or not it exists)."""
+                    cache_dir=None, onnx_sha256: str | None = None, options: BuildOptions | None = None) -> Path:
+    """Where the engine for this ONNX/GPU/TensorRT/profile/build options lives (whether or not it exists)."""
     onnx = Path(onnx)
     profile = profile or parse_shapes(DEFAULT_SHAPES)
-    tag = _profile_tag(profile, dla_core)
+    tag = _profile_tag(profile, dla_core, options)
     dla = f".dla{dla_core}" if dla_core is not None else ""
     name = f"{onnx.stem}.{env.slug}.trt{env.trt_version}{dla}{tag}.engine"
     if cache_dir is None and _writable(onnx.parent.resolve()):
@@ -105,12 +159,47 @@ class Mismatch:
         return f"{self.field}: engine has {self.engine}, wanted {self.wanted}"
 
 
+DEVICE_FIELDS = {"multiprocessors": "SM count", "memory_gib": "GPU memory (GiB)", "board": "board"}
+BUILD_FIELDS = {"workspace_mb": ("workspace_mb", "workspace (MiB)"),
+                "opt_level": ("builder_optimization_level", "builder optimization level"),
+                "gpu_fallback": ("gpu_fallback", "DLA GPU fallback")}
+
+
+def _device_mismatches(gpu: dict, env: BuildEnv, strict: bool) -> list[Mismatch]:
+    """The device properties ``env`` knows that the manifest records otherwise (or, ``strict``,
+    does not record: an engine from before they were recorded)."""
+    out = []
+    for key, wanted in env.device.items():
+        have = gpu.get(key)
+        if have is None and not strict:
+            continue
+        if have != wanted:
+            out.append(Mismatch(DEVICE_FIELDS[key], "not recorded" if have is None else repr(have), repr(wanted)))
+    return out
+
+
+def _build_mismatches(manifest: dict, options: BuildOptions, stride: int | None) -> list[Mismatch]:
+    build = manifest.get("build") or {}
+    out = []
+    for attr, (key, label) in BUILD_FIELDS.items():
+        have, wanted = build.get(key), getattr(options, attr)
+        if have != wanted:
+            out.append(Mismatch(label, str(have), str(wanted)))
+    if stride is not None and manifest.get("stride") is not None and int(manifest["stride"]) != int(stride):
+        out.append(Mismatch("stride", str(manifest["stride"]), str(stride)))
+    return out
+
+
 def compare_manifest(manifest: dict, *, env: BuildEnv | None = None, onnx_sha256: str | None = None,
-                     profile: ShapeProfile | None = None, dla_core: int | None | str = "any") -> list[Mismatch]:
+                     profile: ShapeProfile | None = None, dla_core: int | None | str = "any",
+                     options: BuildOptions | None = None, stride: int | None = None,
+                     strict: bool = False) -> list[Mismatch]:
     """Fields in which an engine's manifest differs from what is wanted (empty: it fits).
 
-    ``env``/``onnx_sha256``/``profile`` None and ``dla_core='any'`` mean 'do not check'. A
-    profile fits when the engine's profile contains the wanted one."""
+    ``env``/``onnx_sha256``/``profile``/``options``/``stride`` None and ``dla_core='any'`` mean 'do
+    not check'. A profile fits when the engine's profile contains the wanted one. Device
+    properties the manifest does not record are skipped, or with ``strict`` (the engine cache)
+    count as a mismatch."""
     out: list[Mismatch] = []
     gpu = manifest.get("gpu") or {}
     if env is not None:
@@ -119,6 +208,7 @@ def compare_manifest(manifest: dict, *, env: BuildEnv | None = None, onnx_sha256
         if str(gpu.get("compute_capability")) != env.compute_capability:
             out.append(Mismatch("compute capability", f"sm {gpu.get('compute_capability')}",
                                 f"sm {env.compute_capability}"))
+        out += _device_mismatches(gpu, env, strict)
         if manifest.get("tensorrt") != env.trt_version:
             out.append(Mismatch("TensorRT version", str(manifest.get("tensorrt")), env.trt_version))
     if onnx_sha256 is not None:
@@ -136,6 +226,8 @@ def compare_manifest(manifest: dict, *, env: BuildEnv | None = None, onnx_sha256
         have_dla = (manifest.get("build") or {}).get("dla_core")
         if have_dla != dla_core:
             out.append(Mismatch("DLA core", str(have_dla), str(dla_core)))
+    if options is not None:
+        out += _build_mismatches(manifest, options, stride)
     return out
 
 
@@ -170,7 +262,7 @@ BuildFn = Callable[..., dict]
 def ensure_engine(onnx, *, shapes: str | ShapeProfile | None = None, stride: int | None = None, cache_dir=None,
                   rebuild: bool = True, workspace_mb: int | None = None, dla_core: int | None = None,
                   timing_cache=None, env: BuildEnv | None = None, build_fn: BuildFn | None = None,
-                  device: int = 0) -> Path:
+                  device: int = 0, opt_level: int | None = None, gpu_fallback: bool = True) -> Path:
     """Path of an engine for ``onnx`` on this machine, built now if missing or stale.
 
     ``env`` and ``build_fn`` default to this machine's GPU/TensorRT and
@@ -183,13 +275,16 @@ def ensure_engine(onnx, *, shapes: str | ShapeProfile | None = None, stride: int
     profile = shapes if isinstance(shapes, ShapeProfile) else parse_shapes(shapes, stride)
     profile = dla_profile(profile, explicit=shapes_given(shapes), dla_core=dla_core)  # DLA: fixed shapes only
     sha = sha256_file(onnx)
-    path = engine_path_for(onnx, env, profile, dla_core=dla_core, cache_dir=cache_dir, onnx_sha256=sha)
+    options = BuildOptions.make(workspace_mb, opt_level, gpu_fallback, dla_core)
+    path = engine_path_for(onnx, env, profile, dla_core=dla_core, cache_dir=cache_dir, onnx_sha256=sha,
+                           options=options)
     if path.is_file():
         manifest = read_manifest(path)
         if manifest is None:
             bad = [Mismatch("manifest", "missing", manifest_path(path).name)]
         else:
-            bad = compare_manifest(manifest, env=env, onnx_sha256=sha, profile=profile, dla_core=dla_core)
+            bad = compare_manifest(manifest, env=env, onnx_sha256=sha, profile=profile, dla_core=dla_core,
+                                   options=options, stride=stride, strict=True)
         if not bad:
             log.info("reusing TensorRT engine %s", path)
             return path
@@ -202,5 +297,5 @@ def ensure_engine(onnx, *, shapes: str | ShapeProfile | None = None, stride: int
     if build_fn is None:
         from .trt_build import build_engine as build_fn
     build_fn(onnx, path, profile, workspace_mb=workspace_mb, dla_core=dla_core, timing_cache=timing_cache,
-             stride=stride, device=device)
+             stride=stride, device=device, opt_level=opt_level, gpu_fallback=gpu_fallback)
     return path

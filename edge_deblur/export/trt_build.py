@@ -302,6 +302,17 @@ def gpu_slug(name: str, compute_capability: str) -> str:
     return f"{s}-sm{compute_capability.replace('.', '')}"
 
 
+def device_properties(gpu) -> dict:
+    """What, beyond its name and compute capability, tells a GPU model apart in engine keys and
+    manifests: SM count, memory in GiB (rounded) and, on Jetson, the board model. Every Jetson Orin
+    module (Nano, NX, AGX) reports 'Orin', sm 8.7; an engine built on one is tuned for its SM count
+    and memory. Only known values are included."""
+    props = {"multiprocessors": int(getattr(gpu, "multiprocessors", 0) or 0),
+             "memory_gib": round(int(getattr(gpu, "total_memory", 0) or 0) / 2**30),
+             "board": str(getattr(gpu, "board", "") or "")}
+    return {k: v for k, v in props.items() if v}
+
+
 def manifest_path(engine_path) -> Path:
     """``model.h100-sm90.trt10.8.0.engine`` -> ``model.h100-sm90.trt10.8.0.manifest.json``."""
     p = Path(engine_path)
@@ -726,7 +737,7 @@ def build_engine(
     manifest = make_manifest(
         engine_path=engine_path, engine_sha256=hashlib.sha256(data).hexdigest(), onnx_path=onnx_path,
         onnx_sha256=onnx_sha, precision=precision, trt_version=version, gpu_name=gpu.name,
-        compute_capability=gpu.compute_capability, profile=profile, stride=stride,
+        compute_capability=gpu.compute_capability, profile=profile, stride=stride, device=device_properties(gpu),
         build={
             "strongly_typed": True,
             "tf32": tf32,
@@ -747,7 +758,7 @@ def build_engine(
 
 def make_manifest(*, engine_path, engine_sha256, onnx_path, onnx_sha256, precision, trt_version, gpu_name,
                   compute_capability, profile: ShapeProfile, stride, build: dict, io: dict | None = None,
-                  io_profiles: dict | None = None) -> dict:
+                  io_profiles: dict | None = None, device: dict | None = None) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "engine": Path(engine_path).name,
@@ -756,7 +767,7 @@ def make_manifest(*, engine_path, engine_sha256, onnx_path, onnx_sha256, precisi
         "precision": precision,
         "tensorrt": trt_version,
         "gpu": {"name": gpu_name, "compute_capability": compute_capability,
-                "slug": gpu_slug(gpu_name, compute_capability)},
+                "slug": gpu_slug(gpu_name, compute_capability), **(device or {})},
         "profile": profile.to_dict(),
         "io_profiles": io_profiles or {},
         "stride": stride,

@@ -144,6 +144,8 @@ class GpuInfo:
     major: int
     minor: int
     total_memory: int = 0
+    multiprocessors: int = 0  # SM count: tells Jetson Orin modules apart (all named "Orin", all sm 8.7)
+    board: str = ""  # integrated GPUs (Jetson): the module/carrier model from the device tree
 
     @property
     def compute_capability(self) -> str:
@@ -157,7 +159,19 @@ def gpu_info(device: int = 0) -> GpuInfo:
     name = prop.name
     if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\0", 1)[0].decode(errors="replace")
-    return GpuInfo(str(name).strip(), int(prop.major), int(prop.minor), int(getattr(prop, "totalGlobalMem", 0)))
+    return GpuInfo(str(name).strip(), int(prop.major), int(prop.minor), int(getattr(prop, "totalGlobalMem", 0)),
+                   int(getattr(prop, "multiProcessorCount", 0) or 0),
+                   jetson_board() if getattr(prop, "integrated", 0) else "")
+
+
+def jetson_board(path: str = "/proc/device-tree/model") -> str:
+    """The device-tree model of a Jetson ('NVIDIA Jetson AGX Orin Developer Kit'), '' elsewhere:
+    every Orin module reports the GPU name 'Orin' and sm 8.7, so engines are keyed by this too."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().split(b"\0", 1)[0].decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 class _Owned:

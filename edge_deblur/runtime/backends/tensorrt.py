@@ -71,7 +71,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path, device=None, shapes: str | None = None, rebuild: bool = True, cache_dir=None,
                  workspace_mb: int | None = None, dla_core: int | None = None, timing_cache=None,
-                 verbose: bool = False, **_ignored):
+                 verbose: bool = False, opt_level: int | None = None, gpu_fallback: bool = True, **_ignored):
         super().__init__()
         from ...export.engine_cache import BuildEnv, check_engine, ensure_engine
         from ...export.trt_build import _Logger, import_tensorrt, trt_version
@@ -81,13 +81,14 @@ class TensorRTBackend(Backend):
         cudart.load()
         self.device = parse_device(device)
         gpu = cudart.gpu_info(self.device)  # BackendError without a GPU
-        env = BuildEnv(gpu.name, gpu.compute_capability, trt_version(trt))
+        env = BuildEnv.from_gpu(gpu, trt_version(trt))
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"model file not found: {str(p)!r}; pass an .engine (edge-deblur build) or an .onnx file")
         if p.suffix.lower() == ".onnx":
             p = ensure_engine(p, shapes=shapes, rebuild=rebuild, cache_dir=cache_dir, workspace_mb=workspace_mb,
-                              dla_core=dla_core, timing_cache=timing_cache, env=env, device=self.device)
+                              dla_core=dla_core, timing_cache=timing_cache, env=env, device=self.device,
+                              opt_level=opt_level, gpu_fallback=gpu_fallback)
         manifest = check_engine(p, env) or {}
         self._trt, self._cudart = trt, cudart
         self.path = p
