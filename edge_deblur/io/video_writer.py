@@ -2,9 +2,12 @@
 
 * Containers are written so that a killed process (SIGKILL, power loss) leaves a playable file
   up to the last completed fragment: MP4/MOV/M4V are *fragmented* (``movflags=frag_keyframe+
-  empty_moov+default_base_moof``; a keyframe, hence a new fragment, at least every
-  ``fragment_s`` seconds), Matroska closes a cluster at least every ``fragment_s`` seconds, and the
-  I/O buffer is flushed to the file after every packet, and ``fsync``-ed at every fragment start.
+  delay_moov+default_base_moof``; a keyframe, hence a new fragment, at least every
+  ``fragment_s`` seconds; the ``moov`` is written with the first fragment, so it holds the edit
+  list that starts the video at its first frame: with ``empty_moov`` it had none, and every video
+  began H.264's B-frame delay, 2 frames, late), Matroska closes a cluster at least every
+  ``fragment_s`` seconds, and the I/O buffer is flushed to the file after every packet, and
+  ``fsync``-ed at every fragment start.
 * Every write error (a full disk, a vanished mount) is raised as ``SinkWriteError`` naming the
   file, the frame and what is safe on disk; nothing is ignored.
 * The default codec is H.264 (``libx264``) at a CRF where the encoder keeps the model's output
@@ -179,7 +182,7 @@ class VideoWriter:
         check_frame_size(self.codec, w, h)  # before the file exists: a refused size leaves nothing behind
         opts = {"flush_packets": "1"}
         if self.format in ("mp4", "mov"):
-            opts["movflags"] = "frag_keyframe+empty_moov+default_base_moof"
+            opts["movflags"] = "frag_keyframe+delay_moov+default_base_moof"
             opts["frag_duration"] = str(int(self.fragment_s * 1e6))
         elif self.format == "matroska":
             opts["cluster_time_limit"] = str(int(self.fragment_s * 1000))
