@@ -280,14 +280,16 @@ class VideoSink(Sink):
         h, w = img.shape[:2]
         try:
             if not self._opened:
-                self._writer.open(w, h)
+                # frames from a video file carry its timestamps: the output keeps its timing (a
+                # variable frame rate stays variable) unless --fps asks for a constant rate
+                self._writer.open(w, h, timed=meta.pts is not None and self.options.fps is None)
                 self._opened = True
             elif (w, h) != self._writer.size:
                 if not self._warned_resize:
                     log.warning("frame size %dx%d differs from the video's %dx%d; resizing", w, h, *self._writer.size)
                     self._warned_resize = True
                 img = cv2.resize(img, self._writer.size, interpolation=cv2.INTER_AREA)
-            self._writer.write(img)
+            self._writer.write(img, meta.pts)
         except BaseException:
             self._failed = True
             raise
@@ -331,6 +333,7 @@ class VideoSink(Sink):
 
     def describe(self) -> dict:
         return super().describe() | {"path": str(self.path), "codec": self.codec, "fps": self.fps,
+                                     "timing": "source" if self._writer.timed else "constant",
                                      "quality": self._writer.quality, "fragments": self._writer.fragments}
 
 

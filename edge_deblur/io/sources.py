@@ -39,6 +39,8 @@ class FrameMeta:
     timestamp: float = 0.0         # time.perf_counter() when the frame left the source
     capture_ms: float = 0.0        # time spent reading/decoding it
     restart: bool = False          # first frame after the source started over (a loop, a reconnect)
+    pts: Optional[float] = None    # presentation time in s on the source's clock (video files); video
+                                   # outputs keep it (a variable frame rate stays variable); None: unknown
 
 
 def call_with_timeout(fn: Callable, timeout: float, what: str):
@@ -114,10 +116,11 @@ class Source:
         self.fps: Optional[float] = None          # native rate when known
         self.frame_count: Optional[int] = None    # frames announced by a file, when known
         self.frames_read = 0
-        self._pending: Optional[tuple[np.ndarray, Optional[str], float]] = None
+        self._pending: Optional[tuple[np.ndarray, Optional[str], float, Optional[float]]] = None
         self._closed = False
         self._pace_t0: Optional[float] = None
         self._current_name: Optional[str] = None
+        self._current_pts: Optional[float] = None  # subclasses that know the frame's time set it in _read
         self._stop = threading.Event()  # set by interrupt()/close(): stop waiting (reconnect backoff, reads)
 
     # ---- public -------------------------------------------------------------------------
@@ -132,18 +135,18 @@ class Source:
             return None
         t0 = time.perf_counter()
         if self._pending is not None:
-            frame, name, ms = self._pending
+            frame, name, ms, pts = self._pending
             self._pending = None
         else:
             self._pace()
             frame = self._read()
             if frame is None:
                 return None
-            name = self._current_name
+            name, pts = self._current_name, self._current_pts
             ms = (time.perf_counter() - t0) * 1e3
         frame = self._finish(frame)
         meta = FrameMeta(index=self.frames_read, name=name, timestamp=time.perf_counter(), capture_ms=ms,
-                         restart=self._restarted)
+                         restart=self._restarted, pts=pts)
         self._restarted = False
         self.frames_read += 1
         return frame, meta
@@ -188,7 +191,7 @@ class Source:
         frame = self._read_first(what)
         if frame is None:
             raise SourceError(self._no_frames_message())
-        self._pending = (frame, self._current_name, (time.perf_counter() - t0) * 1e3)
+        self._pending = (frame, self._current_name, (time.perf_counter() - t0) * 1e3, self._current_pts)
         out = self._finish(frame)
         self._size = (out.shape[1], out.shape[0])
 
@@ -243,6 +246,9 @@ class CaptureSource(Source):
         self._loops_left = options.loop
         self._decoded_this_pass = 0
         self._cap = None
+        self._pts_offset = 0.0                # a looped file's time runs on from the pass before
+        self._last_pts: Optional[float] = None
+        self._pts_step: Optional[float] = None  # the time between the last two frames
         self.policy = ReconnectPolicy.from_options(options)
         self.reconnect_stats = ReconnectStats()
         what = self._what()
@@ -255,6 +261,9 @@ class CaptureSource(Source):
         if not self._cap.isOpened():
             self._cap.release()
             raise SourceError(self._open_failed_message())
+        # a file's frame times: OpenCV's FFmpeg backend gives the decoded frame's presentation
+        # timestamp (best effort pts x time_base, from the stream's start) as CAP_PROP_POS_MSEC
+        self._timestamps = kind == "video" and _backend(self._cap) == "FFMPEG"
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
         if kind in ("video", "network"):
@@ -340,11 +349,14 @@ class CaptureSource(Source):
             ok, frame = self._cap.read()
             if ok and frame is not None:
                 self._decoded_this_pass += 1
+                self._current_pts = self._frame_pts()
                 return frame
             if self.kind == "video" or (self.kind == "network" and self._paceable):
                 self._check_truncated()
                 if self._loops_left != 0 and self._decoded_this_pass > 0:
                     self._loops_left -= 1 if self._loops_left > 0 else 0
+                    if self._last_pts is not None:  # the next pass starts a frame after this one's last
+                        self._pts_offset = self._last_pts + (self._pts_step or 1.0 / (self.fps or 30.0))
                     self._cap.release()
                     self._cap = self._open_capture()
                     self._decoded_this_pass = 0
@@ -362,6 +374,23 @@ class CaptureSource(Source):
             if frame is not None:
                 self._restarted = True  # a recurrent model's state belongs to the stream before the gap
             return frame
+
+    def _frame_pts(self) -> Optional[float]:
+        """The frame just decoded's presentation time in seconds, or None when unknown: not a file
+        read through FFmpeg, or times that stop increasing (a stream without timestamps reads as
+        0 for every frame), from then on; video outputs then go on at the frame rate."""
+        if not self._timestamps:
+            return None
+        t = self._pts_offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if not np.isfinite(t) or (self._last_pts is not None and t <= self._last_pts):
+            log.debug("video %r: frame %d has no usable timestamp (%s s after %s s); the rest is timed by "
+                      "the frame rate", self.target.location, self.frames_read, t, self._last_pts)
+            self._timestamps = False
+            return None
+        if self._last_pts is not None:
+            self._pts_step = t - self._last_pts
+        self._last_pts = t
+        return t
 
     def _read_live(self):
         """A frame, or None when ``read_timeout`` passes without one (the network reads are bounded
@@ -409,6 +438,13 @@ class CaptureSource(Source):
     def _close(self):
         if self._cap is not None:
             self._cap.release()
+
+
+def _backend(cap) -> Optional[str]:
+    try:
+        return cap.getBackendName()
+    except cv2.error:
+        return None
 
 
 @functools.lru_cache(maxsize=1)

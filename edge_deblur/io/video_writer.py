@@ -10,6 +10,8 @@
   ``fsync``-ed at every fragment start.
 * Every write error (a full disk, a vanished mount) is raised as ``SinkWriteError`` naming the
   file, the frame and what is safe on disk; nothing is ignored.
+* Frames are timed by the source's presentation timestamps when it has them (``write(frame, t)``;
+  MP4/MOV/Matroska; a variable frame rate video keeps its timing and duration), else at ``fps``.
 * The default codec is H.264 (``libx264``) at a CRF where the encoder keeps the model's output
   (see docs/RELIABILITY.md for the measured PSNR against the model's own frames).
 
@@ -23,7 +25,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -65,6 +69,11 @@ ALIASES = {
 }
 DEFAULT_CODEC = {".mp4": "h264", ".m4v": "h264", ".mov": "h264", ".mkv": "h264", ".avi": "mjpeg"}
 _FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+# containers that hold a time per frame (AVI has a frame rate only: it stays at the constant rate)
+_TIMED_FORMATS = ("mp4", "mov", "matroska")
+# the encoder's clock for frames timed by the source: fine enough for any source clock (a frame time
+# is off by 1/120000 s at most, never accumulated), and within MPEG-4 Part 2's limit of 65535
+TIMED_TIME_BASE = (1, 60000)
 # libx265 (the build in PyAV's wheels) corrupts its heap on narrow frames and aborts the process.
 # Measured through this writer (noise frames, yuv444p, preset veryfast, CRF 6): with glibc's malloc
 # checks every width up to 48 aborts (16x16, 34x18, 40x24, 48x16, 48x48, 32x96, 48x96), every width
@@ -175,9 +184,18 @@ class VideoWriter:
         self.fragments = 0
         self._synced_at = 0
         self._gop = max(1, int(self.fps * self.fragment_s))
+        self.timed = False            # frames timed by the source's timestamps (open(..., timed=True))
+        self._tick = Fraction(1, 1)   # the encoder's time base, seconds per tick
+        self._t0: Optional[float] = None
+        self._last_pts: Optional[int] = None
+        self._last_step: Optional[int] = None  # ticks between the last two frames
+        self._durations: dict = {}    # pts -> ticks to the next frame, set when that frame arrives
+        self._held: deque = deque()   # packets waiting for their frame's duration (the next frame's pts)
 
     # ---- opening -----------------------------------------------------------------------------
-    def open(self, w: int, h: int):
+    def open(self, w: int, h: int, timed: bool = False):
+        """Start the file for ``w`` x ``h`` frames. ``timed``: frames carry the source's timestamps
+        (``write(frame, t)``), kept where the container holds them (MP4/MOV/Matroska, not AVI)."""
         av = _av()
         check_frame_size(self.codec, w, h)  # before the file exists: a refused size leaves nothing behind
         opts = {"flush_packets": "1"}
@@ -198,6 +216,10 @@ class VideoWriter:
             rate = _rate(self.fps)
             s = self._container.add_stream(self.codec.encoder, rate=rate)
             s.width, s.height = w, h
+            self.timed = bool(timed) and self.format in _TIMED_FORMATS
+            # the encoder's clock: fine for the source's times, else one tick a frame (PyAV's default)
+            self._tick = Fraction(*TIMED_TIME_BASE) if self.timed else 1 / rate
+            s.codec_context.time_base = self._tick
             s.pix_fmt = self.codec.pix_fmt
             gop = self._gop
             s.codec_context.gop_size = gop
@@ -225,10 +247,15 @@ class VideoWriter:
         self.size = (w, h)
 
     # ---- writing -----------------------------------------------------------------------------
-    def write(self, bgr: np.ndarray):
+    def write(self, bgr: np.ndarray, t: Optional[float] = None):
+        """Encode one frame; ``t``: its presentation time in seconds on the source's clock (used
+        when the writer was opened ``timed``; the first frame is the video's start)."""
         av = _av()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-        frame.pts = self.frames_encoded
+        frame.pts = pts = self._next_pts(t)
+        if self._last_pts is not None:
+            self._durations[self._last_pts] = self._last_step = pts - self._last_pts
+        self._last_pts = pts
         try:
             packets = self._stream.encode(frame)
             self._mux(packets)
@@ -236,14 +263,43 @@ class VideoWriter:
             raise self._write_error(e, "writing frame %d" % self.frames_encoded) from e
         self.frames_encoded += 1
 
-    def _mux(self, packets):
-        for p in packets:
-            if p.is_keyframe and self.packets_muxed and self.packets_muxed - self._synced_at >= self._gop:
-                self._sync()  # the previous fragment is complete: make it durable
-                self._synced_at = self.packets_muxed
-                self.fragments += 1
-            self._container.mux(p)
-            self.packets_muxed += 1
+    def _step(self) -> int:
+        """One frame at ``fps``, in encoder ticks."""
+        return max(1, round(1 / (self.fps * self._tick)))
+
+    def _next_pts(self, t: Optional[float]) -> int:
+        """The frame's pts in encoder ticks: its time since the first frame (timed), else its
+        index at ``fps``; always after the previous frame's."""
+        step = self._step()
+        if self._last_pts is None:
+            self._t0 = t
+            return 0
+        if not self.timed:
+            return self._last_pts + step
+        if t is None or self._t0 is None:  # a frame without a time: one nominal frame on
+            return self._last_pts + step
+        return max(self._last_pts + 1, round((t - self._t0) / self._tick))
+
+    def _mux(self, packets, last_duration: Optional[int] = None):
+        """Mux encoded packets in order, each with its frame's duration (up to the next frame):
+        a packet waits until that frame is known; ``last_duration`` ends the video (finish)."""
+        self._held.extend(packets)
+        while self._held:
+            p = self._held[0]
+            d = self._durations.pop(p.pts, last_duration) if p.pts is not None else 0
+            if d is None:
+                return
+            if d:
+                p.duration = d
+            self._mux_packet(self._held.popleft())
+
+    def _mux_packet(self, p):
+        if p.is_keyframe and self.packets_muxed and self.packets_muxed - self._synced_at >= self._gop:
+            self._sync()  # the previous fragment is complete: make it durable
+            self._synced_at = self.packets_muxed
+            self.fragments += 1
+        self._container.mux(p)
+        self.packets_muxed += 1
 
     def _sync(self):
         f = self._file
@@ -273,7 +329,7 @@ class VideoWriter:
         if self._container is None:
             return
         try:
-            self._mux(self._stream.encode(None))
+            self._mux(self._stream.encode(None), last_duration=self._last_duration())
             self._container.close()
             self._container = None
             self._sync()
@@ -281,6 +337,13 @@ class VideoWriter:
             self._file = None
         except BaseException as e:
             raise self._write_error(e, "finishing the file") from e
+
+    def _last_duration(self) -> int:
+        """The last frame lasts as long as the one before it (a timed video ends one frame
+        interval after its last frame, as its source does), or one frame at ``fps``."""
+        if self.timed and self._last_step:
+            return self._last_step
+        return self._step()
 
     def _abandon(self):
         """Drop the container without more writes (after an error); the file keeps what it has."""
