@@ -235,3 +235,14 @@ def test_stream_paths_with_bang_self_overwrite_fps_inf_and_skipped_images(tmp_pa
     stats = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and stats["frames_out"] == 3
     assert stats["source"]["skipped"]["count"] == 1 and stats["source"]["skipped"]["first"][0].endswith("f3.png")
+
+
+@pytest.mark.parametrize("fps", ["0.0001", "0", "-5", "nan", "1e6"])
+def test_stream_refuses_an_fps_out_of_range(tmp_path, fps, capsys):
+    """--fps 0.0001 was accepted and the video written at 24 fps (its rate rounded to 0, which
+    FFmpeg replaces by 24): refused before anything opens, naming the value and the range."""
+    src = make_video(tmp_path / "in.avi", n=2)
+    rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "o.mp4"), "--fps", fps], capsys)
+    assert rc == 2 and f"got {float(fps)!r}" in err and "from 0.001 to 1000 frames per second" in err, err
+    assert not list(tmp_path.glob("*o.*"))
+

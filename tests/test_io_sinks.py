@@ -182,3 +182,22 @@ def test_h264_in_avi_keeps_its_timestamps_in_order(tmp_path):
     with av.open(str(tmp_path / "o.avi")) as c:
         times = [float(f.time) for f in c.decode(c.streams.video[0])]
     assert len(times) == 24 and times == sorted(times)
+
+
+def test_video_rate_is_honoured_across_its_range_and_refused_outside(tmp_path):
+    """A rate of 0.0001 fps was rounded to 0 and FFmpeg wrote 24 fps in its place."""
+    av = pytest.importorskip("av")
+    from edge_deblur.errors import InputError
+
+    for fps in (0.001, 1000.0):
+        dst = tmp_path / f"r{fps:g}.mp4"
+        with open_sink(str(dst), StreamOptions(fps=fps)) as sink:
+            for i in range(3):
+                sink.write(numbered_frame(i), FrameMeta(i))
+        with av.open(str(dst)) as c:
+            times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+        assert times == pytest.approx([0, 1 / fps, 2 / fps]), fps
+    with pytest.raises(InputError, match=r"from 0.001 to 1000 frames per second .* got 0.0001"):
+        open_sink(str(tmp_path / "slow.mp4"), StreamOptions(), fps=0.0001)
+    with pytest.raises(InputError, match="got 0.0001"):
+        StreamOptions(fps=0.0001).validate()

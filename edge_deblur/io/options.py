@@ -12,6 +12,22 @@ from typing import Any, Callable, Optional, Union
 from ..errors import InputError
 
 DROP_POLICIES = ("auto", "oldest", "newest", "never")
+# --fps: one frame every 1000 s (a time lapse) up to a high-speed camera's 1000 frames per second.
+# The video writer keeps rates in this range to 0.1 % or better (video_writer._rate); further out
+# a rate was rounded to 0 and FFmpeg wrote 24 fps in its place.
+FPS_RANGE = (0.001, 1000.0)
+
+
+def check_fps(fps, what: str = "fps") -> float:
+    """``fps`` as a float, or InputError naming the value and the accepted range."""
+    lo, hi = FPS_RANGE
+    ok = isinstance(fps, (int, float)) and not isinstance(fps, bool) and lo <= fps <= hi  # NaN fails too
+    if not ok:
+        raise InputError(
+            f"{what} must be a finite number from {lo:g} to {hi:g} frames per second (e.g. 30), got {fps!r}; "
+            "leave it out to keep the source's own rate and timing"
+        )
+    return float(fps)
 
 
 @dataclass
@@ -57,8 +73,8 @@ class StreamOptions:
             raise InputError(
                 f"give both width and height or neither (got width={self.width}, height={self.height})"
             )
-        if self.fps is not None and not 0 < self.fps < float("inf"):
-            raise InputError(f"fps must be a finite number > 0 (frames per second, e.g. 30), got {self.fps!r}")
+        if self.fps is not None:
+            check_fps(self.fps)
         if not isinstance(self.loop, int) or self.loop < -1:
             raise InputError(f"loop must be -1 (forever), 0 or a positive count, got {self.loop!r}")
         if not isinstance(self.queue_size, int) or self.queue_size < 1:
@@ -124,7 +140,8 @@ class StreamOptions:
                                 "everything up to the last fragment (default 2)")
         parser.add_argument("--width", type=int, help="requested capture width (cameras; other sources are resized)")
         parser.add_argument("--height", type=int, help="requested capture height")
-        parser.add_argument("--fps", type=float, help="requested camera rate; playback rate of a file with --live; output video rate")
+        parser.add_argument("--fps", type=float, help="requested camera rate; playback rate of a file with --live; output video rate "
+                            "(0.001 to 1000; without it a video keeps its source's frame times)")
         parser.add_argument("--loop", type=int, default=0, help="play a file this many extra times (-1: forever)")
         live = parser.add_mutually_exclusive_group()
         live.add_argument("--live", dest="live", action="store_true", default=None,

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..errors import SourceError, SourceLostError
-from .options import StreamOptions
+from .options import FPS_RANGE, StreamOptions
 from .reconnect import ReconnectPolicy, ReconnectStats, reconnect
 from .redact import redact
 from .uri import IMAGE_EXTS, Target, list_images, parse_source
@@ -265,7 +265,7 @@ class CaptureSource(Source):
         # timestamp (best effort pts x time_base, from the stream's start) as CAP_PROP_POS_MSEC
         self._timestamps = kind == "video" and _backend(self._cap) == "FFMPEG"
         fps = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        self.fps = float(fps) if fps and FPS_RANGE[0] <= fps <= FPS_RANGE[1] else None
         if kind in ("video", "network"):
             n = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.frame_count = int(n) if n and 0 < n < 1e9 else None

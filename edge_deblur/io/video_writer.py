@@ -34,6 +34,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import DependencyError, SinkWriteError, SourceError
+from .options import check_fps
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class VideoWriter:
         self.path = Path(path)
         self.format, self.quality = check_video_settings(ext, codec, quality)
         self.codec = codec
-        self.fps = float(fps)
+        self.fps = check_fps(fps)
         self.fragment_s = float(fragment_s)
         self._opener = opener or _open_file
         self._file = None
