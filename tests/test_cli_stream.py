@@ -246,3 +246,9 @@ def test_stream_refuses_an_fps_out_of_range(tmp_path, fps, capsys):
     assert rc == 2 and f"got {float(fps)!r}" in err and "from 0.001 to 1000 frames per second" in err, err
     assert not list(tmp_path.glob("*o.*"))
 
+
+def test_stream_negative_camera_index_is_a_clear_error(capsys):
+    rc, _, err = run_cli(["stream", "--camera", "-1"], capsys)
+    assert rc == 2
+    assert "--camera -1 is not a camera index: indexes count from 0" in err, err
+    assert "--source URI" in err and "list the devices" in err

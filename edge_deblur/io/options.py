@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -179,5 +180,13 @@ class StreamOptions:
         camera = getattr(args, "camera", None)
         if camera is not None:
             camera = str(camera).strip()
+            if re.fullmatch(r"[+-]?\d+", camera) and int(camera) < 0:
+                from .sources import cameras_hint
+
+                raise InputError(
+                    f"--camera {camera} is not a camera index: indexes count from 0 (the first camera); "
+                    f"{cameras_hint()}; list the devices with `v4l2-ctl --list-devices` (or ls /dev/video*), "
+                    "or give another source with --source URI (/dev/videoN, csi://N, rtsp://..., a file)"
+                )
             kw["source"] = f"camera://{camera}" if camera.isdigit() else camera  # also /dev/videoN, csi://N
         return cls(**kw).validate()

@@ -96,7 +96,8 @@ def list_cameras() -> list[str]:
     return sorted(glob.glob("/dev/video*"), key=lambda p: int(p[len("/dev/video"):]) if p[len("/dev/video"):].isdigit() else 0)
 
 
-def _cameras_hint() -> str:
+def cameras_hint() -> str:
+    """The cameras present, for messages about a camera that cannot be opened."""
     cams = list_cameras()
     if sys.platform.startswith("linux"):
         return f"cameras present: {', '.join(cams)}" if cams else "no /dev/video* devices are present"
@@ -292,7 +293,7 @@ class CaptureSource(Source):
         if t.kind in ("camera", "v4l2"):
             api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
             if t.kind == "v4l2" and not os.path.exists(t.location):
-                raise SourceError(f"V4L2 device {t.location} does not exist; {_cameras_hint()}")
+                raise SourceError(f"V4L2 device {t.location} does not exist; {cameras_hint()}")
             cap = cv2.VideoCapture(t.index if t.index is not None else t.location, api)
             if cap.isOpened():
                 if o.width and o.height:
@@ -323,9 +324,9 @@ class CaptureSource(Source):
     def _open_failed_message(self) -> str:
         t = self.target
         if t.kind == "camera":
-            return f"cannot open camera {t.index}; {_cameras_hint()}"
+            return f"cannot open camera {t.index}; {cameras_hint()}"
         if t.kind == "v4l2":
-            return f"cannot open V4L2 device {t.location} (busy, or not a capture device?); {_cameras_hint()}"
+            return f"cannot open V4L2 device {t.location} (busy, or not a capture device?); {cameras_hint()}"
         if t.kind in ("gstreamer", "csi"):
             return f"GStreamer could not start the pipeline for {self._what()}; test it with gst-launch-1.0"
         if t.kind == "network":
@@ -341,7 +342,7 @@ class CaptureSource(Source):
         if t.kind == "video":
             return f"video {t.location!r} opened but no frame could be decoded (empty, corrupt or truncated file)"
         if t.kind in ("camera", "v4l2", "csi"):
-            return f"{self._what()} opened but delivered no frame; is it in use by another program? {_cameras_hint()}"
+            return f"{self._what()} opened but delivered no frame; is it in use by another program? {cameras_hint()}"
         return f"{self._what()} opened but delivered no frame"
 
     def _read(self):
