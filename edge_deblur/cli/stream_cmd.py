@@ -39,7 +39,7 @@ def add_arguments(p):
 def run(args) -> int:
     from ..errors import EdgeDeblurError
     from ..io.options import StreamOptions
-    from ..runtime.pipeline import format_stats, open_processor, run_stream
+    from ..runtime.pipeline import format_stats, open_processor, plan_schedule, run_stream
 
     opts = StreamOptions.from_args(args)
     if opts.source is None:
@@ -71,6 +71,10 @@ def run(args) -> int:
     if isinstance(opts.source, list):
         from .multicam_run import run_cameras
 
+        if opts.slots is not None:
+            log.info("--slots %d: several sources run batched through one model call at a time; --slots applies "
+                     "to one source", opts.slots)
+
         return run_cameras(args, opts, kwargs, _Signals)
 
     with _Signals() as sig:
@@ -98,9 +102,12 @@ def run(args) -> int:
             raise
         try:
             info = getattr(processor, "info", {}) or {}
-            log.info("stream: %s -> %s | model %s (%s) | %s", source.uri, ", ".join(s.uri for s in sinks),
+            schedule, slots, _ = plan_schedule(processor, opts.slots)  # (why not: the pipeline logs it for --slots >= 2)
+            log.info("stream: %s -> %s | model %s (%s) | %s | %s", source.uri, ", ".join(s.uri for s in sinks),
                      info.get("name") or info.get("model"), info.get("backend"),
-                     "live: drops the oldest frame when behind" if source.live else "file: no drops")
+                     "live: drops the oldest frame when behind" if source.live else "file: no drops",
+                     f"schedule slots: {slots} frames in flight (double buffering)" if schedule == "slots"
+                     else "schedule sync: one frame at a time")
             failure = None
             try:
                 stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,

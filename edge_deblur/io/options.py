@@ -17,6 +17,21 @@ DROP_POLICIES = ("auto", "oldest", "newest", "never")
 # The video writer keeps rates in this range to 0.1 % or better (video_writer._rate); further out
 # a rate was rounded to 0 and FFmpeg wrote 24 fps in its place.
 FPS_RANGE = (0.001, 1000.0)
+# frames in flight through the model where the backend has a slot pipeline (TensorRT, torch-cuda):
+# 2 = double buffering. The runtime profiles' pipeline.slots defaults to the same value.
+DEFAULT_SLOTS = 2
+
+
+def check_slots_option(slots) -> Optional[int]:
+    """``slots`` (None: the default) as given, or InputError naming the value and the way out."""
+    if slots is None:
+        return None
+    if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+        raise InputError(
+            f"slots must be a whole number >= 1 (frames in flight through the model), got {slots!r}; use --slots 2 "
+            "(double buffering on the TensorRT and torch-cuda backends, the default) or --slots 1 (one frame at a time)"
+        )
+    return slots
 
 
 def check_fps(fps, what: str = "fps") -> float:
@@ -59,6 +74,9 @@ class StreamOptions:
     fragment_s: float = 2.0               # output video: a fragment (what survives a crash) at least every this many seconds
     stats_every: int = 0                  # report stats every N output frames (0: only at the end)
     max_frames: int = 0                   # stop after this many frames through the model (0: no limit)
+    slots: Optional[int] = None           # frames in flight on a backend with a slot pipeline (TensorRT, torch-cuda);
+                                          # None: DEFAULT_SLOTS (2, double buffering); 1: one frame at a time.
+                                          # Other backends (ONNX Runtime, torch on the CPU) always run one at a time
     open_timeout: float = 10.0            # seconds to open a source and get its first frame
     read_timeout: float = 5.0             # live sources: a stall after this long without a frame (then reconnect)
     reconnect: int = 5                    # live sources: reconnect attempts after a stall or error (0: none, -1: forever)
@@ -100,6 +118,7 @@ class StreamOptions:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+        check_slots_option(self.slots)
         for name in ("open_timeout", "read_timeout"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < float("inf")):
@@ -155,6 +174,10 @@ class StreamOptions:
                             "(auto: oldest for live sources, never for files)")
         parser.add_argument("--stats-every", type=int, default=0, metavar="N", help="report stats every N output frames")
         parser.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N frames (0: no limit)")
+        parser.add_argument("--slots", type=int, default=None, metavar="N",
+                            help="frames in flight through the model on the TensorRT and torch-cuda backends (default "
+                            f"{DEFAULT_SLOTS}: double buffering, upload/download of neighbouring frames overlap the model; "
+                            "1: one frame at a time); other backends run one frame at a time")
         parser.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
                             help="seconds to open the source and read its first frame (default 10)")
         parser.add_argument("--read-timeout", type=float, default=5.0, metavar="S",

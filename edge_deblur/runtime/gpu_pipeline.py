@@ -132,9 +132,9 @@ class SlotScheduler:
         from .stream_state import DEFAULT_SCENE_CUT, SceneCutDetector
 
         check_slots(executor.slots)
-        recurrent = bool(getattr(getattr(executor, "backend", None), "state_specs", None))
+        self.recurrent = bool(getattr(getattr(executor, "backend", None), "state_specs", None))
         threshold = DEFAULT_SCENE_CUT if scene_cut is None else scene_cut
-        self._cuts = SceneCutDetector(threshold) if recurrent and threshold else None
+        self._cuts = SceneCutDetector(threshold) if self.recurrent and threshold else None
         self.scene_cuts = 0
         self.ex = executor
         self.slots = executor.slots
@@ -146,9 +146,31 @@ class SlotScheduler:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def set_scene_cut(self, threshold: float | None) -> None:
+        """Change the scene-cut threshold of a recurrent backend's detector (None or 0: off);
+        ``backend.pipeline()`` makes the scheduler with the default one."""
+        from .stream_state import SceneCutDetector
+
+        self._cuts = SceneCutDetector(threshold) if self.recurrent and threshold else None
+
+    @property
+    def scene_cut(self) -> float | None:
+        return self._cuts.threshold if self._cuts is not None else None
+
+    @property
+    def last_scene_score(self) -> float | None:
+        """The histogram distance of the last frame submitted to the one before (None: none, or off)."""
+        return self._cuts.last_score if self._cuts is not None else None
+
     def _collect_oldest(self):
         _, slot = self._pending.popleft()
         return self.ex.collect(slot)
+
+    def collect_oldest(self):
+        """Block until the oldest frame in flight is done and return its output (None when no
+        frame is in flight). A live stream calls it when no new frame is waiting, so that an
+        output is not held back until the next frame needs its slot."""
+        return self._collect_oldest() if self._pending else None
 
     def submit(self, frame: np.ndarray, reset: bool = False) -> list:
         """Enqueue one frame; return the outputs that had to be collected to free its slot."""

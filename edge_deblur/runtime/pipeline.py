@@ -18,6 +18,22 @@ writing overlap with inference (ONNX Runtime and OpenCV release the GIL).
   still deblurred and written (to the outputs that still work), then the error is raised; a live
   source that is lost ends with ``stopped_by: source_lost``. ``stats()`` carries the error.
 
+Double buffering: when the processor's backend offers a slot pipeline (``backend.pipeline(slots=,
+rgb=)``: TensorRT, torch-cuda), ``options.slots`` >= 2 (the default, 2) and no tiling is asked
+for, the inference stage runs the backend's :class:`~.gpu_pipeline.SlotScheduler`: the infer
+thread submits the raw uint8 frames, up to ``slots`` of them are in flight (frame N+1 uploads and
+N-1 downloads while N computes), pre/post-processing happen inside the executor (on the GPU) and
+the CPU preprocess/postprocess stages pass those frames through. Outputs come back in capture
+order, each with its frame's metadata (a FIFO beside the scheduler); the frames in flight are
+flushed at the end of the stream and on ``stop()``; a live stream collects the oldest in-flight
+frame whenever no new frame is waiting, so no output waits for the next capture. A recurrent
+model's state stays on the device; the first frame after a restart (a looped file, a reconnect)
+resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
+executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
+Other backends (ONNX Runtime, torch on the CPU) and ``slots=1`` run one frame at a time as
+below. ``stats()["schedule"]`` says which ran (``"slots"`` / ``"sync"``) and ``["slots"]`` how
+many frames were in flight at most.
+
 The processor is a ``Deblurrer`` or any callable ``frame -> frame``. When it exposes the stages
 separately (``preprocess(frame) -> (x, ctx)``, ``infer_tensor(x) -> y`` (or ``infer``),
 ``postprocess(y, ctx) -> frame``, as ``Deblurrer`` does)
@@ -28,14 +44,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..metrics.latency import LatencyStats
-from ..errors import InputError, SourceLostError
-from ..io.options import StreamOptions
+from ..errors import EdgeDeblurError, InputError, SourceLostError
+from ..io.options import DEFAULT_SLOTS, StreamOptions
 from ..io.redact import redact
 from ..io.sinks import Sink, check_frames_fit, open_sink
 from ..io.sources import Source, open_source
@@ -44,6 +60,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("capture", "preprocess", "infer", "postprocess", "write", "latency")
 _END = object()
+_FINAL = object()  # the ctx of an output that is already a frame (the slot schedule post-processed it)
 
 
 class StageTimes(LatencyStats):
@@ -119,6 +136,103 @@ def _stage_api(proc) -> Optional[tuple[Callable, Callable, Callable]]:
     return None
 
 
+def plan_schedule(processor, slots: Optional[int] = None) -> tuple[str, int, Optional[str]]:
+    """``("slots", n, None)`` when ``processor`` (a Deblurrer) can run through its backend's slot
+    pipeline with ``slots`` (None: the default, 2) frames in flight; otherwise ``("sync", 1, why)``."""
+    n = DEFAULT_SLOTS if slots is None else int(slots)
+    backend = getattr(processor, "backend", None)
+    name = getattr(backend, "name", None) or type(backend).__name__
+    if n < 2:
+        return "sync", 1, f"slots={n}: one frame at a time"
+    if backend is None or _stage_api(processor) is None:
+        return "sync", 1, "the processor has no backend to double-buffer (not a Deblurrer)"
+    if not callable(getattr(backend, "pipeline", None)):
+        return "sync", 1, (f"the {name} backend has no slot pipeline (the tensorrt and torch-cuda backends have one); "
+                           "it runs one frame at a time")
+    if getattr(processor, "tile", None) is not None:
+        return "sync", 1, "tiled frames (--tile) run one frame at a time"
+    return "slots", n, None
+
+
+class _SlotRun:
+    """The inference stage on the backend's slot scheduler (see the module docstring): raw frames
+    in, output frames out, oldest first, each paired with its frame's metadata; the reasons the
+    recurrent state was reset are counted as ``StreamState`` counts them."""
+
+    def __init__(self, processor, slots: int):
+        self.processor = processor
+        self.sched = processor.backend.pipeline(slots=slots, rgb=bool(getattr(processor, "rgb", False)))
+        if hasattr(processor, "scene_cut"):  # the Deblurrer's threshold (None: off), not the scheduler's default
+            self.sched.set_scene_cut(processor.scene_cut)
+        self.slots = self.sched.slots
+        self.stride = int(getattr(processor, "stride", 1) or 1)
+        self.meta: deque = deque()  # (meta, submit time) of the frames in flight, oldest first
+        self.frames = 0
+        self.resets: Counter = Counter()
+        self._key = None
+        self._fresh: Optional[str] = "start"  # the next frame starts a new state, counted under this reason
+
+    @property
+    def in_flight(self) -> int:
+        return self.sched.in_flight
+
+    @staticmethod
+    def accepts(frame) -> bool:
+        return isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+
+    def warmup(self, height: int, width: int):
+        """One black frame through the slots (allocations, kernels); the next frame starts afresh."""
+        self.sched.submit(np.zeros((height, width, 3), np.uint8), reset=True)
+        self.sched.flush()
+        self._fresh, self._key = "start", None
+
+    def fresh(self, reason: str):
+        self._fresh = reason
+
+    def submit(self, frame: np.ndarray, meta) -> list:
+        """Enqueue ``frame``; return the ``(meta, output, in-flight ms)`` collected to free its slot."""
+        out = []
+        while self.sched.in_flight >= self.sched.slots:  # collected here, so a failing submit loses no output
+            out.append(self.collect())
+        h, w = frame.shape[:2]
+        key = (-(-h // self.stride), -(-w // self.stride))
+        reason = ("restart" if getattr(meta, "restart", False) else self._fresh
+                  or ("size" if self._key is not None and key != self._key else None))
+        self.sched.submit(frame, reset=reason is not None)
+        self.meta.append((meta, time.perf_counter()))
+        self._key, self._fresh = key, None
+        self.frames += 1
+        if reason is not None:
+            self.resets[reason] += 1
+        return out
+
+    def collect(self):
+        """``(meta, output, in-flight ms)`` of the oldest frame in flight (its exception, if it failed)."""
+        meta, t0 = self.meta.popleft()  # with the frame: a failed frame takes its metadata along
+        y = self.sched.collect_oldest()
+        return meta, y, (time.perf_counter() - t0) * 1e3
+
+    def state_stats(self, sync: Optional[dict] = None) -> dict:
+        """As ``Deblurrer.state_stats()``, for the frames that ran here plus ``sync`` (the
+        Deblurrer's own, for frames that ran its synchronous stages)."""
+        if not self.sched.recurrent:
+            return sync or {"kind": "image"}
+        from .stream_state import RESET_REASONS
+
+        resets = Counter(self.resets)
+        resets["scene_cut"] += self.sched.scene_cuts
+        frames = self.frames
+        if sync and sync.get("kind") == "recurrent":
+            frames += int(sync.get("frames") or 0)
+            resets.update({k: int(v) for k, v in (sync.get("resets") or {}).items()})
+        return {"kind": "recurrent", "frames": frames, "resets": {r: int(resets.get(r, 0)) for r in RESET_REASONS},
+                "scene_cuts": int(resets.get("scene_cut", 0)), "scene_cut_threshold": self.sched.scene_cut,
+                "last_scene_score": self.sched.last_scene_score}
+
+    def close(self):
+        self.sched.ex.close()
+
+
 class Pipeline:
     """Run ``processor`` over ``source`` into ``sinks`` with overlapped stages.
 
@@ -144,6 +258,11 @@ class Pipeline:
         self._reset = getattr(processor, "reset", None) if callable(getattr(processor, "state_stats", None)) else None
         self.on_stats = on_stats
         self.on_frame = on_frame
+        self.schedule, self.slots, self.schedule_reason = plan_schedule(processor, self.options.slots)
+        if self.schedule == "sync" and (self.options.slots or 0) >= 2:  # asked for explicitly: say why not
+            log.info("slots=%d: %s", self.options.slots, self.schedule_reason)
+        self._slot_run: Optional[_SlotRun] = None
+        self._infer_busy_ms = 0.0  # slot schedule: time the infer thread waited on the device
         self._do_warmup = warmup
         # False: a run that ends early (signal, error) leaves video outputs under their hidden
         # partial name instead of publishing a truncated file under the final name (deblur of files)
@@ -257,7 +376,7 @@ class Pipeline:
                 frame, meta = item
                 with self._lock:
                     self._taken += 1
-                if self._stages is not None:
+                if self._stages is not None and self._slot_run is None:
                     t0 = time.perf_counter()
                     x, ctx = self._stages[0](frame)
                     self.times.add("preprocess", (time.perf_counter() - t0) * 1e3)
@@ -300,6 +419,76 @@ class Pipeline:
             self._slot.release()
             self._out_q.close()
 
+    def _emit(self, meta, frame, infer_ms: Optional[float] = None):
+        """Hand a finished output frame (slot schedule) to the writer."""
+        if infer_ms is not None:
+            self.times.add("infer", infer_ms)
+        with self._lock:
+            self._processed += 1
+        self._out_q.put((meta, frame, _FINAL))
+
+    def _slot_collect(self, run: "_SlotRun"):
+        t0 = time.perf_counter()
+        try:
+            meta, y, ms = run.collect()
+        finally:
+            self._infer_busy_ms += (time.perf_counter() - t0) * 1e3
+        self._emit(meta, y, ms)
+
+    def _infer_loop_slots(self):
+        """The infer stage on the backend's slot scheduler (see the module docstring)."""
+        run = self._slot_run
+        try:
+            while True:
+                if self.live and run.in_flight and not len(self._infer_q) and not self._abort.is_set():
+                    self._slot_collect(run)  # no frame waiting: hand the oldest output on now, not at the next capture
+                    continue
+                item = self._infer_q.get()
+                if not self.live:
+                    self._slot.release()  # files: the next frame is fetched while these are in flight
+                if item is _END or self._abort.is_set():
+                    return
+                meta, frame, _ = item
+                if run.accepts(frame):
+                    t0 = time.perf_counter()
+                    try:
+                        ready = run.submit(frame, meta)
+                    finally:
+                        self._infer_busy_ms += (time.perf_counter() - t0) * 1e3
+                    for m, y, ms in ready:
+                        self._emit(m, y, ms)
+                else:  # a frame the executor does not take (uint16, gray, BGRA): the synchronous stages, in order
+                    while run.in_flight:
+                        self._slot_collect(run)
+                    if getattr(meta, "restart", False) and self._reset is not None:
+                        self._reset("restart")
+                    pre, inf, post = self._stages
+                    t0 = time.perf_counter()
+                    x, ctx = pre(frame)
+                    y = inf(x)
+                    ms = (time.perf_counter() - t0) * 1e3
+                    self._infer_busy_ms += ms
+                    self._emit(meta, post(y, ctx), ms)
+                    run.fresh("size")  # the state on the device does not carry across the other path
+                if self.live:
+                    self._slot.release()  # live: the next (freshest) frame is picked once this one is in flight
+        except BaseException as e:  # noqa: BLE001
+            self._fail(e, drain=True)  # frames the model already finished are still written
+        finally:
+            try:
+                while run.in_flight and not self._abort.is_set():  # the end, stop() or an error: flush
+                    try:
+                        self._slot_collect(run)
+                    except BaseException as e:  # noqa: BLE001 - that frame is lost; the others still come
+                        self._fail(e, drain=True)
+            finally:
+                try:
+                    run.close()
+                except BaseException as e:  # noqa: BLE001
+                    self._fail(e, drain=True)
+                self._slot.release()
+                self._out_q.close()
+
     def _write_loop(self):
         every = self.options.stats_every
         try:
@@ -308,7 +497,9 @@ class Pipeline:
                 if item is _END or self._abort.is_set():
                     break
                 meta, y, ctx = item
-                if self._stages is not None:
+                if ctx is _FINAL:
+                    frame = y
+                elif self._stages is not None:
                     t0 = time.perf_counter()
                     frame = self._stages[2](y, ctx)
                     self.times.add("postprocess", (time.perf_counter() - t0) * 1e3)
@@ -357,6 +548,9 @@ class Pipeline:
         if not self._do_warmup or self.source.size is None:
             return
         w, h = self.source.size
+        if self._slot_run is not None:
+            self._slot_run.warmup(h, w)  # the slots' own buffers and context; the sync path is not used
+            return
         fn = getattr(self.processor, "warmup", None)
         if callable(fn):
             fn(h, w)
@@ -375,13 +569,26 @@ class Pipeline:
         if self._started:
             raise RuntimeError("a Pipeline runs once; make a new one")
         self._started = True
-        self._warmup()
+        if self.schedule == "slots":
+            try:
+                self._slot_run = _SlotRun(self.processor, self.slots)
+            except EdgeDeblurError as e:
+                self.schedule, self.slots = "sync", 1
+                self.schedule_reason = f"the slot pipeline could not be made ({e}); one frame at a time"
+                log.warning("%s", self.schedule_reason)
+        try:
+            self._warmup()
+        except BaseException:
+            if self._slot_run is not None:
+                self._slot_run.close()
+            raise
         self._cap_q = _Channel(self.options.queue_size, self.drop_policy, self._abort, stop=self._stop_capture)
         self._infer_q = _Channel(1, "never", self._abort)
         self._out_q = _Channel(2, "never", self._abort)
         self._slot = threading.Semaphore(1)
         self._t_start = time.perf_counter()
-        for name, fn in (("capture", self._capture_loop), ("preprocess", self._pre_loop), ("infer", self._infer_loop)):
+        infer = self._infer_loop_slots if self._slot_run is not None else self._infer_loop
+        for name, fn in (("capture", self._capture_loop), ("preprocess", self._pre_loop), ("infer", infer)):
             t = threading.Thread(target=fn, name=f"edge-deblur-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -486,13 +693,19 @@ class Pipeline:
             "dropped": dropped,
             "elapsed_s": round(elapsed, 3),
             # share of the streaming time the model was busy: < 1 means inference waited for frames
-            "infer_utilization": round(min(1.0, self.times.total_ms("infer") / (active * 1e3)), 3) if active > 0 else None,
+            # (slot schedule: the time the infer thread waited on the device)
+            "infer_utilization": round(min(1.0, (self._infer_busy_ms if self._slot_run is not None
+                                                 else self.times.total_ms("infer")) / (active * 1e3)), 3)
+            if active > 0 else None,
             "latency_ms_p50": lat["p50"],
             "latency_ms_p95": lat["p95"],
             "latency_ms_p99": lat["p99"],
             "stages": {k: v for k, v in stages.items() if k != "latency"},
             "live": self.live,
             "drop_policy": self.drop_policy,
+            "schedule": self.schedule,  # "slots": the backend's double-buffered slot pipeline; "sync": one at a time
+            "slots": self.slots,        # frames in flight through the model at most
+            "schedule_reason": self.schedule_reason,  # why "sync" (None for "slots")
             "size": f"{size[0]}x{size[1]}" if size else None,
             "source": self.source.describe(),
             "outputs": [s.describe() for s in self.sinks],
@@ -500,11 +713,16 @@ class Pipeline:
             "error": redact(str(self._error)) if self._error is not None else None,
         }
         state_stats = getattr(self.processor, "state_stats", None)
+        run = self._slot_run
         if callable(state_stats):  # image or recurrent model; resets of the state by reason, scene cuts
-            out["state"] = state_stats()
+            out["state"] = state_stats() if run is None else run.state_stats(state_stats())
+        elif run is not None:
+            out["state"] = run.state_stats()
         guard = getattr(self.processor, "guard_stats", None)
         if callable(guard):
             out["model_output"] = guard()
+            if run is not None:  # converted to uint8 inside the slot pipeline: not checked for NaN/Inf
+                out["model_output"]["unchecked_frames"] = run.frames
         return out
 
     def _interval_stats(self, n: int, now: float) -> dict:

@@ -1,0 +1,307 @@
+"""The stream's inference stage on the backend's slot scheduler (double buffering), on the CPU:
+a fake backend whose ``pipeline(slots, rgb)`` is ``schedule(CpuSlotExecutor(...))`` (worker
+threads stand in for CUDA streams), and the TensorRT backend over the fake TensorRT of
+tests/trt_fakes.py. Checks that a stream through the slots gives the synchronous path's frames,
+in order, with their metadata (also when stopped midway: the frames in flight are flushed), that
+a recurrent state is reset on a loop restart, that a live stream hands outputs on without waiting
+for the next frame, and the ``--slots`` option (0: an error; ONNX Runtime: synchronous)."""
+import json
+import logging
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_deblur.cli import main
+from edge_deblur.errors import InputError
+from edge_deblur.io import StreamOptions
+from edge_deblur.runtime.backends.base import Backend
+from edge_deblur.runtime.deblurrer import Deblurrer
+from edge_deblur.runtime.gpu_pipeline import CpuSlotExecutor, schedule
+from edge_deblur.runtime.pipeline import Pipeline, run_stream
+
+from video_helpers import make_video, numbered_frame
+
+
+class SlotInvert(Backend):
+    """y = 1 - x (stride 4), with a random nap per call so that a schedule that reorders shows it;
+    ``pipeline()`` as the GPU backends offer it, run on CPU worker threads."""
+
+    name = "fake-slots"
+
+    def __init__(self, nap=(0.0, 0.004), seed=0):
+        super().__init__()
+        self.stride = 4
+        self.nap = nap
+        self.rng = random.Random(seed)
+        self.pipelines = []
+        self.infer_threads = set()
+
+    def infer(self, x):
+        self.infer_threads.add(threading.current_thread().name)
+        time.sleep(self.rng.uniform(*self.nap))
+        return (1.0 - x).astype(np.float32)
+
+    def pipeline(self, slots=2, rgb=False):
+        sched = schedule(CpuSlotExecutor(self, slots=slots, rgb=rgb))
+        self.pipelines.append(sched)
+        return sched
+
+
+class SlotCounter(SlotInvert):
+    """A recurrent model: the state counts the frames since the last reset, and the output
+    carries the count (y = x / 2 + count / 255), so a reset shows in the frames."""
+
+    name = "fake-slots-rnn"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.state_specs = [{"input": "state_in", "output": "state_out", "channels": 1, "scale": 4, "rank": 4}]
+        self.seen = []
+
+    def zero_state(self, n, h, w):
+        return {"state_in": np.zeros((n, 1, h // 4, w // 4), np.float32)}
+
+    def infer_state(self, x, state):
+        time.sleep(self.rng.uniform(*self.nap))
+        k = float(state["state_in"].flat[0])
+        self.seen.append(int(k))
+        y = (x * 0.5 + k / 255.0).astype(np.float32)
+        return y, {"state_in": state["state_in"] + 1.0}
+
+
+def run(backend_or_deblurrer, source, slots, warmup=True, **opts):
+    d = backend_or_deblurrer if isinstance(backend_or_deblurrer, Deblurrer) else Deblurrer(backend_or_deblurrer)
+    got = []
+    stats = Pipeline(d, source, lambda f, m: got.append((f, m)), StreamOptions(slots=slots, **opts),
+                     warmup=warmup).run()
+    return got, stats
+
+
+def same_frames(a, b):
+    assert len(a) == len(b)
+    for (fa, ma), (fb, mb) in zip(a, b):
+        assert (ma.index, ma.name, ma.pts, ma.restart) == (mb.index, mb.name, mb.pts, mb.restart)
+        assert fa.shape == fb.shape and fa.dtype == fb.dtype and np.array_equal(fa, fb), ma.index
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_a_stream_through_the_slots_equals_the_synchronous_stream(tmp_path, slots):
+    src = make_video(tmp_path / "clip.avi", n=14, w=62, h=46)  # padded to the stride and cropped back
+    b = SlotInvert()
+    got, stats = run(b, str(src), slots)
+    assert len(b.pipelines) == 1 and b.pipelines[0].slots == slots  # the stream ran the backend's scheduler
+    assert any(t.startswith("slot") for t in b.infer_threads)        # on the executor's slot threads
+    assert stats["schedule"] == "slots" and stats["slots"] == slots and stats["schedule_reason"] is None
+    want, sync = run(SlotInvert(), str(src), 1)
+    assert sync["schedule"] == "sync" and sync["slots"] == 1 and "slots=1" in sync["schedule_reason"]
+    same_frames(got, want)
+    assert [m.index for _, m in got] == list(range(14))
+    assert stats["frames_in"] == stats["frames_processed"] == stats["frames_out"] == 14
+    assert stats["state"] == {"kind": "image"}
+    assert stats["model_output"]["unchecked_frames"] == 14
+    # pre/post-processing ran inside the executor: the CPU stages passed the frames through
+    assert "infer" in stats["stages"] and "preprocess" not in stats["stages"] and "postprocess" not in stats["stages"]
+
+
+def test_stopped_midway_the_frames_in_flight_are_flushed(tmp_path):
+    src = make_video(tmp_path / "clip.avi", n=40)
+    d = Deblurrer(SlotInvert(nap=(0.01, 0.02)))
+    got = []
+    pipe = None
+
+    def sink(f, m):
+        got.append((f, m))
+        if len(got) == 3:
+            pipe.stop()  # as Ctrl-C does: capture ends, the frames in flight finish
+
+    pipe = Pipeline(d, str(src), sink, StreamOptions(slots=2))
+    stats = pipe.run()
+    assert stats["schedule"] == "slots" and stats["stopped_by"] == "stop"
+    n = len(got)
+    assert 3 < n < 40  # frames were in flight when it stopped, and they were written
+    assert stats["frames_in"] == stats["frames_processed"] == stats["frames_out"] == n
+    want, _ = run(SlotInvert(nap=(0, 0)), str(src), 1, max_frames=n)
+    same_frames(got, want)
+
+
+def test_frames_the_executor_does_not_take_run_the_synchronous_stages_in_order():
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(6)]
+    frames[2] = rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)
+    frames[4] = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    got, stats = run(SlotInvert(), list(frames), 2, warmup=False)
+    want, _ = run(SlotInvert(), list(frames), 1, warmup=False)
+    assert stats["schedule"] == "slots"
+    same_frames(got, want)
+
+
+def test_a_recurrent_state_resets_at_a_loop_restart(tmp_path):
+    src = make_video(tmp_path / "clip.avi", n=5)
+    b = SlotCounter()
+    got, stats = run(Deblurrer(b, scene_cut=0), str(src), 2, loop=1)
+    assert stats["schedule"] == "slots" and len(got) == 10
+    assert [m.restart for _, m in got] == [False] * 5 + [True] + [False] * 4
+    assert b.seen[-10:] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]  # the second pass starts from a zero state
+    st = stats["state"]
+    assert st["kind"] == "recurrent" and st["frames"] == 10
+    assert st["resets"]["start"] == 1 and st["resets"]["restart"] == 1 and st["scene_cuts"] == 0
+    want, sync = run(Deblurrer(SlotCounter(), scene_cut=0), str(src), 1, loop=1)
+    same_frames(got, want)
+    assert sync["state"]["resets"] == st["resets"]
+
+
+def test_the_deblurrers_scene_cut_threshold_reaches_the_scheduler(tmp_path):
+    src = make_video(tmp_path / "clip.avi", n=8)  # frame i is flat grey 8*i: a "cut" every other frame
+    d = Deblurrer(SlotCounter(), scene_cut=0.16)
+    got, stats = run(d, str(src), 2)
+    want, sync = run(Deblurrer(SlotCounter(), scene_cut=0.16), str(src), 1)
+    assert stats["state"]["scene_cuts"] == sync["state"]["scene_cuts"] > 0
+    assert stats["state"]["scene_cut_threshold"] == 0.16
+    same_frames(got, want)
+    d_off = Deblurrer(SlotCounter(), scene_cut=0)
+    _, off = run(d_off, str(src), 2)
+    assert off["state"]["scene_cuts"] == 0 and off["state"]["scene_cut_threshold"] is None
+
+
+def test_a_live_stream_hands_each_output_on_before_the_next_frame():
+    """Two slots on a camera slower than the model: an output must not wait in its slot until the
+    next frames need it (that would add two frame intervals of latency)."""
+    produced = []
+
+    def camera(n=12, fps=12.0):
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / fps - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            produced.append(i)
+            yield numbered_frame(i)
+
+    seen_at_write = []
+    d = Deblurrer(SlotInvert(nap=(0, 0)))
+    stats = Pipeline(d, camera(), lambda f, m: seen_at_write.append((m.index, len(produced))),
+                     StreamOptions(live=True, slots=2, queue_size=4)).run()
+    assert stats["schedule"] == "slots" and stats["frames_out"] == 12
+    on_time = sum(n == i + 1 for i, n in seen_at_write)  # written before frame i+1 was captured
+    assert on_time >= 9, seen_at_write
+
+
+def test_the_tensorrt_backend_streams_through_its_slots(monkeypatch, tmp_path, caplog):
+    """The real TensorRT slot executor over the fake TensorRT (CPU pre/post-processing): a looped
+    video, recurrent, equals the synchronous stream, and the executor is closed at the end."""
+    from trt_fakes import FakeCuda, FakeEngine, no_kernels, open_fake_backend
+
+    engine = FakeEngine(FakeCuda(), state=True)
+    b = open_fake_backend(monkeypatch, tmp_path, engine, frame_kernels=no_kernels)
+    src = make_video(tmp_path / "clip.avi", n=4)
+    got, stats = run(Deblurrer(b, scene_cut=0), str(src), 2, loop=1)
+    assert stats["schedule"] == "slots" and stats["slots"] == 2 and len(got) == 8
+    assert stats["state"]["resets"]["restart"] == 1
+    assert not b._profiles_in_use  # the executor was closed: its optimization profile is free again
+    want, _ = run(Deblurrer(b, scene_cut=0), str(src), 1, loop=1)
+    same_frames(got, want)
+    assert np.array_equal(got[4][0], got[0][0])  # the second pass starts from a zero state again
+    b.close()
+
+
+def test_backends_without_a_slot_pipeline_run_synchronously_and_say_why(caplog):
+    class Plain(SlotInvert):
+        pipeline = None
+
+    frames = [numbered_frame(i) for i in range(4)]
+    with caplog.at_level(logging.INFO, logger="edge_deblur.runtime.pipeline"):
+        got, stats = run(Plain(), frames, 2)
+    assert stats["schedule"] == "sync" and stats["slots"] == 1 and len(got) == 4
+    assert "has no slot pipeline" in stats["schedule_reason"]
+    assert sum("slots=2:" in r.getMessage() and "no slot pipeline" in r.getMessage() for r in caplog.records) == 1
+    # the default (no slots given) runs synchronously without the line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_deblur.runtime.pipeline"):
+        _, stats = run(Plain(), frames, None)
+    assert stats["schedule"] == "sync" and not any("slot pipeline" in r.getMessage() for r in caplog.records)
+    # tiles run one frame at a time
+    _, stats = run(Deblurrer(SlotInvert(), tile=16, overlap=4), frames, 2)
+    assert stats["schedule"] == "sync" and "tile" in stats["schedule_reason"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_slots_are_refused(bad):
+    with pytest.raises(InputError, match=f"slots must be a whole number >= 1 .*got {bad!r}; use --slots 2"):
+        StreamOptions(slots=bad).validate()
+
+
+# ---- the CLI --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    """A one-layer ONNX model (3x3 conv, identity weights) for ONNX Runtime."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3, 3, 3, 3), np.float32)
+    for c in range(3):
+        w[c, c, 1, 1] = 1.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    p = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
+    onnx.save(model, str(p))
+    return p
+
+
+def cli(args, capsys):
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("n", ["0", "-2"])
+def test_cli_slots_zero_or_negative_is_an_input_error(tmp_path, capsys, n):
+    src = make_video(tmp_path / "in.avi", n=2)
+    rc, _, err = cli(["stream", "--source", str(src), "--slots", n], capsys)
+    assert rc == 2, err
+    assert f"got {int(n)}" in err and "--slots 2" in err and "--slots 1" in err, err
+
+
+def test_cli_slots_2_on_onnxruntime_runs_synchronously(tmp_path, tiny_onnx, capsys, caplog):
+    src = make_video(tmp_path / "in.avi", n=5)
+    with caplog.at_level(logging.INFO):
+        rc, out, err = cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "--slots", "2", "--json"],
+                           capsys)
+    assert rc == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["frames_out"] == 5 and stats["schedule"] == "sync" and stats["slots"] == 1
+    assert "onnxruntime backend has no slot pipeline" in stats["schedule_reason"]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("slots=2: the onnxruntime backend has no slot pipeline" in m for m in msgs) == 1
+    assert any("schedule sync: one frame at a time" in m for m in msgs)
+
+
+def test_cli_stream_runs_the_slots_of_a_backend_that_has_them(tmp_path, capsys, caplog, monkeypatch):
+    import edge_deblur.runtime.pipeline as pipeline
+
+    backends = []
+
+    def fake_open(model=None, backend=None, rgb=False, **kw):
+        backends.append(SlotInvert())
+        return Deblurrer(backends[-1], rgb=rgb)
+
+    monkeypatch.setattr(pipeline, "open_processor", fake_open)
+    src = make_video(tmp_path / "in.avi", n=6)
+    with caplog.at_level(logging.INFO):
+        rc, out, err = cli(["stream", "--source", str(src), "--json"], capsys)  # the default: 2 slots
+    assert rc == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["schedule"] == "slots" and stats["slots"] == 2 and stats["frames_out"] == 6
+    assert stats["backend"] == "fake-slots" and backends[0].pipelines[0].slots == 2
+    assert any("schedule slots: 2 frames in flight" in r.getMessage() for r in caplog.records)
+    rc, out, err = cli(["stream", "--source", str(src), "--slots", "1", "--json"], capsys)
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert rc == 0 and stats["schedule"] == "sync" and not backends[1].pipelines
