@@ -305,3 +305,53 @@ def test_cli_stream_runs_the_slots_of_a_backend_that_has_them(tmp_path, capsys, 
     rc, out, err = cli(["stream", "--source", str(src), "--slots", "1", "--json"], capsys)
     stats = json.loads(out.strip().splitlines()[-1])
     assert rc == 0 and stats["schedule"] == "sync" and not backends[1].pipelines
+
+
+# ---- runtime profiles: engine options and slots reach the backend and the pipeline ----------
+
+def test_a_profiles_engine_section_names_tensorrt_keywords():
+    import inspect
+
+    from edge_deblur.config.runtime import EngineSection
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    sec = EngineSection(shapes="1x3x64x64:1x3x128x128:1x3x256x256", workspace_mb=512, dla_core=0, gpu_fallback=False,
+                        timing_cache="t.cache", opt_level=4, cache_dir="engines")
+    opts = sec.backend_options()
+    assert opts == {"shapes": "1x3x64x64:1x3x128x128:1x3x256x256", "workspace_mb": 512, "dla_core": 0,
+                    "gpu_fallback": False, "timing_cache": "t.cache", "opt_level": 4, "cache_dir": "engines"}
+    params = inspect.signature(TensorRTBackend.__init__).parameters
+    assert set(opts) <= set(params)
+    assert EngineSection().backend_options() == {}
+
+
+def test_deblur_with_a_profile_passes_its_engine_options_and_slots(tmp_path, capsys, monkeypatch):
+    """The profile's engine: section was read by nothing (the engine was built with the defaults)
+    and its pipeline.slots neither."""
+    seen = {}
+    backends = []
+
+    def fake_open(cls, model=None, backend=None, **kw):
+        seen.update(kw, backend=backend)
+        backends.append(SlotInvert())
+        return Deblurrer(backends[-1])
+
+    monkeypatch.setattr(Deblurrer, "open", classmethod(fake_open))
+    src = make_video(tmp_path / "in.avi", n=4)
+    (tmp_path / "prof.yaml").write_text(
+        "backend: tensorrt\nengine:\n  shapes: 1x3x32x32:1x3x48x64:1x3x64x64\n  workspace_mb: 256\n  opt_level: 2\n"
+        "pipeline:\n  slots: 3\n")
+    rc = main(["deblur", str(src), "-o", str(tmp_path / "out.avi"), "--profile", str(tmp_path / "prof.yaml")])
+    assert rc == 0, capsys.readouterr().err
+    assert seen["backend"] == "tensorrt"
+    assert (seen["shapes"], seen["workspace_mb"], seen["opt_level"]) == ("1x3x32x32:1x3x48x64:1x3x64x64", 256, 2)
+    assert "dla_core" not in seen and "gpu_fallback" not in seen
+    assert [s.slots for s in backends[0].pipelines] == [3]  # the video ran through 3 slots
+
+
+def test_deblur_with_a_profile_on_onnxruntime_gets_no_engine_options(tmp_path, tiny_onnx, capsys):
+    src = make_video(tmp_path / "in.avi", n=2)
+    (tmp_path / "prof.yaml").write_text("backend: onnxruntime\nengine:\n  workspace_mb: 256\n")
+    rc = main(["deblur", str(src), "-o", str(tmp_path / "out.avi"), "-m", str(tiny_onnx),
+               "--profile", str(tmp_path / "prof.yaml")])
+    assert rc == 0, capsys.readouterr().err

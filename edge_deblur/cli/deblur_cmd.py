@@ -47,7 +47,8 @@ def add_arguments(p):
         add_video_arguments(p)  # (`batch` writes videos with the defaults: it does not take them)
     r = p.add_argument_group("rasters (GeoTIFF and other GDAL formats; pip install 'edge-deblur[raster]')")
     r.add_argument("--profile", default=None, metavar="NAME",
-                   help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend")
+                   help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend, "
+                        "scene_cut, slots (videos) and, for tensorrt, its engine build options")
     r.add_argument("--normalize", choices=("auto", "bitdepth", "percentile"), default=None,
                    help="sample values -> [0, 1]: by the sensor's bit depth or per-band percentiles (default auto)")
     r.add_argument("--bit-depth", type=int, default=None, help="sensor bits for --normalize bitdepth (e.g. 12)")
@@ -307,6 +308,16 @@ def model_settings(args, prof) -> tuple:
     return model, backend, device, tile, overlap
 
 
+def engine_options(prof, backend) -> dict:
+    """A runtime profile's ``engine:`` section as ``Deblurrer.open`` keywords, for the tensorrt
+    backend (which builds an ONNX file's engine with them); nothing for other backends."""
+    from ..runtime.backends import backend_name
+
+    if prof is None or backend_name(backend) != "tensorrt":
+        return {}
+    return prof.engine.backend_options()
+
+
 def raster_settings(args) -> dict:
     """``{'config': BandConfig, 'compress', 'block', 'profile'}`` from ``--profile`` and the raster
     flags (flags win)."""
@@ -382,6 +393,9 @@ def run(args) -> int:
     # --scene-cut, else a profile's pipeline.scene_cut (null there: off), else the Deblurrer's default
     cut_kw = ({"scene_cut": args.scene_cut} if args.scene_cut is not None
               else {"scene_cut": prof.pipeline.scene_cut} if prof is not None else {})
+    engine_kw = engine_options(prof, backend)  # engine: shapes, workspace, DLA ... (tensorrt builds with them)
+    if prof is not None:  # videos: the profile's frames in flight on a backend with a slot pipeline
+        vopts = vopts.replace(slots=prof.pipeline.slots).validate()
     if any(k == "raster" for _, _, k in jobs):
         from ..io.raster import rasterio
         from ..runtime.raster_deblur import check_tiling
@@ -400,7 +414,7 @@ def run(args) -> int:
     with Signals(raise_while_idle=False) as sig, \
             Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
                            tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
-                           **cut_kw) as d:
+                           **cut_kw, **engine_kw) as d:
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:

@@ -54,6 +54,16 @@ class EngineSection:
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise ConfigError(f"{where}.opt_level: must be 0..5, got {self.opt_level}")
 
+    def backend_options(self) -> dict:
+        """The keywords ``TensorRTBackend`` (through ``Deblurrer.open``) builds an ONNX file's
+        engine with: the values set here (None: the backend's default)."""
+        opts = {"shapes": self.shapes, "workspace_mb": self.workspace_mb, "dla_core": self.dla_core,
+                "timing_cache": self.timing_cache, "opt_level": self.opt_level, "cache_dir": self.cache_dir}
+        opts = {k: v for k, v in opts.items() if v is not None}
+        if self.dla_core is not None:
+            opts["gpu_fallback"] = bool(self.gpu_fallback)
+        return opts
+
     def validate_dla_shapes(self, where: str = "engine"):
         """DLA runs fixed shapes only: with dla_core set, shapes must be one NxCxHxW."""
         if self.dla_core is None or self.shapes is None:
@@ -93,7 +103,8 @@ class StreamSection:
 
 @dataclass
 class PipelineSection:
-    slots: int = 2                        # in-flight frames (2: double buffering; 1: synchronous)
+    slots: int = 2                        # in-flight frames (2: double buffering; 1: synchronous); the stream's
+                                          # slots (io.options.DEFAULT_SLOTS) on the tensorrt/torch-cuda backends
     gpu_preprocess: bool = True           # upload uint8 frames, convert/normalize/pad on the GPU
     cuda_graphs: bool = False             # torch-cuda only, stateless models
     tile: Optional[int] = None            # split frames larger than this (pixels) into tiles
