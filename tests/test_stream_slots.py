@@ -355,3 +355,90 @@ def test_deblur_with_a_profile_on_onnxruntime_gets_no_engine_options(tmp_path, t
     rc = main(["deblur", str(src), "-o", str(tmp_path / "out.avi"), "-m", str(tiny_onnx),
                "--profile", str(tmp_path / "prof.yaml")])
     assert rc == 0, capsys.readouterr().err
+
+
+# ---- runtime profiles: pipeline.gpu_preprocess / cuda_graphs, stream --profile, batch engine ----
+
+class TrtLikeSlots(SlotInvert):
+    """``pipeline()`` with the TensorRT backend's keywords; records what it was called with."""
+
+    name = "fake-trt-slots"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pipeline_kw = []
+
+    def pipeline(self, slots=2, rgb=False, gpu_preprocess=None, timeline=False):
+        self.pipeline_kw.append({"slots": slots, "rgb": rgb, "gpu_preprocess": gpu_preprocess, "timeline": timeline})
+        return SlotInvert.pipeline(self, slots=slots, rgb=rgb)
+
+
+class TorchCudaLikeSlots(SlotInvert):
+    """``pipeline()`` with the torch-cuda backend's keywords; records what it was called with."""
+
+    name = "fake-torch-cuda-slots"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pipeline_kw = []
+
+    def pipeline(self, slots=2, rgb=False, timeline=False, cuda_graphs=False):
+        self.pipeline_kw.append({"slots": slots, "rgb": rgb, "timeline": timeline, "cuda_graphs": cuda_graphs})
+        return SlotInvert.pipeline(self, slots=slots, rgb=rgb)
+
+
+def test_gpu_preprocess_and_cuda_graphs_reach_the_pipeline_that_takes_them(tmp_path):
+    """StreamOptions.gpu_preprocess / cuda_graphs go to backend.pipeline() only where it takes the
+    keyword: TensorRT gpu_preprocess, torch-cuda cuda_graphs, neither for a plain pipeline(slots, rgb)."""
+    src = make_video(tmp_path / "clip.avi", n=5)
+    opts = dict(gpu_preprocess=False, cuda_graphs=True)
+    trt, tc, plain = TrtLikeSlots(), TorchCudaLikeSlots(), SlotInvert()
+    for b in (trt, tc, plain):
+        got, stats = run(b, str(src), 2, **opts)
+        assert stats["schedule"] == "slots" and stats["frames_out"] == 5
+    assert trt.pipeline_kw == [{"slots": 2, "rgb": False, "gpu_preprocess": False, "timeline": False}]
+    assert tc.pipeline_kw == [{"slots": 2, "rgb": False, "timeline": False, "cuda_graphs": True}]
+    assert len(plain.pipelines) == 1
+    # None (the default): nothing passed, the backends' own defaults hold
+    trt2 = TrtLikeSlots()
+    run(trt2, str(src), 2)
+    assert trt2.pipeline_kw[0]["gpu_preprocess"] is None
+
+
+def test_slot_pipeline_options_follow_the_real_backends_signatures():
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+    from edge_deblur.runtime.backends.torch_cuda import TorchCudaBackend
+    from edge_deblur.runtime.pipeline import slot_pipeline_options
+
+    class Trt:
+        pipeline = TensorRTBackend.pipeline
+
+    class TorchCuda:
+        pipeline = TorchCudaBackend.pipeline
+
+    opts = StreamOptions(gpu_preprocess=True, cuda_graphs=True)
+    assert slot_pipeline_options(Trt(), opts) == {"gpu_preprocess": True}
+    assert slot_pipeline_options(TorchCuda(), opts) == {"cuda_graphs": True}
+    assert slot_pipeline_options(SlotInvert(), opts) == {}
+    assert slot_pipeline_options(Trt(), StreamOptions()) == {}
+    with pytest.raises(InputError, match="gpu_preprocess must be true, false or None"):
+        StreamOptions(gpu_preprocess="yes").validate()
+
+
+def test_deblur_with_a_profile_passes_gpu_preprocess_to_the_slot_pipeline(tmp_path, capsys, monkeypatch):
+    """pipeline.gpu_preprocess / cuda_graphs were read by nothing: a video of `deblur --profile`
+    ran the backend's pipeline with its defaults."""
+    backends = []
+
+    def fake_open(cls, model=None, backend=None, **kw):
+        backends.append(TrtLikeSlots())
+        return Deblurrer(backends[-1])
+
+    monkeypatch.setattr(Deblurrer, "open", classmethod(fake_open))
+    src = make_video(tmp_path / "in.avi", n=3)
+    (tmp_path / "prof.yaml").write_text("backend: tensorrt\npipeline:\n  slots: 2\n  gpu_preprocess: false\n"
+                                        "  cuda_graphs: true\n")
+    rc = main(["deblur", str(src), "-o", str(tmp_path / "out.avi"), "--profile", str(tmp_path / "prof.yaml")])
+    assert rc == 0, capsys.readouterr().err
+    assert [k["gpu_preprocess"] for k in backends[0].pipeline_kw] == [False]
+

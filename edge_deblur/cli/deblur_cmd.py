@@ -47,8 +47,9 @@ def add_arguments(p):
         add_video_arguments(p)  # (`batch` writes videos with the defaults: it does not take them)
     r = p.add_argument_group("rasters (GeoTIFF and other GDAL formats; pip install 'edge-deblur[raster]')")
     r.add_argument("--profile", default=None, metavar="NAME",
-                   help="runtime profile (configs/runtime/NAME.yaml): its raster section, tile, overlap, model, backend, "
-                        "scene_cut, slots (videos) and, for tensorrt, its engine build options")
+                   help="runtime profile (configs/runtime/NAME.yaml, or a YAML path): its raster section, tile, overlap, "
+                        "model, backend, device, scene_cut, slots, gpu_preprocess and cuda_graphs (videos) and, for "
+                        "tensorrt, its engine build options; flags given here win")
     r.add_argument("--normalize", choices=("auto", "bitdepth", "percentile"), default=None,
                    help="sample values -> [0, 1]: by the sensor's bit depth or per-band percentiles (default auto)")
     r.add_argument("--bit-depth", type=int, default=None, help="sensor bits for --normalize bitdepth (e.g. 12)")
@@ -308,6 +309,34 @@ def model_settings(args, prof) -> tuple:
     return model, backend, device, tile, overlap
 
 
+def load_profile(args):
+    """The runtime profile ``--profile NAME|PATH`` names (None without the flag); ConfigError
+    naming an unknown one and listing the profiles there are."""
+    from ..config.runtime import load_runtime_profile
+
+    name = getattr(args, "profile", None)
+    return load_runtime_profile(name) if name else None
+
+
+def scene_cut_options(args, prof) -> dict:
+    """``Deblurrer.open``'s ``scene_cut``: ``--scene-cut``, else a profile's ``pipeline.scene_cut``
+    (null there: off), else nothing (the Deblurrer's default)."""
+    if getattr(args, "scene_cut", None) is not None:
+        return {"scene_cut": args.scene_cut}
+    return {"scene_cut": prof.pipeline.scene_cut} if prof is not None else {}
+
+
+def pipeline_options(prof, slots=None) -> dict:
+    """A runtime profile's ``pipeline:`` section as StreamOptions fields for a video or a stream:
+    ``slots`` (``slots`` given on the command line wins), ``gpu_preprocess`` and ``cuda_graphs``
+    (which reach the backend's slot pipeline where its ``pipeline()`` takes them). Empty without a
+    profile."""
+    if prof is None:
+        return {} if slots is None else {"slots": slots}
+    return {"slots": prof.pipeline.slots if slots is None else slots,
+            "gpu_preprocess": prof.pipeline.gpu_preprocess, "cuda_graphs": prof.pipeline.cuda_graphs}
+
+
 def engine_options(prof, backend) -> dict:
     """A runtime profile's ``engine:`` section as ``Deblurrer.open`` keywords, for the tensorrt
     backend (which builds an ONNX file's engine with them); nothing for other backends."""
@@ -322,9 +351,9 @@ def raster_settings(args) -> dict:
     """``{'config': BandConfig, 'compress', 'block', 'profile'}`` from ``--profile`` and the raster
     flags (flags win)."""
     from ..errors import InputError
-    from ..config.runtime import RasterSection, load_runtime_profile
+    from ..config.runtime import RasterSection
 
-    prof = load_runtime_profile(args.profile) if getattr(args, "profile", None) else None
+    prof = load_profile(args)
     sec = prof.raster if prof is not None else RasterSection()
     cfg = sec.band_config()
 
@@ -390,12 +419,10 @@ def run(args) -> int:
     overlap = 128 if overlap is None else overlap
     check_tile_overlap(tile, overlap)  # once, before the model loads (Deblurrer.open checks it at its stride)
     prof = raster["profile"] if raster else None
-    # --scene-cut, else a profile's pipeline.scene_cut (null there: off), else the Deblurrer's default
-    cut_kw = ({"scene_cut": args.scene_cut} if args.scene_cut is not None
-              else {"scene_cut": prof.pipeline.scene_cut} if prof is not None else {})
+    cut_kw = scene_cut_options(args, prof)
     engine_kw = engine_options(prof, backend)  # engine: shapes, workspace, DLA ... (tensorrt builds with them)
-    if prof is not None:  # videos: the profile's frames in flight on a backend with a slot pipeline
-        vopts = vopts.replace(slots=prof.pipeline.slots).validate()
+    if prof is not None:  # videos: the profile's slots, gpu_preprocess, cuda_graphs on a backend with a slot pipeline
+        vopts = vopts.replace(**pipeline_options(prof)).validate()
     if any(k == "raster" for _, _, k in jobs):
         from ..io.raster import rasterio
         from ..runtime.raster_deblur import check_tiling

@@ -77,6 +77,12 @@ class StreamOptions:
     slots: Optional[int] = None           # frames in flight on a backend with a slot pipeline (TensorRT, torch-cuda);
                                           # None: DEFAULT_SLOTS (2, double buffering); 1: one frame at a time.
                                           # Other backends (ONNX Runtime, torch on the CPU) always run one at a time
+    gpu_preprocess: Optional[bool] = None  # slot pipeline, tensorrt: convert/normalize/pad frames on the GPU. None: the
+                                          # backend's default (GPU where NVRTC compiles the kernels, else the CPU with a
+                                          # warning); True: the GPU kernels are required; False: on the CPU
+    cuda_graphs: Optional[bool] = None    # slot pipeline, torch-cuda: replay the model call as a CUDA graph (stateless
+                                          # models). None: the backend's default (off). Backends whose pipeline()
+                                          # takes no such keyword ignore these two
     open_timeout: float = 10.0            # seconds to open a source and get its first frame
     read_timeout: float = 5.0             # live sources: a stall after this long without a frame (then reconnect)
     reconnect: int = 5                    # live sources: reconnect attempts after a stall or error (0: none, -1: forever)
@@ -119,6 +125,10 @@ class StreamOptions:
             if not isinstance(v, int) or v < 0:
                 raise InputError(f"{name} must be an integer >= 0, got {v!r}")
         check_slots_option(self.slots)
+        for name in ("gpu_preprocess", "cuda_graphs"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, bool):
+                raise InputError(f"{name} must be true, false or None (the backend's default), got {v!r}")
         for name in ("open_timeout", "read_timeout"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < float("inf")):

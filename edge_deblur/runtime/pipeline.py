@@ -19,7 +19,8 @@ writing overlap with inference (ONNX Runtime and OpenCV release the GIL).
   source that is lost ends with ``stopped_by: source_lost``. ``stats()`` carries the error.
 
 Double buffering: when the processor's backend offers a slot pipeline (``backend.pipeline(slots=,
-rgb=)``: TensorRT, torch-cuda), ``options.slots`` >= 2 (the default, 2) and no tiling is asked
+rgb=)``: TensorRT, torch-cuda; plus ``options.gpu_preprocess`` / ``options.cuda_graphs`` where
+its ``pipeline()`` takes them), ``options.slots`` >= 2 (the default, 2) and no tiling is asked
 for, the inference stage runs the backend's :class:`~.gpu_pipeline.SlotScheduler`: the infer
 thread submits the raw uint8 frames, up to ``slots`` of them are in flight (frame N+1 uploads and
 N-1 downloads while N computes), pre/post-processing happen inside the executor (on the GPU) and
@@ -154,14 +155,46 @@ def plan_schedule(processor, slots: Optional[int] = None) -> tuple[str, int, Opt
     return "slots", n, None
 
 
+SLOT_PIPELINE_OPTIONS = ("gpu_preprocess", "cuda_graphs")  # StreamOptions fields a backend's pipeline() may take
+
+
+def slot_pipeline_options(backend, options: Optional[StreamOptions]) -> dict:
+    """The keywords of ``options`` (``gpu_preprocess``, ``cuda_graphs``; None: left out, the
+    backend's default) that ``backend.pipeline()`` accepts: the TensorRT backend takes
+    ``gpu_preprocess``, torch-cuda ``cuda_graphs``; a pipeline() without them gets neither."""
+    import inspect
+
+    if options is None:
+        return {}
+    try:
+        params = inspect.signature(backend.pipeline).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: only slots and rgb
+        return {}
+    any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kw = {}
+    for name in SLOT_PIPELINE_OPTIONS:
+        v = getattr(options, name, None)
+        if v is None:
+            continue
+        if name in params or any_kw:
+            kw[name] = v
+        else:
+            log.debug("%s=%s: the %s backend's slot pipeline has no such option", name, v,
+                      getattr(backend, "name", type(backend).__name__))
+    return kw
+
+
 class _SlotRun:
     """The inference stage on the backend's slot scheduler (see the module docstring): raw frames
     in, output frames out, oldest first, each paired with its frame's metadata; the reasons the
-    recurrent state was reset are counted as ``StreamState`` counts them."""
+    recurrent state was reset are counted as ``StreamState`` counts them. ``options`` (a
+    StreamOptions) gives the pipeline's ``gpu_preprocess`` / ``cuda_graphs`` where the backend takes them."""
 
-    def __init__(self, processor, slots: int):
+    def __init__(self, processor, slots: int, options: Optional[StreamOptions] = None):
         self.processor = processor
-        self.sched = processor.backend.pipeline(slots=slots, rgb=bool(getattr(processor, "rgb", False)))
+        backend = processor.backend
+        self.sched = backend.pipeline(slots=slots, rgb=bool(getattr(processor, "rgb", False)),
+                                      **slot_pipeline_options(backend, options))
         if hasattr(processor, "scene_cut"):  # the Deblurrer's threshold (None: off), not the scheduler's default
             self.sched.set_scene_cut(processor.scene_cut)
         self.slots = self.sched.slots
@@ -571,7 +604,7 @@ class Pipeline:
         self._started = True
         if self.schedule == "slots":
             try:
-                self._slot_run = _SlotRun(self.processor, self.slots)
+                self._slot_run = _SlotRun(self.processor, self.slots, self.options)
             except EdgeDeblurError as e:
                 self.schedule, self.slots = "sync", 1
                 self.schedule_reason = f"the slot pipeline could not be made ({e}); one frame at a time"
