@@ -442,3 +442,79 @@ def test_deblur_with_a_profile_passes_gpu_preprocess_to_the_slot_pipeline(tmp_pa
     assert rc == 0, capsys.readouterr().err
     assert [k["gpu_preprocess"] for k in backends[0].pipeline_kw] == [False]
 
+
+def write_stream_profile(tmp_path, src):
+    p = tmp_path / "live.yaml"
+    p.write_text(
+        "backend: tensorrt\n"
+        "engine:\n  shapes: 1x3x32x32:1x3x48x64:1x3x64x64\n  workspace_mb: 256\n"
+        f"stream:\n  source: {str(src)!r}\n  width: 64\n  height: 48\n  fps: 12\n  queue_size: 3\n  drop: never\n"
+        "pipeline:\n  slots: 3\n  gpu_preprocess: false\n  scene_cut: 0.3\n")
+    return p
+
+
+def test_cli_stream_profile_applies_its_sections_and_flags_win(tmp_path, capsys, monkeypatch):
+    """`stream` had no --profile: a profile's stream:, pipeline: and engine: sections were not used there."""
+    import edge_deblur.runtime.pipeline as pipeline
+
+    opened, backends = [], []
+
+    def fake_open(model=None, backend=None, rgb=False, **kw):
+        opened.append(dict(kw, model=model, backend=backend))
+        backends.append(TrtLikeSlots())
+        return Deblurrer(backends[-1], rgb=rgb)
+
+    monkeypatch.setattr(pipeline, "open_processor", fake_open)
+    src = make_video(tmp_path / "in.avi", n=6)
+    prof = write_stream_profile(tmp_path, src)
+    # no --source: the profile's; --slots 2 wins over its slots: 3
+    rc, out, err = cli(["stream", "--profile", str(prof), "--slots", "2", "--json"], capsys)
+    assert rc == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["frames_out"] == 6 and stats["schedule"] == "slots" and stats["slots"] == 2
+    kw = opened[0]
+    assert kw["backend"] == "tensorrt" and kw["scene_cut"] == 0.3
+    assert (kw["shapes"], kw["workspace_mb"]) == ("1x3x32x32:1x3x48x64:1x3x64x64", 256)
+    assert backends[0].pipeline_kw == [{"slots": 2, "rgb": False, "gpu_preprocess": False, "timeline": False}]
+    # without the flag: the profile's slots; --scene-cut wins over its scene_cut
+    rc, out, err = cli(["stream", "--profile", str(prof), "--scene-cut", "0.5", "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["slots"] == 3 and opened[1]["scene_cut"] == 0.5
+
+
+def test_stream_profile_fills_only_the_flags_left_unset(tmp_path):
+    from edge_deblur.cli import build_parser
+    from edge_deblur.cli.deblur_cmd import load_profile
+    from edge_deblur.cli.stream_cmd import apply_profile
+
+    src = make_video(tmp_path / "in.avi", n=2)
+    prof_path = write_stream_profile(tmp_path, src)
+    parse = build_parser().parse_args
+    args = parse(["stream", "--profile", str(prof_path), "--queue-size", "5", "--fps", "20"])
+    opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))
+    assert (opts.queue_size, opts.fps) == (5, 20.0)                      # flags win
+    assert (opts.drop, opts.width, opts.height, opts.slots) == ("never", 64, 48, 3)  # the profile's
+    assert (opts.gpu_preprocess, opts.cuda_graphs) == (False, False)
+    args = parse(["stream", "--profile", str(prof_path), "--width", "32", "--height", "24", "--drop", "oldest"])
+    opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))
+    assert (opts.width, opts.height, opts.drop, opts.queue_size) == (32, 24, "oldest", 3)
+    # no profile: the flags' own defaults
+    args = parse(["stream", "--source", str(src)])
+    opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))
+    assert (opts.queue_size, opts.drop, opts.slots, opts.gpu_preprocess, opts.cuda_graphs) == (2, "auto", None, None, None)
+    # a profile's tile/overlap reach the model open
+    (tmp_path / "tiles.yaml").write_text("pipeline:\n  tile: 64\n  overlap: 16\n")
+    args = apply_profile(parse(["stream", "--source", str(src), "--profile", str(tmp_path / "tiles.yaml")]),
+                         load_profile(parse(["stream", "--profile", str(tmp_path / "tiles.yaml")])))
+    assert (args.tile, args.overlap) == (64, 16)
+
+
+def test_cli_stream_unknown_profile_names_it_and_lists_the_profiles(tmp_path, capsys):
+    from edge_deblur.config.runtime import available_profiles
+
+    src = make_video(tmp_path / "in.avi", n=2)
+    rc, out, err = cli(["stream", "--source", str(src), "--profile", "orin_nan"], capsys)
+    assert rc != 0 and "unknown runtime profile 'orin_nan'" in err and "did you mean 'orin_nano'" in err
+    names = available_profiles()
+    assert names and all(n in err for n in names)
+

@@ -1,5 +1,5 @@
 """edge-deblur stream --camera N | --source URI [--output URI] [--display] [--model M]
-[--backend B] [--json] [--stats-every N] [--max-frames N] ...
+[--backend B] [--profile NAME|PATH] [--json] [--stats-every N] [--max-frames N] ...
 
 Deblurs a live source (camera, V4L2, CSI, RTSP, GStreamer) or a file in real time through the
 streaming pipeline. Ctrl-C or SIGTERM stops capture, finishes the frames in flight and
@@ -34,14 +34,62 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object with the final stats")
     p.add_argument("--max-bad-frames", type=int, default=30, metavar="N",
                    help="model outputs with NaN/Inf are replaced by the input frame; fail after N in a row (default 30)")
+    p.add_argument("--profile", default=None, metavar="NAME|PATH",
+                   help="runtime profile (configs/runtime/NAME.yaml, or a YAML path), as for `edge-deblur deblur`: its "
+                        "stream section (source, width/height, fps, queue_size, drop), pipeline section (slots, "
+                        "gpu_preprocess, cuda_graphs, tile, overlap, scene_cut), model, backend, device and, for "
+                        "tensorrt, its engine build options; flags given here win")
+    # unset unless given, so that a profile's value can fill them (run() puts the defaults back)
+    p.set_defaults(**{k: None for k in STREAM_FLAG_DEFAULTS})
+
+
+# the stream flags with a default that a profile's stream: section may replace (None in the parser:
+# a value there was given on the command line)
+STREAM_FLAG_DEFAULTS = {"queue_size": 2, "drop": "auto"}
+
+
+def apply_profile(args, prof):
+    """A copy of ``args`` with a runtime profile's values where the command line left them unset
+    (flags win): the ``stream:`` section's width/height (as a pair), fps, queue_size and drop,
+    the ``pipeline:`` section's slots, gpu_preprocess and cuda_graphs (deblur_cmd.pipeline_options),
+    and the model, backend, device, tile and overlap (deblur_cmd.model_settings). Without a
+    profile: the flags' defaults."""
+    import copy
+
+    from .deblur_cmd import model_settings, pipeline_options
+
+    args = copy.copy(args)
+    if prof is not None:
+        sec = prof.stream
+        if getattr(args, "width", None) is None and getattr(args, "height", None) is None:
+            args.width, args.height = sec.width, sec.height
+        if getattr(args, "fps", None) is None:
+            args.fps = sec.fps
+        for k in STREAM_FLAG_DEFAULTS:
+            if getattr(args, k, None) is None:
+                setattr(args, k, getattr(sec, k))
+        for k, v in pipeline_options(prof, getattr(args, "slots", None)).items():
+            setattr(args, k, v)
+        args.model, args.backend, args.device, args.tile, args.overlap = model_settings(args, prof)
+    for k, v in STREAM_FLAG_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    return args
 
 
 def run(args) -> int:
     from ..errors import EdgeDeblurError
     from ..io.options import StreamOptions
     from ..runtime.pipeline import format_stats, open_processor, plan_schedule, run_stream
+    from .deblur_cmd import engine_options, load_profile, scene_cut_options
 
+    prof = load_profile(args)
+    # as given on the command line (a profile's overlap needs a tile too; its slots are no --slots)
+    given_overlap, given_slots = getattr(args, "overlap", None), getattr(args, "slots", None)
+    args = apply_profile(args, prof)
     opts = StreamOptions.from_args(args)
+    if opts.source is None and prof is not None and prof.stream.source is not None:
+        opts = opts.replace(source=prof.stream.source).validate()  # no --camera/--source: the profile's
     if opts.source is None:
         from ..errors import InputError
 
@@ -55,25 +103,25 @@ def run(args) -> int:
         kwargs["device"] = args.device
     if args.threads is not None:  # 0 or less is refused by the backend with the way out, not ignored
         kwargs["threads"] = args.threads
-    if args.overlap is not None and args.tile is None:
+    if given_overlap is not None and args.tile is None:
         from ..errors import InputError
 
-        raise InputError(f"--overlap {args.overlap} only applies with --tile; give --tile N, or drop --overlap")
+        raise InputError(f"--overlap {given_overlap} only applies with --tile; give --tile N, or drop --overlap")
     if args.tile is not None:
         from .deblur_cmd import check_tile_overlap
 
         overlap = 128 if args.overlap is None else args.overlap
         check_tile_overlap(args.tile, overlap)  # before any source or model opens (Deblurrer.open: at its stride)
         kwargs["tile"], kwargs["overlap"] = args.tile, overlap
-    if args.scene_cut is not None:
-        kwargs["scene_cut"] = args.scene_cut
+    kwargs.update(scene_cut_options(args, prof))
     kwargs["max_bad_frames"] = args.max_bad_frames
+    kwargs.update(engine_options(prof, args.backend))  # tensorrt: the profile's engine build options
     if isinstance(opts.source, list):
         from .multicam_run import run_cameras
 
-        if opts.slots is not None:
+        if given_slots is not None:
             log.info("--slots %d: several sources run batched through one model call at a time; --slots applies "
-                     "to one source", opts.slots)
+                     "to one source", given_slots)
 
         return run_cameras(args, opts, kwargs, _Signals)
 

@@ -216,7 +216,7 @@ def load_runtime_profile(name_or_path, overrides=()) -> RuntimeProfile:
     if not p.suffix and not p.exists():
         names = available_profiles()
         if str(name_or_path) not in names:
-            where = (f"profiles live in {str(RUNTIME_DIR)!r}" if names else
+            where = (f"profiles live in {str(RUNTIME_DIR)!r}: {', '.join(names)}" if names else
                      f"no profiles found in {str(RUNTIME_DIR)!r} (a wheel built without configs/runtime; "
                      "reinstall edge-deblur, or pass a YAML file)")
             raise ConfigError(f"unknown runtime profile {str(name_or_path)!r}{suggest(str(name_or_path), names)}; "
