@@ -518,3 +518,37 @@ def test_cli_stream_unknown_profile_names_it_and_lists_the_profiles(tmp_path, ca
     names = available_profiles()
     assert names and all(n in err for n in names)
 
+
+def test_batch_passes_a_profiles_engine_options_to_the_model_open(tmp_path, monkeypatch):
+    """Ray batch opened the model without the profile's engine section (deblur passes it); no Ray
+    here: the settings, the driver's check_model and an actor's open, with Deblurrer.open faked."""
+    from edge_deblur.cli import build_parser
+    from edge_deblur.cli.batch_cmd import settings_from_args
+    from edge_deblur.runtime import ray_batch
+
+    seen = []
+
+    def fake_open(cls, model=None, backend=None, **kw):
+        seen.append(dict(kw, backend=backend))
+        return Deblurrer(SlotInvert())
+
+    monkeypatch.setattr(Deblurrer, "open", classmethod(fake_open))
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read: the open is faked")
+    (tmp_path / "prof.yaml").write_text("backend: tensorrt\nengine:\n  shapes: 1x3x32x32:1x3x48x64:1x3x64x64\n"
+                                        "  workspace_mb: 256\n  opt_level: 2\n")
+    (tmp_path / "in").mkdir()
+    args = build_parser().parse_args(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model),
+                                      "--profile", str(tmp_path / "prof.yaml")])
+    settings = settings_from_args(args)
+    want = {"shapes": "1x3x32x32:1x3x48x64:1x3x64x64", "workspace_mb": 256, "opt_level": 2}
+    assert settings["engine"] == want and settings["backend"] == "tensorrt"
+    ray_batch.check_model(settings)
+    ray_batch.DeblurActor(settings)
+    assert len(seen) == 2
+    for kw in seen:
+        assert kw["backend"] == "tensorrt" and {k: kw[k] for k in want} == want
+    # other backends: no engine options
+    (tmp_path / "ort.yaml").write_text("backend: onnxruntime\nengine:\n  workspace_mb: 256\n")
+    args.profile = str(tmp_path / "ort.yaml")
+    assert settings_from_args(args)["engine"] == {}

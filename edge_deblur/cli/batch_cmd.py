@@ -33,7 +33,7 @@ def add_arguments(p):
 def settings_from_args(args) -> dict:
     from ..runtime.archive import sha256_file
     from ..runtime.backends import resolve_model_path
-    from .deblur_cmd import model_settings, raster_settings
+    from .deblur_cmd import engine_options, model_settings, raster_settings
 
     raster = raster_settings(args)
     prof = raster["profile"]
@@ -57,6 +57,7 @@ def settings_from_args(args) -> dict:
         "model_file": str(model_file), "model_sha256": sha256_file(model_file), "backend": backend, "device": device,
         "tile": tile, "overlap": 128 if overlap is None else overlap, "threads": args.threads,
         "scene_cut": scene_cut, "max_bad_frames": args.max_bad_frames,
+        "engine": engine_options(prof, backend),  # tensorrt: the profile's engine build options, as deblur passes them
         "raster": {"normalize": cfg.normalize, "bit_depth": cfg.bit_depth, "percentiles": list(cfg.percentiles),
                    "rgb_bands": cfg.rgb_bands, "others": cfg.others, "compress": raster["compress"],
                    "block": raster["block"]},

@@ -103,8 +103,12 @@ def check_cluster_fits(resources: dict, *, cpus_per_actor: float, gpus_per_actor
 
 
 def deblurrer_options(settings: dict) -> dict:
-    """``scene_cut`` and ``max_bad_frames`` where the batch's settings give them (else the defaults)."""
-    return {k: settings[k] for k in ("scene_cut", "max_bad_frames") if settings.get(k) is not None}
+    """``Deblurrer.open`` keywords from the batch's settings: ``scene_cut`` and ``max_bad_frames``
+    where they are given (else the defaults), and ``engine`` (a runtime profile's engine build
+    options for the tensorrt backend: shapes, workspace_mb, dla_core ...; see deblur_cmd.engine_options)."""
+    opts = dict(settings.get("engine") or {})
+    opts.update({k: settings[k] for k in ("scene_cut", "max_bad_frames") if settings.get(k) is not None})
+    return opts
 
 
 def check_model(settings: dict, remote: bool = False) -> int:
