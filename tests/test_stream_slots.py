@@ -552,3 +552,17 @@ def test_batch_passes_a_profiles_engine_options_to_the_model_open(tmp_path, monk
     (tmp_path / "ort.yaml").write_text("backend: onnxruntime\nengine:\n  workspace_mb: 256\n")
     args.profile = str(tmp_path / "ort.yaml")
     assert settings_from_args(args)["engine"] == {}
+
+
+def test_a_profiles_gpu_preprocess_true_means_where_the_kernels_build():
+    """`gpu_preprocess: true` in a shipped Jetson profile must not demand the NVRTC kernels (the
+    TensorRT backend's True): where they do not build, the slots would be refused and the stream
+    would fall back to one frame at a time. It reaches the backend as None (GPU where possible)."""
+    from edge_deblur.cli.deblur_cmd import pipeline_options
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    prof = load_runtime_profile("orin_nano")
+    assert prof.pipeline.gpu_preprocess is True
+    assert pipeline_options(prof)["gpu_preprocess"] is None
+    prof.pipeline.gpu_preprocess = False
+    assert pipeline_options(prof)["gpu_preprocess"] is False

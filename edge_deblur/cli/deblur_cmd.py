@@ -329,12 +329,15 @@ def scene_cut_options(args, prof) -> dict:
 def pipeline_options(prof, slots=None) -> dict:
     """A runtime profile's ``pipeline:`` section as StreamOptions fields for a video or a stream:
     ``slots`` (``slots`` given on the command line wins), ``gpu_preprocess`` and ``cuda_graphs``
-    (which reach the backend's slot pipeline where its ``pipeline()`` takes them). Empty without a
-    profile."""
+    (which reach the backend's slot pipeline where its ``pipeline()`` takes them). A profile's
+    ``gpu_preprocess: true`` means "on the GPU where its kernels build" (the backend's default,
+    None: frames are converted on the CPU, with a warning, where NVRTC cannot build them, and the
+    slots still double-buffer); ``false`` never uses them. Empty without a profile."""
     if prof is None:
         return {} if slots is None else {"slots": slots}
     return {"slots": prof.pipeline.slots if slots is None else slots,
-            "gpu_preprocess": prof.pipeline.gpu_preprocess, "cuda_graphs": prof.pipeline.cuda_graphs}
+            "gpu_preprocess": None if prof.pipeline.gpu_preprocess else False,
+            "cuda_graphs": prof.pipeline.cuda_graphs}
 
 
 def engine_options(prof, backend) -> dict:

@@ -105,7 +105,7 @@ class StreamSection:
 class PipelineSection:
     slots: int = 2                        # in-flight frames (2: double buffering; 1: synchronous); the stream's
                                           # slots (io.options.DEFAULT_SLOTS) on the tensorrt/torch-cuda backends
-    gpu_preprocess: bool = True           # upload uint8 frames, convert/normalize/pad on the GPU
+    gpu_preprocess: bool = True           # upload uint8 frames, convert/normalize/pad on the GPU (where its kernels build; else on the CPU, with a warning)
     cuda_graphs: bool = False             # torch-cuda only, stateless models
     tile: Optional[int] = None            # split frames larger than this (pixels) into tiles
     overlap: int = 128                    # tile overlap in pixels
