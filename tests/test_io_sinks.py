@@ -201,3 +201,26 @@ def test_video_rate_is_honoured_across_its_range_and_refused_outside(tmp_path):
         open_sink(str(tmp_path / "slow.mp4"), StreamOptions(), fps=0.0001)
     with pytest.raises(InputError, match="got 0.0001"):
         StreamOptions(fps=0.0001).validate()
+
+
+def test_a_rate_may_be_any_real_number(tmp_path):
+    """StreamOptions(fps=np.float32(30)) (a rate read from a NumPy array or a config) was refused:
+    check_fps took only int and float. Any real number is a rate; bools, NaN and out-of-range are not."""
+    from fractions import Fraction
+
+    from edge_deblur.errors import InputError
+    from edge_deblur.io.options import check_fps
+
+    for fps in (np.float32(30), np.float64(29.97), np.int64(25), np.uint8(10), Fraction(30000, 1001)):
+        assert check_fps(fps) == pytest.approx(float(fps)) and type(check_fps(fps)) is float
+        StreamOptions(fps=fps).validate()
+    for bad in (True, np.bool_(True), np.float32("nan"), np.float32(1e6), np.float64(0.0), "30", None):
+        with pytest.raises(InputError, match="frames per second"):
+            check_fps(bad)
+    dst = tmp_path / "o.mp4"
+    with open_sink(str(dst), StreamOptions(fps=np.float32(20))) as sink:
+        for i in range(3):
+            sink.write(numbered_frame(i), FrameMeta(i))
+    av = pytest.importorskip("av")
+    with av.open(str(dst)) as c:
+        assert [float(f.pts * f.time_base) for f in c.decode(video=0)] == pytest.approx([0, 0.05, 0.1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -35,9 +36,10 @@ def check_slots_option(slots) -> Optional[int]:
 
 
 def check_fps(fps, what: str = "fps") -> float:
-    """``fps`` as a float, or InputError naming the value and the accepted range."""
+    """``fps`` as a float, or InputError naming the value and the accepted range. Any real number
+    is a rate (int, float, NumPy scalars such as ``np.float32(30)``, Fraction); bools are not."""
     lo, hi = FPS_RANGE
-    ok = isinstance(fps, (int, float)) and not isinstance(fps, bool) and lo <= fps <= hi  # NaN fails too
+    ok = isinstance(fps, numbers.Real) and not isinstance(fps, bool) and lo <= fps <= hi  # NaN fails too
     if not ok:
         raise InputError(
             f"{what} must be a finite number from {lo:g} to {hi:g} frames per second (e.g. 30), got {fps!r}; "
