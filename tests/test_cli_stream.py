@@ -252,3 +252,17 @@ def test_stream_negative_camera_index_is_a_clear_error(capsys):
     assert rc == 2
     assert "--camera -1 is not a camera index: indexes count from 0" in err, err
     assert "--source URI" in err and "list the devices" in err
+
+
+@pytest.mark.parametrize("given, source", [("+1", "camera://1"), ("-0", "camera://0"), (" 2 ", "camera://2"),
+                                           ("007", "camera://7"), ("/dev/video3", "/dev/video3")])
+def test_a_signed_camera_index_is_that_camera(given, source):
+    """The index check accepted a sign, but '--camera +1' and '--camera -0' became file sources
+    named '+1' and '-0'."""
+    import argparse
+
+    from edge_deblur.io import StreamOptions
+
+    parser = argparse.ArgumentParser()
+    StreamOptions.add_arguments(parser)
+    assert StreamOptions.from_args(parser.parse_args(["--camera", given])).source == source

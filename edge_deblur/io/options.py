@@ -215,7 +215,8 @@ class StreamOptions:
         camera = getattr(args, "camera", None)
         if camera is not None:
             camera = str(camera).strip()
-            if re.fullmatch(r"[+-]?\d+", camera) and int(camera) < 0:
+            number = re.fullmatch(r"[+-]?\d+", camera) is not None
+            if number and int(camera) < 0:
                 from .sources import cameras_hint
 
                 raise InputError(
@@ -223,5 +224,6 @@ class StreamOptions:
                     f"{cameras_hint()}; list the devices with `v4l2-ctl --list-devices` (or ls /dev/video*), "
                     "or give another source with --source URI (/dev/videoN, csi://N, rtsp://..., a file)"
                 )
-            kw["source"] = f"camera://{camera}" if camera.isdigit() else camera  # also /dev/videoN, csi://N
+            # an index as a number ('+1' is camera 1, '-0' camera 0), else as given (/dev/videoN, csi://N)
+            kw["source"] = f"camera://{int(camera)}" if number else camera
         return cls(**kw).validate()
