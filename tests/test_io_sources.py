@@ -42,6 +42,38 @@ def test_truncated_video_stops_at_last_good_frame_with_a_warning(tmp_path, caplo
     assert any("truncated" in r.getMessage() for r in caplog.records)
 
 
+
+@pytest.mark.parametrize("name, times", [
+    ("vfr.mkv", [0.0, 0.1, 0.2, 0.5, 0.6, 1.2, 1.3, 1.4, 2.0, 2.1, 2.2, 2.3]),  # OpenCV estimates 24 frames
+    ("offset.mkv", [5 + i / 10 for i in range(12)]),                            # ... and 62 here
+    ("offset_vfr.mkv", [3 + t for t in (0.0, 0.04, 0.08, 0.2, 0.24, 0.5, 0.54, 0.58, 0.9, 0.94)]),
+])
+def test_a_complete_variable_rate_or_offset_matroska_is_not_called_truncated(tmp_path, caplog, name, times):
+    """Matroska announces no frame count: OpenCV's (duration x average rate) was above the frames of
+    every variable frame rate or offset file, and each was reported 'truncated or damaged'."""
+    pytest.importorskip("av")
+    from video_helpers import make_timed_video
+
+    p = make_timed_video(tmp_path / name, times)
+    with caplog.at_level(logging.WARNING), open_source(str(p), loop=1) as src:
+        n = sum(1 for _ in src)
+    assert n == 2 * len(times)
+    assert not [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+
+
+def test_a_truncated_matroska_is_still_reported(tmp_path, caplog):
+    pytest.importorskip("av")
+    from video_helpers import make_timed_video
+
+    p = make_timed_video(tmp_path / "clip.mkv", [5 + i / 10 for i in range(60)])
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(p.read_bytes()[: int(p.stat().st_size * 0.6)])
+    with caplog.at_level(logging.WARNING), open_source(str(cut)) as src:
+        n = sum(1 for _ in src)
+    assert 0 < n < 60
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+
+
 def test_mp4_cut_before_its_index_is_a_clear_error(tmp_path):
     p = make_video(tmp_path / "clip.mp4", n=20, fourcc="mp4v")
     data = p.read_bytes()

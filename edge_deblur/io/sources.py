@@ -250,6 +250,7 @@ class CaptureSource(Source):
         self._pts_offset = 0.0                # a looped file's time runs on from the pass before
         self._last_pts: Optional[float] = None
         self._pts_step: Optional[float] = None  # the time between the last two frames
+        self._container_info: Optional[tuple] = None  # (frames, start s, duration s) by PyAV, when needed
         self.policy = ReconnectPolicy.from_options(options)
         self.reconnect_stats = ReconnectStats()
         what = self._what()
@@ -429,16 +430,68 @@ class CaptureSource(Source):
         return d
 
     def _check_truncated(self):
+        """Warn when a pass over a file ended before its last frame. OpenCV's frame count is the
+        container's own count where it has one (MP4, AVI), else its duration x the average rate
+        (Matroska, WebM, MPEG-TS): a variable frame rate or a start offset made that estimate too
+        high, so then the last frame's time is compared with the container's duration instead."""
         n, expected = self._decoded_this_pass, self.frame_count
-        if expected and 0 < n < expected:
-            log.warning(
-                "video %r: decoding stopped at frame %d of the %d its container announces; the file is "
-                "truncated or damaged, the stream ends at the last good frame", self.target.location, n, expected,
-            )
+        if not (expected and 0 < n < expected):
+            return
+        short = self._ends_short_of_duration(n)
+        if short is False:
+            return
+        log.warning(
+            "video %r: decoding stopped at frame %d of the %d its container announces%s; the file is "
+            "truncated or damaged, the stream ends at the last good frame", self.target.location, n, expected,
+            short or "",
+        )
+
+    def _ends_short_of_duration(self, n: int):
+        """False when the frames read reach the end of the file (its frame count, or its duration
+        where it announces no count), else a phrase saying where the pass stopped; None when it
+        cannot be told (no frame times, a file PyAV cannot open): the frame count decides."""
+        if self.kind != "video":
+            return None
+        if self._container_info is None:
+            self._container_info = _container_info(self.target.location)
+        frames, start, duration = self._container_info
+        if frames:  # the container counts its frames: that count, not an estimate
+            return False if n >= frames else None
+        if not duration or self._last_pts is None or not self._timestamps:
+            return None
+        step = self._pts_step or (1.0 / self.fps if self.fps else 0.0)
+        end = self._last_pts - self._pts_offset + step  # the pass's end, from the stream's first frame
+        tol = max(2.0 * step, TRUNCATION_TOLERANCE_S)   # the last frame's own duration is a guess
+        # a duration is counted from the stream's start (MPEG-TS) or from 0 (Matroska: its end time)
+        if end >= duration - tol or abs(start + end - duration) <= tol:
+            return False
+        return f" (its frames end at {end:.3f} s of the {duration:.3f} s it lasts)"
 
     def _close(self):
         if self._cap is not None:
             self._cap.release()
+
+
+# a file's last frame may end this much before the duration its container announces without a
+# frame missing (the last frame's duration is not known; containers round their durations)
+TRUNCATION_TOLERANCE_S = 0.25
+
+
+def _container_info(path: str) -> tuple:
+    """``(frames, start s, duration s)`` of a file's first video stream as its container announces
+    them (0 where it does not), read by PyAV from the header; ``(0, 0, 0)`` when it cannot be read."""
+    try:
+        import av
+
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            start = c.start_time / 1e6 if c.start_time is not None else 0.0
+            if s.start_time is not None and s.time_base:
+                start = float(s.start_time * s.time_base)
+            duration = c.duration / 1e6 if c.duration else 0.0
+            return int(s.frames or 0), start, duration
+    except Exception:  # noqa: BLE001 - PyAV missing, an unreadable or damaged file: no opinion
+        return 0, 0.0, 0.0
 
 
 def _backend(cap) -> Optional[str]:
