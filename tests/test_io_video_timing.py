@@ -57,3 +57,75 @@ def test_frames_without_times_and_avi_keep_the_constant_rate(tmp_path):
                 sink.write(numbered_frame(i), FrameMeta(i, pts=None if name.endswith(".mp4") else t))
         got, _ = frame_times(out)
         assert [t for _, t in got] == pytest.approx([0.0, 0.1, 0.2], abs=1e-3), name
+
+
+def keyframe_times(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return [float(p.pts * p.time_base) for p in c.demux(video=0) if p.size and p.is_keyframe]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_variable_frame_rate_keeps_a_keyframe_every_fragment_s(tmp_path, ext):
+    """The keyframe interval was fps * fragment_s frames at the source's average rate: a stretch of
+    one frame a second in a '30 fps' video had a keyframe (a fragment, what survives a crash) every
+    60 s and counted one fragment in 130 s."""
+    out = tmp_path / f"out{ext}"
+    times = [i / 30 for i in range(30)] + [1.0 + i for i in range(1, 41)]  # 30 fps for 1 s, then 1 fps
+    with open_sink(str(out), StreamOptions(fragment_s=2.0), fps=30.0) as sink:
+        for i, t in enumerate(times):
+            sink.write(numbered_frame(i % 2), FrameMeta(i, pts=t))
+        w = sink._writer
+    keys = keyframe_times(out)
+    assert keys[0] == 0.0 and keys[-1] >= times[-1] - 2.0
+    assert max(b - a for a, b in zip(keys, keys[1:])) <= 2.0 + 1e-3, keys
+    assert w.fragments >= 18  # counted on video time: about one per 2 s of the 41 s
+    got, _ = frame_times(out)
+    assert [t for _, t in got] == pytest.approx(times, abs=1e-3)
+
+
+def test_a_write_error_in_a_variable_frame_rate_video_says_what_is_kept(tmp_path, monkeypatch):
+    """'about N s are kept' counted fragments of fps * fragment_s frames: at one frame a second in
+    a '30 fps' video it said nothing playable was written while 20 s of frames were."""
+    import errno
+
+    import av
+    import numpy as np
+
+    from edge_deblur.errors import SinkWriteError
+    from edge_deblur.io import video_writer
+
+    class FullDisk:
+        def __init__(self, path, limit):
+            self._f, self.limit, self.n = open(path, "wb"), limit, 0
+
+        def write(self, b):
+            if self.n + len(b) > self.limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.n += len(b)
+            return self._f.write(b)
+
+        def __getattr__(self, k):
+            return getattr(self._f, k)
+
+    monkeypatch.setattr(video_writer, "_open_file", lambda p: FullDisk(p, 150_000))
+    sink = open_sink(str(tmp_path / "out.mp4"), StreamOptions(fragment_s=2.0), fps=30.0)
+    rng = np.random.default_rng(0)
+    with pytest.raises(SinkWriteError) as e:
+        for i in range(400):  # one frame a second
+            sink.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), FrameMeta(i, pts=float(i)))
+    msg = str(e.value)
+    import re
+
+    m = re.search(r"about (\S+) s\) are kept", msg)
+    assert m, msg
+    claimed = float(m.group(1))
+    decoded = []
+    try:
+        with av.open(str(sink.tmp_path)) as c:
+            for f in c.decode(video=0):
+                decoded.append(float(f.pts * f.time_base))
+    except av.error.FFmpegError:
+        pass
+    assert claimed >= 4 and decoded and max(decoded) >= claimed - 1.0, (msg, decoded[-3:])

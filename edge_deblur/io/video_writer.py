@@ -1,13 +1,16 @@
 """Crash-safe video files through PyAV (its wheels bundle FFmpeg with libx264).
 
-* Containers are written so that a killed process (SIGKILL, power loss) leaves a playable file
-  up to the last completed fragment: MP4/MOV/M4V are *fragmented* (``movflags=frag_keyframe+
-  delay_moov+default_base_moof``; a keyframe, hence a new fragment, at least every
-  ``fragment_s`` seconds; the ``moov`` is written with the first fragment, so it holds the edit
-  list that starts the video at its first frame: with ``empty_moov`` it had none, and every video
-  began H.264's B-frame delay, 2 frames, late), Matroska closes a cluster at least every
-  ``fragment_s`` seconds, and the I/O buffer is flushed to the file after every packet, and
-  ``fsync``-ed at every fragment start.
+* Containers are written so that a killed process (SIGKILL, power loss) leaves a playable file up to
+  the last completed fragment: MP4/MOV/M4V are *fragmented* (``movflags=frag_keyframe+
+  delay_moov+default_base_moof``; a keyframe, hence a new fragment, at least every ``fragment_s``
+  seconds of video time, also when the frame rate varies: frames timed by the source get an I-frame
+  forced once ``fragment_s`` has passed since the last one, not every ``fps * fragment_s`` frames
+  (FFV1 excepted: its encoder ignores forced frame types); the ``moov`` is written with the first
+  fragment, so it holds the edit list that starts the video at its first frame: with ``empty_moov``
+  it had none, and every video began H.264's B-frame delay, 2 frames, late), Matroska closes a
+  cluster at least every ``fragment_s`` seconds, and the I/O buffer is flushed to the file after
+  every packet, and ``fsync``-ed at every fragment start (at most one a ``fragment_s``, counted in
+  video time).
 * Every write error (a full disk, a vanished mount) is raised as ``SinkWriteError`` naming the
   file, the frame and what is safe on disk; nothing is ignored.
 * Frames are timed by the source's presentation timestamps when it has them (``write(frame, t)``;
@@ -75,6 +78,13 @@ _TIMED_FORMATS = ("mp4", "mov", "matroska")
 # the encoder's clock for frames timed by the source: fine enough for any source clock (a frame time
 # is off by 1/120000 s at most, never accumulated), and within MPEG-4 Part 2's limit of 65535
 TIMED_TIME_BASE = (1, 60000)
+# frames timed by the source: keyframes are forced by time (every fragment_s), the encoder's own GOP
+# is this many times longer, a backstop that never comes first at the source's average rate
+TIMED_GOP_FACTOR = 10
+# encoders that make a frame handed to them as an I-frame a keyframe. FFV1 does not (its keyframes,
+# where its context models restart, come every gop_size frames): it keeps the GOP of fps * fragment_s
+# frames at the source's average rate, also for a timed video
+_FORCES_KEYFRAMES = ("libx264", "libx265", "mpeg4", "mjpeg")
 # libx265 (the build in PyAV's wheels) corrupts its heap on narrow frames and aborts the process.
 # Measured through this writer (noise frames, yuv444p, preset veryfast, CRF 6): with glibc's malloc
 # checks every width up to 48 aborts (16x16, 34x18, 40x24, 48x16, 48x48, 32x96, 48x96), every width
@@ -184,7 +194,12 @@ class VideoWriter:
         self.packets_muxed = 0
         self.fragments = 0
         self._synced_at = 0
+        self._synced_t = 0.0          # video time (s) of the keyframe at the last counted fragment
+        self.kept_s = 0.0             # video time up to which complete fragments were written (the time
+                                      # of the last keyframe muxed: the muxer wrote what came before it)
         self._gop = max(1, int(self.fps * self.fragment_s))
+        self._force_keys = False      # timed: keyframes forced every fragment_s (open)
+        self._key_pts: Optional[int] = None  # pts of the last I-frame forced
         self.timed = False            # frames timed by the source's timestamps (open(..., timed=True))
         self._tick = Fraction(1, 1)   # the encoder's time base, seconds per tick
         self._t0: Optional[float] = None
@@ -222,7 +237,8 @@ class VideoWriter:
             self._tick = Fraction(*TIMED_TIME_BASE) if self.timed else 1 / rate
             s.codec_context.time_base = self._tick
             s.pix_fmt = self.codec.pix_fmt
-            gop = self._gop
+            self._force_keys = self.timed and self.codec.encoder in _FORCES_KEYFRAMES
+            gop = self._gop * TIMED_GOP_FACTOR if self._force_keys else self._gop
             s.codec_context.gop_size = gop
             copts = {}
             if self.codec.quality_opt == "crf":
@@ -233,6 +249,7 @@ class VideoWriter:
                     copts["x264-params"] = f"keyint={gop}:min-keyint=1{bframes}"
                 else:
                     copts["x265-params"] = f"keyint={gop}:log-level=error"
+                copts["forced-idr"] = "1"  # a forced I-frame is an IDR: a fragment starts there
             elif self.codec.quality_opt == "qscale":
                 copts = {"qmin": str(self.quality), "qmax": str(self.quality)}  # a fixed quantizer
             s.options = copts
@@ -254,6 +271,11 @@ class VideoWriter:
         av = _av()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
         frame.pts = pts = self._next_pts(t)
+        if self._force_keys and (self._key_pts is None
+                           or (pts - self._key_pts) * self._tick >= self.fragment_s - float(self._tick) / 2):
+            # a keyframe (a new fragment) at least every fragment_s of video time, whatever the rate
+            frame.pict_type = av.video.frame.PictureType.I
+            self._key_pts = pts
         if self._last_pts is not None:
             self._durations[self._last_pts] = self._last_step = pts - self._last_pts
         self._last_pts = pts
@@ -295,12 +317,27 @@ class VideoWriter:
             self._mux_packet(self._held.popleft())
 
     def _mux_packet(self, p):
-        if p.is_keyframe and self.packets_muxed and self.packets_muxed - self._synced_at >= self._gop:
+        key_t = self._packet_time(p) if p.is_keyframe else None
+        if key_t is not None and self.packets_muxed and self._fragment_due(key_t):
             self._sync()  # the previous fragment is complete: make it durable
             self._synced_at = self.packets_muxed
+            self._synced_t = key_t
             self.fragments += 1
-        self._container.mux(p)
+        self._container.mux(p)  # a keyframe ends the fragment before it: the muxer writes that out
         self.packets_muxed += 1
+        if key_t is not None:
+            self.kept_s = key_t
+
+    def _packet_time(self, p) -> float:
+        """A packet's presentation time in s from the video's start (its pts in encoder ticks)."""
+        return float(p.pts * self._tick) if p.pts is not None else self.frames_encoded / self.fps
+
+    def _fragment_due(self, key_t: float) -> bool:
+        """A keyframe at ``key_t`` s starts a fragment to count (and fsync before): ``fragment_s`` of
+        video time after the last counted one (timed), or ``fps * fragment_s`` packets (constant rate)."""
+        if self.timed:
+            return key_t - self._synced_t >= self.fragment_s - float(self._tick) / 2
+        return self.packets_muxed - self._synced_at >= self._gop
 
     def _sync(self):
         f = self._file
@@ -317,8 +354,8 @@ class VideoWriter:
     def _write_error(self, e: BaseException, when: str) -> SinkWriteError:
         self._abandon()
         kept = (
-            f"the frames up to the last fragment (about {self.fragments * self.fragment_s:g} s) are kept "
-            f"in {str(self.path)!r}" if self.fragments else f"nothing playable was written to {str(self.path)!r}"
+            f"the frames up to the last fragment (about {round(self.kept_s, 1):g} s) are kept "
+            f"in {str(self.path)!r}" if self.kept_s > 0 else f"nothing playable was written to {str(self.path)!r}"
         )
         return SinkWriteError(
             f"video write failed while {when}: {_describe_oserror(e)}; {kept}; "
