@@ -129,3 +129,32 @@ def test_a_write_error_in_a_variable_frame_rate_video_says_what_is_kept(tmp_path
     except av.error.FFmpegError:
         pass
     assert claimed >= 4 and decoded and max(decoded) >= claimed - 1.0, (msg, decoded[-3:])
+
+
+def test_a_forward_jump_in_the_frame_times_is_a_discontinuity(tmp_path, caplog):
+    """An MPEG-TS discontinuity or a stalled camera made one frame last the whole gap (here 100 s);
+    the video goes on one median frame step later, with one warning."""
+    import logging
+
+    out = tmp_path / "out.mp4"
+    times = [i / 10 for i in range(20)] + [101.9 + i / 10 for i in range(10)] + [500 + i / 10 for i in range(10)]
+    with caplog.at_level(logging.DEBUG, logger="edge_deblur.io.video_writer"):
+        with open_sink(str(out), StreamOptions(), fps=10.0) as sink:
+            for i, t in enumerate(times):
+                sink.write(numbered_frame(i % 32), FrameMeta(i, pts=t))
+    got, duration = frame_times(out)
+    assert [t for _, t in got] == pytest.approx([i / 10 for i in range(40)], abs=1e-3)
+    assert duration == pytest.approx(4.0, abs=1e-3)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "jump" in r.getMessage()]
+    assert len(warned) == 1 and "100.000 s" in warned[0].getMessage(), [r.getMessage() for r in caplog.records]
+
+
+def test_a_variable_frame_rate_with_long_steps_is_kept(tmp_path):
+    """Steps that vary 2-3x, above a second (a slow time lapse), are the source's timing, not jumps."""
+    times = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 9.0, 11.5, 12.5, 15.5, 16.5]
+    out = tmp_path / "out.mkv"
+    with open_sink(str(out), StreamOptions(), fps=1.0) as sink:
+        for i, t in enumerate(times):
+            sink.write(numbered_frame(i), FrameMeta(i, pts=t))
+    got, _ = frame_times(out)
+    assert [t for _, t in got] == pytest.approx(times, abs=1e-3)

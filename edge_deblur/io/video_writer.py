@@ -15,6 +15,14 @@
   file, the frame and what is safe on disk; nothing is ignored.
 * Frames are timed by the source's presentation timestamps when it has them (``write(frame, t)``;
   MP4/MOV/Matroska; a variable frame rate video keeps its timing and duration), else at ``fps``.
+  A forward jump in those times far above the recent frame step (more than ``DISCONTINUITY_RATIO``
+  times the median of the last steps and more than ``DISCONTINUITY_MIN_S``, with the step after
+  it back within that ratio: an MPEG-TS discontinuity, a camera that stalled) is taken as a break
+  in the source's clock, not as one frame shown for the whole gap: it is logged (a warning the first
+  time) and the video goes on one median step after the frame before. A timed frame is encoded
+  when the next one arrives, to see that step. Frame steps that vary a few times over and changes
+  of rate (30 fps, then one frame a second) are kept; a pause longer than both limits between
+  frames at the usual rate (a screen recording that sat still for seconds) is shortened too.
 * The default codec is H.264 (``libx264``) at a CRF where the encoder keeps the model's output
   (see docs/RELIABILITY.md for the measured PSNR against the model's own frames).
 
@@ -78,6 +86,13 @@ _TIMED_FORMATS = ("mp4", "mov", "matroska")
 # the encoder's clock for frames timed by the source: fine enough for any source clock (a frame time
 # is off by 1/120000 s at most, never accumulated), and within MPEG-4 Part 2's limit of 65535
 TIMED_TIME_BASE = (1, 60000)
+# a step between two timed frames above both of these (times the median of the last DISCONTINUITY_WINDOW
+# steps, and seconds), with the step after it back under the ratio, is a discontinuity in the source's
+# clock, not a frame that lasts the whole gap (steps that stay long are a change of frame rate)
+DISCONTINUITY_RATIO = 10.0
+DISCONTINUITY_MIN_S = 1.0
+DISCONTINUITY_WINDOW = 31
+DISCONTINUITY_MIN_STEPS = 4   # steps seen before a jump can be judged
 # frames timed by the source: keyframes are forced by time (every fragment_s), the encoder's own GOP
 # is this many times longer, a backstop that never comes first at the source's average rate
 TIMED_GOP_FACTOR = 10
@@ -200,6 +215,10 @@ class VideoWriter:
         self._gop = max(1, int(self.fps * self.fragment_s))
         self._force_keys = False      # timed: keyframes forced every fragment_s (open)
         self._key_pts: Optional[int] = None  # pts of the last I-frame forced
+        self._steps: deque = deque(maxlen=DISCONTINUITY_WINDOW)  # recent frame steps, ticks
+        self._skipped = 0             # ticks of source-clock discontinuities left out of the timeline
+        self.discontinuities = 0
+        self._pending: Optional[tuple] = None  # timed: (frame, t) waiting for the next frame's time
         self.timed = False            # frames timed by the source's timestamps (open(..., timed=True))
         self._tick = Fraction(1, 1)   # the encoder's time base, seconds per tick
         self._t0: Optional[float] = None
@@ -267,14 +286,24 @@ class VideoWriter:
     # ---- writing -----------------------------------------------------------------------------
     def write(self, bgr: np.ndarray, t: Optional[float] = None):
         """Encode one frame; ``t``: its presentation time in seconds on the source's clock (used
-        when the writer was opened ``timed``; the first frame is the video's start)."""
+        when the writer was opened ``timed``; the first frame is the video's start). A timed frame
+        is encoded when the next one arrives (or at ``finish``): a jump in the times is told from a
+        change of frame rate by the step after it."""
         av = _av()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), format="bgr24")
-        frame.pts = pts = self._next_pts(t)
+        if not self.timed:
+            self._encode(frame, t, None)
+            return
+        held, self._pending = self._pending, (frame, t)
+        if held is not None:
+            self._encode(held[0], held[1], t)
+
+    def _encode(self, frame, t: Optional[float], t_next: Optional[float]):
+        frame.pts = pts = self._next_pts(t, t_next)
         if self._force_keys and (self._key_pts is None
                            or (pts - self._key_pts) * self._tick >= self.fragment_s - float(self._tick) / 2):
             # a keyframe (a new fragment) at least every fragment_s of video time, whatever the rate
-            frame.pict_type = av.video.frame.PictureType.I
+            frame.pict_type = _av().video.frame.PictureType.I
             self._key_pts = pts
         if self._last_pts is not None:
             self._durations[self._last_pts] = self._last_step = pts - self._last_pts
@@ -290,9 +319,10 @@ class VideoWriter:
         """One frame at ``fps``, in encoder ticks."""
         return max(1, round(1 / (self.fps * self._tick)))
 
-    def _next_pts(self, t: Optional[float]) -> int:
+    def _next_pts(self, t: Optional[float], t_next: Optional[float] = None) -> int:
         """The frame's pts in encoder ticks: its time since the first frame (timed), else its
-        index at ``fps``; always after the previous frame's."""
+        index at ``fps``; always after the previous frame's. ``t_next``: the next frame's time (a
+        discontinuity is a jump after which the frames come at the old rate again)."""
         step = self._step()
         if self._last_pts is None:
             self._t0 = t
@@ -301,7 +331,33 @@ class VideoWriter:
             return self._last_pts + step
         if t is None or self._t0 is None:  # a frame without a time: one nominal frame on
             return self._last_pts + step
-        return max(self._last_pts + 1, round((t - self._t0) / self._tick))
+        pts = round((t - self._t0) / self._tick) - self._skipped
+        gap = pts - self._last_pts
+        if len(self._steps) >= DISCONTINUITY_MIN_STEPS and t_next is not None:
+            median = int(np.median(self._steps))
+            limit = DISCONTINUITY_RATIO * median
+            next_gap = round((t_next - t) / self._tick)
+            if (median > 0 and gap > limit and gap * self._tick > DISCONTINUITY_MIN_S
+                    and 0 < next_gap <= limit):
+                self._discontinuity(t, gap, median)
+                self._skipped += gap - median
+                pts = self._last_pts + median
+                gap = median
+        pts = max(self._last_pts + 1, pts)
+        self._steps.append(max(1, gap))
+        return pts
+
+    def _discontinuity(self, t: float, gap: int, median: int):
+        self.discontinuities += 1
+        at = float(self._last_pts * self._tick)
+        log.log(
+            logging.WARNING if self.discontinuities == 1 else logging.DEBUG,
+            "%s: the source's frame times jump by %.3f s after %.3f s of video (%.0fx the recent frame step of "
+            "%.4f s; a stream discontinuity or a stalled source); the video goes on one frame step later instead "
+            "of showing one frame for the whole gap%s", str(self.path), float(gap * self._tick), at,
+            gap / median, float(median * self._tick),
+            "" if self.discontinuities == 1 else " (jump %d)" % self.discontinuities,
+        )
 
     def _mux(self, packets, last_duration: Optional[int] = None):
         """Mux encoded packets in order, each with its frame's duration (up to the next frame):
@@ -366,6 +422,10 @@ class VideoWriter:
         """Flush the encoder, close the container, fsync and close the file."""
         if self._container is None:
             return
+        if self._pending is not None:
+            frame, t = self._pending
+            self._pending = None
+            self._encode(frame, t, None)
         try:
             self._mux(self._stream.encode(None), last_duration=self._last_duration())
             self._container.close()
@@ -385,6 +445,7 @@ class VideoWriter:
 
     def _abandon(self):
         """Drop the container without more writes (after an error); the file keeps what it has."""
+        self._pending = None
         c, f = self._container, self._file
         self._container = self._file = None
         if c is not None:
