@@ -32,6 +32,12 @@ class BackendError(EdgeDeblurError):
     """A backend is unavailable here (no GPU, no TensorRT) or failed to run."""
 
 
+class ProfileInUseError(BackendError):
+    """Every optimization profile of a TensorRT engine is held by an open pipeline of the backend:
+    another context on one of them would break TensorRT's one-profile-per-context rule, so the
+    stream does not fall back to the backend's own context either (it runs on profile 0)."""
+
+
 class ClusterError(EdgeDeblurError):
     """A compute cluster (Ray) cannot be reached or refused the job."""
 

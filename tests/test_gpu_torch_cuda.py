@@ -171,3 +171,27 @@ def test_no_device_memory_leak_over_1000_frames(tiny):
     assert max(readings[1:]) == readings[1], f"device memory grew while streaming: {readings}"
     assert after <= before, f"{after - before} bytes still allocated after closing the pipeline"
     b.close()
+
+
+def test_the_slot_executor_reports_nan_outputs(tiny):
+    """The float output is checked on the device before the uint8 conversion (read at collect):
+    a NaN output is reported as not finite, so the stream's guard counts it."""
+    b = open_cuda(tiny["ckpt"])
+    forward, calls = b.forward, []
+
+    def nan_on_second(x, state=None):
+        y, new = forward(x, state)
+        calls.append(1)
+        return (y * float("nan") if len(calls) == 2 else y), new
+
+    b.forward = nan_on_second
+    sched = b.pipeline(slots=2)
+    seen = []
+    for f in rand_frames(4, 48, 64):
+        for _ in sched.submit(f):
+            seen.append(sched.last_finite)
+    for _ in sched.flush():
+        seen.append(sched.last_finite)
+    sched.ex.close()
+    assert seen == [True, False, True, True]
+    b.close()

@@ -101,7 +101,8 @@ def test_a_stream_through_the_slots_equals_the_synchronous_stream(tmp_path, slot
     assert [m.index for _, m in got] == list(range(14))
     assert stats["frames_in"] == stats["frames_processed"] == stats["frames_out"] == 14
     assert stats["state"] == {"kind": "image"}
-    assert stats["model_output"]["unchecked_frames"] == 14
+    # the CPU executor checks each float output for NaN/Inf before the uint8 conversion
+    assert stats["model_output"] == {"bad_frames": 0, "longest_bad_run": 0, "unchecked_frames": 0}
     # pre/post-processing ran inside the executor: the CPU stages passed the frames through
     assert "infer" in stats["stages"] and "preprocess" not in stats["stages"] and "postprocess" not in stats["stages"]
 
@@ -566,3 +567,140 @@ def test_a_profiles_gpu_preprocess_true_means_where_the_kernels_build():
     assert pipeline_options(prof)["gpu_preprocess"] is None
     prof.pipeline.gpu_preprocess = False
     assert pipeline_options(prof)["gpu_preprocess"] is False
+
+
+# ---- review fixes: outputs kept when a submit fails, live frames in flight, NaN/Inf guard ----------
+
+class RefusingExecutor(CpuSlotExecutor):
+    """Refuses frames taller than 100 rows at stage(), as TensorRTSlotExecutor._buffers refuses a
+    frame outside the engine's profile."""
+
+    def stage(self, slot, index, frame):
+        if frame.shape[0] > 100:
+            from edge_deblur.errors import BackendError
+
+            raise BackendError("input outside the engine's profile")
+        super().stage(slot, index, frame)
+
+
+class RefusingSlots(SlotInvert):
+    def pipeline(self, slots=2, rgb=False):
+        return schedule(RefusingExecutor(self, slots=slots, rgb=rgb))
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_a_failing_submit_loses_no_finished_output(slots):
+    """Frame 6 is refused: every frame before it is written (the one collected to free its slot
+    too: it was dropped), then the error, as on the synchronous path."""
+    from edge_deblur.errors import BackendError
+
+    frames = [numbered_frame(i) for i in range(6)] + [numbered_frame(6, 640, 480)] + [numbered_frame(i) for i in range(7, 9)]
+    got = []
+    pipe = Pipeline(Deblurrer(RefusingSlots(nap=(0, 0))), frames, lambda f, m: got.append(m.index),
+                    StreamOptions(slots=slots))
+    with pytest.raises(BackendError, match="outside the engine's profile"):
+        pipe.run()
+    assert got == [0, 1, 2, 3, 4, 5]
+    assert pipe._result["schedule"] == "slots" and pipe._result["frames_out"] == 6
+
+
+def fast_camera(n, fps):
+    t0 = time.perf_counter()
+    for i in range(n):
+        delay = t0 + i / fps - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield numbered_frame(i)
+
+
+def test_a_fast_live_source_keeps_several_frames_in_flight(monkeypatch):
+    """A camera faster than the model: the next frame is staged while the last one is in flight,
+    so frame N+1 uploads while N computes (the infer thread collected the frame it had just
+    submitted before the preprocess stage could move the next one: never two in flight)."""
+    import edge_deblur.runtime.pipeline as pipeline
+
+    after_submit = []
+    orig = pipeline._SlotRun.submit
+
+    def submit(self, frame, meta):
+        orig(self, frame, meta)
+        after_submit.append(self.in_flight)
+
+    monkeypatch.setattr(pipeline._SlotRun, "submit", submit)
+    pipe = Pipeline(Deblurrer(SlotInvert(nap=(0.01, 0.01))), fast_camera(40, 400.0), lambda f, m: None,
+                    StreamOptions(live=True, slots=2, queue_size=4))
+    stats = pipe.run()
+    assert stats["schedule"] == "slots" and stats["live"] and stats["frames_out"] == len(after_submit) > 5
+    assert pipe._slot_run.peak_in_flight == 2
+    assert sum(n == 2 for n in after_submit) >= len(after_submit) // 2, after_submit
+
+
+class NaNFor(SlotInvert):
+    """y = 1 - x, NaN for the frames whose number (numbered_frame) is in ``bad``."""
+
+    def __init__(self, bad, **kw):
+        super().__init__(nap=(0, 0), **kw)
+        self.bad = set(bad)
+
+    def infer(self, x):
+        y = super().infer(x)
+        if int(round(float(x.mean()) * 255 / 8)) in self.bad:
+            y[:] = np.nan
+        return y
+
+
+class NaNCounter(SlotCounter):
+    """The recurrent counter, NaN on the ``at``-th call (the state it passes on is NaN too)."""
+
+    def __init__(self, at, **kw):
+        super().__init__(nap=(0, 0), **kw)
+        self.at, self.calls = at, 0
+
+    def infer_state(self, x, state):
+        y, new = super().infer_state(x, state)
+        self.calls += 1
+        if self.calls == self.at:
+            y[:] = np.nan
+        return y, new
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_nan_outputs_on_the_slots_pass_the_input_through_and_are_counted(slots):
+    frames = [numbered_frame(i) for i in range(10)]
+    d = Deblurrer(NaNFor({3, 4}))
+    got, stats = run(d, list(frames), slots, warmup=False)
+    assert stats["schedule"] == ("slots" if slots == 2 else "sync")
+    assert [m.index for _, m in got] == list(range(10))
+    for (f, m), src in zip(got, frames):
+        want = src if m.index in (3, 4) else 255 - src  # NaN: the input frame itself; else the model's
+        assert np.array_equal(f, want), m.index
+    mo = stats["model_output"]
+    assert (mo["bad_frames"], mo["longest_bad_run"]) == (2, 2)
+    assert mo.get("unchecked_frames", 0) == 0
+    assert d.frames == 10  # Deblurrer.frames counts the stream's frames on either path
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_run_of_nan_outputs_on_the_slots_fails_with_max_bad_frames(slots):
+    from edge_deblur.errors import ModelError
+
+    frames = [numbered_frame(10 + i) for i in range(20)]
+    got = []
+    pipe = Pipeline(Deblurrer(NaNFor(range(256)), max_bad_frames=5), frames, lambda f, m: got.append((f, m)),
+                    StreamOptions(slots=slots), warmup=False)
+    with pytest.raises(ModelError, match="NaN/Inf for 5 frames in a row"):
+        pipe.run()
+    # the frame that made it 5 in a row is the error; the frames before it were passed through, and
+    # so is (slots) the frame already computed behind it, written as the frames in flight are on an error
+    assert [m.index for _, m in got] == [0, 1, 2, 3] + ([5] if slots == 2 else [])
+    assert all(np.array_equal(f, frames[m.index]) for f, m in got)
+    assert pipe._result["model_output"]["bad_frames"] == 5  # counted once, not again for the frame behind it
+
+
+def test_a_nan_output_on_the_slots_resets_the_recurrent_state():
+    b = NaNCounter(at=3)
+    got, stats = run(Deblurrer(b, scene_cut=0), [numbered_frame(i) for i in range(8)], 2, warmup=False)
+    assert len(got) == 8 and stats["model_output"]["bad_frames"] == 1
+    assert stats["state"]["resets"]["bad_output"] == 1
+    assert b.seen[:3] == [0, 1, 2] and 0 in b.seen[3:]  # a frame after the bad one starts from zeros again
+

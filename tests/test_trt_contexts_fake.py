@@ -78,3 +78,104 @@ def test_a_second_open_pipeline_of_a_one_profile_engine_is_refused(monkeypatch, 
     assert all(np.array_equal(a, r) for a, r in zip(got, reference(fs, b.stride)))
     b.close()
     assert not cuda.open_objects()
+
+
+def live_contexts(engine) -> int:
+    """Contexts still referenced by someone other than the fake engine's own list."""
+    import gc
+    import weakref
+
+    refs = [weakref.ref(c) for c in engine.contexts]
+    engine.contexts.clear()
+    gc.collect()
+    live = [r() for r in refs if r() is not None]
+    engine.contexts.extend(live)
+    return len(live)
+
+
+def test_a_stream_holds_one_context_not_the_probes_as_well(monkeypatch, tmp_path):
+    """Deblurrer.open's probe runs backend.infer, which makes the backend's own context; the slot
+    executor makes its own: two contexts' activation memory for one stream. Opening the executor
+    drops the backend's (made again by a later infer)."""
+    from edge_deblur.runtime.deblurrer import Deblurrer
+
+    b, engine, cuda = open_backend(monkeypatch, tmp_path)
+    d = Deblurrer(b)
+    d.probe()  # as Deblurrer.open(probe=True)
+    assert b._own_ctx is not None and live_contexts(engine) == 1
+    sched = b.pipeline(slots=2, gpu_preprocess=False)
+    assert b._own_ctx is None and b._buf_stack is None  # the probe's context and buffers are freed
+    assert live_contexts(engine) == 1  # the executor's only
+    with sched.ex:
+        got = list(sched.run(frames(3)))
+    assert len(got) == 3 and live_contexts(engine) == 0
+    x = np.random.default_rng(2).random((1, 3, 16, 16), dtype=np.float32)
+    assert np.array_equal(b.infer(x), 1.0 - x)  # made again on demand
+    assert live_contexts(engine) == 1
+    b.close()
+    assert not cuda.open_objects()
+
+
+def test_a_refused_profile_is_not_a_fall_back_to_the_backends_context(monkeypatch, tmp_path):
+    """A second stream of a one-profile engine: the refusal used to be caught and the stream ran
+    synchronously on the backend's own context, which is on profile 0, the profile the first
+    pipeline's context runs on. It is an error naming the way out; nothing ran, the sinks closed."""
+    from edge_deblur.errors import ProfileInUseError
+    from edge_deblur.io import StreamOptions
+    from edge_deblur.runtime.deblurrer import Deblurrer
+    from edge_deblur.runtime.pipeline import Pipeline
+
+    b, engine, cuda = open_backend(monkeypatch, tmp_path)
+    first = b.pipeline(slots=2, gpu_preprocess=False)  # another stream of this backend, open
+    runs_before = sum(c.runs for c in engine.contexts)
+    got = []
+    pipe = Pipeline(Deblurrer(b), frames(4), lambda f, m: got.append(m.index), StreamOptions(slots=2))
+    with pytest.raises(ProfileInUseError, match="close the other pipeline"), pipe:
+        pipe.run()
+    assert got == [] and pipe.schedule == "slots" and pipe._torn_down
+    assert sum(c.runs for c in engine.contexts) == runs_before  # nothing ran on profile 0 beside it
+    first.ex.close()
+    b.close()
+
+
+def test_a_refused_shape_names_the_executors_own_profile(monkeypatch, tmp_path):
+    """An executor on profile 1 reported profile 0's min/max for a frame outside its profile."""
+    p0 = ((1, 3, 4, 4), (1, 3, 32, 32), (1, 3, 128, 128))
+    p1 = ((1, 3, 4, 4), (1, 3, 16, 16), (1, 3, 24, 24))
+    b, engine, cuda = open_backend(monkeypatch, tmp_path, profiles=2, profile_list=[p0, p1])
+    one, two = b.pipeline(slots=2, gpu_preprocess=False), b.pipeline(slots=2, gpu_preprocess=False)
+    assert two.ex.profile_index == 1
+    with pytest.raises(BackendError) as e:
+        two.submit(frames(1, h=30, w=41)[0])  # padded 32x44: inside profile 0, outside profile 1
+    assert "[1, 3, 4, 4] .. [1, 3, 24, 24]" in str(e.value) and "[1, 3, 128, 128]" not in str(e.value)
+    one.ex.close()
+    two.ex.close()
+    b.close()
+
+
+def test_tensorrt_slots_with_cpu_conversion_check_outputs_for_nan(monkeypatch, tmp_path):
+    """The float output comes back to the host (CPU conversion): the guard sees NaN there."""
+    from edge_deblur.io import StreamOptions
+    from edge_deblur.runtime.deblurrer import Deblurrer
+    from edge_deblur.runtime.pipeline import Pipeline
+    from trt_fakes import FakeContext
+
+    b, engine, cuda = open_backend(monkeypatch, tmp_path)
+    run = FakeContext.execute_async_v3
+
+    def nan_on_third(self, stream):
+        ok = run(self, stream)
+        if self.runs == 3:
+            self.cuda.tensor(self.addresses["output"], self.get_tensor_shape("output"))[:] = np.nan
+        return ok
+
+    monkeypatch.setattr(FakeContext, "execute_async_v3", nan_on_third)
+    fs = frames(5)
+    got = []
+    stats = Pipeline(Deblurrer(b), list(fs), lambda f, m: got.append(f), StreamOptions(slots=2), warmup=False).run()
+    assert stats["schedule"] == "slots" and len(got) == 5
+    assert stats["model_output"] == {"bad_frames": 1, "longest_bad_run": 1, "unchecked_frames": 0}
+    assert np.array_equal(got[2], fs[2])  # passed through
+    ref = reference(fs, b.stride)
+    assert all(np.array_equal(got[i], ref[i]) for i in (0, 1, 3, 4))
+    b.close()

@@ -184,9 +184,10 @@ class FakeEngine:
     learns only while running."""
 
     def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None, dtypes=None,
-                 profiles=1):
+                 profiles=1, profile_list=None):
         self.cuda = cuda
-        self.num_optimization_profiles = profiles  # all of them ``profile``
+        self.num_optimization_profiles = profiles  # all of them ``profile``, or profile_list[i]
+        self.profile_list = list(profile_list) if profile_list else None
         self.dtypes = dict(dtypes or {})  # name -> TensorRT dtype; float32 otherwise
         self.profile = profile or ((1, 3, 4, 4), (1, 3, 32, 32), (1, 3, 128, 128))
         self.modes = {"input": "in", "output": "out"}
@@ -212,9 +213,10 @@ class FakeEngine:
         return self.dtypes.get(name, np.float32)
 
     def get_tensor_profile_shape(self, name, index):
+        profile = self.profile_list[index] if self.profile_list else self.profile
         if name == "state_in":
-            return [(n, 2, h // 4, w // 4) for n, _, h, w in self.profile]
-        return list(self.profile)
+            return [(n, 2, h // 4, w // 4) for n, _, h, w in profile]
+        return list(profile)
 
     def create_execution_context(self):
         ctx = FakeContext(self)
@@ -237,7 +239,7 @@ class FakeContext:
         return True
 
     def set_input_shape(self, name, shape):
-        lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+        lo, _, hi = self.engine.get_tensor_profile_shape(name, self.profile_index)
         if not all(a <= s <= b for a, s, b in zip(lo, shape, hi)):
             return False
         self.shapes[name] = tuple(shape)

@@ -76,6 +76,13 @@ class SlotExecutor(abc.ABC):
     def collect(self, slot: int) -> Any:
         """Block until the slot's download is done; return the output frame (owned by the caller)."""
 
+    def finite(self, slot: int) -> bool | None:
+        """Whether the float output of the frame :meth:`collect` just returned from ``slot`` was
+        all finite (no NaN/Inf), checked before its conversion to uint8; None: this executor
+        cannot tell. The scheduler reads it right after each collect (``last_finite``), and the
+        stream feeds it to the Deblurrer's NaN/Inf guard."""
+        return None
+
     def timeline(self) -> list[StageTiming]:
         return []
 
@@ -141,6 +148,7 @@ class SlotScheduler:
         self._pending: deque[tuple[int, int]] = deque()  # (frame index, slot), oldest first
         self._next = 0
         self._last_slot: int | None = None
+        self.last_finite: bool | None = None  # the executor's finite() of the last frame collected
 
     @property
     def in_flight(self) -> int:
@@ -164,7 +172,11 @@ class SlotScheduler:
 
     def _collect_oldest(self):
         _, slot = self._pending.popleft()
-        return self.ex.collect(slot)
+        self.last_finite = None
+        out = self.ex.collect(slot)
+        finite = getattr(self.ex, "finite", None)
+        self.last_finite = finite(slot) if finite is not None else None
+        return out
 
     def collect_oldest(self):
         """Block until the oldest frame in flight is done and return its output (None when no
@@ -269,6 +281,7 @@ class _CpuSlot:
     uploaded: Future | None = None
     computed: Future | None = None
     downloaded: Future | None = None
+    finite: bool | None = None
     events: list = field(default_factory=list)
 
 
@@ -276,7 +289,8 @@ class CpuSlotExecutor(SlotExecutor):
     """Runs the slot schedule on the CPU around any Backend (ONNX Runtime, torch on CPU).
 
     Upload = ``frame_to_tensor`` (preprocess), compute = ``backend.infer``, download =
-    ``tensor_to_frame`` (postprocess), each on the slot's worker thread. Pre/post-processing of
+    ``tensor_to_frame`` (postprocess), each on the slot's worker thread; the download checks the
+    float output for NaN/Inf first (:meth:`finite`). Pre/post-processing of
     neighbouring frames overlaps the model run of the current one. ``hook(stage, phase, index,
     slot)`` is called at the start and end of every stage (tests use it to observe overlap)."""
 
@@ -365,6 +379,7 @@ class CpuSlotExecutor(SlotExecutor):
 
         def work():
             comp.result()  # re-raises a failed compute
+            sl.finite = bool(np.isfinite(sl.output).all())  # before the uint8 conversion hides NaN/Inf
             sl.result = self._post(sl.output, sl.info)
             sl.output = sl.tensor = None
             return sl.result
@@ -376,6 +391,9 @@ class CpuSlotExecutor(SlotExecutor):
         out = sl.downloaded.result()  # re-raises the stage's exception, if any
         sl.result = None
         return out
+
+    def finite(self, slot):
+        return self._slots[slot].finite
 
     def timeline(self):
         with self._lock:

@@ -82,9 +82,17 @@ class OutputGuard:
     def check(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
         """``(output to use, ok)``: ``y`` when finite, else ``x`` (the input passes through)."""
         check_output_shape(x, y, self.name)
-        if np.isfinite(y).all():
+        ok = self.record(bool(np.isfinite(y).all()))
+        return (y, True) if ok else (x, False)
+
+    def record(self, finite: bool) -> bool:
+        """Count one output that was (``finite``) or was not all finite, already checked (the slot
+        pipeline's executors check on the device, before the uint8 conversion); returns ``finite``.
+        The caller passes the input through for a bad output. ModelError after ``max_bad_frames``
+        bad outputs in a row."""
+        if finite:
             self.run = 0
-            return y, True
+            return True
         self.bad_frames += 1
         self.run += 1
         self.longest_run = max(self.longest_run, self.run)
@@ -97,7 +105,7 @@ class OutputGuard:
                 f"model {self.name!r} returned NaN/Inf for {self.run} frames in a row ({self.bad_frames} in all); "
                 "stopping: check the model file (FP16 overflow? re-export) or raise --max-bad-frames"
             )
-        return x, False
+        return False
 
     def stats(self) -> dict:
         return {"bad_frames": self.bad_frames, "longest_bad_run": self.longest_run}

@@ -26,8 +26,16 @@ thread submits the raw uint8 frames, up to ``slots`` of them are in flight (fram
 N-1 downloads while N computes), pre/post-processing happen inside the executor (on the GPU) and
 the CPU preprocess/postprocess stages pass those frames through. Outputs come back in capture
 order, each with its frame's metadata (a FIFO beside the scheduler); the frames in flight are
-flushed at the end of the stream and on ``stop()``; a live stream collects the oldest in-flight
-frame whenever no new frame is waiting, so no output waits for the next capture. A recurrent
+flushed at the end of the stream and on ``stop()``; each output is handed on as it is
+collected, so a frame the executor refuses (the error) loses none of the frames before it. A
+live stream takes a new frame whenever a slot is free (up to ``slots`` in flight, the freshest
+capture each time) and collects the oldest in-flight frame when no frame is staged and none is
+about to come (the capture queue is empty, or nothing arrived within about one frame interval),
+so no output waits for the next capture. The executor reports whether each float output was
+finite (``SlotExecutor.finite``) and the Deblurrer's NaN/Inf guard counts it as on the
+synchronous path (the input passes through; ``--max-bad-frames``; a recurrent state is reset);
+outputs an executor cannot check are ``model_output.unchecked_frames``. A refused optimization
+profile (TensorRT, ``ProfileInUseError``) is an error, not a fall back to one frame at a time. A recurrent
 model's state stays on the device; the first frame after a restart (a looped file, a reconnect)
 resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
 executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
@@ -51,7 +59,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..metrics.latency import LatencyStats
-from ..errors import EdgeDeblurError, InputError, SourceLostError
+from ..errors import EdgeDeblurError, InputError, ProfileInUseError, SourceLostError
 from ..io.options import DEFAULT_SLOTS, StreamOptions
 from ..io.redact import redact
 from ..io.sinks import Sink, check_frames_fit, open_sink
@@ -118,6 +126,17 @@ class _Channel:
             item = self._q.popleft()
             self._cv.notify_all()
             return item
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for an item; True when one is waiting (the end marker counts)."""
+        deadline = time.perf_counter() + timeout
+        with self._cv:
+            while not self._q and not self._abort.is_set():
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            return bool(self._q)
 
     def wake(self):
         with self._cv:
@@ -199,8 +218,11 @@ class _SlotRun:
             self.sched.set_scene_cut(processor.scene_cut)
         self.slots = self.sched.slots
         self.stride = int(getattr(processor, "stride", 1) or 1)
-        self.meta: deque = deque()  # (meta, submit time) of the frames in flight, oldest first
+        self.meta: deque = deque()  # (meta, submit time, input frame) of the frames in flight, oldest first
         self.frames = 0
+        self.unchecked = 0  # outputs collected whose finiteness the executor could not report
+        self.peak_in_flight = 0  # the most frames in flight after a submit
+        self._guard_failed = False  # the guard raised (max_bad_frames): the stream is ending
         self.resets: Counter = Counter()
         self._key = None
         self._fresh: Optional[str] = "start"  # the next frame starts a new state, counted under this reason
@@ -222,28 +244,62 @@ class _SlotRun:
     def fresh(self, reason: str):
         self._fresh = reason
 
-    def submit(self, frame: np.ndarray, meta) -> list:
-        """Enqueue ``frame``; return the ``(meta, output, in-flight ms)`` collected to free its slot."""
-        out = []
-        while self.sched.in_flight >= self.sched.slots:  # collected here, so a failing submit loses no output
-            out.append(self.collect())
+    @property
+    def full(self) -> bool:
+        """Every slot holds a frame: collect the oldest before the next submit."""
+        return self.sched.in_flight >= self.sched.slots
+
+    def submit(self, frame: np.ndarray, meta) -> None:
+        """Enqueue ``frame``. The caller frees a slot first (:meth:`collect` while :attr:`full`)
+        and hands each output on as it comes, so a submit that fails loses no finished output."""
+        if self.full:
+            raise RuntimeError("no free slot: collect the oldest frame first")
         h, w = frame.shape[:2]
         key = (-(-h // self.stride), -(-w // self.stride))
         reason = ("restart" if getattr(meta, "restart", False) else self._fresh
                   or ("size" if self._key is not None and key != self._key else None))
-        self.sched.submit(frame, reset=reason is not None)
-        self.meta.append((meta, time.perf_counter()))
+        ready = self.sched.submit(frame, reset=reason is not None)
+        if ready:  # cannot happen with a free slot; never drop an output silently
+            raise RuntimeError(f"the slot scheduler collected {len(ready)} output(s) on a submit with a free slot")
+        self.meta.append((meta, time.perf_counter(), frame))
         self._key, self._fresh = key, None
         self.frames += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.sched.in_flight)
         if reason is not None:
             self.resets[reason] += 1
-        return out
 
     def collect(self):
-        """``(meta, output, in-flight ms)`` of the oldest frame in flight (its exception, if it failed)."""
-        meta, t0 = self.meta.popleft()  # with the frame: a failed frame takes its metadata along
+        """``(meta, output, in-flight ms)`` of the oldest frame in flight (its exception, if it
+        failed). The output goes through the Deblurrer's NaN/Inf guard where the executor says
+        whether the frame's float output was finite (``SlotScheduler.last_finite``): a bad output
+        is counted, replaced by the input frame, resets a recurrent state before the next frame
+        submitted, and fails the run (ModelError) after ``max_bad_frames`` in a row, as
+        ``Deblurrer.infer_tensor`` does; an output the executor could not check is counted in
+        :attr:`unchecked`."""
+        meta, t0, frame = self.meta.popleft()  # with the frame: a failed frame takes its metadata along
         y = self.sched.collect_oldest()
-        return meta, y, (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        finite = getattr(self.sched, "last_finite", None)
+        record = getattr(getattr(self.processor, "guard", None), "record", None)
+        if finite is None or record is None:
+            self.unchecked += 1
+        elif self._guard_failed:  # the frames still in flight after the run of bad outputs that ended it
+            if not finite:
+                y = frame  # not counted again: the error is already on its way
+        else:
+            try:
+                ok = record(bool(finite))
+            except BaseException:
+                self._guard_failed = True
+                raise
+            finally:
+                if not finite and self.sched.recurrent:
+                    self.fresh("bad_output")  # the state on the device is poisoned too
+            if not ok:
+                y = frame  # the input passes through, as the synchronous path does
+        if isinstance(getattr(self.processor, "frames", None), int):
+            self.processor.frames += 1
+        return meta, y, ms
 
     def state_stats(self, sync: Optional[dict] = None) -> dict:
         """As ``Deblurrer.state_stats()``, for the frames that ran here plus ``sync`` (the
@@ -339,6 +395,8 @@ class Pipeline:
         self._failed_sinks: list[Sink] = []
         self._result: Optional[dict] = None
         self._started = False
+        self._torn_down = False  # _launch failed and closed the sinks and source (_close_unstarted)
+        self.announce_schedule = False  # log the schedule at INFO once it is built (the stream CLI sets it)
 
     def _sink_specs(self, sinks) -> list:
         if sinks is None:
@@ -441,6 +499,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 y = self._stages[1](x) if self._stages is not None else self.processor(x)
                 self.times.add("infer", (time.perf_counter() - t0) * 1e3)
+                if self._stages is not None:
+                    self._count_frame()
                 with self._lock:
                     self._processed += 1
                 if self.live:
@@ -466,7 +526,18 @@ class Pipeline:
             meta, y, ms = run.collect()
         finally:
             self._infer_busy_ms += (time.perf_counter() - t0) * 1e3
+            if self.live:
+                self._slot.release()  # live: a slot is free, the preprocess stage may take the freshest frame
         self._emit(meta, y, ms)
+
+    def _next_frame_soon(self) -> bool:
+        """Live slot schedule, no frame staged: True when one arrives within about one frame
+        interval (the capture queue holds one, so the preprocess stage is moving it on)."""
+        if not len(self._cap_q):
+            return False  # none captured: the next comes at the camera's pace, hand the oldest output on now
+        fps = getattr(self.source, "fps", None)
+        wait = 1.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.02
+        return self._infer_q.wait(min(0.05, max(0.002, wait)))
 
     def _infer_loop_slots(self):
         """The infer stage on the backend's slot scheduler (see the module docstring)."""
@@ -474,8 +545,11 @@ class Pipeline:
         try:
             while True:
                 if self.live and run.in_flight and not len(self._infer_q) and not self._abort.is_set():
-                    self._slot_collect(run)  # no frame waiting: hand the oldest output on now, not at the next capture
-                    continue
+                    # no frame staged: collect the oldest now unless the next frame is about to come
+                    # (then it is submitted first, and uploads while the frames in flight compute)
+                    if run.full or not self._next_frame_soon():
+                        self._slot_collect(run)  # an output is not held back until the next capture
+                        continue
                 item = self._infer_q.get()
                 if not self.live:
                     self._slot.release()  # files: the next frame is fetched while these are in flight
@@ -483,13 +557,17 @@ class Pipeline:
                     return
                 meta, frame, _ = item
                 if run.accepts(frame):
+                    while run.full:  # free a slot, each output handed on as it comes: a failing submit loses none
+                        self._slot_collect(run)
                     t0 = time.perf_counter()
                     try:
-                        ready = run.submit(frame, meta)
+                        run.submit(frame, meta)
+                    except BaseException:
+                        if self.live:
+                            self._slot.release()  # the frame failed: it holds no slot
+                        raise
                     finally:
                         self._infer_busy_ms += (time.perf_counter() - t0) * 1e3
-                    for m, y, ms in ready:
-                        self._emit(m, y, ms)
                 else:  # a frame the executor does not take (uint16, gray, BGRA): the synchronous stages, in order
                     while run.in_flight:
                         self._slot_collect(run)
@@ -497,14 +575,17 @@ class Pipeline:
                         self._reset("restart")
                     pre, inf, post = self._stages
                     t0 = time.perf_counter()
-                    x, ctx = pre(frame)
-                    y = inf(x)
+                    try:
+                        x, ctx = pre(frame)
+                        y = inf(x)
+                    finally:
+                        if self.live:
+                            self._slot.release()
                     ms = (time.perf_counter() - t0) * 1e3
                     self._infer_busy_ms += ms
+                    self._count_frame()
                     self._emit(meta, post(y, ctx), ms)
                     run.fresh("size")  # the state on the device does not carry across the other path
-                if self.live:
-                    self._slot.release()  # live: the next (freshest) frame is picked once this one is in flight
         except BaseException as e:  # noqa: BLE001
             self._fail(e, drain=True)  # frames the model already finished are still written
         finally:
@@ -521,6 +602,11 @@ class Pipeline:
                     self._fail(e, drain=True)
                 self._slot.release()
                 self._out_q.close()
+
+    def _count_frame(self):
+        """``Deblurrer.frames``: one more frame through the model (its own ``__call__`` counts there)."""
+        if isinstance(getattr(self.processor, "frames", None), int):
+            self.processor.frames += 1
 
     def _write_loop(self):
         every = self.options.stats_every
@@ -605,26 +691,55 @@ class Pipeline:
         if self.schedule == "slots":
             try:
                 self._slot_run = _SlotRun(self.processor, self.slots, self.options)
+            except ProfileInUseError:
+                # the synchronous path runs the backend's own context on profile 0, which an open
+                # pipeline of the backend holds: no fall back, the error names the way out
+                self._close_unstarted()
+                raise
             except EdgeDeblurError as e:
                 self.schedule, self.slots = "sync", 1
                 self.schedule_reason = f"the slot pipeline could not be made ({e}); one frame at a time"
                 log.warning("%s", self.schedule_reason)
+        if self.announce_schedule:  # the schedule that runs (after a fall back), not the one planned
+            log.info("%s", f"schedule slots: {self.slots} frames in flight (double buffering)" if self.schedule == "slots"
+                     else "schedule sync: one frame at a time")
         try:
             self._warmup()
         except BaseException:
             if self._slot_run is not None:
                 self._slot_run.close()
+            self._close_unstarted()
             raise
         self._cap_q = _Channel(self.options.queue_size, self.drop_policy, self._abort, stop=self._stop_capture)
         self._infer_q = _Channel(1, "never", self._abort)
         self._out_q = _Channel(2, "never", self._abort)
-        self._slot = threading.Semaphore(1)
+        # frames the preprocess stage may take ahead of the model: files one (the next frame is ready
+        # when the model takes it); live one per slot of the slot schedule (a frame is taken when a
+        # slot is free, so the freshest one enters the model), one frame at a time otherwise
+        self._slot = threading.Semaphore(self._slot_run.slots if self.live and self._slot_run is not None else 1)
         self._t_start = time.perf_counter()
         infer = self._infer_loop_slots if self._slot_run is not None else self._infer_loop
         for name, fn in (("capture", self._capture_loop), ("preprocess", self._pre_loop), ("infer", infer)):
             t = threading.Thread(target=fn, name=f"edge-deblur-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _close_unstarted(self):
+        """The run failed before its threads started: close the sinks (a video under its partial
+        name where incomplete runs are not published) and a source opened here."""
+        self._torn_down = True
+        if self.stopped_by is None:
+            self.stopped_by = "error"
+        for s in self.sinks:
+            try:
+                if not self.publish_incomplete and hasattr(s, "abandon"):
+                    s.abandon("the run failed before its first frame")
+                else:
+                    s.close()
+            except Exception as e:  # noqa: BLE001 - the launch error is the one to report
+                log.warning("closing output %s failed: %s", s.uri, e)
+        if self._own_source:
+            self.source.close()
 
     def _finish(self) -> dict:
         # capture may sit in a blocking read (a camera between frames): give it a bounded wait
@@ -696,7 +811,7 @@ class Pipeline:
                 s.close()
             if self._own_source:
                 self.source.close()
-        elif self._result is None:
+        elif self._result is None and not self._torn_down:
             self.stop(drain=False)
             if self._writer_thread is not None:
                 self.join()
@@ -754,8 +869,8 @@ class Pipeline:
         guard = getattr(self.processor, "guard_stats", None)
         if callable(guard):
             out["model_output"] = guard()
-            if run is not None:  # converted to uint8 inside the slot pipeline: not checked for NaN/Inf
-                out["model_output"]["unchecked_frames"] = run.frames
+            if run is not None:  # outputs of the slot pipeline whose executor could not report NaN/Inf
+                out["model_output"]["unchecked_frames"] = run.unchecked
         return out
 
     def _interval_stats(self, n: int, now: float) -> dict:

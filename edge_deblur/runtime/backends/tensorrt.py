@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import BackendError, DependencyError, InputError, ModelError
+from ...errors import BackendError, DependencyError, InputError, ModelError, ProfileInUseError
 from ..gpu_pipeline import SlotExecutor, SlotScheduler, StageTiming, check_slots, pair_state_tensors, schedule
 from .base import Backend
 
@@ -145,6 +146,7 @@ class TensorRTBackend(Backend):
                                      "rank": len(s_opt), "dtype": self.dtypes[sin]})
         self.stream = self._stack.enter_context(cudart.Stream())
         self._own_ctx = None  # made on first use: a pipeline-only user never pays for its activation memory
+        self._sync_lock = threading.RLock()  # the synchronous path's context and buffers: one run at a time
         self._profiles_in_use: set[int] = set()  # held by open slot executors (see claim_profile)
         self._bufs: dict[str, object] = {}
         self._buf_stack: contextlib.ExitStack | None = None
@@ -163,18 +165,26 @@ class TensorRTBackend(Backend):
                 "with keep_io_types) and rebuild the engine"
             ) from e
 
-    def _profile_of(self, name):
-        """(min, opt, max) of an input: profile 0, or its fixed shape in an engine without profiles."""
+    def _profile_of(self, name, index: int = 0):
+        """(min, opt, max) of an input in optimization profile ``index``, or its fixed shape in an
+        engine without profiles."""
         if int(getattr(self.engine, "num_optimization_profiles", 1) or 0) == 0:
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
             return shape, shape, shape
-        return tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(name, 0))
+        return tuple(tuple(int(d) for d in s) for s in self.engine.get_tensor_profile_shape(name, index))
+
+    def profile_shapes(self, index: int = 0):
+        """(min, opt, max) of the image input in optimization profile ``index`` (``self.profile``
+        is profile 0's, the one the synchronous ``infer`` runs on)."""
+        return self.profile if index == 0 else self._profile_of(self.input_name, index)
 
     def _new_context(self):
         """A new execution context of the engine. Each user (this backend's synchronous ``infer``,
         each slot executor) owns one: a context holds the input shapes and tensor addresses of its
         runs, and TensorRT contexts must not be used from two streams at once. It is freed when its
-        owner drops it (TensorRT's Python API frees a context with its last reference)."""
+        owner drops it (TensorRT's Python API frees a context with its last reference). The
+        synchronous one is made on first use and dropped when a slot executor opens (each context
+        holds its own activation memory; see :meth:`drop_sync_context`)."""
         if self.engine is None:
             raise BackendError(f"the TensorRT backend for {str(self.path)!r} is closed; open a new one")
         ctx = self.engine.create_execution_context()
@@ -190,7 +200,7 @@ class TensorRTBackend(Backend):
         n = max(1, int(getattr(self.engine, "num_optimization_profiles", 1) or 0))
         free = [i for i in range(n) if i not in self._profiles_in_use]
         if not free:
-            raise BackendError(
+            raise ProfileInUseError(
                 f"{str(self.path)!r} has {n} optimization profile(s), all in use by open pipelines of this backend; "
                 "TensorRT runs each concurrent execution context on its own profile: close the other pipeline first "
                 "(sched.ex.close()), or open a second TensorRTBackend on the engine for the second stream")
@@ -202,10 +212,27 @@ class TensorRTBackend(Backend):
 
     @property
     def _ctx(self):
-        """The context of the synchronous ``infer`` path (its own: never a pipeline's)."""
+        """The context of the synchronous ``infer`` path (its own: never a pipeline's), made on
+        first use (again after :meth:`drop_sync_context`)."""
         if self._own_ctx is None:
             self._own_ctx = self._new_context()
         return self._own_ctx
+
+    def drop_sync_context(self) -> None:
+        """Free the synchronous ``infer`` path's context and buffers (made by the open probe, or an
+        ``infer``): a slot executor that opens calls it, so a stream holds one context's activation
+        memory, not two. The next ``infer`` makes them again."""
+        with self._sync_lock:  # not in the middle of an infer on another thread
+            if self._own_ctx is None and self._buf_stack is None:
+                return
+            self._cudart.set_device(self.device)
+            self.stream.synchronize()  # no run of the synchronous path is still using them
+            self._own_ctx = None  # the last reference: TensorRT frees the context
+            self._buf_shape = None
+            self._bufs = {}
+            if self._buf_stack is not None:
+                stack, self._buf_stack = self._buf_stack, None
+                stack.close()
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1] != 3:
@@ -219,11 +246,13 @@ class TensorRTBackend(Backend):
     def state_shape(self, spec, n, h, w):
         return (n, spec["channels"], h // spec["scale"], w // spec["scale"])[: spec["rank"]]
 
-    def set_shapes(self, ctx, shape) -> dict:
-        """Set the input shapes on ``ctx``; return every I/O tensor's shape for this input."""
+    def set_shapes(self, ctx, shape, profile: int = 0) -> dict:
+        """Set the input shapes on ``ctx`` (on optimization profile ``profile``: its min/max are
+        the ones a refused shape is reported against); return every I/O tensor's shape for this input."""
         n, _, h, w = shape
         if not ctx.set_input_shape(self.input_name, tuple(shape)):
-            raise BackendError(profile_error(shape, self.profile[0], self.profile[2], self.input_name))
+            lo, _, hi = self.profile_shapes(profile)
+            raise BackendError(profile_error(shape, lo, hi, self.input_name))
         for spec in self.state_specs:
             if not ctx.set_input_shape(spec["input"], self.state_shape(spec, n, h, w)):
                 raise BackendError(f"state {spec['input']} shape {self.state_shape(spec, n, h, w)} rejected by the "
@@ -267,6 +296,10 @@ class TensorRTBackend(Backend):
         self._buf_shape = key
 
     def _run(self, x: np.ndarray, state: dict | None) -> tuple[np.ndarray, dict]:
+        with self._sync_lock:
+            return self._run_locked(x, state)
+
+    def _run_locked(self, x: np.ndarray, state: dict | None) -> tuple[np.ndarray, dict]:
         cudart = self._cudart
         cudart.set_device(self.device)  # the calling thread may be a worker (pipeline, multicam)
         x = self._check(x)
@@ -360,6 +393,7 @@ class _TrtSlot:
         self.index = -1
         self.info = None
         self.gpu = False
+        self.finite = None  # the last collected output was finite (None: not checked)
 
     def close(self):
         if self.bufs is not None:
@@ -373,7 +407,9 @@ class TensorRTSlotExecutor(SlotExecutor):
 
     The executor owns one execution context (made here, freed in :meth:`close`), shared by its
     slots and by no one else: ``backend.infer`` and other pipelines of the same backend have their
-    own, so they can neither change its input shape nor run on it from another stream. It also
+    own, so they can neither change its input shape nor run on it from another stream. Opening it
+    frees the backend's synchronous context (``drop_sync_context``: the one ``Deblurrer.open``'s
+    probe made, with its own activation memory); a later ``backend.infer`` makes it again. It also
     holds an optimization profile of its own until closed (TensorRT runs concurrent contexts on
     separate profiles): a second open pipeline of a one-profile engine is refused with the way
     out. ``backend.infer``'s context runs on profile 0: do not call it while a pipeline on that
@@ -410,6 +446,7 @@ class TensorRTSlotExecutor(SlotExecutor):
             self._slots = []
             self.profile_index = backend.claim_profile()
             self._stack.callback(backend.release_profile, self.profile_index)
+            backend.drop_sync_context()  # the probe's context: one context's activation memory per stream, not two
             self.ctx = backend._new_context()  # this executor's own (see the class docstring)
             self._stack.callback(self._drop_context)  # after the slots are closed (the stack runs in reverse)
             self._ctx_shape = None
@@ -462,7 +499,7 @@ class TensorRTSlotExecutor(SlotExecutor):
             other.computed.synchronize()
         # first the shape (a frame outside the profile raises here, with this slot's buffers intact:
         # freeing them first left the slot keyed to freed memory, and every later frame failed)
-        shapes = b.set_shapes(self.ctx, in_shape)
+        shapes = b.set_shapes(self.ctx, in_shape, self.profile_index)
         self._ctx_shape = in_shape
         sl.key = None  # until the new buffers exist
         if sl.bufs is not None:
@@ -552,7 +589,7 @@ class TensorRTSlotExecutor(SlotExecutor):
         if self._last_compute is not None:  # the shared context's previous run must end before it is rebound
             self._slots[self._last_compute].computed.synchronize()
         if self._ctx_shape != sl.in_shape:  # a size change
-            b.set_shapes(ctx, sl.in_shape)
+            b.set_shapes(ctx, sl.in_shape, self.profile_index)
             self._ctx_shape = sl.in_shape
         self._mark(sl, "compute0")
         for name in (b.input_name, b.output_name, *b.extra_outputs):
@@ -594,8 +631,18 @@ class TensorRTSlotExecutor(SlotExecutor):
             for stage in ("upload", "compute", "download"):
                 self._timeline.append(StageTiming(sl.index, slot, stage, t[stage + "0"], t[stage + "1"]))
         if sl.gpu:
+            sl.finite = None  # converted to uint8 on the GPU: not checked (see finite())
             return sl.host_out.array.copy()
-        return tensor_to_frame(sl.host_out.array.astype(np.float32), sl.info)
+        y = sl.host_out.array.astype(np.float32)
+        sl.finite = bool(np.isfinite(y).all())
+        return tensor_to_frame(y, sl.info)
+
+    def finite(self, slot):
+        """The frame's float output was finite: checked on the host where frames are converted on
+        the CPU (``gpu_preprocess`` off, or no NVRTC), where the float output comes back. With the
+        GPU kernels only the uint8 frame comes back and the output is not checked (None: counted
+        in the stream's ``model_output.unchecked_frames``); NaN becomes 0 there, +/-Inf 255/0."""
+        return self._slots[slot].finite
 
     def timeline(self):
         return list(self._timeline)

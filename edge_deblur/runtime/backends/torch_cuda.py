@@ -213,6 +213,8 @@ class _Slot:
         self.frame = None
         self.graph = None
         self.static_in = self.static_out = None
+        self.finite = None   # device bool tensor of the frame in the slot: its float output was finite
+        self.checked = None  # that flag read at collect (None: not checked)
 
 
 class TorchCudaSlotExecutor(SlotExecutor):
@@ -335,6 +337,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
         with torch.cuda.stream(sl.stream):
             self._mark(sl, "download0")
             h, w = sl.hw
+            sl.finite = torch.isfinite(sl.y).all()  # on the device, before the uint8 conversion; read at collect
             sl.out_u8 = self.b.gpu_postprocess(sl.y, h, w, self.rgb)
             if self.synchronous:
                 sl.result = sl.out_u8.cpu()  # pageable, blocking
@@ -352,10 +355,17 @@ class TorchCudaSlotExecutor(SlotExecutor):
             for stage in ("upload", "compute", "download"):
                 self._timeline.append(StageTiming(sl.index, slot, stage, t[stage + "0"], t[stage + "1"]))
         sl.y = sl.out_u8 = None
+        flag, sl.finite = sl.finite, None
+        sl.checked = None if flag is None else bool(flag.item())  # one byte; the download is done
         if self.synchronous:
             out, sl.result = sl.result.numpy(), None
             return out
         return sl.host_out.numpy().copy()
+
+    def finite(self, slot):
+        """The frame's float output was finite (``torch.isfinite(y).all()`` on the device before
+        the uint8 conversion, read at collect)."""
+        return self._slots[slot].checked
 
     def timeline(self):
         return list(self._timeline)
@@ -364,5 +374,5 @@ class TorchCudaSlotExecutor(SlotExecutor):
         for sl in self._slots:
             sl.stream.synchronize()
             sl.graph = sl.static_in = sl.static_out = None
-            sl.host_in = sl.host_out = sl.x = sl.y = sl.out_u8 = None
+            sl.host_in = sl.host_out = sl.x = sl.y = sl.out_u8 = sl.finite = None
         self._state = None
