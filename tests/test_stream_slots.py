@@ -704,3 +704,38 @@ def test_a_nan_output_on_the_slots_resets_the_recurrent_state():
     assert stats["state"]["resets"]["bad_output"] == 1
     assert b.seen[:3] == [0, 1, 2] and 0 in b.seen[3:]  # a frame after the bad one starts from zeros again
 
+
+def test_cli_stream_logs_the_schedule_that_ran_after_a_fall_back(tmp_path, capsys, caplog, monkeypatch):
+    """The slot pipeline cannot be made (here: BackendError from pipeline()): the stream falls back
+    to one frame at a time, and the log says that, not the planned "schedule slots: 2"."""
+    import edge_deblur.runtime.pipeline as pipeline
+    from edge_deblur.errors import BackendError
+
+    class NoSlots(SlotInvert):
+        def pipeline(self, slots=2, rgb=False):
+            raise BackendError("no NVRTC here")
+
+    monkeypatch.setattr(pipeline, "open_processor", lambda model=None, backend=None, rgb=False, **kw:
+                        Deblurrer(NoSlots(), rgb=rgb))
+    src = make_video(tmp_path / "in.avi", n=3)
+    with caplog.at_level(logging.INFO):
+        rc, out, err = cli(["stream", "--source", str(src), "--json"], capsys)
+    assert rc == 0, err
+    stats = json.loads(out.strip().splitlines()[-1])
+    assert stats["schedule"] == "sync" and "could not be made" in stats["schedule_reason"]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert not any("schedule slots" in m for m in msgs), msgs
+    assert sum("schedule sync: one frame at a time" in m for m in msgs) == 1
+
+
+def test_deblur_with_a_profile_on_onnxruntime_does_not_explain_slots_it_was_not_given(tmp_path, tiny_onnx, capsys,
+                                                                                     caplog):
+    """deblur has no --slots: a profile's pipeline.slots (2) on onnxruntime logged "slots=2: the
+    onnxruntime backend has no slot pipeline" for every video, as if asked."""
+    src = make_video(tmp_path / "in.avi", n=2)
+    (tmp_path / "prof.yaml").write_text("backend: onnxruntime\npipeline:\n  slots: 2\n")
+    with caplog.at_level(logging.INFO):
+        rc = main(["deblur", str(src), "-o", str(tmp_path / "out.avi"), "-m", str(tiny_onnx),
+                   "--profile", str(tmp_path / "prof.yaml")])
+    assert rc == 0, capsys.readouterr().err
+    assert not any("no slot pipeline" in r.getMessage() for r in caplog.records)

@@ -340,6 +340,18 @@ def pipeline_options(prof, slots=None) -> dict:
             "cuda_graphs": prof.pipeline.cuda_graphs}
 
 
+def drop_idle_profile_slots(processor, opts):
+    """A profile's ``pipeline.slots`` is no ``--slots``: where ``processor`` runs one frame at a
+    time whatever the slots (a backend without a slot pipeline, such as onnxruntime; tiles), they
+    are dropped from ``opts`` so the pipeline does not log "slots=N: ... no slot pipeline" as it
+    does for a ``--slots`` the user gave."""
+    from ..runtime.pipeline import plan_schedule
+
+    if opts.slots is not None and opts.slots >= 2 and plan_schedule(processor, opts.slots)[0] == "sync":
+        return opts.replace(slots=None).validate()
+    return opts
+
+
 def engine_options(prof, backend) -> dict:
     """A runtime profile's ``engine:`` section as ``Deblurrer.open`` keywords, for the tensorrt
     backend (which builds an ONNX file's engine with them); nothing for other backends."""
@@ -445,6 +457,8 @@ def run(args) -> int:
             Deblurrer.open(model, backend=backend, device=device, threads=args.threads,
                            tile=tile, overlap=overlap, rgb=False, max_bad_frames=args.max_bad_frames,
                            **cut_kw, **engine_kw) as d:
+        if prof is not None:
+            vopts = drop_idle_profile_slots(d, vopts)  # deblur has no --slots: the profile's are not asked for
         bar = None
         last_line = time.perf_counter()
         if tty and sum(k == "image" for _, _, k in jobs) > 1:

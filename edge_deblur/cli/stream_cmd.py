@@ -80,8 +80,8 @@ def apply_profile(args, prof):
 def run(args) -> int:
     from ..errors import EdgeDeblurError
     from ..io.options import StreamOptions
-    from ..runtime.pipeline import format_stats, open_processor, plan_schedule, run_stream
-    from .deblur_cmd import engine_options, load_profile, scene_cut_options
+    from ..runtime.pipeline import format_stats, open_processor, run_stream
+    from .deblur_cmd import drop_idle_profile_slots, engine_options, load_profile, scene_cut_options
 
     prof = load_profile(args)
     # as given on the command line (a profile's overlap needs a tile too; its slots are no --slots)
@@ -128,6 +128,7 @@ def run(args) -> int:
     with _Signals() as sig:
         def hook(pipe):
             sig.pipeline = pipe
+            pipe.announce_schedule = True  # "schedule slots: N frames in flight" / "schedule sync: ..."
 
         # the source and the sinks open first (fast failures), then the model
         from ..io.sinks import check_frames_fit, open_sink
@@ -150,12 +151,13 @@ def run(args) -> int:
             raise
         try:
             info = getattr(processor, "info", {}) or {}
-            schedule, slots, _ = plan_schedule(processor, opts.slots)  # (why not: the pipeline logs it for --slots >= 2)
-            log.info("stream: %s -> %s | model %s (%s) | %s | %s", source.uri, ", ".join(s.uri for s in sinks),
+            if prof is not None and given_slots is None:
+                opts = drop_idle_profile_slots(processor, opts)  # the profile's slots: not a --slots to explain
+            # the schedule is logged by the pipeline once it is built (announce_schedule): a slot
+            # pipeline that cannot be made falls back to one frame at a time
+            log.info("stream: %s -> %s | model %s (%s) | %s", source.uri, ", ".join(s.uri for s in sinks),
                      info.get("name") or info.get("model"), info.get("backend"),
-                     "live: drops the oldest frame when behind" if source.live else "file: no drops",
-                     f"schedule slots: {slots} frames in flight (double buffering)" if schedule == "slots"
-                     else "schedule sync: one frame at a time")
+                     "live: drops the oldest frame when behind" if source.live else "file: no drops")
             failure = None
             try:
                 stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,
