@@ -739,3 +739,30 @@ def test_deblur_with_a_profile_on_onnxruntime_does_not_explain_slots_it_was_not_
                    "--profile", str(tmp_path / "prof.yaml")])
     assert rc == 0, capsys.readouterr().err
     assert not any("no slot pipeline" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("precision, file", [("fp16", "model.fp16.onnx"), ("int8", "model.int8.onnx"),
+                                             ("fp32", "model.onnx")])
+def test_a_tensorrt_profiles_precision_picks_the_default_folders_file(tmp_path, monkeypatch, precision, file):
+    """`precision:` in a Jetson profile with no `model:` was read by nothing: the bundled folder
+    ran its FP32 ONNX whatever the profile said."""
+    from types import SimpleNamespace
+
+    from edge_deblur.cli.deblur_cmd import model_settings
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx"):
+        (folder / name).write_bytes(b"x")
+    monkeypatch.setenv("EDGE_DEBLUR_MODEL", str(folder))
+    prof = load_runtime_profile("orin_nano", [f"precision={precision}"])
+    args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
+    model, backend, *_ = model_settings(args, prof)
+    assert backend == "tensorrt" and model == str(folder / file)
+    # a model on the command line wins; a non-TensorRT profile leaves the folder's own choice
+    args.model = "x.onnx"
+    assert model_settings(args, prof)[0] == "x.onnx"
+    args.model = None
+    cpu = load_runtime_profile("satellite_multispectral_cpu")
+    assert model_settings(args, cpu)[0] is None

@@ -303,10 +303,40 @@ def model_settings(args, prof) -> tuple:
     if prof is not None:
         model = model or (str(prof.model_file()) if prof.model else None)
         backend = backend or (None if prof.backend == "auto" else prof.backend)
+        if model is None and backend_is(backend, "tensorrt"):
+            model = default_precision_file(prof)
         device = device or prof.device
         tile = tile or prof.pipeline.tile
         overlap = overlap if overlap is not None else prof.pipeline.overlap
     return model, backend, device, tile, overlap
+
+
+def backend_is(backend, name: str) -> bool:
+    from ..runtime.backends import backend_name
+
+    return backend is not None and backend_name(backend) == name
+
+
+def default_precision_file(prof):
+    """The default model folder's file of the profile's ``precision`` (``model.fp16.onnx`` for
+    fp16, ``model.int8.onnx`` for int8, ``model.onnx`` for fp32), for a TensorRT profile that
+    names no model; None (the folder's own choice) when the folder lacks that file, with a warning
+    naming it."""
+    import logging
+
+    from ..runtime.bundled import default_model_path
+
+    folder = default_model_path()
+    if not folder.is_dir():
+        return None
+    path = prof.model_file(folder)
+    if path.is_file():
+        return str(path)
+    logging.getLogger(__name__).warning(
+        "the profile asks for precision %s, but the default model folder %s has no %s; running its %s instead "
+        "(export it with --fp16 / quantize it, or pass --model)", prof.precision, folder, path.name,
+        "FP32 ONNX")
+    return None
 
 
 def load_profile(args):
