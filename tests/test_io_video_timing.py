@@ -7,6 +7,7 @@ from edge_deblur.cli import main
 from edge_deblur.io import FrameMeta, StreamOptions, open_sink, open_source
 
 from test_cli_stream import tiny_onnx  # noqa: F401  (fixture)
+from test_reliability_outputs import FullDisk
 from video_helpers import frame_times, make_timed_video, numbered_frame
 
 pytest.importorskip("av")
@@ -88,26 +89,11 @@ def test_a_variable_frame_rate_keeps_a_keyframe_every_fragment_s(tmp_path, ext):
 def test_a_write_error_in_a_variable_frame_rate_video_says_what_is_kept(tmp_path, monkeypatch):
     """'about N s are kept' counted fragments of fps * fragment_s frames: at one frame a second in
     a '30 fps' video it said nothing playable was written while 20 s of frames were."""
-    import errno
-
     import av
     import numpy as np
 
     from edge_deblur.errors import SinkWriteError
     from edge_deblur.io import video_writer
-
-    class FullDisk:
-        def __init__(self, path, limit):
-            self._f, self.limit, self.n = open(path, "wb"), limit, 0
-
-        def write(self, b):
-            if self.n + len(b) > self.limit:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            self.n += len(b)
-            return self._f.write(b)
-
-        def __getattr__(self, k):
-            return getattr(self._f, k)
 
     monkeypatch.setattr(video_writer, "_open_file", lambda p: FullDisk(p, 150_000))
     sink = open_sink(str(tmp_path / "out.mp4"), StreamOptions(fragment_s=2.0), fps=30.0)

@@ -23,6 +23,7 @@ from edge_deblur.runtime.gpu_pipeline import CpuSlotExecutor, schedule
 from edge_deblur.runtime.pipeline import Pipeline, run_stream
 
 from video_helpers import make_video, numbered_frame
+from test_cli_stream import tiny_onnx  # noqa: F401  (fixture)
 
 
 class SlotInvert(Backend):
@@ -235,27 +236,6 @@ def test_bad_slots_are_refused(bad):
 
 
 # ---- the CLI --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    """A one-layer ONNX model (3x3 conv, identity weights) for ONNX Runtime."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.zeros((3, 3, 3, 3), np.float32)
-    for c in range(3):
-        w[c, c, 1, 1] = 1.0
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    p = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
-    onnx.save(model, str(p))
-    return p
-
 
 def cli(args, capsys):
     rc = main(args)
