@@ -746,3 +746,50 @@ def test_a_tensorrt_profiles_precision_picks_the_default_folders_file(tmp_path, 
     args.model = None
     cpu = load_runtime_profile("satellite_multispectral_cpu")
     assert model_settings(args, cpu)[0] is None
+
+
+# ---- review fixes 2: launch errors, gpu_preprocess=True, stage times, mixed state, peak in flight ----
+
+class BoomSlots(SlotInvert):
+    """backend.pipeline() fails with something other than an EdgeDeblurError (CUDA out of memory)."""
+
+    def pipeline(self, slots=2, rgb=False):
+        raise RuntimeError("CUDA error: out of memory")
+
+
+def test_a_slot_pipeline_failing_with_a_runtime_error_closes_the_sinks_and_the_source(tmp_path):
+    src = make_video(tmp_path / "in.avi", n=5)
+    pipe = Pipeline(Deblurrer(BoomSlots()), str(src), str(tmp_path / "out.avi"), StreamOptions(slots=2))
+    closed = []
+    orig = pipe.sinks[0].close
+    pipe.sinks[0].close = lambda *a, **k: (closed.append(1), orig(*a, **k))[1]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with pipe:
+            pipe.run()
+    assert closed and pipe.source._closed and pipe.stopped_by == "error"
+
+
+def test_a_slot_run_that_fails_after_the_pipeline_was_made_closes_the_executor():
+    closed = []
+
+    class Ex(CpuSlotExecutor):
+        def close(self):
+            closed.append(1)
+            super().close()
+
+    class Sched:
+        def __init__(self, ex):
+            self.ex = ex
+            self.slots = ex.slots
+
+        def set_scene_cut(self, t):
+            raise RuntimeError("no scene cuts here")
+
+    class B(SlotInvert):
+        def pipeline(self, slots=2, rgb=False):
+            return Sched(Ex(self, slots=slots, rgb=rgb))
+
+    frames = [numbered_frame(i) for i in range(3)]
+    with pytest.raises(RuntimeError, match="no scene cuts"):
+        Pipeline(Deblurrer(B()), frames, lambda f, m: None, StreamOptions(slots=2)).run()
+    assert closed == [1]  # the executor (a TensorRT profile) was freed

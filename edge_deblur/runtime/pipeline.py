@@ -35,7 +35,8 @@ so no output waits for the next capture. The executor reports whether each float
 finite (``SlotExecutor.finite``) and the Deblurrer's NaN/Inf guard counts it as on the
 synchronous path (the input passes through; ``--max-bad-frames``; a recurrent state is reset);
 outputs an executor cannot check are ``model_output.unchecked_frames``. A refused optimization
-profile (TensorRT, ``ProfileInUseError``) is an error, not a fall back to one frame at a time. A recurrent
+profile (TensorRT, ``ProfileInUseError``) is an error, not a fall back to one frame at a time, and so is
+any error that is not an ``EdgeDeblurError`` (a CUDA out of memory): the outputs and the source are closed. A recurrent
 model's state stays on the device; the first frame after a restart (a looped file, a reconnect)
 resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
 executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
@@ -214,9 +215,16 @@ class _SlotRun:
         backend = processor.backend
         self.sched = backend.pipeline(slots=slots, rgb=bool(getattr(processor, "rgb", False)),
                                       **slot_pipeline_options(backend, options))
-        if hasattr(processor, "scene_cut"):  # the Deblurrer's threshold (None: off), not the scheduler's default
-            self.sched.set_scene_cut(processor.scene_cut)
-        self.slots = self.sched.slots
+        try:
+            if hasattr(processor, "scene_cut"):  # the Deblurrer's threshold (None: off), not the scheduler's default
+                self.sched.set_scene_cut(processor.scene_cut)
+            self.slots = self.sched.slots
+        except BaseException:  # the executor holds device resources (a TensorRT profile): free them
+            try:
+                self.sched.ex.close()
+            except Exception as e:  # noqa: BLE001 - the first error is the one to report
+                log.warning("closing the slot executor failed: %s", e)
+            raise
         self.stride = int(getattr(processor, "stride", 1) or 1)
         self.meta: deque = deque()  # (meta, submit time, input frame) of the frames in flight, oldest first
         self.frames = 0
@@ -700,6 +708,9 @@ class Pipeline:
                 self.schedule, self.slots = "sync", 1
                 self.schedule_reason = f"the slot pipeline could not be made ({e}); one frame at a time"
                 log.warning("%s", self.schedule_reason)
+            except BaseException:  # not a refusal (a CUDA out of memory, a bug): no fall back, nothing left open
+                self._close_unstarted()
+                raise
         if self.announce_schedule:  # the schedule that runs (after a fall back), not the one planned
             log.info("%s", f"schedule slots: {self.slots} frames in flight (double buffering)" if self.schedule == "slots"
                      else "schedule sync: one frame at a time")
