@@ -793,3 +793,26 @@ def test_a_slot_run_that_fails_after_the_pipeline_was_made_closes_the_executor()
     with pytest.raises(RuntimeError, match="no scene cuts"):
         Pipeline(Deblurrer(B()), frames, lambda f, m: None, StreamOptions(slots=2)).run()
     assert closed == [1]  # the executor (a TensorRT profile) was freed
+
+
+@pytest.mark.parametrize("gpu_preprocess", [True, None, False])
+def test_gpu_preprocess_true_where_the_kernels_do_not_build_is_an_error_not_a_fall_back(
+        monkeypatch, tmp_path, gpu_preprocess):
+    """True: "the GPU kernels are required"; the stream fell back to one frame at a time on the
+    CPU without a word. None and False run the slots with the CPU conversion."""
+    from trt_fakes import FakeCuda, FakeEngine, no_kernels, open_fake_backend
+    from edge_deblur.errors import BackendError
+
+    b = open_fake_backend(monkeypatch, tmp_path, FakeEngine(FakeCuda()), frame_kernels=no_kernels)
+    frames = [numbered_frame(i) for i in range(4)]
+    got = []
+    pipe = Pipeline(Deblurrer(b), frames, lambda f, m: got.append(m.index),
+                    StreamOptions(slots=2, gpu_preprocess=gpu_preprocess), warmup=False)
+    if gpu_preprocess:
+        with pytest.raises(BackendError, match="gpu_preprocess=None .* or False"):
+            pipe.run()
+        assert got == [] and pipe.stopped_by == "error" and not b._profiles_in_use
+    else:
+        stats = pipe.run()
+        assert stats["schedule"] == "slots" and got == [0, 1, 2, 3]
+    b.close()

@@ -36,7 +36,9 @@ finite (``SlotExecutor.finite``) and the Deblurrer's NaN/Inf guard counts it as 
 synchronous path (the input passes through; ``--max-bad-frames``; a recurrent state is reset);
 outputs an executor cannot check are ``model_output.unchecked_frames``. A refused optimization
 profile (TensorRT, ``ProfileInUseError``) is an error, not a fall back to one frame at a time, and so is
-any error that is not an ``EdgeDeblurError`` (a CUDA out of memory): the outputs and the source are closed. A recurrent
+any error that is not an ``EdgeDeblurError`` (a CUDA out of memory): the outputs and the source are closed.
+With ``options.gpu_preprocess=True`` (the GPU kernels are required) a slot pipeline the backend
+refuses is an error too, naming the way out (None or False). A recurrent
 model's state stays on the device; the first frame after a restart (a looped file, a reconnect)
 resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
 executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
@@ -705,6 +707,13 @@ class Pipeline:
                 self._close_unstarted()
                 raise
             except EdgeDeblurError as e:
+                if self.options.gpu_preprocess is True and "gpu_preprocess" in slot_pipeline_options(
+                        getattr(self.processor, "backend", None), self.options):
+                    # True: the GPU kernels are required; one frame at a time would convert on the CPU
+                    self._close_unstarted()
+                    raise type(e)(f"{e}; gpu_preprocess=True requires the slot pipeline's GPU kernels: use "
+                                  "gpu_preprocess=None (the GPU where they build, else the CPU) or False "
+                                  "(the CPU)") from e
                 self.schedule, self.slots = "sync", 1
                 self.schedule_reason = f"the slot pipeline could not be made ({e}); one frame at a time"
                 log.warning("%s", self.schedule_reason)
