@@ -816,3 +816,30 @@ def test_gpu_preprocess_true_where_the_kernels_do_not_build_is_an_error_not_a_fa
         stats = pipe.run()
         assert stats["schedule"] == "slots" and got == [0, 1, 2, 3]
     b.close()
+
+
+def test_slot_frames_record_the_models_time_as_infer_and_their_time_in_flight_apart():
+    """stages.infer on the slots was each frame's submit-to-collect time (~slots x the model's), and
+    demo printed it as "model p50 ms/frame". The CPU executor measures the backend call."""
+    frames = [numbered_frame(i) for i in range(12)]
+    _, st = run(SlotInvert(nap=(0.02, 0.02)), list(frames), 3, warmup=False)
+    inf, fl = st["stages"]["infer"], st["stages"]["in_flight"]
+    assert inf["count"] == fl["count"] == 12
+    assert 19 <= inf["p50"] < fl["p50"] / 1.5, (inf, fl)
+    _, sync = run(SlotInvert(nap=(0.02, 0.02)), list(frames), 1, warmup=False)
+    assert "in_flight" not in sync["stages"] and sync["stages"]["infer"]["count"] == 12
+
+
+def test_an_executor_that_cannot_time_its_compute_leaves_infer_out_for_slot_frames():
+    class Untimed(CpuSlotExecutor):
+        def compute_ms(self, slot):
+            return None
+
+    class B(SlotInvert):
+        def pipeline(self, slots=2, rgb=False):
+            return schedule(Untimed(self, slots=slots, rgb=rgb))
+
+    frames = [numbered_frame(i) for i in range(5)]
+    frames[2] = frames[2].astype(np.uint16) * 257  # runs the synchronous stages: its model time is known
+    _, st = run(B(nap=(0, 0)), frames, 2, warmup=False)
+    assert st["stages"]["in_flight"]["count"] == 4 and st["stages"]["infer"]["count"] == 1

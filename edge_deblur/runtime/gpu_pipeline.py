@@ -83,6 +83,13 @@ class SlotExecutor(abc.ABC):
         stream feeds it to the Deblurrer's NaN/Inf guard."""
         return None
 
+    def compute_ms(self, slot: int) -> float | None:
+        """The model's own time (ms) on the frame :meth:`collect` just returned from ``slot``,
+        without the upload, the download and the wait for the frames before it; None: this
+        executor cannot measure it. The scheduler reads it right after each collect
+        (``last_compute_ms``); the stream records it as its ``infer`` stage."""
+        return None
+
     def timeline(self) -> list[StageTiming]:
         return []
 
@@ -149,6 +156,7 @@ class SlotScheduler:
         self._next = 0
         self._last_slot: int | None = None
         self.last_finite: bool | None = None  # the executor's finite() of the last frame collected
+        self.last_compute_ms: float | None = None  # the executor's compute_ms() of the last frame collected
 
     @property
     def in_flight(self) -> int:
@@ -172,10 +180,12 @@ class SlotScheduler:
 
     def _collect_oldest(self):
         _, slot = self._pending.popleft()
-        self.last_finite = None
+        self.last_finite = self.last_compute_ms = None
         out = self.ex.collect(slot)
         finite = getattr(self.ex, "finite", None)
         self.last_finite = finite(slot) if finite is not None else None
+        compute_ms = getattr(self.ex, "compute_ms", None)
+        self.last_compute_ms = compute_ms(slot) if compute_ms is not None else None
         return out
 
     def collect_oldest(self):
@@ -282,6 +292,7 @@ class _CpuSlot:
     computed: Future | None = None
     downloaded: Future | None = None
     finite: bool | None = None
+    compute_ms: float | None = None
     events: list = field(default_factory=list)
 
 
@@ -356,7 +367,9 @@ class CpuSlotExecutor(SlotExecutor):
                 prev.result()  # the previous frame's compute (and the state it wrote) is done
 
         def work():
+            sl.compute_ms = None
             shape = sl.tensor.shape
+            t = time.perf_counter()
             if self._stateful:
                 if reset or self._state is None or shape != self._state_shape:
                     self._state = self.backend.zero_state(shape[0], shape[2], shape[3])
@@ -364,6 +377,7 @@ class CpuSlotExecutor(SlotExecutor):
                 sl.output, self._state = self.backend.infer_state(sl.tensor, self._state)
             else:
                 sl.output = self.backend.infer(sl.tensor)
+            sl.compute_ms = (time.perf_counter() - t) * 1e3  # the backend call only
 
         timed = self._timed("compute", slot, sl.index, work)
 
@@ -394,6 +408,9 @@ class CpuSlotExecutor(SlotExecutor):
 
     def finite(self, slot):
         return self._slots[slot].finite
+
+    def compute_ms(self, slot):
+        return self._slots[slot].compute_ms
 
     def timeline(self):
         with self._lock:

@@ -43,8 +43,13 @@ model's state stays on the device; the first frame after a restart (a looped fil
 resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
 executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
 Other backends (ONNX Runtime, torch on the CPU) and ``slots=1`` run one frame at a time as
-below. ``stats()["schedule"]`` says which ran (``"slots"`` / ``"sync"``) and ``["slots"]`` how
-many frames were in flight at most.
+below. ``stats()["schedule"]`` says which ran (``"slots"`` / ``"sync"``), ``["slots"]`` how many
+slots the schedule has (1 for ``"sync"``) and ``["peak_in_flight"]`` how many frames were in
+flight at most. Stage times on the slot schedule: ``stages.in_flight`` is each frame's time from
+its submit to its collect (about ``slots`` model times when the slots are full: not the model's
+time); ``stages.infer`` is the model's own time where the executor measures it
+(``SlotExecutor.compute_ms``: the CPU executor; TensorRT and torch-cuda do not, so slot frames
+there have no ``infer`` time) plus the frames that ran the synchronous stages.
 
 The processor is a ``Deblurrer`` or any callable ``frame -> frame``. When it exposes the stages
 separately (``preprocess(frame) -> (x, ctx)``, ``infer_tensor(x) -> y`` (or ``infer``),
@@ -70,7 +75,7 @@ from ..io.sources import Source, open_source
 
 log = logging.getLogger(__name__)
 
-STAGES = ("capture", "preprocess", "infer", "postprocess", "write", "latency")
+STAGES = ("capture", "preprocess", "infer", "in_flight", "postprocess", "write", "latency")
 _END = object()
 _FINAL = object()  # the ctx of an output that is already a frame (the slot schedule post-processed it)
 
@@ -279,8 +284,10 @@ class _SlotRun:
             self.resets[reason] += 1
 
     def collect(self):
-        """``(meta, output, in-flight ms)`` of the oldest frame in flight (its exception, if it
-        failed). The output goes through the Deblurrer's NaN/Inf guard where the executor says
+        """``(meta, output, in-flight ms, compute ms)`` of the oldest frame in flight (its
+        exception, if it failed): in flight from its submit to its collect (about ``slots`` model
+        times when the slots are full), compute the model's own time where the executor measures it
+        (``SlotExecutor.compute_ms``; None: it cannot). The output goes through the Deblurrer's NaN/Inf guard where the executor says
         whether the frame's float output was finite (``SlotScheduler.last_finite``): a bad output
         is counted, replaced by the input frame, resets a recurrent state before the next frame
         submitted, and fails the run (ModelError) after ``max_bad_frames`` in a row, as
@@ -289,6 +296,7 @@ class _SlotRun:
         meta, t0, frame = self.meta.popleft()  # with the frame: a failed frame takes its metadata along
         y = self.sched.collect_oldest()
         ms = (time.perf_counter() - t0) * 1e3
+        compute_ms = getattr(self.sched, "last_compute_ms", None)
         finite = getattr(self.sched, "last_finite", None)
         record = getattr(getattr(self.processor, "guard", None), "record", None)
         if finite is None or record is None:
@@ -309,7 +317,7 @@ class _SlotRun:
                 y = frame  # the input passes through, as the synchronous path does
         if isinstance(getattr(self.processor, "frames", None), int):
             self.processor.frames += 1
-        return meta, y, ms
+        return meta, y, ms, compute_ms
 
     def state_stats(self, sync: Optional[dict] = None) -> dict:
         """As ``Deblurrer.state_stats()``, for the frames that ran here plus ``sync`` (the
@@ -522,10 +530,13 @@ class Pipeline:
             self._slot.release()
             self._out_q.close()
 
-    def _emit(self, meta, frame, infer_ms: Optional[float] = None):
-        """Hand a finished output frame (slot schedule) to the writer."""
+    def _emit(self, meta, frame, infer_ms: Optional[float] = None, in_flight_ms: Optional[float] = None):
+        """Hand a finished output frame (slot schedule) to the writer: ``infer_ms`` the model's
+        time where it was measured, ``in_flight_ms`` a slot frame's time from submit to collect."""
         if infer_ms is not None:
             self.times.add("infer", infer_ms)
+        if in_flight_ms is not None:
+            self.times.add("in_flight", in_flight_ms)
         with self._lock:
             self._processed += 1
         self._out_q.put((meta, frame, _FINAL))
@@ -533,12 +544,12 @@ class Pipeline:
     def _slot_collect(self, run: "_SlotRun"):
         t0 = time.perf_counter()
         try:
-            meta, y, ms = run.collect()
+            meta, y, in_flight_ms, compute_ms = run.collect()
         finally:
             self._infer_busy_ms += (time.perf_counter() - t0) * 1e3
             if self.live:
                 self._slot.release()  # live: a slot is free, the preprocess stage may take the freshest frame
-        self._emit(meta, y, ms)
+        self._emit(meta, y, compute_ms, in_flight_ms)
 
     def _next_frame_soon(self) -> bool:
         """Live slot schedule, no frame staged: True when one arrives within about one frame
@@ -587,14 +598,18 @@ class Pipeline:
                     t0 = time.perf_counter()
                     try:
                         x, ctx = pre(frame)
+                        t1 = time.perf_counter()
                         y = inf(x)
                     finally:
                         if self.live:
                             self._slot.release()
-                    ms = (time.perf_counter() - t0) * 1e3
-                    self._infer_busy_ms += ms
+                    t2 = time.perf_counter()
+                    self.times.add("preprocess", (t1 - t0) * 1e3)
+                    self._infer_busy_ms += (t2 - t0) * 1e3
                     self._count_frame()
-                    self._emit(meta, post(y, ctx), ms)
+                    frame_out = post(y, ctx)
+                    self.times.add("postprocess", (time.perf_counter() - t2) * 1e3)
+                    self._emit(meta, frame_out, (t2 - t1) * 1e3)
                     run.fresh("size")  # the state on the device does not carry across the other path
         except BaseException as e:  # noqa: BLE001
             self._fail(e, drain=True)  # frames the model already finished are still written
