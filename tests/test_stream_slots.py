@@ -843,3 +843,18 @@ def test_an_executor_that_cannot_time_its_compute_leaves_infer_out_for_slot_fram
     frames[2] = frames[2].astype(np.uint16) * 257  # runs the synchronous stages: its model time is known
     _, st = run(B(nap=(0, 0)), frames, 2, warmup=False)
     assert st["stages"]["in_flight"]["count"] == 4 and st["stages"]["infer"]["count"] == 1
+
+
+def test_a_recurrent_fallback_frame_does_not_continue_the_previous_fallback_frames_state():
+    """Recurrent model, uint16 frames 2 and 6 among uint8 ones: frame 6 ran the Deblurrer's own
+    state, left at frame 2, as if frames 3-5 had not happened."""
+    fr = [numbered_frame(i) for i in range(8)]
+    for i in (2, 6):
+        fr[i] = fr[i].astype(np.uint16) * 257
+    b = SlotCounter(nap=(0, 0))
+    got, st = run(Deblurrer(b, scene_cut=0), fr, 2, warmup=False)
+    assert [m.index for _, m in got] == list(range(8))
+    # frames in execution (= capture) order; each change of path starts a zero state
+    assert b.seen == [0, 1, 0, 0, 1, 2, 0, 0]
+    assert st["state"]["frames"] == 8
+    assert st["state"]["resets"]["start"] == 1 and st["state"]["resets"]["size"] == 4

@@ -41,7 +41,8 @@ With ``options.gpu_preprocess=True`` (the GPU kernels are required) a slot pipel
 refuses is an error too, naming the way out (None or False). A recurrent
 model's state stays on the device; the first frame after a restart (a looped file, a reconnect)
 resets it, and the scheduler's scene-cut detector uses the Deblurrer's threshold. A frame the
-executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight.
+executor cannot take (not HxWx3 uint8) runs the synchronous stages after the frames in flight;
+neither path's recurrent state carries across frames of the other (each starts afresh, ``size``).
 Other backends (ONNX Runtime, torch on the CPU) and ``slots=1`` run one frame at a time as
 below. ``stats()["schedule"]`` says which ran (``"slots"`` / ``"sync"``), ``["slots"]`` how many
 slots the schedule has (1 for ``"sync"``) and ``["peak_in_flight"]`` how many frames were in
@@ -563,6 +564,7 @@ class Pipeline:
     def _infer_loop_slots(self):
         """The infer stage on the backend's slot scheduler (see the module docstring)."""
         run = self._slot_run
+        slot_frames_at_sync = 0  # run.frames at the last frame that ran the synchronous stages
         try:
             while True:
                 if self.live and run.in_flight and not len(self._infer_q) and not self._abort.is_set():
@@ -592,6 +594,10 @@ class Pipeline:
                 else:  # a frame the executor does not take (uint16, gray, BGRA): the synchronous stages, in order
                     while run.in_flight:
                         self._slot_collect(run)
+                    if run.frames != slot_frames_at_sync and self._reset is not None:
+                        # slot frames ran since this path's last frame: its state belongs to an older frame
+                        self._reset("size")
+                    slot_frames_at_sync = run.frames
                     if getattr(meta, "restart", False) and self._reset is not None:
                         self._reset("restart")
                     pre, inf, post = self._stages
