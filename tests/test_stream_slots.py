@@ -858,3 +858,14 @@ def test_a_recurrent_fallback_frame_does_not_continue_the_previous_fallback_fram
     assert b.seen == [0, 1, 0, 0, 1, 2, 0, 0]
     assert st["state"]["frames"] == 8
     assert st["state"]["resets"]["start"] == 1 and st["state"]["resets"]["size"] == 4
+
+
+def test_the_stats_report_the_peak_in_flight_apart_from_the_configured_slots():
+    """`slots` was documented as the most frames in flight and reported the count asked for; a
+    stream of one frame through 3 slots had one in flight."""
+    _, st = run(SlotInvert(nap=(0, 0)), [numbered_frame(0)], 3, warmup=False)
+    assert st["slots"] == 3 and st["peak_in_flight"] == 1
+    _, st = run(SlotInvert(nap=(0, 0)), [numbered_frame(i) for i in range(6)], 3, warmup=False)
+    assert st["slots"] == 3 and st["peak_in_flight"] == 3
+    _, st = run(SlotInvert(nap=(0, 0)), [numbered_frame(i) for i in range(6)], 1, warmup=False)
+    assert st["slots"] == 1 and st["peak_in_flight"] == 1

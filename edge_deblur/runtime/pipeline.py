@@ -871,6 +871,7 @@ class Pipeline:
         elapsed = (now - self._t_start) if self._t_start else 0.0
         active = ((t_last or now) - self._t_start) if self._t_start else 0.0
         stages = self.times.summary()
+        run = self._slot_run
         lat = stages.get("latency", self.times.percentiles("latency"))
         size = self.source.size
         out = {
@@ -893,7 +894,9 @@ class Pipeline:
             "live": self.live,
             "drop_policy": self.drop_policy,
             "schedule": self.schedule,  # "slots": the backend's double-buffered slot pipeline; "sync": one at a time
-            "slots": self.slots,        # frames in flight through the model at most
+            "slots": self.slots,        # the schedule's slots (the count configured; 1 for "sync")
+            # frames in flight through the model at most (a live source slower than the model keeps fewer)
+            "peak_in_flight": max(run.peak_in_flight if run is not None else 0, 1 if processed else 0),
             "schedule_reason": self.schedule_reason,  # why "sync" (None for "slots")
             "size": f"{size[0]}x{size[1]}" if size else None,
             "source": self.source.describe(),
@@ -902,7 +905,6 @@ class Pipeline:
             "error": redact(str(self._error)) if self._error is not None else None,
         }
         state_stats = getattr(self.processor, "state_stats", None)
-        run = self._slot_run
         if callable(state_stats):  # image or recurrent model; resets of the state by reason, scene cuts
             out["state"] = state_stats() if run is None else run.state_stats(state_stats())
         elif run is not None:
