@@ -869,3 +869,17 @@ def test_the_stats_report_the_peak_in_flight_apart_from_the_configured_slots():
     assert st["slots"] == 3 and st["peak_in_flight"] == 3
     _, st = run(SlotInvert(nap=(0, 0)), [numbered_frame(i) for i in range(6)], 1, warmup=False)
     assert st["slots"] == 1 and st["peak_in_flight"] == 1
+
+
+def test_outputs_the_executor_cannot_check_are_counted_as_unchecked():
+    class Blind(CpuSlotExecutor):
+        def finite(self, slot):
+            return None  # as TensorRT with its GPU conversion: only the uint8 frame comes back
+
+    class B(SlotInvert):
+        def pipeline(self, slots=2, rgb=False):
+            return schedule(Blind(self, slots=slots, rgb=rgb))
+
+    _, st = run(B(nap=(0, 0)), [numbered_frame(i) for i in range(7)], 2)
+    assert st["schedule"] == "slots" and st["frames_out"] == 7
+    assert st["model_output"]["unchecked_frames"] == 7 and st["model_output"]["bad_frames"] == 0
