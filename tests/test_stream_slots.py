@@ -740,12 +740,52 @@ def test_a_tensorrt_profiles_precision_picks_the_default_folders_file(tmp_path, 
     args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
     model, backend, *_ = model_settings(args, prof)
     assert backend == "tensorrt" and model == str(folder / file)
-    # a model on the command line wins; a non-TensorRT profile leaves the folder's own choice
+    # a model on the command line wins; an auto-backend profile leaves the folder's own choice
     args.model = "x.onnx"
     assert model_settings(args, prof)[0] == "x.onnx"
     args.model = None
-    cpu = load_runtime_profile("satellite_multispectral_cpu")
-    assert model_settings(args, cpu)[0] is None
+    auto = load_runtime_profile("satellite_tiles")
+    assert auto.backend == "auto" and model_settings(args, auto)[0] is None
+
+
+@pytest.mark.parametrize("precision, file", [("fp32", "model.onnx"), ("int8", "model.int8-cpu.onnx"),
+                                             ("fp16", "model.fp16.onnx")])
+def test_an_onnxruntime_profiles_precision_picks_the_default_folders_file(tmp_path, monkeypatch, precision, file):
+    """`deblur --profile satellite_multispectral_cpu` said fp32 and ran the folder's automatic
+    choice: model.int8-cpu.onnx on a VNNI CPU."""
+    from types import SimpleNamespace
+
+    from edge_deblur.cli.deblur_cmd import model_settings
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx"):
+        (folder / name).write_bytes(b"x")
+    monkeypatch.setenv("EDGE_DEBLUR_MODEL", str(folder))
+    prof = load_runtime_profile("satellite_multispectral_cpu", [f"precision={precision}"])
+    args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
+    model, backend, *_ = model_settings(args, prof)
+    assert backend == "onnxruntime" and model == str(folder / file)
+
+
+def test_an_onnxruntime_int8_profile_without_the_cpu_int8_file_keeps_the_folders_choice(tmp_path, monkeypatch,
+                                                                                        caplog):
+    from types import SimpleNamespace
+
+    from edge_deblur.cli.deblur_cmd import model_settings
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("model.onnx", "model.int8.onnx"):  # TensorRT's INT8 only: not for ONNX Runtime
+        (folder / name).write_bytes(b"x")
+    monkeypatch.setenv("EDGE_DEBLUR_MODEL", str(folder))
+    prof = load_runtime_profile("satellite_multispectral_cpu", ["precision=int8"])
+    args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
+    with caplog.at_level(logging.WARNING):
+        assert model_settings(args, prof)[0] is None
+    assert any("model.int8-cpu.onnx" in r.getMessage() and "own choice" in r.getMessage() for r in caplog.records)
 
 
 # ---- review fixes 2: launch errors, gpu_preprocess=True, stage times, mixed state, peak in flight ----

@@ -303,8 +303,8 @@ def model_settings(args, prof) -> tuple:
     if prof is not None:
         model = model or (str(prof.model_file()) if prof.model else None)
         backend = backend or (None if prof.backend == "auto" else prof.backend)
-        if model is None and backend_is(backend, "tensorrt"):
-            model = default_precision_file(prof)
+        if model is None and (backend_is(backend, "tensorrt") or backend_is(backend, "onnxruntime")):
+            model = default_precision_file(prof, backend)  # the auto backend keeps the folder's choice
         device = device or prof.device
         tile = tile or prof.pipeline.tile
         overlap = overlap if overlap is not None else prof.pipeline.overlap
@@ -317,11 +317,17 @@ def backend_is(backend, name: str) -> bool:
     return backend is not None and backend_name(backend) == name
 
 
-def default_precision_file(prof):
-    """The default model folder's file of the profile's ``precision`` (``model.fp16.onnx`` for
-    fp16, ``model.int8.onnx`` for int8, ``model.onnx`` for fp32), for a TensorRT profile that
-    names no model; None (the folder's own choice) when the folder lacks that file, with a warning
-    naming it."""
+# ONNX Runtime's file of each precision: the INT8 laid out for x86 (quantize --target cpu), not TensorRT's
+ONNXRUNTIME_PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8-cpu.onnx"}
+
+
+def default_precision_file(prof, backend="tensorrt"):
+    """The default model folder's file of the profile's ``precision``, for a TensorRT or ONNX
+    Runtime profile that names no model: TensorRT ``model.fp16.onnx`` for fp16,
+    ``model.int8.onnx`` for int8, ``model.onnx`` for fp32; ONNX Runtime the same but
+    ``model.int8-cpu.onnx`` for int8 (the folder's automatic choice would run the INT8 file on a
+    VNNI CPU under an fp32 profile). None (the folder's own choice) when the folder lacks that
+    file, with a warning naming it."""
     import logging
 
     from ..runtime.bundled import default_model_path
@@ -329,13 +335,14 @@ def default_precision_file(prof):
     folder = default_model_path()
     if not folder.is_dir():
         return None
-    path = prof.model_file(folder)
+    ort = backend_is(backend, "onnxruntime")
+    path = folder / ONNXRUNTIME_PRECISION_FILES[prof.precision] if ort else prof.model_file(folder)
     if path.is_file():
         return str(path)
     logging.getLogger(__name__).warning(
         "the profile asks for precision %s, but the default model folder %s has no %s; running its %s instead "
         "(export it with --fp16 / quantize it, or pass --model)", prof.precision, folder, path.name,
-        "FP32 ONNX")
+        "own choice of file" if ort else "FP32 ONNX")
     return None
 
 
