@@ -392,9 +392,7 @@ def drop_idle_profile_slots(processor, opts):
 def engine_options(prof, backend) -> dict:
     """A runtime profile's ``engine:`` section as ``Deblurrer.open`` keywords, for the tensorrt
     backend (which builds an ONNX file's engine with them); nothing for other backends."""
-    from ..runtime.backends import backend_name
-
-    if prof is None or backend_name(backend) != "tensorrt":
+    if prof is None or not backend_is(backend, "tensorrt"):
         return {}
     return prof.engine.backend_options()
 

@@ -165,6 +165,13 @@ def _stage_api(proc) -> Optional[tuple[Callable, Callable, Callable]]:
     return None
 
 
+def count_frame(processor) -> None:
+    """``Deblurrer.frames``: one more frame through the model where the pipeline ran its stages
+    (its own ``__call__`` counts there)."""
+    if isinstance(getattr(processor, "frames", None), int):
+        processor.frames += 1
+
+
 def plan_schedule(processor, slots: Optional[int] = None) -> tuple[str, int, Optional[str]]:
     """``("slots", n, None)`` when ``processor`` (a Deblurrer) can run through its backend's slot
     pipeline with ``slots`` (None: the default, 2) frames in flight; otherwise ``("sync", 1, why)``."""
@@ -316,8 +323,7 @@ class _SlotRun:
                     self.fresh("bad_output")  # the state on the device is poisoned too
             if not ok:
                 y = frame  # the input passes through, as the synchronous path does
-        if isinstance(getattr(self.processor, "frames", None), int):
-            self.processor.frames += 1
+        count_frame(self.processor)
         return meta, y, ms, compute_ms
 
     def state_stats(self, sync: Optional[dict] = None) -> dict:
@@ -519,7 +525,7 @@ class Pipeline:
                 y = self._stages[1](x) if self._stages is not None else self.processor(x)
                 self.times.add("infer", (time.perf_counter() - t0) * 1e3)
                 if self._stages is not None:
-                    self._count_frame()
+                    count_frame(self.processor)
                 with self._lock:
                     self._processed += 1
                 if self.live:
@@ -612,7 +618,7 @@ class Pipeline:
                     t2 = time.perf_counter()
                     self.times.add("preprocess", (t1 - t0) * 1e3)
                     self._infer_busy_ms += (t2 - t0) * 1e3
-                    self._count_frame()
+                    count_frame(self.processor)
                     frame_out = post(y, ctx)
                     self.times.add("postprocess", (time.perf_counter() - t2) * 1e3)
                     self._emit(meta, frame_out, (t2 - t1) * 1e3)
@@ -633,11 +639,6 @@ class Pipeline:
                     self._fail(e, drain=True)
                 self._slot.release()
                 self._out_q.close()
-
-    def _count_frame(self):
-        """``Deblurrer.frames``: one more frame through the model (its own ``__call__`` counts there)."""
-        if isinstance(getattr(self.processor, "frames", None), int):
-            self.processor.frames += 1
 
     def _write_loop(self):
         every = self.options.stats_every
