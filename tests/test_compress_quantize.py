@@ -417,6 +417,13 @@ def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
     man = json.loads((out.parent / "manifest.json").read_text())
     entry = man["artifacts"]["model.int8-cpu.onnx"]
     assert entry["target"] == "cpu" and "avx512_vnni" in entry["tuned_for"]["any_of"]
+    # weights on 7 bits (reduce_range): exact on AVX2's 16-bit pair sums, so listed for avx2 too
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w).max()) for w in weights) == 64, [int(np.abs(w).max()) for w in weights]
+    assert entry["weight_bits"] == 7 and "avx2" in entry["tuned_for"]["any_of"]
+    assert recipe["quantization"]["weight_bits"] == 7 and md["edge_deblur.quantization"].endswith("-7bit;activations=per-tensor")
     # ONNX Runtime runs it channels-last without the layout transposes a plain QDQ graph gets
     from dataclasses import replace
 

@@ -19,7 +19,7 @@ AMX = features_from({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "
 ARM = features_from({"asimd", "asimddp"}, "Cortex-A78AE", arch="aarch64")
 
 
-def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m"):
+def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m", weight_bits=8):
     d = tmp_path / name
     d.mkdir()
     arts = {"model.onnx": {"sha256": "a", "precision": "fp32"},
@@ -29,6 +29,9 @@ def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m"
     if cpu_int8:
         arts["model.int8-cpu.onnx"] = {"sha256": "d", "precision": "int8", "target": "cpu",
                                        "tuned_for": {"any_of": ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"]}}
+        if weight_bits == 7:  # what quantize --target cpu writes since session 17
+            arts["model.int8-cpu.onnx"]["weight_bits"] = 7
+            arts["model.int8-cpu.onnx"]["tuned_for"]["any_of"].append("avx2")
         if cpu_int8_drop is not None:
             arts["model.int8-cpu.onnx"]["accuracy"] = {"pair_sets": [{"delta_psnr": -0.05}, {"delta_psnr": -cpu_int8_drop}]}
     for n in arts:
@@ -70,6 +73,24 @@ def test_choice_by_features(tmp_path, cpu, expect):
         assert "not chosen" in sel.reason and cpu.isa in sel.reason and "lacks" in sel.reason
     else:
         assert any(f in sel.reason for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp"))
+
+
+@pytest.mark.parametrize("cpu", [AVX2, AVX512, VNNI, AMX, ARM])
+def test_7bit_weights_run_int8_on_avx2_too(tmp_path, cpu):
+    """A CPU file with 7-bit weights is exact on the 16-bit pair sums ONNX Runtime uses without
+    VNNI, so AVX2 and AVX-512-without-VNNI CPUs run it; CPUs with dot products name those."""
+    sel = S.select_artifact(_folder(tmp_path, weight_bits=7), cpu=cpu)
+    assert sel.path.name == "model.int8-cpu.onnx", sel.reason
+    if cpu.int8_dot:
+        assert "7-bit" not in sel.reason and "avx2" not in sel.reason
+    else:
+        assert "7-bit weights" in sel.reason and "avx2" in sel.reason
+
+
+def test_8bit_weights_on_avx2_say_why_and_how_to_fix(tmp_path):
+    sel = S.select_artifact(_folder(tmp_path), cpu=AVX2)
+    assert sel.path.name == "model.onnx"
+    assert "saturate" in sel.reason and "--target cpu" in sel.reason and "7-bit" in sel.reason
 
 
 def test_no_cpu_int8_file_or_inaccurate_one_means_fp32(tmp_path):

@@ -512,7 +512,9 @@ def quantize_model(
                 "layout": target.description,
                 "activations": ("uint8 asymmetric per-tensor" if target.activation == "uint8"
                                 else "int8 symmetric per-tensor (zero point 0)"),
-                "weights": "int8 symmetric per-channel (Conv axis 0)",
+                "weights": ("int8 symmetric per-channel (Conv axis 0)"
+                            + (", 7-bit range [-64, 64] (reduce_range)" if target.weight_bits == 7 else "")),
+                "weight_bits": target.weight_bits,
                 "bias": "int32" if target.quantize_bias else "float",
                 "float_nodes": exclude,
                 "graph_rewrites": rewrites,
@@ -612,8 +614,12 @@ def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
         "accuracy": recipe["accuracy"],
     }
     if recipe["target"] == "cpu":
-        from ..runtime.cpu_features import INT8_DOT_FLAGS
+        from ..runtime.cpu_features import INT8_DOT_FLAGS, INT8_PAIR_FLAGS
 
-        # what the layout was tuned for: u8s8 dot products (the runtime falls back to FP32 without)
-        entry["tuned_for"] = {"any_of": list(INT8_DOT_FLAGS), "calibrated_on": recipe["machine"]}
+        # what the file runs well on: u8s8 dot products, and with 7-bit weights also the 16-bit pair
+        # sums of AVX2 / AVX-512 without VNNI, which 8-bit weights saturate (the runtime runs FP32 there)
+        bits = int(recipe["quantization"].get("weight_bits", 8))
+        entry["weight_bits"] = bits
+        entry["tuned_for"] = {"any_of": list(INT8_DOT_FLAGS) + (list(INT8_PAIR_FLAGS) if bits == 7 else []),
+                              "calibrated_on": recipe["machine"]}
     add_artifact(folder, out.name, entry)

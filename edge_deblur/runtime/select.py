@@ -9,8 +9,10 @@ the candidates once on this machine and caching the result per machine:
 
 * ``model.int8-cpu.onnx`` when the CPU has INT8 dot-product instructions (AVX512-VNNI, AVX-VNNI,
   AMX-INT8; Arm SDOT/I8MM): measured 2.2-2.5x the FP32 speed with AVX512-VNNI and AMX
-  (docs/BENCHMARKS.md). Without them (AVX2 only) the INT8 graph runs on widening 16-bit
-  multiplies and is not faster than FP32: FP32, with a note.
+  (docs/BENCHMARKS.md); and on AVX2 (AVX-512 without VNNI too) when its weights are on 7 bits
+  (the manifest's ``weight_bits``; its ``tuned_for`` lists ``avx2``): there ONNX Runtime sums
+  pairs of u8 x s8 products in 16 bits, exact with 7-bit weights (2.2x FP32 on an AVX2 EPYC) and
+  saturating with 8-bit ones (-0.11 dB mean gain): an 8-bit-weight file is FP32 there, with a note.
 * ``model.int8.onnx`` (TensorRT layout: signed symmetric activations, Q/DQ around residual Adds,
   float first conv) is never chosen for the CPU: it measured slower than FP32 there even with
   VNNI. It is the file for ``edge-deblur build``.
@@ -115,12 +117,22 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
         return False, ("INT8 laid out for TensorRT (signed symmetric activations): slower than FP32 on ONNX "
                        "Runtime's CPU kernels; it is the file for 'edge-deblur build'")
     if kind == "int8-cpu":
+        from .cpu_features import INT8_PAIR_FLAGS
+
         need = _tuned_for(entry)
         have = sorted(set(need) & cpu.flags)
         if not have:
+            if set(INT8_PAIR_FLAGS) & cpu.flags:
+                return False, (f"tuned for INT8 dot products ({', '.join(need[:3])}, ...), which this CPU ({cpu.isa}) "
+                               "lacks: its 8-bit weights would saturate the 16-bit pair sums ONNX Runtime uses here "
+                               "(about -0.1 dB); 'edge-deblur quantize --target cpu' writes a file with 7-bit weights "
+                               "that runs exact and about 2x FP32 on this CPU")
             return False, (f"tuned for INT8 dot products ({', '.join(need[:3])}, ...), which this CPU ({cpu.isa}) "
                            "lacks: it would not beat FP32")
-        return True, f"INT8 for the CPU; this CPU has {', '.join(have)}"
+        if not set(have) - set(INT8_PAIR_FLAGS):
+            return True, (f"INT8 for the CPU; 7-bit weights, exact on this CPU's 16-bit pair sums "
+                          f"({', '.join(have)}; no INT8 dot products)")
+        return True, f"INT8 for the CPU; this CPU has {', '.join(h for h in have if h not in INT8_PAIR_FLAGS)}"
     return True, "FP32"
 
 
