@@ -26,7 +26,7 @@ def fail_nth(kind, n):
 
 def test_a_slot_whose_event_fails_frees_its_stream_and_events(monkeypatch, tmp_path, cuda):
     b = open_fake_backend(monkeypatch, tmp_path, FakeEngine(cuda), frame_kernels=no_kernels)
-    cuda.fail = fail_nth("Event", 5)  # slot 0 makes 3 events; slot 1 fails on its second
+    cuda.fail = fail_nth("Event", 7)  # slot 0 makes 5 events (3 + the compute timing pair); slot 1 fails on its second
     with pytest.raises(BackendError, match="out of memory"):
         b.pipeline(slots=2, gpu_preprocess=False)
     cuda.fail = None

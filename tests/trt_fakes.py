@@ -6,7 +6,11 @@
   test can check what the host waited for before it did what. Every buffer, stream and event is
   kept in ``made`` (``open_objects()``: those not closed), and ``fail(kind, size)`` makes a
   creation fail as CUDA would, to test what error paths free. The current device is per thread
-  (0 on a new thread, as in CUDA); copies and runs record the device they ran on.
+  (0 on a new thread, as in CUDA); copies and runs record the device they ran on. A fake device
+  clock (``clock``, ms) advances by ``copy_ms`` per copy, ``kernel_ms`` per kernel launch and the
+  engine's ``run_ms`` per run; an event records the clock, and ``elapsed_ms`` (logged as
+  ``("elapsed", start id, end id)``) is the difference, refused, as CUDA does, for an event
+  made without timing or never recorded.
 - :func:`fake_trt` is a ``tensorrt`` module with a runtime whose engine computes
   ``output = 1 - input (+ state)`` on the bound buffers, and a builder that records what it was
   asked for. Both fail the way TensorRT does: ``set_tensor_address`` returns False for an unknown
@@ -43,6 +47,8 @@ class FakeCuda:
         self.work_devices: list[tuple[str, int]] = []  # (copy or run, the calling thread's device)
         self.made: list = []  # every DeviceBuffer, PinnedBuffer, Stream and Event, in creation order
         self.fail = None  # fail(kind, size) -> True: that creation raises, as cudaMalloc & co. do
+        self.clock = 0.0  # the fake device's time (ms): what timing events record
+        self.copy_ms, self.kernel_ms = 0.25, 0.125  # what a copy and a kernel launch take on it
         cuda = self
 
         class _Owned:
@@ -66,6 +72,7 @@ class FakeCuda:
 
             def zero_async(self, stream):
                 cuda.mem(self.ptr, self.nbytes)[:] = 0
+                cuda.log.append(("memset", self.ptr, stream.handle))
 
         class PinnedBuffer(_Owned):
             def __init__(self, shape, dtype=np.float32):
@@ -91,17 +98,25 @@ class FakeCuda:
             def __init__(self, timing=False):
                 cuda.make(self, "Event")
                 self.id = next(cuda._ids)
+                self.timing = timing
                 self.recorded = False
+                self.t = None
 
             def record(self, stream):
                 self.recorded = True
+                self.t = cuda.clock
                 cuda.log.append(("record", self.id))
 
             def synchronize(self):
                 cuda.log.append(("event_sync", self.id))
 
             def elapsed_ms(self, since):
-                return 0.0
+                cuda.log.append(("elapsed", since.id, self.id))
+                for e in (since, self):
+                    if not e.timing or not e.recorded:  # cudaEventElapsedTime refuses these
+                        raise BackendError("CUDA call cudaEventElapsedTime failed (cudaErrorInvalidResourceHandle: "
+                                           f"event {e.id} {'has timing disabled' if not e.timing else 'not recorded'})")
+                return self.t - since.t
 
         self.DeviceBuffer, self.PinnedBuffer, self.Stream, self.Event = DeviceBuffer, PinnedBuffer, Stream, Event
 
@@ -152,10 +167,12 @@ class FakeCuda:
         def htod(dst, src_ptr, nbytes, stream):
             self.work_devices.append(("copy", self.current_device()))
             self.mem(dst.ptr, nbytes)[:] = self.mem(src_ptr, nbytes)
+            self.clock += self.copy_ms
 
         def dtoh(dst_ptr, src, nbytes, stream):
             self.work_devices.append(("copy", self.current_device()))
             self.mem(dst_ptr, nbytes)[:] = self.mem(src.ptr, nbytes)
+            self.clock += self.copy_ms
 
         def gpu_info(device=0):
             self.set_device(device)  # as the real one does (require_gpu), on the calling thread only
@@ -184,8 +201,9 @@ class FakeEngine:
     learns only while running."""
 
     def __init__(self, cuda: FakeCuda, state=False, extra=(), data_dependent=(), profile=None, dtypes=None,
-                 profiles=1, profile_list=None):
+                 profiles=1, profile_list=None, run_ms=2.5):
         self.cuda = cuda
+        self.run_ms = run_ms  # the fake device time of a run (ms), or run_ms(k) for a context's k-th run (from 0)
         self.num_optimization_profiles = profiles  # all of them ``profile``, or profile_list[i]
         self.profile_list = list(profile_list) if profile_list else None
         self.dtypes = dict(dtypes or {})  # name -> TensorRT dtype; float32 otherwise
@@ -275,6 +293,8 @@ class FakeContext:
         for n in self.engine.modes:
             if n not in ("input", "output", "state_in", "state_out"):
                 self.cuda.tensor(self.addresses[n], shape)[:] = 7.0  # a scratch output: written, never read
+        run_ms = self.engine.run_ms
+        self.cuda.clock += run_ms(self.runs) if callable(run_ms) else run_ms
         self.runs += 1
         self.cuda.log.append(("execute", stream))
         self.cuda.work_devices.append(("execute", self.cuda.current_device()))

@@ -383,8 +383,15 @@ class _TrtSlot:
             self.uploaded = self.stack.enter_context(cudart.Event())
             self.computed = self.stack.enter_context(cudart.Event())
             self.downloaded = self.stack.enter_context(cudart.Event())
-            self.marks = {k: self.stack.enter_context(cudart.Event(timing=True)) for k in
-                          ("upload0", "upload1", "compute0", "compute1", "download0", "download1")} if timeline else None
+            # the model's own time (compute_ms), on every frame: two timing events around the run,
+            # read at collect once the download (recorded after them on this stream) is done
+            self.compute0 = self.stack.enter_context(cudart.Event(timing=True))
+            self.compute1 = self.stack.enter_context(cudart.Event(timing=True))
+            self.marks = None
+            if timeline:  # the timeline's compute pair is the one above
+                self.marks = {k: self.stack.enter_context(cudart.Event(timing=True))
+                              for k in ("upload0", "upload1", "download0", "download1")}
+                self.marks.update(compute0=self.compute0, compute1=self.compute1)
         except BaseException:
             self.stack.close()
             raise
@@ -394,6 +401,7 @@ class _TrtSlot:
         self.info = None
         self.gpu = False
         self.finite = None  # the last collected output was finite (None: not checked)
+        self.compute_ms = None  # the model's time on the last collected frame (None: not measured)
 
     def close(self):
         if self.bufs is not None:
@@ -451,6 +459,7 @@ class TensorRTSlotExecutor(SlotExecutor):
             self._stack.callback(self._drop_context)  # after the slots are closed (the stack runs in reverse)
             self._ctx_shape = None
             self._last_compute: int | None = None  # the slot whose compute was enqueued last
+            self._timing_warned = False
             for _ in range(self.slots):
                 sl = _TrtSlot(cudart, timeline)
                 self._stack.callback(sl.close)
@@ -591,7 +600,7 @@ class TensorRTSlotExecutor(SlotExecutor):
         if self._ctx_shape != sl.in_shape:  # a size change
             b.set_shapes(ctx, sl.in_shape, self.profile_index)
             self._ctx_shape = sl.in_shape
-        self._mark(sl, "compute0")
+        sl.compute0.record(sl.stream)  # after the wait for the previous compute: the model's time only
         for name in (b.input_name, b.output_name, *b.extra_outputs):
             b.bind(ctx, name, sl.dev[name].ptr)
         for s in b.state_specs:
@@ -603,7 +612,7 @@ class TensorRTSlotExecutor(SlotExecutor):
         self._last_compute = slot
         if turn is not None:
             self._turn = 1 - turn
-        self._mark(sl, "compute1")
+        sl.compute1.record(sl.stream)
         sl.computed.record(sl.stream)
 
     def download(self, slot):
@@ -625,7 +634,9 @@ class TensorRTSlotExecutor(SlotExecutor):
 
         self.cudart.set_device(self.b.device)
         sl = self._slots[slot]
-        sl.downloaded.synchronize()
+        sl.finite = sl.compute_ms = None
+        sl.downloaded.synchronize()  # and with it the compute events, recorded before it on this stream
+        sl.compute_ms = self._compute_time(sl)
         if sl.marks is not None:
             t = {k: e.elapsed_ms(self._t0) for k, e in sl.marks.items()}
             for stage in ("upload", "compute", "download"):
@@ -637,12 +648,31 @@ class TensorRTSlotExecutor(SlotExecutor):
         sl.finite = bool(np.isfinite(y).all())
         return tensor_to_frame(y, sl.info)
 
+    def _compute_time(self, sl) -> float | None:
+        """Milliseconds between the slot's compute events (the engine run alone). Called once the
+        slot's download event has been synchronized, so no host wait is added; a failed read
+        (a CUDA error) costs the figure, never the frame."""
+        try:
+            return sl.compute1.elapsed_ms(sl.compute0)
+        except BackendError as e:
+            if not self._timing_warned:
+                self._timing_warned = True
+                log.warning("TensorRT pipeline: the model's time per frame cannot be read (%s); "
+                            "stages.infer leaves these frames out", e)
+            return None
+
     def finite(self, slot):
         """The frame's float output was finite: checked on the host where frames are converted on
         the CPU (``gpu_preprocess`` off, or no NVRTC), where the float output comes back. With the
         GPU kernels only the uint8 frame comes back and the output is not checked (None: counted
         in the stream's ``model_output.unchecked_frames``); NaN becomes 0 there, +/-Inf 255/0."""
         return self._slots[slot].finite
+
+    def compute_ms(self, slot):
+        """The engine run's own time on the frame just collected from ``slot`` (CUDA events
+        recorded around ``execute_async_v3`` on the slot's stream, after its wait for the previous
+        frame's compute; read at collect, after the download has been synchronized)."""
+        return self._slots[slot].compute_ms
 
     def timeline(self):
         return list(self._timeline)
