@@ -1,26 +1,34 @@
-"""The TensorRT slot executor's model time per frame (``compute_ms``), over the fakes of
-tests/trt_fakes.py.
+"""The TensorRT slot executor's model time per frame (``compute_ms``) and its NaN/Inf check on the
+GPU-conversion path, over the fakes of tests/trt_fakes.py.
 
 - ``compute_ms``: two timing events around ``execute_async_v3`` on the slot's stream, read at
   collect once the download has been synchronized. The fake device clock advances by the
   engine's ``run_ms`` per run and by other amounts per copy and kernel launch, so the figure is
   the run's own time exactly, frame by frame, and is what the stream records as ``infer``.
+- NaN/Inf: with the NVRTC kernels (the real ``cudart.FrameKernels`` over a fake driver that runs
+  the kernels with numpy, over the grid launched) the postprocess kernel sets a per-slot device
+  flag, zeroed before each launch and downloaded with the frame; ``finite()`` reports it and the
+  stream's guard counts it (no ``unchecked_frames`` left on that path).
 """
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 from edge_deblur.io import StreamOptions
+from edge_deblur.runtime import cudart
 from edge_deblur.runtime.deblurrer import Deblurrer
 from edge_deblur.runtime.pipeline import Pipeline
 from test_trt_slots_fake import frames, reference
-from trt_fakes import FakeCuda, FakeEngine, no_kernels, open_fake_backend
+from trt_fakes import FakeContext, FakeCuda, FakeEngine, emulated_kernels, no_kernels, open_fake_backend
 
 
 def open_backend(monkeypatch, tmp_path, gpu: bool, **engine_kw):
     """A fake TensorRT backend; ``gpu``: the real FrameKernels over the emulating driver, else none."""
     cuda = FakeCuda()
     engine = FakeEngine(cuda, **engine_kw)
-    driver = None  # (the GPU frame kernels over the fakes: not yet)
+    driver = emulated_kernels(monkeypatch, cuda) if gpu else None
     b = open_fake_backend(monkeypatch, tmp_path, engine, frame_kernels=None if gpu else no_kernels)
     return b, engine, cuda, driver
 
@@ -42,10 +50,25 @@ def collect_all(sched, fs):
     return out, ms, finite
 
 
+def poison(monkeypatch, runs: dict):
+    """The executor's context writes ``value`` at ``where`` (an index into the 1x3xHxW output) on
+    its k-th run (from 1) for each ``k: (value, where)`` of ``runs``."""
+    run = FakeContext.execute_async_v3
+
+    def execute(self, stream):
+        ok = run(self, stream)
+        if self.runs in runs:
+            value, where = runs[self.runs]
+            self.cuda.tensor(self.addresses["output"], self.get_tensor_shape("output"))[where] = value
+        return ok
+
+    monkeypatch.setattr(FakeContext, "execute_async_v3", execute)
+
+
 # -- compute_ms -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gpu", [False], ids=["cpu-conversion"])
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu-conversion", "gpu-conversion"])
 @pytest.mark.parametrize("slots", [1, 2, 3])
 def test_compute_ms_is_each_frames_engine_time(monkeypatch, tmp_path, gpu, slots):
     b, engine, cuda, driver = open_backend(monkeypatch, tmp_path, gpu, run_ms=lambda k: 2.0 + 0.5 * k)
@@ -106,7 +129,7 @@ def test_a_failed_time_read_costs_the_figure_not_the_frame(monkeypatch, tmp_path
     b.close()
 
 
-@pytest.mark.parametrize("gpu", [False], ids=["cpu-conversion"])
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu-conversion", "gpu-conversion"])
 def test_the_stream_records_the_engine_time_as_infer_for_slot_frames(monkeypatch, tmp_path, gpu):
     b, engine, cuda, _ = open_backend(monkeypatch, tmp_path, gpu, run_ms=lambda k: 3.0 if k % 2 else 5.0)
     fs = frames(8)
@@ -119,3 +142,82 @@ def test_the_stream_records_the_engine_time_as_infer_for_slot_frames(monkeypatch
     # the fake device's runs, 5 and 3 ms in turn (in_flight is the host's wall time, not comparable)
     assert (inf["mean"], inf["p50"], inf["p99"]) == pytest.approx((4.0, 4.0, 5.0))
     b.close()
+
+
+# -- NaN/Inf on the GPU-conversion path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["frame", "padding"])
+def test_the_postprocess_kernel_flags_non_finite_outputs(monkeypatch, tmp_path, value, where):
+    b, engine, cuda, driver = open_backend(monkeypatch, tmp_path, True)
+    # 41x17 frames padded to 48x32 (stride 16): the padding is checked too, as on the host; its
+    # last rows lie beyond a grid launched over the frame alone (8-row blocks: rows 0-23)
+    b.stride = 16
+    idx = (0, 1, 3, 5) if where == "frame" else (0, 2, 31, 47)
+    poison(monkeypatch, {3: (value, idx)})  # the third frame, on slot 0; slot 0 runs frames 1 and 5 clean
+    fs = frames(5, h=17, w=41)
+    sched = b.pipeline(slots=2, gpu_preprocess=True)
+    with sched.ex:
+        assert sched.ex.gpu_preprocess
+        out, _, finite = collect_all(sched, fs)
+    assert finite == [True, True, False, True, True]  # the flag is cleared before each launch
+    ref = reference(fs, b.stride)
+    for k in (0, 1, 3, 4):
+        assert np.array_equal(out[k], ref[k])
+    flags = [e for e in cuda.log if e[0] == "memset"]
+    assert len(flags) == len(fs)
+    b.close()
+
+
+def test_a_nan_output_on_the_gpu_conversion_path_is_counted_by_the_stream(monkeypatch, tmp_path):
+    """The stream's NaN/Inf guard sees it: the input passes through, and no frame is unchecked."""
+    b, engine, cuda, driver = open_backend(monkeypatch, tmp_path, True)
+    poison(monkeypatch, {3: (np.nan, slice(None))})
+    fs = frames(6)
+    got = []
+    stats = Pipeline(Deblurrer(b), list(fs), lambda f, m: got.append(f), StreamOptions(slots=2),
+                     warmup=False).run()  # gpu_preprocess default: the GPU kernels, which load here
+    assert stats["schedule"] == "slots" and len(got) == 6
+    assert any(name == "f32nchw_to_u8hwc" for name, *_ in driver.launches)
+    assert stats["model_output"] == {"bad_frames": 1, "longest_bad_run": 1, "unchecked_frames": 0}
+    assert np.array_equal(got[2], fs[2])  # passed through, not the black frame the kernel made of NaN
+    ref = reference(fs, b.stride)
+    assert all(np.array_equal(got[i], ref[i]) for i in (0, 1, 3, 4, 5))
+    b.close()
+
+
+def test_clean_gpu_conversion_frames_are_checked_not_unchecked(monkeypatch, tmp_path):
+    b, engine, cuda, driver = open_backend(monkeypatch, tmp_path, True)
+    stats = Pipeline(Deblurrer(b), frames(5), lambda f, m: None, StreamOptions(slots=2), warmup=True).run()
+    assert stats["schedule"] == "slots"
+    assert stats["model_output"] == {"bad_frames": 0, "longest_bad_run": 0, "unchecked_frames": 0}
+    b.close()
+
+
+def test_the_kernel_flag_buffer_must_hold_an_int(monkeypatch):
+    cuda = FakeCuda()
+    cuda.install(monkeypatch)
+    emulated_kernels(monkeypatch, cuda)
+    with cudart.FrameKernels(0) as k:
+        small = cuda.DeviceBuffer(2)
+        with pytest.raises(Exception, match="4-byte device buffer"):
+            k.postprocess(cuda.DeviceBuffer(3 * 4 * 4 * 4), cuda.DeviceBuffer(48), small, 4, 4, 4, 4, False,
+                          cuda.Stream())
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile the kernel source")
+def test_the_kernel_source_compiles_with_the_parameters_the_launch_passes(tmp_path):
+    """nvcc (no GPU needed) compiles FRAME_KERNELS to PTX; the postprocess kernel takes the eight
+    parameters FrameKernels.postprocess packs (src, dst, bad, h, w, hp, wp, swap_rb)."""
+    src = tmp_path / "frames.cu"
+    src.write_text(cudart.FRAME_KERNELS)
+    ptx = tmp_path / "frames.ptx"
+    r = subprocess.run(["nvcc", "--ptx", "-arch=sm_87", "-std=c++11", str(src), "-o", str(ptx)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    text = ptx.read_text()
+    post = text[text.index(".entry f32nchw_to_u8hwc"):]
+    params = post[: post.index(")")].count(".param")
+    assert params == 8
+    assert "atom" in post  # the flag is set with an atomic

@@ -17,7 +17,9 @@
   name, ``execute_async_v3`` returns False when an I/O tensor has no address; ``nptype`` raises
   TypeError for BF16 as TensorRT's does.
 - :class:`FakeNvrtc` / :class:`FakeDriver`: the NVRTC and driver calls of ``cudart.FrameKernels``,
-  for an NVRTC that supports a given list of GPU architectures (or fails to compile).
+  for an NVRTC that supports a given list of GPU architectures (or fails to compile). Given a
+  FakeCuda, the driver runs the two frame kernels' launches with numpy over the fake memory, as
+  the CUDA C of ``cudart.FRAME_KERNELS`` does, over the grid launched (:func:`emulated_kernels`).
 """
 from __future__ import annotations
 
@@ -532,10 +534,21 @@ class FakeNvrtc:
 
 
 class FakeDriver:
-    """``cuda.bindings.driver``: modules load, kernels launch (doing nothing)."""
+    """``cuda.bindings.driver``: modules load; given ``cuda`` (a FakeCuda) kernel launches run the
+    frame kernels of ``cudart.FRAME_KERNELS`` with numpy over its memory, else they do nothing."""
 
     class CUresult:
         CUDA_SUCCESS = 0
+
+    cuda = None  # (subclasses that do not call __init__ launch nothing)
+
+    def __init__(self, cuda: FakeCuda | None = None):
+        self.cuda = cuda
+        self.launches: list[tuple] = []  # (kernel name, grid, block, args)
+
+    @staticmethod
+    def CUstream(handle):
+        return int(handle)
 
     def cuModuleLoadData(self, image):
         return 0, "module"
@@ -545,6 +558,57 @@ class FakeDriver:
 
     def cuModuleUnload(self, module):
         return (0,)
+
+    def cuLaunchKernel(self, fn, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        args, types_ = params
+        assert len(args) == len(types_), (fn, args, types_)
+        name = fn.decode() if isinstance(fn, bytes) else str(fn)
+        self.launches.append((name, (gx, gy, gz), (bx, by, bz), tuple(args)))
+        cuda = self.cuda
+        if cuda is None:
+            return (0,)
+        cuda.log.append(("launch", name, stream))
+        cuda.work_devices.append(("kernel", cuda.current_device()))
+        cuda.clock += cuda.kernel_ms
+        {"u8hwc_to_f32nchw": self._pre, "f32nchw_to_u8hwc": self._post}[name](gx * bx, gy * by, *args)
+        return (0,)
+
+    def _pre(self, gw, gh, src, dst, h, w, hp, wp, swap_rb, reflect, s):
+        """u8hwc_to_f32nchw over the threads launched (x < gw, y < gh) that fall inside hp x wp."""
+        cuda = self.cuda
+        xs, ys = np.arange(min(gw, wp)), np.arange(min(gh, hp))
+        sx = np.where(xs < w, xs, (2 * (w - 1) - xs) if reflect else w - 1)
+        sy = np.where(ys < h, ys, (2 * (h - 1) - ys) if reflect else h - 1)
+        frame = cuda.tensor(src, (h, w, 3), np.uint8)
+        c = frame[sy][:, sx].astype(np.float32) * np.float32(s)  # (y, x, 3), as __fmul_rn in float32
+        if swap_rb:
+            c = c[..., ::-1]
+        cuda.tensor(dst, (3, hp, wp))[:, : len(ys), : len(xs)] = c.transpose(2, 0, 1)
+
+    def _post(self, gw, gh, src, dst, bad, h, w, hp, wp, swap_rb):
+        """f32nchw_to_u8hwc: ``*bad`` |= 1 where a value the threads launched read (x < gw and
+        y < gh, inside hp x wp) is NaN or +/-Inf; the frame (x < w, y < h) written as uint8."""
+        cuda = self.cuda
+        y = cuda.tensor(src, (3, hp, wp))
+        seen = y[:, : min(gh, hp), : min(gw, wp)]
+        if not np.isfinite(seen).all():
+            cuda.tensor(bad, (1,), np.int32)[0] |= 1  # atomicOr: the kernel never clears the flag
+        c = y[:, : min(gh, h), : min(gw, w)].transpose(1, 2, 0)
+        if swap_rb:
+            c = c[..., ::-1]
+        v = c * np.float32(255.0) + np.float32(0.5)
+        v = np.fmin(np.fmax(v, np.float32(0.0)), np.float32(255.0))  # fmaxf(NaN, 0) is 0, as in CUDA
+        cuda.tensor(dst, (h, w, 3), np.uint8)[: v.shape[0], : v.shape[1]] = v.astype(np.uint8)
+
+
+def emulated_kernels(monkeypatch, cuda: FakeCuda) -> FakeDriver:
+    """Make ``cudart.FrameKernels`` (the real class) compile over :class:`FakeNvrtc` and launch
+    over a :class:`FakeDriver` that runs the kernels on ``cuda``'s memory; returns the driver."""
+    from edge_deblur.runtime import cudart
+
+    driver = FakeDriver(cuda)
+    monkeypatch.setattr(cudart, "_driver_and_nvrtc", lambda: (driver, FakeNvrtc()))
+    return driver
 
 
 def write_relu_onnx(path):

@@ -311,7 +311,10 @@ def memcpy_dtod_async(dst: DeviceBuffer, src: DeviceBuffer, nbytes: int, stream:
 # They reproduce runtime.preprocess.frame_to_tensor / tensor_to_frame for 3-channel uint8
 # frames bit for bit: scale by float32(1/255), BGR->RGB, pad bottom/right with reflect-101
 # (replicate when the pad is not smaller than the frame, as preprocess does), and back with
-# clip(x * 255 + 0.5, 0, 255) truncated to uint8.
+# clip(x * 255 + 0.5, 0, 255) truncated to uint8. The postprocess kernel also reports NaN/Inf:
+# it runs over the whole padded output (as the host check np.isfinite(y).all() does) and sets
+# ``*bad`` (a device int the caller zeroes on the same stream before the launch) when any value
+# is not finite, so the uint8 conversion (NaN -> 0, +/-Inf -> 255/0) no longer hides it.
 # --------------------------------------------------------------------------------------------
 
 FRAME_KERNELS = r"""
@@ -337,13 +340,18 @@ extern "C" __global__ void u8hwc_to_f32nchw(const unsigned char* __restrict__ sr
 }
 
 extern "C" __global__ void f32nchw_to_u8hwc(const float* __restrict__ src, unsigned char* __restrict__ dst,
-                                            int h, int w, int hp, int wp, int swap_rb)
+                                            int* __restrict__ bad, int h, int w, int hp, int wp, int swap_rb)
 {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= w || y >= h) return;
+    if (x >= wp || y >= hp) return;
     size_t plane = (size_t)hp * wp, i = (size_t)y * wp + x;
     float c[3] = {src[i], src[plane + i], src[2 * plane + i]};
+    int nonfinite = 0;  /* exponent bits all ones: NaN or +/-Inf */
+    for (int k = 0; k < 3; ++k)
+        nonfinite |= (__float_as_int(c[k]) & 0x7f800000) == 0x7f800000;
+    if (nonfinite) atomicOr(bad, 1);
+    if (x >= w || y >= h) return;  /* the padding: checked above, not part of the frame */
     if (swap_rb) { float t = c[0]; c[0] = c[2]; c[2] = t; }
     unsigned char* q = dst + ((size_t)y * w + x) * 3;
     for (int k = 0; k < 3; ++k) {
@@ -420,7 +428,8 @@ def nvrtc_available() -> str | None:
 
 class FrameKernels:
     """The two frame kernels, compiled with NVRTC for this GPU (PTX for the newest architecture
-    NVRTC knows where the GPU is newer) and loaded with the driver API."""
+    NVRTC knows where the GPU is newer) and loaded with the driver API. :meth:`postprocess` also
+    sets a device int flag when the float output holds NaN/Inf (see ``FRAME_KERNELS``)."""
 
     BLOCK = (32, 8)
 
@@ -493,10 +502,16 @@ class FrameKernels:
                      (c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int, c.c_float),
                      stream)
 
-    def postprocess(self, src: DeviceBuffer, dst: DeviceBuffer, h, w, hp, wp, rgb: bool, stream: Stream):
+    def postprocess(self, src: DeviceBuffer, dst: DeviceBuffer, bad: DeviceBuffer, h, w, hp, wp, rgb: bool,
+                    stream: Stream):
+        """``src`` (1x3xhpxwp float32) -> ``dst`` (hxwx3 uint8), and ``bad`` (a device int) set to
+        1 where any value of ``src``, padding included, is NaN or +/-Inf. The kernel only sets
+        ``bad``: the caller zeroes it on ``stream`` before the launch (``bad.zero_async``)."""
+        if bad.nbytes < 4:
+            raise BackendError(f"the NaN/Inf flag needs a 4-byte device buffer, got {bad.nbytes} bytes")
         c = ctypes
-        self._launch(self._post, w, h, (src.ptr, dst.ptr, h, w, hp, wp, int(not rgb)),
-                     (c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int), stream)
+        self._launch(self._post, wp, hp, (src.ptr, dst.ptr, bad.ptr, h, w, hp, wp, int(not rgb)),
+                     (c.c_void_p, c.c_void_p, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int), stream)
 
     def close(self):
         if not self._closed:

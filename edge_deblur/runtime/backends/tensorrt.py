@@ -10,8 +10,9 @@
 - :meth:`TensorRTBackend.pipeline` returns the two-slot double-buffered schedule
   (:class:`TensorRTSlotExecutor`): uint8 frames are uploaded as they are and converted,
   normalized and padded on the GPU by two small NVRTC kernels (on the CPU, with a warning, where
-  NVRTC is not installed or cannot compile them); a recurrent model's state stays in device buffers
-  from frame to frame.
+  NVRTC is not installed or cannot compile them), the one back to uint8 also flagging a NaN/Inf
+  output for the NaN/Inf guard; a recurrent model's state stays in device buffers from frame to
+  frame, and each frame's engine run is timed with CUDA events (``compute_ms``).
 - CUDA's current device is per host thread: every method that does CUDA work first makes the
   backend's device current (``cudart.set_device``), so ``--device cuda:N`` holds on worker threads.
 
@@ -525,6 +526,9 @@ class TensorRTSlotExecutor(SlotExecutor):
             sl.host_out = st.enter_context(cudart.PinnedBuffer((h, w, 3), np.uint8))
             sl.dev_u8_in = st.enter_context(cudart.DeviceBuffer(h * w * 3))
             sl.dev_u8_out = st.enter_context(cudart.DeviceBuffer(h * w * 3))
+            # the postprocess kernel's NaN/Inf flag (an int, zeroed before each launch) and its host copy
+            sl.dev_bad = st.enter_context(cudart.DeviceBuffer(4))
+            sl.host_bad = st.enter_context(cudart.PinnedBuffer((1,), np.int32))
         else:
             sl.host_in = st.enter_context(cudart.PinnedBuffer(shapes[b.input_name], b.dtypes[b.input_name]))
             sl.host_out = st.enter_context(cudart.PinnedBuffer(shapes[b.output_name], b.dtypes[b.output_name]))
@@ -622,8 +626,10 @@ class TensorRTSlotExecutor(SlotExecutor):
         out = sl.dev[self.b.output_name]
         if sl.gpu:
             (h, w), (hp, wp) = sl.hw, sl.hwp
-            self.kernels.postprocess(out, sl.dev_u8_out, h, w, hp, wp, self.rgb, sl.stream)
+            sl.dev_bad.zero_async(sl.stream)  # the kernel only sets the flag
+            self.kernels.postprocess(out, sl.dev_u8_out, sl.dev_bad, h, w, hp, wp, self.rgb, sl.stream)
             cudart.memcpy_dtoh_async(sl.host_out.ptr, sl.dev_u8_out, sl.host_out.nbytes, sl.stream)
+            cudart.memcpy_dtoh_async(sl.host_bad.ptr, sl.dev_bad, sl.host_bad.nbytes, sl.stream)
         else:
             cudart.memcpy_dtoh_async(sl.host_out.ptr, out, sl.host_out.nbytes, sl.stream)
         self._mark(sl, "download1")
@@ -642,7 +648,7 @@ class TensorRTSlotExecutor(SlotExecutor):
             for stage in ("upload", "compute", "download"):
                 self._timeline.append(StageTiming(sl.index, slot, stage, t[stage + "0"], t[stage + "1"]))
         if sl.gpu:
-            sl.finite = None  # converted to uint8 on the GPU: not checked (see finite())
+            sl.finite = not bool(sl.host_bad.array[0])  # the postprocess kernel's NaN/Inf flag
             return sl.host_out.array.copy()
         y = sl.host_out.array.astype(np.float32)
         sl.finite = bool(np.isfinite(y).all())
@@ -662,10 +668,11 @@ class TensorRTSlotExecutor(SlotExecutor):
             return None
 
     def finite(self, slot):
-        """The frame's float output was finite: checked on the host where frames are converted on
-        the CPU (``gpu_preprocess`` off, or no NVRTC), where the float output comes back. With the
-        GPU kernels only the uint8 frame comes back and the output is not checked (None: counted
-        in the stream's ``model_output.unchecked_frames``); NaN becomes 0 there, +/-Inf 255/0."""
+        """The frame's float output was finite (no NaN/Inf). Where frames are converted on the CPU
+        (``gpu_preprocess`` off, or no NVRTC) the float output comes back and is checked on the
+        host; with the GPU kernels the postprocess kernel checks every value of the output
+        (padding included) before its uint8 conversion and sets a per-slot device flag, zeroed
+        before the launch and downloaded with the frame."""
         return self._slots[slot].finite
 
     def compute_ms(self, slot):
