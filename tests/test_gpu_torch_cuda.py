@@ -195,3 +195,43 @@ def test_the_slot_executor_reports_nan_outputs(tiny):
     sched.ex.close()
     assert seen == [True, False, True, True]
     b.close()
+
+
+def test_the_slot_executor_times_each_frames_model_call(tiny):
+    """compute_ms: CUDA events around the model call on the slot's stream, read at collect. A
+    model made slower on the GPU (torch.cuda._sleep on its stream) shows in the figure, and the
+    stream records it as its infer stage for every slot frame."""
+    from edge_deblur.io import StreamOptions
+    from edge_deblur.runtime.deblurrer import Deblurrer
+    from edge_deblur.runtime.pipeline import Pipeline
+
+    b = open_cuda(tiny["ckpt"])
+    fs = rand_frames(6, 48, 64)
+
+    def times(sched):
+        ms = []
+        for f in fs:
+            for _ in sched.submit(f):
+                ms.append(sched.last_compute_ms)
+        while sched.in_flight:
+            sched.collect_oldest()
+            ms.append(sched.last_compute_ms)
+        sched.ex.close()
+        return ms
+
+    fast = times(b.pipeline(slots=2))
+    assert len(fast) == len(fs) and all(isinstance(m, float) and m > 0 for m in fast), fast
+    forward = b.forward
+
+    def slow(x, state=None):
+        torch.cuda._sleep(50_000_000)  # ~25 ms of GPU spinning at 2 GHz, on the current (slot) stream
+        return forward(x, state)
+
+    b.forward = slow
+    slowed = times(b.pipeline(slots=2))
+    b.forward = forward
+    assert min(slowed) - max(fast) > 5.0, (fast, slowed)
+
+    stats = Pipeline(Deblurrer(b), list(fs), lambda f, m: None, StreamOptions(slots=2), warmup=False).run()
+    assert stats["schedule"] == "slots" and stats["stages"]["infer"]["count"] == len(fs)
+    b.close()

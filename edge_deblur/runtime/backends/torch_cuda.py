@@ -202,9 +202,15 @@ class _Slot:
         self.uploaded = torch.cuda.Event()
         self.computed = torch.cuda.Event()
         self.downloaded = torch.cuda.Event()
-        self.marks = ({k: torch.cuda.Event(enable_timing=True) for k in
-                       ("upload0", "upload1", "compute0", "compute1", "download0", "download1")}
-                      if timeline else None)
+        # the model's own time (compute_ms), on every frame: two timing events around the model
+        # call, read at collect once the download (recorded after them on this stream) is done
+        self.compute0 = torch.cuda.Event(enable_timing=True)
+        self.compute1 = torch.cuda.Event(enable_timing=True)
+        self.marks = None
+        if timeline:  # the timeline's compute pair is the one above
+            self.marks = {k: torch.cuda.Event(enable_timing=True)
+                          for k in ("upload0", "upload1", "download0", "download1")}
+            self.marks.update(compute0=self.compute0, compute1=self.compute1)
         self.used = False
         self.key = None
         self.index = -1
@@ -215,6 +221,7 @@ class _Slot:
         self.static_in = self.static_out = None
         self.finite = None   # device bool tensor of the frame in the slot: its float output was finite
         self.checked = None  # that flag read at collect (None: not checked)
+        self.compute_ms = None  # the model's time on the last collected frame (None: not measured)
 
 
 class TorchCudaSlotExecutor(SlotExecutor):
@@ -240,6 +247,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
         self._state = None
         self._state_key = None
         self._timeline: list[StageTiming] = []
+        self._timing_warned = False
         self._t0 = None
         if timeline:
             self._t0 = torch.cuda.Event(enable_timing=True)
@@ -315,7 +323,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
         with torch.cuda.stream(sl.stream), torch.inference_mode():
             if after is not None and after != slot:
                 sl.stream.wait_event(self._slots[after].computed)  # frame order and the recurrent state
-            self._mark(sl, "compute0")
+            sl.compute0.record(sl.stream)  # after the wait for the previous compute: the model's time only
             if self.b.recurrent:
                 n, _, hp, wp = sl.x.shape
                 key = (n, hp, wp)
@@ -328,7 +336,7 @@ class TorchCudaSlotExecutor(SlotExecutor):
                 sl.y = self._graph_forward(sl)
             else:
                 sl.y, _ = self.b.forward(sl.x)
-            self._mark(sl, "compute1")
+            sl.compute1.record(sl.stream)
             sl.computed.record(sl.stream)
 
     def download(self, slot):
@@ -349,7 +357,9 @@ class TorchCudaSlotExecutor(SlotExecutor):
 
     def collect(self, slot):
         sl = self._slots[slot]
-        sl.downloaded.synchronize()
+        sl.compute_ms = None
+        sl.downloaded.synchronize()  # and with it the compute events, recorded before it on this stream
+        sl.compute_ms = self._compute_time(sl)
         if sl.marks is not None:
             t = {k: self._t0.elapsed_time(e) for k, e in sl.marks.items()}
             for stage in ("upload", "compute", "download"):
@@ -366,6 +376,26 @@ class TorchCudaSlotExecutor(SlotExecutor):
         """The frame's float output was finite (``torch.isfinite(y).all()`` on the device before
         the uint8 conversion, read at collect)."""
         return self._slots[slot].checked
+
+    def _compute_time(self, sl) -> float | None:
+        """Milliseconds between the slot's compute events. Called once the slot's download event
+        has been synchronized, so no host wait is added; a failed read costs the figure, never
+        the frame."""
+        try:
+            return float(sl.compute0.elapsed_time(sl.compute1))
+        except RuntimeError as e:
+            if not self._timing_warned:
+                self._timing_warned = True
+                log.warning("torch-cuda pipeline: the model's time per frame cannot be read (%s); "
+                            "stages.infer leaves these frames out", e)
+            return None
+
+    def compute_ms(self, slot):
+        """The model call's own time on the frame just collected from ``slot`` (CUDA events
+        recorded around it on the slot's stream, after its wait for the previous frame's compute;
+        read at collect, after the download has been synchronized). With ``cuda_graphs`` the first
+        frame of a size includes the graph's capture."""
+        return self._slots[slot].compute_ms
 
     def timeline(self):
         return list(self._timeline)
