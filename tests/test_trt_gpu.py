@@ -2,7 +2,8 @@
 profile and a manifest, the engine cache's reuse, agreement with ONNX Runtime (verify, FP32 and
 FP16), clear errors for shapes outside the profile, a foreign engine and unsupported ops, the
 two-slot pipeline (NVRTC pre/post-processing kernels; skipped where NVRTC is not installed), an
-engine with an output the runtime does not use, and the recurrent state on the device.
+engine with an output the runtime does not use, the recurrent state on the device, and the GPU
+conversion's NaN/Inf flag with the model time per frame.
 
 Run on a machine with TensorRT 10 or 11:  python -m pytest -m tensorrt tests/test_trt_gpu.py -v
 """
@@ -200,3 +201,37 @@ def test_recurrent_engine_carries_state_on_the_device(tmp_path_factory, tmp_path
             out = list(sched.run(fs))
     for a, r in zip(out, ref):
         assert np.abs(a.astype(int) - r.astype(int)).max() <= 1
+
+
+def test_gpu_conversion_flags_nan_and_times_each_run(tmp_path, nvrtc):
+    """The NVRTC postprocess kernel's NaN/Inf flag and the compute events on a real GPU: an
+    engine computing sqrt(x - 0.5) gives NaN for dark frames and finite values for bright ones;
+    each collected frame has a positive engine time."""
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    from edge_deblur.runtime.backends.tensorrt import TensorRTBackend
+
+    half = h.make_tensor("half", T.FLOAT, [], [0.5])
+    g = h.make_graph([h.make_node("Sub", ["input", "half"], ["d"]), h.make_node("Sqrt", ["d"], ["output"])],
+                     "g", [h.make_tensor_value_info("input", T.FLOAT, [1, 3, -1, -1])],
+                     [h.make_tensor_value_info("output", T.FLOAT, [1, 3, -1, -1])], initializer=[half])
+    path = tmp_path / "sqrt.onnx"
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    tb.build_engine(path, tmp_path / "sqrt.engine", "1x3x16x16:1x3x32x48:1x3x64x64", stride=16)
+    bright, dark = np.full((30, 41, 3), 255, np.uint8), np.zeros((30, 41, 3), np.uint8)
+    fs = [bright, bright, dark, bright, bright]
+    with TensorRTBackend(tmp_path / "sqrt.engine") as b:
+        sched = b.pipeline(slots=2, gpu_preprocess=True)
+        finite, ms = [], []
+        with sched.ex:
+            for f in fs:
+                for _ in sched.submit(f):
+                    finite.append(sched.last_finite)
+                    ms.append(sched.last_compute_ms)
+            while sched.in_flight:
+                sched.collect_oldest()
+                finite.append(sched.last_finite)
+                ms.append(sched.last_compute_ms)
+    assert finite == [True, True, False, True, True]
+    assert len(ms) == 5 and all(isinstance(m, float) and m > 0 for m in ms), ms

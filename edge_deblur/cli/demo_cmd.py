@@ -204,8 +204,9 @@ def run(args) -> int:
         "psnr_deblurred": round(float(np.mean(p_deb)), 3),
         "psnr_gain": round(float(np.mean(p_deb) - np.mean(p_blur)), 3),
         "fps": stats["fps"],
-        # the model's own time; None where the slot pipeline's executor cannot measure it (TensorRT,
-        # torch-cuda): then only each frame's time in flight (submit to collect, ~slots model times) is known
+        # the model's own time (on the slot pipeline: the executor's compute_ms, CUDA events on TensorRT and
+        # torch-cuda); None where an executor cannot measure it: then only each frame's time in flight
+        # (submit to collect, ~slots model times) is known
         "infer_ms_p50": stats["stages"].get("infer", {}).get("p50"),
         "in_flight_ms_p50": stats["stages"].get("in_flight", {}).get("p50"),
         "latency_ms_p50": stats["latency_ms_p50"],

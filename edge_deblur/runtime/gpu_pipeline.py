@@ -87,7 +87,9 @@ class SlotExecutor(abc.ABC):
         """The model's own time (ms) on the frame :meth:`collect` just returned from ``slot``,
         without the upload, the download and the wait for the frames before it; None: this
         executor cannot measure it. The scheduler reads it right after each collect
-        (``last_compute_ms``); the stream records it as its ``infer`` stage."""
+        (``last_compute_ms``); the stream records it as its ``infer`` stage. The GPU executors
+        read it from CUDA timing events recorded around the model run on the slot's stream, once
+        the slot's download has been synchronized (no extra host wait)."""
         return None
 
     def timeline(self) -> list[StageTiming]:

@@ -32,7 +32,9 @@ live stream takes a new frame whenever a slot is free (up to ``slots`` in flight
 capture each time) and collects the oldest in-flight frame when no frame is staged and none is
 about to come (the capture queue is empty, or nothing arrived within about one frame interval),
 so no output waits for the next capture. The executor reports whether each float output was
-finite (``SlotExecutor.finite``) and the Deblurrer's NaN/Inf guard counts it as on the
+finite (``SlotExecutor.finite``: the CPU executor and TensorRT with CPU conversion on the host,
+torch-cuda on the device, TensorRT's GPU conversion by a flag its NVRTC postprocess kernel sets)
+and the Deblurrer's NaN/Inf guard counts it as on the
 synchronous path (the input passes through; ``--max-bad-frames``; a recurrent state is reset);
 outputs an executor cannot check are ``model_output.unchecked_frames``. A refused optimization
 profile (TensorRT, ``ProfileInUseError``) is an error, not a fall back to one frame at a time, and so is
@@ -49,8 +51,10 @@ slots the schedule has (1 for ``"sync"``) and ``["peak_in_flight"]`` how many fr
 flight at most. Stage times on the slot schedule: ``stages.in_flight`` is each frame's time from
 its submit to its collect (about ``slots`` model times when the slots are full: not the model's
 time); ``stages.infer`` is the model's own time where the executor measures it
-(``SlotExecutor.compute_ms``: the CPU executor; TensorRT and torch-cuda do not, so slot frames
-there have no ``infer`` time) plus the frames that ran the synchronous stages.
+(``SlotExecutor.compute_ms``: the CPU executor times the backend call, TensorRT and torch-cuda
+read a pair of CUDA timing events recorded around the model run on the slot's stream once the
+frame's download is done; an executor without it leaves its slot frames out of ``infer``) plus
+the frames that ran the synchronous stages.
 
 The processor is a ``Deblurrer`` or any callable ``frame -> frame``. When it exposes the stages
 separately (``preprocess(frame) -> (x, ctx)``, ``infer_tensor(x) -> y`` (or ``infer``),
