@@ -914,7 +914,7 @@ def test_the_stats_report_the_peak_in_flight_apart_from_the_configured_slots():
 def test_outputs_the_executor_cannot_check_are_counted_as_unchecked():
     class Blind(CpuSlotExecutor):
         def finite(self, slot):
-            return None  # as TensorRT with its GPU conversion: only the uint8 frame comes back
+            return None  # an executor that cannot check its float outputs
 
     class B(SlotInvert):
         def pipeline(self, slots=2, rgb=False):
