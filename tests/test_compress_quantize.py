@@ -417,13 +417,7 @@ def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
     man = json.loads((out.parent / "manifest.json").read_text())
     entry = man["artifacts"]["model.int8-cpu.onnx"]
     assert entry["target"] == "cpu" and "avx512_vnni" in entry["tuned_for"]["any_of"]
-    # weights on 7 bits (reduce_range): exact on AVX2's 16-bit pair sums, so listed for avx2 too
-    from onnx import numpy_helper
-
-    weights = [numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8]
-    assert weights and max(int(np.abs(w).max()) for w in weights) == 64, [int(np.abs(w).max()) for w in weights]
-    assert entry["weight_bits"] == 7 and "avx2" in entry["tuned_for"]["any_of"]
-    assert recipe["quantization"]["weight_bits"] == 7 and md["edge_deblur.quantization"].endswith("-7bit;activations=per-tensor")
+    assert _max_weight(out) == 127 and entry["weight_bits"] == 8 and "avx2" not in entry["tuned_for"]["any_of"]
     # ONNX Runtime runs it channels-last without the layout transposes a plain QDQ graph gets
     from dataclasses import replace
 
@@ -436,6 +430,40 @@ def test_cpu_target_layout_from_the_graph(work, quantized_cpu, tmp_path):
     assert ours["Transpose"] < theirs["Transpose"], (ours, theirs)
     assert ours["QLinearConv"] == theirs["QLinearConv"] == len(rep["convs"])
     assert ours["QuantizeLinear"] == ours["DequantizeLinear"] == 1, ours  # the image in, the image out: all else 8-bit
+
+
+def _max_weight(path) -> int:
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    weights = [numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert weights
+    return max(int(np.abs(w).max()) for w in weights)
+
+
+def test_cpu_avx2_target_has_7bit_weights(work, quantized_cpu, tmp_path):
+    """--target cpu-avx2: the CPU layout with weights in [-64, 64] (exact on AVX2's 16-bit pair
+    sums), from the CPU target's table (same ranges), its record in int8-cpu-avx2/, listed for avx2."""
+    out, _ = quantized_cpu
+    table = work["root"] / "calibration" / "tiny" / "int8-cpu" / "table.json"
+    rec = Q.quantize_model(work["onnx"], table=table, options=_opts(target="cpu-avx2"),
+                           calib_dir=work["root"] / "calibration")
+    avx2 = work["root"] / "tiny" / "model.int8-avx2.onnx"
+    assert avx2.is_file() and rec["target"] == "cpu-avx2" and rec["quantization"]["weight_bits"] == 7
+    assert _max_weight(avx2) == 64
+    assert (work["root"] / "calibration" / "tiny" / "int8-cpu-avx2" / "recipe.json").is_file()
+    md = {e.key: e.value for e in onnx.load(str(avx2)).metadata_props}
+    assert md["edge_deblur.quantization"].endswith("-per-channel-7bit;activations=per-tensor")
+    entry = json.loads((avx2.parent / "manifest.json").read_text())["artifacts"]["model.int8-avx2.onnx"]
+    assert entry["weight_bits"] == 7 and "avx2" in entry["tuned_for"]["any_of"] and entry["target"] == "cpu-avx2"
+    # the cpu file's graph and activation ranges, its two image-facing ends float by default
+    assert qdq_report(avx2)["float_convs"] == ["/head/Conv"] and len(rec["quantization"]["float_nodes"]) == 2
+    tensors = [preprocess.frame_to_tensor(_blur(_scene(np.random.default_rng(2), 45, 61)), 4)[0]]
+    assert QE.compare_outputs(work["onnx"], avx2, tensors)["psnr_int8_vs_fp32"] > 35.0
+    # a TensorRT table does not serve it
+    with pytest.raises(InputError, match="--target tensorrt"):
+        Q.quantize_model(work["onnx"], tmp_path / "x.onnx", table=work["root"] / "calibration" / "tiny" / "table.json",
+                         options=_opts(target="cpu-avx2"), calib_dir=tmp_path / "cal", update_manifest=False)
 
 
 def test_cpu_target_percentile_ranges_stay_8bit(work, tmp_path):

@@ -19,7 +19,7 @@ AMX = features_from({"avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "
 ARM = features_from({"asimd", "asimddp"}, "Cortex-A78AE", arch="aarch64")
 
 
-def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m", weight_bits=8):
+def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m", avx2_int8=False):
     d = tmp_path / name
     d.mkdir()
     arts = {"model.onnx": {"sha256": "a", "precision": "fp32"},
@@ -29,11 +29,12 @@ def _folder(tmp_path, cpu_int8_drop=None, trt_int8=True, cpu_int8=True, name="m"
     if cpu_int8:
         arts["model.int8-cpu.onnx"] = {"sha256": "d", "precision": "int8", "target": "cpu",
                                        "tuned_for": {"any_of": ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"]}}
-        if weight_bits == 7:  # what quantize --target cpu writes since session 17
-            arts["model.int8-cpu.onnx"]["weight_bits"] = 7
-            arts["model.int8-cpu.onnx"]["tuned_for"]["any_of"].append("avx2")
         if cpu_int8_drop is not None:
             arts["model.int8-cpu.onnx"]["accuracy"] = {"pair_sets": [{"delta_psnr": -0.05}, {"delta_psnr": -cpu_int8_drop}]}
+    if avx2_int8:  # what quantize --target cpu-avx2 writes (session 17)
+        arts["model.int8-avx2.onnx"] = {"sha256": "e", "precision": "int8", "target": "cpu-avx2", "weight_bits": 7,
+                                        "tuned_for": {"any_of": ["avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm",
+                                                                 "avx2"]}}
     for n in arts:
         (d / n).write_bytes(n.encode())
     (d / "manifest.json").write_text(json.dumps({"format": "x", "onnx": "model.onnx", "onnx_sha256": "a", "artifacts": arts}))
@@ -75,22 +76,36 @@ def test_choice_by_features(tmp_path, cpu, expect):
         assert any(f in sel.reason for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp"))
 
 
-@pytest.mark.parametrize("cpu", [AVX2, AVX512, VNNI, AMX, ARM])
-def test_7bit_weights_run_int8_on_avx2_too(tmp_path, cpu):
+@pytest.mark.parametrize("cpu, both, alone", [
+    (AVX2, "model.int8-avx2.onnx", "model.int8-avx2.onnx"), (AVX512, "model.int8-avx2.onnx", "model.int8-avx2.onnx"),
+    (VNNI, "model.int8-cpu.onnx", "model.int8-avx2.onnx"), (AMX, "model.int8-cpu.onnx", "model.int8-avx2.onnx"),
+    (ARM, "model.int8-cpu.onnx", "model.int8-avx2.onnx"),
+])
+def test_7bit_weights_run_int8_on_avx2_too(tmp_path, cpu, both, alone):
     """A CPU file with 7-bit weights is exact on the 16-bit pair sums ONNX Runtime uses without
-    VNNI, so AVX2 and AVX-512-without-VNNI CPUs run it; CPUs with dot products name those."""
-    sel = S.select_artifact(_folder(tmp_path, weight_bits=7), cpu=cpu)
-    assert sel.path.name == "model.int8-cpu.onnx", sel.reason
+    VNNI, so AVX2 and AVX-512-without-VNNI CPUs run it; CPUs with dot products prefer the 8-bit
+    file where the folder has both, and name their dot-product flags."""
+    sel = S.select_artifact(_folder(tmp_path, avx2_int8=True), cpu=cpu)
+    assert sel.path.name == both, sel.reason
+    assert S.int8_cpu_file(tmp_path / "m", cpu=cpu).name == both  # a profile's precision: int8 on ONNX Runtime
     if cpu.int8_dot:
         assert "7-bit" not in sel.reason and "avx2" not in sel.reason
+        assert "preferred" in sel.candidates["model.int8-avx2.onnx"]
     else:
         assert "7-bit weights" in sel.reason and "avx2" in sel.reason
+        assert "saturate" in sel.candidates["model.int8-cpu.onnx"]
+    sel = S.select_artifact(_folder(tmp_path, avx2_int8=True, cpu_int8=False, name="only7"), cpu=cpu)
+    assert sel.path.name == alone
 
 
 def test_8bit_weights_on_avx2_say_why_and_how_to_fix(tmp_path):
     sel = S.select_artifact(_folder(tmp_path), cpu=AVX2)
     assert sel.path.name == "model.onnx"
-    assert "saturate" in sel.reason and "--target cpu" in sel.reason and "7-bit" in sel.reason
+    assert "saturate" in sel.reason and "--target cpu-avx2" in sel.reason and "7-bit" in sel.reason
+    assert S.int8_cpu_file(tmp_path / "m", cpu=AVX2).name == "model.int8-cpu.onnx"  # asked for: runs, with a note
+    sel = S.select_artifact(_folder(tmp_path, cpu_int8=False, name="none"), cpu=AVX2)
+    assert sel.path.name == "model.onnx" and "--target cpu-avx2" in sel.reason
+    assert S.int8_cpu_file(tmp_path / "none", cpu=AVX2) is None
 
 
 def test_no_cpu_int8_file_or_inaccurate_one_means_fp32(tmp_path):
@@ -157,3 +172,7 @@ def test_explicit_cpu_file_on_a_cpu_without_vnni_runs_with_a_note(tmp_path, monk
     assert S.note_for_file(d / "model.onnx") is None
     monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2 avx512_vnni")
     assert S.note_for_file(d / "model.int8-cpu.onnx") is None
+    # the note names the file the folder would run instead: the 7-bit one where there is one
+    monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2 fma")
+    both = _folder(tmp_path, avx2_int8=True, name="both")
+    assert "would run model.int8-avx2.onnx" in S.note_for_file(both / "model.int8-cpu.onnx")

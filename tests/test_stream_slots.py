@@ -769,6 +769,32 @@ def test_an_onnxruntime_profiles_precision_picks_the_default_folders_file(tmp_pa
     assert backend == "onnxruntime" and model == str(folder / file)
 
 
+@pytest.mark.parametrize("flags, file", [("avx2 fma", "model.int8-avx2.onnx"), ("avx2 avx512_vnni", "model.int8-cpu.onnx")])
+def test_an_onnxruntime_int8_profile_runs_the_int8_file_for_this_cpu(tmp_path, monkeypatch, flags, file):
+    """precision: int8 on ONNX Runtime: the 7-bit-weight file on a CPU without VNNI (the 8-bit one
+    would saturate there), the 8-bit one with VNNI."""
+    from types import SimpleNamespace
+
+    from edge_deblur.cli.deblur_cmd import model_settings
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    dot = ["avx512_vnni", "avx_vnni", "amx_int8"]
+    arts = {"model.onnx": {"precision": "fp32"},
+            "model.int8-cpu.onnx": {"precision": "int8", "target": "cpu", "weight_bits": 8, "tuned_for": {"any_of": dot}},
+            "model.int8-avx2.onnx": {"precision": "int8", "target": "cpu-avx2", "weight_bits": 7,
+                                     "tuned_for": {"any_of": dot + ["avx2"]}}}
+    for name in arts:
+        (folder / name).write_bytes(b"x")
+    (folder / "manifest.json").write_text(json.dumps({"onnx": "model.onnx", "artifacts": arts}))
+    monkeypatch.setenv("EDGE_DEBLUR_MODEL", str(folder))
+    monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", flags)
+    prof = load_runtime_profile("satellite_multispectral_cpu", ["precision=int8"])
+    args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
+    assert model_settings(args, prof)[0] == str(folder / file)
+
+
 def test_an_onnxruntime_int8_profile_without_the_cpu_int8_file_keeps_the_folders_choice(tmp_path, monkeypatch,
                                                                                         caplog):
     from types import SimpleNamespace

@@ -325,8 +325,9 @@ def default_precision_file(prof, backend="tensorrt"):
     """The default model folder's file of the profile's ``precision``, for a TensorRT or ONNX
     Runtime profile that names no model: TensorRT ``model.fp16.onnx`` for fp16,
     ``model.int8.onnx`` for int8, ``model.onnx`` for fp32; ONNX Runtime the same but
-    ``model.int8-cpu.onnx`` for int8 (the folder's automatic choice would run the INT8 file on a
-    VNNI CPU under an fp32 profile). None (the folder's own choice) when the folder lacks that
+    ``model.int8-cpu.onnx`` for int8 (``model.int8-avx2.onnx`` on an x86 CPU without VNNI:
+    :func:`runtime.select.int8_cpu_file`; the folder's automatic choice would run the INT8 file
+    under an fp32 profile). None (the folder's own choice) when the folder lacks that
     file, with a warning naming it."""
     import logging
 
@@ -337,6 +338,10 @@ def default_precision_file(prof, backend="tensorrt"):
         return None
     ort = backend_is(backend, "onnxruntime")
     path = folder / ONNXRUNTIME_PRECISION_FILES[prof.precision] if ort else prof.model_file(folder)
+    if ort and prof.precision == "int8":  # the INT8 file for this CPU: model.int8-avx2.onnx without VNNI
+        from ..runtime.select import int8_cpu_file
+
+        path = int8_cpu_file(folder) or path
     if path.is_file():
         return str(path)
     logging.getLogger(__name__).warning(

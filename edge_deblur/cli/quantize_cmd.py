@@ -1,4 +1,4 @@
-"""edge-deblur quantize model.onnx --calib SOURCE [--target tensorrt|cpu] [-o OUT]
+"""edge-deblur quantize model.onnx --calib SOURCE [--target tensorrt|cpu|cpu-avx2] [-o OUT]
 [--method minmax|percentile|entropy] [--samples N] [--tile 256x256] [--pairs DIR[:scenes]]...
 [--table calibration/<model>/table.json]
 
@@ -7,11 +7,15 @@ FP32 ONNX -> INT8 ONNX with explicit Q/DQ (graph I/O float32), for one target:
 * ``--target tensorrt`` (default) -> model.int8.onnx: signed symmetric INT8, per-channel weights,
   per-tensor activations: what ``edge-deblur build`` turns into a TensorRT engine;
 * ``--target cpu`` -> model.int8-cpu.onnx: uint8 activations, int8 per-channel weights, laid out
-  for ONNX Runtime on x86 CPUs with VNNI/AMX (the runtime picks it there).
+  for ONNX Runtime on x86 CPUs with VNNI/AMX (the runtime picks it there);
+* ``--target cpu-avx2`` -> model.int8-avx2.onnx: the same with weights on 7 bits, exact on the
+  16-bit pair sums ONNX Runtime uses on x86 without VNNI (AVX2), where 8-bit weights saturate
+  (the runtime picks it there).
 
 SOURCE: a folder of images, a video file, or synthetic:FOLDER (synthetic blur over the sharp
 images in FOLDER). The ranges and the recipe go to calibration/<model>/ (cpu:
-calibration/<model>/int8-cpu/); when that folder already holds the record of another INT8 file
+calibration/<model>/int8-cpu/, cpu-avx2: calibration/<model>/int8-cpu-avx2/; the two CPU targets
+share their ranges, so either's table serves the other); when that folder already holds the record of another INT8 file
 (``-o elsewhere.onnx`` beside the default model.int8.onnx), to its subfolder named after the
 output (calibration/<model>/[int8-cpu/]elsewhere/), so no file's record is overwritten.
 --table re-quantizes from a saved table without calibrating. The output, table and recipe are
@@ -26,10 +30,11 @@ from pathlib import Path
 def add_arguments(p):
     p.add_argument("model", help="FP32 ONNX model (e.g. export/<name>/model.onnx)")
     p.add_argument("--target", default="tensorrt",
-                   help="tensorrt (model.int8.onnx, symmetric INT8 for TensorRT) or cpu (model.int8-cpu.onnx, "
-                        "uint8 activations for ONNX Runtime on x86 with VNNI/AMX); default tensorrt")
+                   help="tensorrt (model.int8.onnx, symmetric INT8 for TensorRT), cpu (model.int8-cpu.onnx, "
+                        "uint8 activations for ONNX Runtime on x86 with VNNI/AMX) or cpu-avx2 (model.int8-avx2.onnx, "
+                        "the same with 7-bit weights for x86 without VNNI); default tensorrt")
     p.add_argument("--calib", default=None, help="calibration frames: image folder, video file, or synthetic:FOLDER")
-    p.add_argument("--output", "-o", default=None, help="INT8 ONNX to write (default: model.int8.onnx / model.int8-cpu.onnx beside it)")
+    p.add_argument("--output", "-o", default=None, help="INT8 ONNX to write (default: model.int8.onnx / model.int8-cpu.onnx / model.int8-avx2.onnx beside it)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"], help="range calibration (default minmax)")
     p.add_argument("--samples", type=int, default=64, help="calibration tiles (default 64, at least 8, at most 4096)")
     p.add_argument("--tile", default="256x256", help="deploy tile size WxH the frames are cut to (default 256x256)")
@@ -45,9 +50,9 @@ def add_arguments(p):
                         "default gets a subfolder there when the folder holds another file's record)")
     p.add_argument("--stride", type=int, default=None, help="model stride when the ONNX file does not record it")
     p.add_argument("--quantize-output-add", action="store_true",
-                   help="also quantize the final global-residual Add (tensorrt default: keep it float; cpu: quantized)")
+                   help="also quantize the final global-residual Add (tensorrt and cpu-avx2 default: keep it float; cpu: quantized)")
     p.add_argument("--quantize-input-conv", action="store_true",
-                   help="also quantize the first conv that reads the image (tensorrt default: keep it float; cpu: quantized)")
+                   help="also quantize the first conv that reads the image (tensorrt and cpu-avx2 default: keep it float; cpu: quantized)")
     p.add_argument("--keep-float", choices=["input-conv", "output-add", "both"], default=None,
                    help="keep these ends float (for --target cpu, whose default quantizes both)")
     p.add_argument("--threads", type=int, default=0, help="threads for the accuracy runs (default: ONNX Runtime's)")

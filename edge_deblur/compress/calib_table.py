@@ -98,7 +98,7 @@ def save_table(path, ranges: dict[str, tuple[float, float]], method: str, onnx_s
         "onnx_sha256": onnx_sha256,
         "target": target,
         "graph": graph,
-        "scale": "(max - min) / 255, zero point round(-min / scale)" if target == "cpu" else "max(|min|, |max|) / 127",
+        "scale": "(max - min) / 255, zero point round(-min / scale)" if target in ("cpu", "cpu-avx2") else "max(|min|, |max|) / 127",
         "tensors": {k: {"min": float(lo), "max": float(hi)} for k, (lo, hi) in sorted(ranges.items())},
     }
     atomic_write_json(path, table)

@@ -1,7 +1,7 @@
 """The Q/DQ graph of each INT8 target, made by ONNX Runtime's ``quantize_static`` (QDQ format)
 from a calibration table.
 
-Two targets, two layouts (``TARGETS``):
+Three targets (``TARGETS``):
 
 ``tensorrt`` (``model.int8.onnx``), the form TensorRT's explicit quantization needs:
   signed INT8 everywhere, symmetric (every zero point 0, TensorRT supports nothing else); weights
@@ -14,12 +14,7 @@ Two targets, two layouts (``TARGETS``):
 ``cpu`` (``model.int8-cpu.onnx``), the form ONNX Runtime's x86 kernels run fastest:
   unsigned, asymmetric per-tensor activations (uint8, zero point from the range: ReLU outputs use
   all 256 levels and the ReLU folds into the convolution), signed symmetric per-channel weights
-  on 7 bits (int8 in [-64, 64], ONNX Runtime's ``reduce_range``: MLAS' u8s8 kernels use VNNI/AMX
-  dot products where the CPU has them, and on AVX2 / AVX-512 without VNNI ``vpmaddubsw``, whose
-  16-bit sums of two u8 x s8 products saturate with 8-bit weights, 255 x 127 x 2 > 32767, and never
-  with 7-bit ones; session 17 measured edgenet M5's 8-bit-weight file on an AVX2 EPYC at -0.11 dB
-  mean gain against FP32, the 7-bit file at -0.007 dB and 2.2x the FP32 speed), INT32 biases,
-  everything quantized; the
+  (int8: MLAS' u8s8 kernels use VNNI/AMX dot products), INT32 biases, everything quantized; the
   float graph is first rewritten by :mod:`.cpu_layout` (exact in float) so that ONNX Runtime's
   channels-last INT8 convolutions are not interrupted by layout transposes, and so that the
   12-channel output conv gets the 16 output channels MLAS' indirect INT8 convolution needs (a
@@ -27,12 +22,25 @@ Two targets, two layouts (``TARGETS``):
   float and which rewrites apply were measured: ``benchmarks/cpu_int8_layouts.py`` and
   docs/BENCHMARKS.md.
 
+``cpu-avx2`` (``model.int8-avx2.onnx``), the ``cpu`` layout with weights on 7 bits (int8 in
+  [-64, 64], ONNX Runtime's ``reduce_range``), for x86 CPUs without INT8 dot products (AVX2,
+  AVX-512 without VNNI): there MLAS' u8s8 kernels add pairs of u8 x s8 products into 16 bits
+  (``vpmaddubsw``), which saturates with 8-bit weights (255 x 127 x 2 > 32767) and never with 7-bit
+  ones. Session 17, edgenet M5 on an AVX2 EPYC: the ``cpu`` file there lost 0.11 dB of mean gain
+  against FP32 (27 dB from FP32's output on the demo clip), the ``cpu-avx2`` file ran at 2.2x the
+  FP32 speed within 0.01 dB of FP32 on the real pairs (its outputs equal an exact float emulation
+  of its Q/DQ graph), at the cost of one bit of weight precision on CPUs that have dot products.
+  Its first conv and output Add stay float by default: with 7-bit weights they cost 0.08 dB on the
+  demo clip quantized, and nothing in speed float (2.04x FP32 either way; with only the first conv
+  float, ONNX Runtime's optimized AVX2 graph drifted to 26 dB from FP32 while the same graph
+  unoptimized stayed at 44 dB, so the two ends go together).
+
 numpy, onnx and onnxruntime only: no torch.
 """
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
@@ -50,16 +58,20 @@ class Target:
     description: str
     rewrites: tuple = field(default=())
     weight_bits: int = 8             # 7: ONNX Runtime's reduce_range (weights in [-64, 64])
+    keep_ends_float: bool = False    # default for the first conv and the output Add (quantize --keep-float)
 
 
 TARGETS = {
     "tensorrt": Target("tensorrt", ".int8", "int8", True, False, True,
-                       "int8 symmetric activations per tensor, int8 symmetric weights per channel, float bias"),
+                       "int8 symmetric activations per tensor, int8 symmetric weights per channel, float bias",
+                       keep_ends_float=True),
     "cpu": Target("cpu", ".int8-cpu", "uint8", False, True, False,
-                  "uint8 asymmetric activations per tensor, int8 symmetric 7-bit weights per channel, int32 bias",
-                  rewrites=("fold_input_space_to_depth", "depth_to_space_channels_last", "pad_conv_outputs"),
-                  weight_bits=7),
+                  "uint8 asymmetric activations per tensor, int8 symmetric weights per channel, int32 bias",
+                  rewrites=("fold_input_space_to_depth", "depth_to_space_channels_last", "pad_conv_outputs")),
 }
+TARGETS["cpu-avx2"] = replace(TARGETS["cpu"], name="cpu-avx2", suffix=".int8-avx2", weight_bits=7, keep_ends_float=True,
+                              description="uint8 asymmetric activations per tensor, int8 symmetric 7-bit weights per "
+                                          "channel, int32 bias, first conv and output Add float")
 
 
 def weights_desc(t: Target) -> str:
@@ -68,7 +80,7 @@ def weights_desc(t: Target) -> str:
 
 
 def get_target(name) -> Target:
-    """A target by name (``tensorrt``, ``cpu`` and aliases), or a :class:`Target` as is (variants
+    """A target by name (``tensorrt``, ``cpu``, ``cpu-avx2`` and aliases), or a :class:`Target` as is (variants
     for measurements, e.g. ``benchmarks/cpu_int8_layouts.py``)."""
     if isinstance(name, Target):
         return name
@@ -77,14 +89,17 @@ def get_target(name) -> Target:
         key = "tensorrt"
     if key in ("x86", "onnxruntime", "ort"):
         key = "cpu"
+    if key in ("avx2", "cpu-7bit", "x86-avx2"):
+        key = "cpu-avx2"
     if key not in TARGETS:
         import difflib
 
         close = difflib.get_close_matches(key, list(TARGETS), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise InputError(f"--target {name!r} is not a quantization target{hint}; targets: "
-                         "tensorrt (symmetric INT8 for TensorRT engines, model.int8.onnx) or cpu (uint8 activations "
-                         "for ONNX Runtime on x86 with VNNI/AMX, model.int8-cpu.onnx)")
+                         "tensorrt (symmetric INT8 for TensorRT engines, model.int8.onnx), cpu (uint8 activations "
+                         "for ONNX Runtime on x86 with VNNI/AMX, model.int8-cpu.onnx) or cpu-avx2 (the same with "
+                         "7-bit weights, for x86 CPUs without VNNI, model.int8-avx2.onnx)")
     return TARGETS[key]
 
 

@@ -2,7 +2,8 @@
 
 ``target="tensorrt"`` writes ``model.int8.onnx`` (signed, symmetric: what TensorRT's explicit
 quantization takes); ``target="cpu"`` writes ``model.int8-cpu.onnx`` (uint8 activations, int8
-weights, laid out for ONNX Runtime's x86 kernels). The layouts are described in
+weights, laid out for ONNX Runtime's x86 kernels with VNNI/AMX) and ``target="cpu-avx2"``
+``model.int8-avx2.onnx`` (the same with 7-bit weights, for x86 without VNNI). The layouts are described in
 :mod:`.qdq_graph`. Both are calibrated the same way: frames from a folder, a video or synthetic
 blur (:mod:`.calib_frames`), through the runtime's own preprocessing, ranges by ONNX Runtime's
 calibrators (:mod:`.calib_table`). The ranges go to ``calibration/<model>/table.json`` (TensorRT)
@@ -182,7 +183,7 @@ class QuantizeOptions:
     tile: tuple[int, int] = (256, 256)  # (width, height)
     seed: int = 0
     percentile: float = 99.999
-    target: str | Target = "tensorrt"    # tensorrt | cpu (see qdq_graph.TARGETS), or a Target variant
+    target: str | Target = "tensorrt"    # tensorrt | cpu | cpu-avx2 (see qdq_graph.TARGETS), or a Target variant
     keep_output_add_fp: bool | None = None  # leave the global residual Add (output = f(x) + x) in float
     keep_input_conv_fp: bool | None = None  # leave the first conv (and the layout ops before it) in float
     eval_samples: int = 8                # held-out tiles (same source, another seed) for INT8 vs FP32
@@ -208,12 +209,13 @@ class QuantizeOptions:
         t = get_target(self.target)
         self.target = t.name if t is TARGETS.get(t.name) else t
         # defaults per target: TensorRT keeps the image-facing ends float (accuracy, cheap there);
-        # on the CPU a float island costs a dequantize/requantize and an NCHW<->NHWC transpose,
-        # and measured within the accuracy budget quantized (docs/BENCHMARKS.md)
+        # on a VNNI CPU a float island costs a dequantize/requantize and an NCHW<->NHWC transpose,
+        # and measured within the accuracy budget quantized (docs/BENCHMARKS.md); with 7-bit
+        # weights (cpu-avx2) quantized ends cost accuracy and float ones no speed (qdq_graph)
         if self.keep_input_conv_fp is None:
-            self.keep_input_conv_fp = t.name == "tensorrt"
+            self.keep_input_conv_fp = t.keep_ends_float
         if self.keep_output_add_fp is None:
-            self.keep_output_add_fp = t.name == "tensorrt"
+            self.keep_output_add_fp = t.keep_ends_float
 
 
 def default_model_name(onnx_path) -> str:
@@ -228,10 +230,22 @@ def default_output(onnx_path, target: str | Target = "tensorrt") -> Path:
     return src.with_name(stem + get_target(target).suffix + ".onnx")
 
 
+def same_ranges(table_target: str, target: Target) -> bool:
+    """Whether a table calibrated for ``table_target`` serves ``target``: the same target, or the
+    two CPU targets (the same graph and uint8 activation ranges; only the weights differ)."""
+    try:
+        t = get_target(table_target)
+    except InputError:
+        return False
+    return t.name == target.name or (t.activation == target.activation == "uint8" and t.rewrites == target.rewrites)
+
+
 def calibration_folder(calib_dir, name: str, target: str | Target = "tensorrt") -> Path:
-    """Where a target's table and recipe go: calibration/<name>/ or calibration/<name>/int8-cpu/."""
+    """Where a target's table and recipe go: calibration/<name>/, calibration/<name>/int8-cpu/ or
+    calibration/<name>/int8-cpu-avx2/."""
     base = Path(calib_dir) / name
-    return base if get_target(target).name == "tensorrt" else base / "int8-cpu"
+    t = get_target(target).name
+    return base if t == "tensorrt" else base / ("int8-cpu" if t == "cpu" else f"int8-{t}")
 
 
 def _record_owner(folder: Path, out: Path) -> bool | None:
@@ -429,7 +443,7 @@ def quantize_model(
                     f"{str(t.get('onnx_sha256'))[:12]}..., not {str(info.path)!r} ({info.sha256[:12]}...); "
                     "recalibrate with --calib"
                 )
-            if t.get("target", "tensorrt") != target.name:
+            if not same_ranges(t.get("target", "tensorrt"), target):
                 raise InputError(
                     f"calibration table {str(table)!r} was made for --target {t.get('target', 'tensorrt')}, not "
                     f"{target.name} (other scales, other graph); pass {str(calibration_folder(calib_dir, name, t.get('target', 'tensorrt')))}"
@@ -613,7 +627,7 @@ def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
         | {"recipe": str(Path(recipe["table"]).with_name("recipe.json"))},
         "accuracy": recipe["accuracy"],
     }
-    if recipe["target"] == "cpu":
+    if get_target(recipe["target"]).activation == "uint8":  # cpu, cpu-avx2
         from ..runtime.cpu_features import INT8_DOT_FLAGS, INT8_PAIR_FLAGS
 
         # what the file runs well on: u8s8 dot products, and with 7-bit weights also the 16-bit pair

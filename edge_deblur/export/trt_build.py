@@ -564,7 +564,7 @@ def check_symmetric_int8(path) -> None:
         arr = numpy_helper.to_array(zp)
         if arr.dtype.name == "uint8" or arr.any():
             bad.append((n.name, f"{arr.dtype.name} zero point {arr.reshape(-1)[:1].tolist()[0]}"))
-    if md.get("edge_deblur.int8_target") == "cpu" or bad:
+    if md.get("edge_deblur.int8_target") in ("cpu", "cpu-avx2") or bad:
         example = f" (e.g. {bad[0][0]}: {bad[0][1]})" if bad else ""
         raise ModelError(
             f"{str(path)!r} is an INT8 graph for the CPU: asymmetric activations{example}; TensorRT's explicit "

@@ -70,8 +70,8 @@ def artifact_kind(name: str, entry: dict) -> str:
     """fp32 / fp16 / int8-cpu / int8-tensorrt of a manifest entry (older entries have no target)."""
     prec = str(entry.get("precision", "fp32")).lower()
     if prec == "int8":
-        target = entry.get("target") or ("cpu" if name.endswith(".int8-cpu.onnx") else "tensorrt")
-        return "int8-cpu" if target == "cpu" else "int8-tensorrt"
+        target = entry.get("target") or ("cpu" if name.endswith((".int8-cpu.onnx", ".int8-avx2.onnx")) else "tensorrt")
+        return "int8-cpu" if target in ("cpu", "cpu-avx2") else "int8-tensorrt"
     return prec if prec in KINDS else "fp32"
 
 
@@ -125,8 +125,8 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
             if set(INT8_PAIR_FLAGS) & cpu.flags:
                 return False, (f"tuned for INT8 dot products ({', '.join(need[:3])}, ...), which this CPU ({cpu.isa}) "
                                "lacks: its 8-bit weights would saturate the 16-bit pair sums ONNX Runtime uses here "
-                               "(about -0.1 dB); 'edge-deblur quantize --target cpu' writes a file with 7-bit weights "
-                               "that runs exact and about 2x FP32 on this CPU")
+                               "(about -0.1 dB); 'edge-deblur quantize --target cpu-avx2' writes model.int8-avx2.onnx, "
+                               "7-bit weights that run exact and about 2x FP32 on this CPU")
             return False, (f"tuned for INT8 dot products ({', '.join(need[:3])}, ...), which this CPU ({cpu.isa}) "
                            "lacks: it would not beat FP32")
         if not set(have) - set(INT8_PAIR_FLAGS):
@@ -134,6 +134,33 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
                           f"({', '.join(have)}; no INT8 dot products)")
         return True, f"INT8 for the CPU; this CPU has {', '.join(h for h in have if h not in INT8_PAIR_FLAGS)}"
     return True, "FP32"
+
+
+def _best_int8_cpu(cands: dict, usable, cpu: CpuFeatures) -> str | None:
+    """The INT8 CPU file to run among the usable ones: on a CPU with INT8 dot products the one
+    with the most weight bits (model.int8-cpu.onnx's 8 before model.int8-avx2.onnx's 7: the
+    dot products are exact either way), else the one whose weights the CPU's 16-bit pair sums
+    keep exact (only 7-bit files are usable there)."""
+    files = [n for n in sorted(usable) if artifact_kind(n, cands[n]) == "int8-cpu"]
+    if not files:
+        return None
+    return max(files, key=lambda n: int(cands[n].get("weight_bits", 8)) if cpu.int8_dot else -int(cands[n].get("weight_bits", 8)))
+
+
+def int8_cpu_file(folder, cpu: CpuFeatures | None = None) -> Path | None:
+    """The folder's INT8 file for ONNX Runtime on this CPU (a runtime profile's ``precision:
+    int8``): the usable one :func:`select_artifact` would prefer, else ``model.int8-cpu.onnx``
+    when it exists (it runs, with :func:`note_for_file`'s note), else None."""
+    folder = Path(folder)
+    cpu = cpu or cpu_features()
+    man = read_manifest(folder)
+    cands = _candidates(folder, man) if man else {}
+    usable = [n for n, e in cands.items() if _judge(n, e, cpu, float("inf"))[0]]
+    best = _best_int8_cpu(cands, usable, cpu)
+    if best:
+        return folder / best
+    p = folder / "model.int8-cpu.onnx"
+    return p if p.is_file() else None
 
 
 def select_artifact(folder, cpu: CpuFeatures | None = None, max_psnr_drop: float = 0.3, measure: bool | None = None,
@@ -162,17 +189,22 @@ def select_artifact(folder, cpu: CpuFeatures | None = None, max_psnr_drop: float
         measure = os.environ.get(ENV_SELECT, "").strip().lower() == "measure"
     if measure and len(usable) > 1:
         return _measured(folder, cands, usable, notes, cpu, threads, cache_dir)
-    by_kind = {artifact_kind(n, cands[n]): n for n in sorted(usable)}
     fp32 = next((n for n in cands if artifact_kind(n, cands[n]) == "fp32"), None)
-    if "int8-cpu" in by_kind:
-        name = by_kind["int8-cpu"]
-        return Selection(folder / name, f"{notes[name]} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
-    name = by_kind.get("fp32") or fp32 or sorted(usable)[0]
+    int8 = _best_int8_cpu(cands, usable, cpu)
+    if int8:
+        others = [n for n in usable if n != int8 and artifact_kind(n, cands[n]) == "int8-cpu"]
+        for n in others:
+            notes[n] = f"{notes[n]}; {int8} preferred: {cands[int8].get('weight_bits', 8)}-bit weights"
+        return Selection(folder / int8, f"{notes[int8]} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
+    name = next((n for n in sorted(usable) if artifact_kind(n, cands[n]) == "fp32"), None) or fp32 or sorted(usable)[0]
     skipped = [f"{n} not chosen: {notes[n]}" for n in cands if n not in usable and artifact_kind(n, cands[n]) == "int8-cpu"]
     if skipped:
         reason = f"FP32; {skipped[0]}"
     elif cpu.int8_dot:
         reason = "FP32: no INT8 file for the CPU in this folder ('edge-deblur quantize --target cpu' makes one)"
+    elif "avx2" in cpu.flags:
+        reason = (f"FP32: no INT8 file for this CPU ({cpu.isa}, no INT8 dot products) in this folder "
+                  "('edge-deblur quantize --target cpu-avx2' makes one with 7-bit weights)")
     else:
         reason = f"FP32: this CPU ({cpu.isa}) has no INT8 dot-product instructions"
     return Selection(folder / name, f"{reason} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
@@ -256,5 +288,8 @@ def note_for_file(path, cpu: CpuFeatures | None = None) -> str | None:
     ok, why = _judge(p.name, entry, cpu, float("inf"))
     if ok:
         return None
-    fp32 = (man or {}).get("onnx") or "model.onnx"
-    return f"{p.name} is {why}; running it anyway as asked (the folder would run {fp32})"
+    try:
+        choice = select_artifact(p.parent, cpu=cpu, measure=False).path.name
+    except ModelError:
+        choice = (man or {}).get("onnx") or "model.onnx"
+    return f"{p.name} is {why}; running it anyway as asked (the folder would run {choice})"
