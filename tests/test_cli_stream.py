@@ -2,6 +2,7 @@
 input (missing camera, unknown scheme, no display, unwritable output), and SIGINT/SIGTERM in a
 subprocess leaving a finalized video that OpenCV reads to the last written frame."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -177,6 +178,23 @@ def test_stream_tiles_with_the_overlap_given(tmp_path, tiny_onnx, capsys):
                             "--overlap", "16", "--json"], capsys)
     assert rc == 0, err
     assert json.loads(out.strip().splitlines()[-1])["frames_out"] == 3
+
+
+@pytest.mark.parametrize("extra, policy, note", [
+    ([], "never", "file: no drops"),
+    (["--drop", "oldest"], "oldest", "file: drops the oldest frame when behind"),
+    (["--drop", "newest"], "newest", "file: drops the newest frame when behind"),
+    (["--live", "--fps", "1000", "--drop", "never"], "never", "live: no drops"),
+])
+def test_stream_startup_line_says_the_drop_policy_that_runs(tmp_path, tiny_onnx, capsys, caplog, extra, policy, note):
+    # the line used to say "file: no drops" / "live: drops the oldest" whatever --drop (or a profile) said
+    src = make_video(tmp_path / "in.avi", n=3)
+    with caplog.at_level(logging.INFO, logger="edge_deblur.stream"):
+        rc, out, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "--json", *extra], capsys)
+    assert rc == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["drop_policy"] == policy
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stream: ")]
+    assert len(lines) == 1 and lines[0].endswith(f"| {note}"), lines
 
 
 def test_sigterm_while_the_model_opens_exits_143(tmp_path, tiny_onnx, capsys, monkeypatch):

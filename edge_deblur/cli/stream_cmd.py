@@ -156,8 +156,7 @@ def run(args) -> int:
             # the schedule is logged by the pipeline once it is built (announce_schedule): a slot
             # pipeline that cannot be made falls back to one frame at a time
             log.info("stream: %s -> %s | model %s (%s) | %s", source.uri, ", ".join(s.uri for s in sinks),
-                     info.get("name") or info.get("model"), info.get("backend"),
-                     "live: drops the oldest frame when behind" if source.live else "file: no drops")
+                     info.get("name") or info.get("model"), info.get("backend"), drop_note(opts.drop, source.live))
             failure = None
             try:
                 stats = run_stream(opts, processor, on_stats=on_stats if opts.stats_every else None,
@@ -179,6 +178,16 @@ def run(args) -> int:
     if failure is not None:
         raise failure
     return sig.exit_code
+
+
+def drop_note(drop: str, live: bool) -> str:
+    """What the stream does when inference falls behind, as the pipeline resolves ``--drop``
+    (auto: the oldest frame for live sources, none for files; a profile's or the flag's policy
+    otherwise)."""
+    if drop == "auto":
+        drop = "oldest" if live else "never"
+    kind = "live" if live else "file"
+    return f"{kind}: no drops" if drop == "never" else f"{kind}: drops the {drop} frame when behind"
 
 
 def report(stats: dict, info: dict, sig, as_json: bool, lines: list) -> None:
