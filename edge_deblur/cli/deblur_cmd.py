@@ -33,7 +33,8 @@ def add_arguments(p):
     p.add_argument("--backend", default=None, help="onnxruntime | torch | tensorrt | torch-cuda (default: from the file)")
     p.add_argument("--device", default=None, help="cpu | cuda | tensorrt (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
-    p.add_argument("--tile", type=int, default=None, help="split frames larger than this into overlapping tiles")
+    p.add_argument("--tile", type=int, default=None,
+                   help="split frames larger than this into overlapping tiles (default: whole frames; rasters: 1024)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in pixels (default 128: about the receptive field of edgenet)")
     p.add_argument("--scene-cut", type=float, default=None, metavar="T",
                    help="recurrent models: reset the state when consecutive frames' colour histograms differ by "
