@@ -48,3 +48,26 @@ def exported(tmp_path_factory, name: str = "tiny", spec=TINY_SPEC, fp16: bool = 
             "manifest": manifest,
         }
     return _CACHE[key]
+
+
+def fixed_batch_onnx(path, batch: int = 1) -> Path:
+    """A one-conv ONNX whose input and output have a fixed batch (as many exports elsewhere do):
+    a 3x3 blur of each channel (not the identity), any H and W."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.zeros((3, 3, 3, 3), np.float32)
+    for c in range(3):
+        w[c, c] = 1.0 / 9.0
+    io = [batch, 3, "height", "width"]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["output"], pads=[1, 1, 1, 1])], "fixed_batch",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, io)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, io)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return Path(path)

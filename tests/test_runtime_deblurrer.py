@@ -74,6 +74,16 @@ def test_run_batch_matches_single_calls(deblur):
         assert np.abs(b.astype(np.int64) - s.astype(np.int64)).max() <= 1
 
 
+def test_run_batch_splits_batches_for_a_model_with_a_fixed_batch(tmp_path):
+    from runtime_helpers import fixed_batch_onnx
+
+    frames = [_rand((20, 28, 3), np.uint8, i) for i in range(3)]
+    with Deblurrer.open(fixed_batch_onnx(tmp_path / "b1.onnx")) as d:
+        for size in (None, 2):  # all at once, or 2 at a time: more than the model's batch of 1
+            out = d.run_batch(frames, batch_size=size)
+            assert all(np.array_equal(o, d(f)) for o, f in zip(out, frames))
+
+
 def test_checkpoint_and_onnx_agree(tiny, deblur):
     f = _rand((26, 35, 3), np.uint8, 3)
     with Deblurrer.open(tiny["ckpt"]) as d:

@@ -56,6 +56,24 @@ def test_batched_cameras_equal_one_camera_at_a_time_and_sizes_are_grouped(deblur
         assert not np.array_equal(got[0], cam[0])
 
 
+def test_a_model_with_a_fixed_batch_of_one_runs_the_cameras_one_call_each(tmp_path):
+    # batching two same-size cameras into a batch-1 ONNX failed the whole run in ONNX Runtime
+    # ("Got invalid dimensions for input ... Got: 2 Expected: 1")
+    from runtime_helpers import fixed_batch_onnx
+
+    cams = [frames(4, 48, 64, 0), frames(4, 48, 64, 1)]
+    outs = [collect() for _ in cams]
+    with Deblurrer.open(fixed_batch_onnx(tmp_path / "b1.onnx"), threads=1) as d:
+        stats = MultiCamera(d, cams, [o[1] for o in outs], StreamOptions(queue_size=8)).run()
+        assert [c["status"] for c in stats["cameras"]] == ["ended"] * 2, stats["cameras"]
+        assert [c["frames_out"] for c in stats["cameras"]] == [4, 4]
+        assert stats["backend_calls"] == 8 and stats["mean_batch"] == 1
+        for cam, (got, _) in zip(cams, outs):
+            for f, g in zip(cam, got):
+                assert np.array_equal(g, d(f))
+        assert d.backend.max_batch == 1
+
+
 def test_one_camera_failing_does_not_stop_the_others(deblur):
     def dying():
         for i, f in enumerate(frames(10, 48, 64, 3)):

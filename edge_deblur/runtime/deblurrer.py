@@ -215,7 +215,7 @@ class Deblurrer:
         groups: dict = {}
         for i, (x, _) in enumerate(prepared):
             groups.setdefault(x.shape, []).append(i)
-        step = batch_size or len(frames)
+        step = min(batch_size or len(frames), getattr(self.backend, "max_batch", None) or len(frames))
         for idx in groups.values():
             for s in range(0, len(idx), step):
                 part = idx[s:s + step]

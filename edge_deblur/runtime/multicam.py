@@ -59,6 +59,15 @@ def output_for(outputs, i: int, name: str):
     return outputs[i]
 
 
+def _batches(groups: dict, max_batch):
+    """(shape, members) of every backend call: each size group whole, or in runs of ``max_batch``
+    for a backend whose model takes no more (an ONNX exported with a fixed batch of 1)."""
+    for shape, members in groups.items():
+        step = max_batch or len(members)
+        for s in range(0, len(members), step):
+            yield shape, members[s:s + step]
+
+
 def _templated(lst) -> bool:
     return len(lst) == 1 and isinstance(lst[0], str) and ("{i}" in lst[0] or "{name}" in lst[0])
 
@@ -273,7 +282,7 @@ class MultiCamera:
                 for c, (meta, x, ctx) in got:
                     groups.setdefault(x.shape, []).append((c, meta, x, ctx))
                 self.steps += 1
-                for shape, members in groups.items():
+                for shape, members in _batches(groups, getattr(backend, "max_batch", None)):
                     x = np.concatenate([m[2] for m in members], axis=0) if len(members) > 1 else members[0][2]
                     t0 = time.perf_counter()
                     if recurrent:
@@ -367,6 +376,7 @@ class MultiCamera:
         for w, h in sizes:
             x, _ = self.d.preprocess(np.zeros((h, w, 3), np.uint8))
             n = sum(1 for c in self.cams if c.source.size == (w, h))
+            n = min(n, getattr(self.d.backend, "max_batch", None) or n)
             xb = np.concatenate([x] * n, axis=0)
             if getattr(self.d, "recurrent", False):
                 self.d.backend.infer_state(xb, self.d.backend.zero_state(n, x.shape[2], x.shape[3]))

@@ -18,6 +18,7 @@ class Backend(abc.ABC):
         self.precision: str = "fp32"
         self.manifest: dict = {}
         self.selection: dict | None = None  # which file of a model folder was chosen, and why (runtime.select)
+        self.max_batch: int | None = None   # most frames one infer() takes (None: any; a fixed-batch model: its batch)
 
     @abc.abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:

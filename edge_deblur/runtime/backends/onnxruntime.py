@@ -145,6 +145,9 @@ class OnnxRuntimeBackend(Backend):
         self.output_name = "output" if "output" in main_out else main_out[0]
         in_meta = ins[names_in.index(self.input_name)]
         self.input_dtype = _ORT_TYPES.get(in_meta.type, np.float32)
+        n0 = in_meta.shape[0] if in_meta.shape else None
+        if isinstance(n0, int) and n0 > 0:  # exported with a fixed batch (e.g. 1): batches are split to it
+            self.max_batch = n0
         self.state_specs = []
         for i in ins:
             if not i.name.startswith("state_in"):
