@@ -35,6 +35,16 @@ def test_bench_numbers_are_consistent(tiny):
     assert r["machine"]["cores"] >= 1
 
 
+def test_bench_batch_beyond_a_fixed_batch_model_is_a_clear_error(tmp_path):
+    # was ONNX Runtime's "Got invalid dimensions for input ... Got: 2 Expected: 1"
+    from runtime_helpers import fixed_batch_onnx
+
+    m = fixed_batch_onnx(tmp_path / "b1.onnx")
+    with pytest.raises(InputError, match=r"--batch 2: b1.onnx takes a fixed batch of 1 .*use --batch 1"):
+        bench(m, size=(32, 24), runs=1, warmup=0, batch=2, peak=False)
+    assert bench(m, size=(32, 24), runs=1, warmup=0, batch=1, peak=False)["batch"] == 1
+
+
 def test_conv_peak_graph_macs():
     import onnxruntime as ort
 

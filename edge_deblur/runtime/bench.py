@@ -143,6 +143,10 @@ def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 
     with Deblurrer.open(model, backend=backend, device=device, threads=threads, tile=tile, overlap=overlap,
                         select=select) as d:
         info = d.info
+        max_batch = getattr(d.backend, "max_batch", None)
+        if max_batch is not None and batch > max_batch:
+            raise InputError(f"--batch {batch}: {os.path.basename(str(info.get('model') or model))} takes a fixed "
+                             f"batch of {max_batch} (its ONNX input's first dimension); use --batch {max_batch}")
         x0, _ = d.preprocess(frames[0])
         hp, wp = x0.shape[2], x0.shape[3]
         pre_ms, inf_ms, post_ms, tot_ms = [], [], [], []
