@@ -189,6 +189,17 @@ def test_bad_input(tmp_path, deblur):
     assert not list(tmp_path.glob(".*tmp*"))          # no temporary output left behind
 
 
+def test_cli_a_raster_to_a_gdal_only_name_asks_for_tif(tmp_path, capsys):
+    # 'x.img' (or .vrt) as the output of a raster was "unknown file type '.img'; name an image (.png, ...)"
+    from edge_deblur.cli import main
+
+    src = write_raster(tmp_path / "in.tif", smooth_image(3, 32, 32, 255).astype(np.uint8))
+    for name in ("out.img", "out.vrt"):
+        assert main(["deblur", str(src), "-o", str(tmp_path / name), "--model", str(MODEL)]) == 2
+        err = capsys.readouterr().err
+        assert f"rasters are written as tiled GeoTIFF: name the output 'out.tif' (got '{name}')" in err, err
+
+
 _MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import numpy as np, rasterio

@@ -180,6 +180,9 @@ def plan_jobs(inputs: list[str], output: str) -> list[tuple[Path, Path, str]]:
     if osfx and osfx not in image_exts and osfx not in video_sink_exts and not out.is_dir() \
             and not str(output).endswith(("/", os.sep)):
         # a folder is named without an extension; anything else would silently become a folder
+        if len(inputs) == 1 and Path(inputs[0]).is_file() and kind(Path(inputs[0])) == "raster":
+            raise InputError(f"rasters are written as tiled GeoTIFF: name the output "
+                             f"{out.with_suffix('.tif').name!r} (got {out.name!r})")
         if osfx in video_exts:
             raise InputError(f"cannot write video container {osfx!r} ({str(output)!r}); write one of "
                              f"{', '.join(video_sink_exts)}, or end the name with '/' for a folder")
