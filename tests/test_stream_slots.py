@@ -479,6 +479,13 @@ def test_stream_profile_fills_only_the_flags_left_unset(tmp_path):
     args = parse(["stream", "--profile", str(prof_path), "--width", "32", "--height", "24", "--drop", "oldest"])
     opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))
     assert (opts.width, opts.height, opts.drop, opts.queue_size) == (32, 24, "oldest", 3)
+    # --no-live ("never drop frames, even from a camera") wins over a profile that drops the oldest
+    (tmp_path / "drops.yaml").write_text("stream:\n  drop: oldest\n")
+    args = parse(["stream", "--source", str(src), "--profile", str(tmp_path / "drops.yaml"), "--no-live"])
+    opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))
+    assert (opts.live, opts.drop) == (False, "auto")
+    args = parse(["stream", "--source", str(src), "--profile", str(tmp_path / "drops.yaml")])
+    assert StreamOptions.from_args(apply_profile(args, load_profile(args))).drop == "oldest"
     # no profile: the flags' own defaults
     args = parse(["stream", "--source", str(src)])
     opts = StreamOptions.from_args(apply_profile(args, load_profile(args)))

@@ -66,6 +66,8 @@ def apply_profile(args, prof):
         if getattr(args, "fps", None) is None:
             args.fps = sec.fps
         for k in STREAM_FLAG_DEFAULTS:
+            if k == "drop" and getattr(args, "live", None) is False:
+                continue  # --no-live: never drop (drop auto on a source that is not live), whatever the profile drops
             if getattr(args, k, None) is None:
                 setattr(args, k, getattr(sec, k))
         for k, v in pipeline_options(prof, getattr(args, "slots", None)).items():
