@@ -179,3 +179,20 @@ def test_tensorrt_slots_with_cpu_conversion_check_outputs_for_nan(monkeypatch, t
     ref = reference(fs, b.stride)
     assert all(np.array_equal(got[i], ref[i]) for i in (0, 1, 3, 4))
     b.close()
+
+
+@pytest.mark.parametrize("batch_max, expect", [(1, 1), (4, 4)])
+def test_the_profiles_max_batch_bounds_a_batched_call(monkeypatch, tmp_path, batch_max, expect):
+    """Several cameras batch their frames per call; an engine built with a batch-1 profile (every
+    shipped Jetson profile) took a batch of 2 as outside its profile. The backend's max_batch is
+    the profile's largest batch, and the multi-camera step splits its batches to it."""
+    from edge_deblur.runtime.multicam import _batches
+
+    profile = ((1, 3, 4, 4), (1, 3, 32, 32), (batch_max, 3, 128, 128))
+    b, _, _ = open_backend(monkeypatch, tmp_path, profile=profile)
+    assert b.max_batch == expect
+    calls = list(_batches({(1, 3, 32, 32): list(range(4))}, b.max_batch))
+    assert [len(m) for _, m in calls] == [expect] * (4 // expect)
+    x = np.random.default_rng(0).random((expect, 3, 32, 32), dtype=np.float32)
+    assert np.array_equal(b.infer(x), 1.0 - x)  # a batch of max_batch runs
+    b.close()

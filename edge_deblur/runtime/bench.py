@@ -145,8 +145,10 @@ def bench(model=None, size=(1280, 720), backend: str | None = None, runs: int = 
         info = d.info
         max_batch = getattr(d.backend, "max_batch", None)
         if max_batch is not None and batch > max_batch:
-            raise InputError(f"--batch {batch}: {os.path.basename(str(info.get('model') or model))} takes a fixed "
-                             f"batch of {max_batch} (its ONNX input's first dimension); use --batch {max_batch}")
+            where = ("its TensorRT optimization profile's largest batch: rebuild with a wider --shapes"
+                     if info.get("backend") == "tensorrt" else "its ONNX input's first dimension")
+            raise InputError(f"--batch {batch}: {os.path.basename(str(info.get('model') or model))} takes at most "
+                             f"a batch of {max_batch} ({where}); use --batch {max_batch}")
         x0, _ = d.preprocess(frames[0])
         hp, wp = x0.shape[2], x0.shape[3]
         pre_ms, inf_ms, post_ms, tot_ms = [], [], [], []

@@ -139,6 +139,9 @@ class TensorRTBackend(Backend):
                         "buffers (re-export the model without them to save the work)", path.name, self.extra_outputs)
         lo, opt, hi = self._profile_of(self.input_name)
         self.profile = (lo, opt, hi)
+        # the most frames one synchronous call takes: callers that batch (several cameras,
+        # Deblurrer.run_batch) split their batches to it instead of failing outside the profile
+        self.max_batch = int(hi[0]) if hi and int(hi[0]) > 0 else None
         self.state_specs = []
         for sin, sout in self.state_pairs.items():
             _, s_opt, _ = self._profile_of(sin)
