@@ -193,3 +193,26 @@ def test_a_committed_checkpoint_beats_the_jobs_own_init_from(tmp_path):
     assert cfg.train.init_from == "checkpoints/gpu/smoke.safetensors" and cfg.train.seed == 7
     assert load_train_config(job.config, job_overrides(job, tmp_path / "p.pack", tmp_path / "w", 7, None)).train.init_from \
         == "export/edgenet_m5/model.safetensors"  # no committed checkpoint: the job's own
+
+
+def test_gpu_tests_run_the_checkouts_tests_from_any_directory(tmp_path, monkeypatch):
+    """Run from outside the checkout, ``pytest ... tests`` found nothing (exit 4) and the session
+    still exited 0: the tests folder is the checkout's, and pytest runs from the checkout."""
+    import subprocess
+    from pathlib import Path
+
+    from edge_deblur.train import session as S
+
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"], seen["cwd"] = cmd, kw.get("cwd")
+        kw["stdout"].write("1 passed\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(S.subprocess, "run", fake_run)
+    r = S._gpu_tests(tmp_path / "gpu_tests.log", 10.0, {})
+    root = Path(S.__file__).resolve().parents[2]
+    assert seen["cmd"][-1] == str(root / "tests") and seen["cwd"] == str(root)
+    assert r["exit_code"] == 0 and r["summary"] == "1 passed"
