@@ -26,6 +26,9 @@ def test_synthetic_frames_are_deterministic_and_any_size():
     assert all(f.shape == (23, 37, 3) and f.dtype == np.uint8 for f in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], a[1]) and a[0].std() > 10
+    # any size: the street scene of the odd frames too (its buildings' heights were rng.integers(0, 0) at 1 px)
+    for w, h in ((37, 1), (1, 1), (1, 37), (16, 16)):
+        assert [f.shape for f in V.synthetic_frames(2, w, h)] == [(h, w, 3)] * 2
 
 
 

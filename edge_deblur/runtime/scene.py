@@ -20,7 +20,7 @@ def make_scene(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = np.ascontiguousarray(np.broadcast_to(top * (1 - y) + bottom * y, (h, w, 3)).astype(np.uint8))
     x = 0
     while x < w:  # blocks of buildings with windows
-        bw, bh = int(rng.integers(60, 180)), int(rng.integers(h // 4, int(h * 0.8)))
+        bw, bh = int(rng.integers(60, 180)), int(rng.integers(h // 4, max(h // 4 + 1, int(h * 0.8))))  # 1 px high: 0
         cv2.rectangle(img, (x, h - bh), (x + bw, h), tuple(int(c) for c in rng.integers(40, 220, 3)), -1)
         for wy in range(h - bh + 10, h - 20, 22):
             for wx in range(x + 8, x + bw - 14, 18):
