@@ -3,6 +3,7 @@ calibration through the runtime's preprocessing, sources, bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -452,10 +453,17 @@ def test_cpu_avx2_target_has_7bit_weights(work, quantized_cpu, tmp_path):
     assert avx2.is_file() and rec["target"] == "cpu-avx2" and rec["quantization"]["weight_bits"] == 7
     assert _max_weight(avx2) == 64
     assert (work["root"] / "calibration" / "tiny" / "int8-cpu-avx2" / "recipe.json").is_file()
+    # the record names a table that exists (a copy of the one it was made from), so --table re-makes the file
+    assert Path(rec["table"]) == work["root"] / "calibration" / "tiny" / "int8-cpu-avx2" / "table.json"
+    assert T.load_table(rec["table"])["tensors"] == T.load_table(table)["tensors"]
+    again = Q.quantize_model(work["onnx"], tmp_path / "again.onnx", table=rec["table"], options=_opts(target="cpu-avx2"),
+                             calib_dir=tmp_path / "cal", name="tiny", update_manifest=False)
+    assert onnx.load(str(tmp_path / "again.onnx")).graph.SerializeToString() == onnx.load(str(avx2)).graph.SerializeToString()
     md = {e.key: e.value for e in onnx.load(str(avx2)).metadata_props}
     assert md["edge_deblur.quantization"].endswith("-per-channel-7bit;activations=per-tensor")
     entry = json.loads((avx2.parent / "manifest.json").read_text())["artifacts"]["model.int8-avx2.onnx"]
     assert entry["weight_bits"] == 7 and "avx2" in entry["tuned_for"]["any_of"] and entry["target"] == "cpu-avx2"
+    assert Path(entry["calibration"]["table"]).is_file()
     # the cpu file's graph and activation ranges, its two image-facing ends float by default
     assert qdq_report(avx2)["float_convs"] == ["/head/Conv"] and len(rec["quantization"]["float_nodes"]) == 2
     tensors = [preprocess.frame_to_tensor(_blur(_scene(np.random.default_rng(2), 45, 61)), 4)[0]]

@@ -563,6 +563,10 @@ def quantize_model(
         if new_table is not None:
             save_table(cdir / "table.json", new_table["ranges"], new_table["method"], new_table["onnx_sha256"],
                        new_table["target"], graph=new_table["graph"])
+        elif Path(table).resolve() != (cdir / "table.json").resolve():
+            # re-quantized from another record's table (the cpu file's for cpu-avx2, or -o elsewhere):
+            # the recipe's "table" (and the manifest's) names this record's own copy
+            atomic_write_bytes(cdir / "table.json", Path(table).read_bytes())
         atomic_write_json(cdir / "recipe.json", recipe)
         atomic_write_bytes(out, staged.read_bytes())
         if update_manifest:
