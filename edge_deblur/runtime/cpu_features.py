@@ -8,8 +8,9 @@ ONNX Runtime's CPU kernels:
   FP32 one per instruction. Without them (AVX2, AVX-512 without VNNI) ONNX Runtime's u8s8 kernels
   add pairs of u8 x s8 products into 16 bits (``vpmaddubsw``), which saturates with 8-bit weights
   (255 x 127 x 2 > 32767: edgenet M5 lost 0.11 dB mean gain that way on an AVX2 EPYC) and is exact
-  with 7-bit ones (``INT8_PAIR_FLAGS``: the CPU file ``quantize --target cpu`` writes since session
-  17, 2.2x FP32 on that EPYC); an older file with 8-bit weights is not chosen there.
+  with 7-bit ones (``INT8_PAIR_FLAGS``: ``model.int8-avx2.onnx``, which ``quantize --target
+  cpu-avx2`` writes since session 17, 2.2x FP32 on that EPYC); ``model.int8-cpu.onnx`` (``--target
+  cpu``, 8-bit weights) is not chosen there.
 * AVX512-BF16 / AMX-BF16 and AVX512-FP16: recorded, but ONNX Runtime's x86 CPU kernels have no
   BF16/FP16 convolutions (an FP16 ONNX runs emulated there), so they never select an artifact.
 * the core count: recorded with every choice and measurement (threads default to the cores).
@@ -27,7 +28,7 @@ from pathlib import Path
 ENV_FLAGS = "EDGE_DEBLUR_CPU_FLAGS"
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "avx_vnni_int8", "asimddp", "i8mm")
 # x86 without INT8 dot products: ONNX Runtime's u8s8 kernels sum pairs of u8 x s8 products in 16 bits
-# (vpmaddubsw), exact only for weights on 7 bits (quantize --target cpu writes them so)
+# (vpmaddubsw), exact only for weights on 7 bits (quantize --target cpu-avx2 writes them so)
 INT8_PAIR_FLAGS = ("avx2",)
 RELEVANT = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
             "avx_vnni_int8", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
