@@ -1,18 +1,21 @@
 """Choose which ONNX file of a model folder the runtime loads on this machine's CPU.
 
 A model folder (``export/<name>/``) can hold several ONNX files of one model: ``model.onnx``
-(FP32), ``model.fp16.onnx``, ``model.int8.onnx`` (INT8 laid out for TensorRT) and
-``model.int8-cpu.onnx`` (INT8 laid out for ONNX Runtime on x86, ``quantize --target cpu``).
+(FP32), ``model.fp16.onnx``, ``model.int8.onnx`` (INT8 laid out for TensorRT),
+``model.int8-cpu.onnx`` (INT8 laid out for ONNX Runtime on x86, ``quantize --target cpu``) and
+``model.int8-avx2.onnx`` (the same with 7-bit weights, ``quantize --target cpu-avx2``).
 :func:`select_artifact` decides by what decides speed on ONNX Runtime's CPU kernels
 (:mod:`.cpu_features`), or, with ``measure=True`` (``EDGE_DEBLUR_SELECT=measure``), by timing
 the candidates once on this machine and caching the result per machine:
 
 * ``model.int8-cpu.onnx`` when the CPU has INT8 dot-product instructions (AVX512-VNNI, AVX-VNNI,
   AMX-INT8; Arm SDOT/I8MM): measured 2.2-2.5x the FP32 speed with AVX512-VNNI and AMX
-  (docs/BENCHMARKS.md); and on AVX2 (AVX-512 without VNNI too) when its weights are on 7 bits
-  (the manifest's ``weight_bits``; its ``tuned_for`` lists ``avx2``): there ONNX Runtime sums
-  pairs of u8 x s8 products in 16 bits, exact with 7-bit weights (2.2x FP32 on an AVX2 EPYC) and
-  saturating with 8-bit ones (-0.11 dB mean gain): an 8-bit-weight file is FP32 there, with a note.
+  (docs/BENCHMARKS.md); there it is preferred to ``model.int8-avx2.onnx`` (more weight bits).
+* ``model.int8-avx2.onnx`` on AVX2 (AVX-512 without VNNI too): its weights are on 7 bits (the
+  manifest's ``weight_bits``; its ``tuned_for`` lists ``avx2``, which is what is checked). There
+  ONNX Runtime sums pairs of u8 x s8 products in 16 bits, exact with 7-bit weights (about 2x FP32
+  on an AVX2 EPYC) and saturating with 8-bit ones (-0.11 dB mean gain): ``model.int8-cpu.onnx``
+  is not chosen there (FP32 when the folder has no 7-bit file), with a note.
 * ``model.int8.onnx`` (TensorRT layout: signed symmetric activations, Q/DQ around residual Adds,
   float first conv) is never chosen for the CPU: it measured slower than FP32 there even with
   VNNI. It is the file for ``edge-deblur build``.

@@ -39,7 +39,7 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> list[np.
     """``n`` deterministic HxWx3 uint8 BGR frames that look like blurry camera frames: even ones
     smooth gradients with hard-edged shapes, odd ones the demo's street scene (text, windows,
     checkerboards: the dense high-contrast detail that pushes activations to the ends of their
-    INT8 ranges, where an 8-bit-weight CPU file on a CPU without VNNI falls to about 33 dB from
+    INT8 ranges, where an 8-bit-weight CPU file on a CPU without VNNI falls to about 31 dB from
     FP32 while its gradient frames stay at 45), each with motion blur along its own direction."""
     import cv2
 
