@@ -474,6 +474,24 @@ def test_cpu_avx2_target_has_7bit_weights(work, quantized_cpu, tmp_path):
                          options=_opts(target="cpu-avx2"), calib_dir=tmp_path / "cal", update_manifest=False)
 
 
+def test_a_target_variant_is_listed_in_the_manifest(work, tmp_path):
+    """A Target variant (QuantizeOptions.target takes one, e.g. benchmarks/cpu_int8_layouts.py's)
+    written beside a manifest is listed like its base target; the manifest step looked the
+    variant's name up again among the named targets and failed after the file was written."""
+    import shutil
+    from dataclasses import replace
+
+    from edge_deblur.compress.qdq_graph import TARGETS
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(work["onnx"].parent, folder)
+    variant = replace(TARGETS["cpu"], name="cpu-plain", rewrites=())
+    Q.quantize_model(folder / "model.onnx", folder / "model.plain.onnx", calib=work["calib"],
+                     options=_opts(target=variant), calib_dir=tmp_path / "cal")
+    entry = json.loads((folder / "manifest.json").read_text())["artifacts"]["model.plain.onnx"]
+    assert entry["target"] == "cpu-plain" and entry["weight_bits"] == 8 and "avx2" not in entry["tuned_for"]["any_of"]
+
+
 def test_cpu_target_percentile_ranges_stay_8bit(work, tmp_path):
     """Percentile ranges differ across the padded output conv's Slice and the PixelShuffle (the
     zero channels shift the percentile); tied, ONNX Runtime runs both on the uint8 tensor."""

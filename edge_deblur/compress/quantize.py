@@ -570,7 +570,7 @@ def quantize_model(
         atomic_write_json(cdir / "recipe.json", recipe)
         atomic_write_bytes(out, staged.read_bytes())
         if update_manifest:
-            _add_to_manifest(out, info, recipe)
+            _add_to_manifest(out, info, recipe, target)
         return recipe
 
 
@@ -612,7 +612,7 @@ def _eval_frames(calib, frames, frames_rgb, opts, info) -> list[np.ndarray]:
     return frames_to_tensors(ev, info.stride, opts.tile, rgb)
 
 
-def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
+def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict, target: Target):
     from ..runtime.manifest import add_artifact, read_manifest
 
     folder = out.parent
@@ -631,12 +631,12 @@ def _add_to_manifest(out: Path, info: ModelInfo, recipe: dict):
         | {"recipe": str(Path(recipe["table"]).with_name("recipe.json"))},
         "accuracy": recipe["accuracy"],
     }
-    if get_target(recipe["target"]).activation == "uint8":  # cpu, cpu-avx2
+    if target.activation == "uint8":  # cpu, cpu-avx2 (and variants of them: not looked up by name)
         from ..runtime.cpu_features import INT8_DOT_FLAGS, INT8_PAIR_FLAGS
 
         # what the file runs well on: u8s8 dot products, and with 7-bit weights also the 16-bit pair
         # sums of AVX2 / AVX-512 without VNNI, which 8-bit weights saturate (the runtime runs FP32 there)
-        bits = int(recipe["quantization"].get("weight_bits", 8))
+        bits = target.weight_bits
         entry["weight_bits"] = bits
         entry["tuned_for"] = {"any_of": list(INT8_DOT_FLAGS) + (list(INT8_PAIR_FLAGS) if bits == 7 else []),
                               "calibrated_on": recipe["machine"]}
