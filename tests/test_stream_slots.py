@@ -802,6 +802,26 @@ def test_an_onnxruntime_int8_profile_runs_the_int8_file_for_this_cpu(tmp_path, m
     assert model_settings(args, prof)[0] == str(folder / file)
 
 
+def test_an_onnxruntime_profile_naming_a_folder_runs_its_cpu_int8_file_not_tensorrts(tmp_path, monkeypatch):
+    """model: <folder> with backend onnxruntime and precision int8 resolved to model.int8.onnx, the
+    TensorRT layout (slower than FP32 on ONNX Runtime's CPU kernels)."""
+    from types import SimpleNamespace
+
+    from edge_deblur.cli.deblur_cmd import model_settings
+    from edge_deblur.config.runtime import load_runtime_profile
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("model.onnx", "model.int8.onnx", "model.int8-cpu.onnx"):
+        (folder / name).write_bytes(b"x")
+    prof = load_runtime_profile("satellite_multispectral_cpu", ["precision=int8", f"model={folder}"])
+    args = SimpleNamespace(model=None, backend=None, device=None, tile=None, overlap=None)
+    model, backend, *_ = model_settings(args, prof)
+    assert backend == "onnxruntime" and model == str(folder / "model.int8-cpu.onnx")
+    fp32 = load_runtime_profile("satellite_multispectral_cpu", ["precision=fp32", f"model={folder}"])
+    assert model_settings(args, fp32)[0] == str(folder / "model.onnx")
+
+
 def test_an_onnxruntime_int8_profile_without_the_cpu_int8_file_keeps_the_folders_choice(tmp_path, monkeypatch,
                                                                                         caplog):
     from types import SimpleNamespace

@@ -305,8 +305,11 @@ def model_settings(args, prof) -> tuple:
     values where the command line left them unset."""
     model, backend, device, tile, overlap = args.model, args.backend, args.device, args.tile, args.overlap
     if prof is not None:
-        model = model or (str(prof.model_file()) if prof.model else None)
         backend = backend or (None if prof.backend == "auto" else prof.backend)
+        if model is None and prof.model:
+            folder = Path(prof.model)
+            ort_folder = backend_is(backend, "onnxruntime") and folder.is_dir()
+            model = str(onnxruntime_precision_file(prof, folder) if ort_folder else prof.model_file())
         if model is None and (backend_is(backend, "tensorrt") or backend_is(backend, "onnxruntime")):
             model = default_precision_file(prof, backend)  # the auto backend keeps the folder's choice
         device = device or prof.device
@@ -325,6 +328,19 @@ def backend_is(backend, name: str) -> bool:
 ONNXRUNTIME_PRECISION_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8-cpu.onnx"}
 
 
+def onnxruntime_precision_file(prof, folder: Path) -> Path:
+    """The file of ``folder`` an ONNX Runtime profile of ``prof.precision`` runs: ``model.onnx``,
+    ``model.fp16.onnx``, or for int8 the folder's INT8 file for this CPU (``model.int8-cpu.onnx``
+    with VNNI/AMX, ``model.int8-avx2.onnx`` on other x86 CPUs: :func:`runtime.select.int8_cpu_file`),
+    never TensorRT's ``model.int8.onnx``."""
+    path = folder / ONNXRUNTIME_PRECISION_FILES[prof.precision]
+    if prof.precision == "int8":
+        from ..runtime.select import int8_cpu_file
+
+        path = int8_cpu_file(folder) or path
+    return path
+
+
 def default_precision_file(prof, backend="tensorrt"):
     """The default model folder's file of the profile's ``precision``, for a TensorRT or ONNX
     Runtime profile that names no model: TensorRT ``model.fp16.onnx`` for fp16,
@@ -341,11 +357,7 @@ def default_precision_file(prof, backend="tensorrt"):
     if not folder.is_dir():
         return None
     ort = backend_is(backend, "onnxruntime")
-    path = folder / ONNXRUNTIME_PRECISION_FILES[prof.precision] if ort else prof.model_file(folder)
-    if ort and prof.precision == "int8":  # the INT8 file for this CPU: model.int8-avx2.onnx without VNNI
-        from ..runtime.select import int8_cpu_file
-
-        path = int8_cpu_file(folder) or path
+    path = onnxruntime_precision_file(prof, folder) if ort else prof.model_file(folder)
     if path.is_file():
         return str(path)
     logging.getLogger(__name__).warning(
