@@ -176,3 +176,18 @@ def test_explicit_cpu_file_on_a_cpu_without_vnni_runs_with_a_note(tmp_path, monk
     monkeypatch.setenv("EDGE_DEBLUR_CPU_FLAGS", "avx2 fma")
     both = _folder(tmp_path, avx2_int8=True, name="both")
     assert "would run model.int8-avx2.onnx" in S.note_for_file(both / "model.int8-cpu.onnx")
+
+
+@pytest.mark.parametrize("cpu, expect", [(AVX2, "model.int8-avx2.onnx"), (AVX512, "model.int8-avx2.onnx"),
+                                         (VNNI, "model.int8-cpu.onnx"), (AMX, "model.int8-cpu.onnx")])
+def test_the_bundled_folder_runs_the_int8_file_of_each_cpu(cpu, expect):
+    """The shipped default: the 8-bit CPU file where there are dot products, the 7-bit one on
+    AVX2 (where the 8-bit one saturates), both listed with their weight bits and accuracy."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "export" / "edgenet_m5"
+    sel = S.select_artifact(folder, cpu=cpu, measure=False)
+    assert sel.path.name == expect, sel.reason
+    arts = json.loads((folder / "manifest.json").read_text())["artifacts"]
+    assert arts["model.int8-avx2.onnx"]["weight_bits"] == 7 and arts["model.int8-cpu.onnx"].get("weight_bits", 8) == 8
+    assert S.accuracy_drop(arts["model.int8-avx2.onnx"]) < 0.05
