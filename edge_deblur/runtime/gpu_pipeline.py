@@ -30,6 +30,7 @@ carries a recurrent model's state from frame to frame on the device; ``reset=Tru
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from collections import deque
@@ -40,6 +41,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +94,19 @@ class SlotExecutor(abc.ABC):
         read it from CUDA timing events recorded around the model run on the slot's stream, once
         the slot's download has been synchronized (no extra host wait)."""
         return None
+
+    def _read_ms(self, read, errors, who: str) -> float | None:
+        """``read()`` (the milliseconds between a slot's two compute events), called once the
+        slot's download has been synchronized, so no host wait is added; an error of ``errors``
+        (a failed CUDA read) costs the figure, never the frame, with one warning per executor."""
+        try:
+            return float(read())
+        except errors as e:
+            if not getattr(self, "_timing_warned", False):
+                self._timing_warned = True
+                log.warning("%s pipeline: the model's time per frame cannot be read (%s); "
+                            "stages.infer leaves these frames out", who, e)
+            return None
 
     def timeline(self) -> list[StageTiming]:
         return []

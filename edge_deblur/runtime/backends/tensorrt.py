@@ -658,17 +658,8 @@ class TensorRTSlotExecutor(SlotExecutor):
         return tensor_to_frame(y, sl.info)
 
     def _compute_time(self, sl) -> float | None:
-        """Milliseconds between the slot's compute events (the engine run alone). Called once the
-        slot's download event has been synchronized, so no host wait is added; a failed read
-        (a CUDA error) costs the figure, never the frame."""
-        try:
-            return sl.compute1.elapsed_ms(sl.compute0)
-        except BackendError as e:
-            if not self._timing_warned:
-                self._timing_warned = True
-                log.warning("TensorRT pipeline: the model's time per frame cannot be read (%s); "
-                            "stages.infer leaves these frames out", e)
-            return None
+        """Milliseconds between the slot's compute events (the engine run alone)."""
+        return self._read_ms(lambda: sl.compute1.elapsed_ms(sl.compute0), BackendError, "TensorRT")
 
     def finite(self, slot):
         """The frame's float output was finite (no NaN/Inf). Where frames are converted on the CPU

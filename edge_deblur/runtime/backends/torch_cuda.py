@@ -378,17 +378,8 @@ class TorchCudaSlotExecutor(SlotExecutor):
         return self._slots[slot].checked
 
     def _compute_time(self, sl) -> float | None:
-        """Milliseconds between the slot's compute events. Called once the slot's download event
-        has been synchronized, so no host wait is added; a failed read costs the figure, never
-        the frame."""
-        try:
-            return float(sl.compute0.elapsed_time(sl.compute1))
-        except RuntimeError as e:
-            if not self._timing_warned:
-                self._timing_warned = True
-                log.warning("torch-cuda pipeline: the model's time per frame cannot be read (%s); "
-                            "stages.infer leaves these frames out", e)
-            return None
+        """Milliseconds between the slot's compute events."""
+        return self._read_ms(lambda: sl.compute0.elapsed_time(sl.compute1), RuntimeError, "torch-cuda")
 
     def compute_ms(self, slot):
         """The model call's own time on the frame just collected from ``slot`` (CUDA events
