@@ -13,11 +13,17 @@ from ..errors import ModelError
 from ..runtime import preprocess
 
 
-def ort_session(model, threads: int = 0):
+def ort_session(model, threads: int = 0, emulate: bool = False):
+    """An ONNX Runtime CPU session. ``emulate``: every graph optimization off, so each
+    DequantizeLinear -> op -> QuantizeLinear of a Q/DQ graph runs in float: the exact result of
+    its integer arithmetic (what VNNI/AMX kernels compute), on a CPU whose own INT8 kernels would
+    saturate an 8-bit-weight graph (x86 without VNNI: ``compress/qdq_graph.py``)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if emulate:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
@@ -28,10 +34,11 @@ def ort_session(model, threads: int = 0):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
-def compare_outputs(fp32_path, int8_path, tensors: Sequence, threads: int = 0) -> dict:
+def compare_outputs(fp32_path, int8_path, tensors: Sequence, threads: int = 0, emulate: bool = False) -> dict:
     """INT8 vs FP32 image outputs (clipped to [0, 1], as frames are) on model inputs (tensors, or
-    feed dicts with a recurrent model's state): PSNR over all."""
-    a_s, b_s = ort_session(fp32_path, threads), ort_session(int8_path, threads)
+    feed dicts with a recurrent model's state): PSNR over all. ``emulate``: the INT8 graph as
+    :func:`ort_session` emulates it."""
+    a_s, b_s = ort_session(fp32_path, threads), ort_session(int8_path, threads, emulate)
     name = next(i.name for i in a_s.get_inputs() if not i.name.startswith("state_in"))
     out = next(o.name for o in a_s.get_outputs() if not o.name.startswith("state_out"))
     se, n, worst = 0.0, 0, 0.0
@@ -69,13 +76,14 @@ def model_stride(path) -> int:
     return int(s)
 
 
-def evaluate_onnx_on_pairs(model_path, pairs, with_ssim: bool = True, threads: int = 0, stride: int | None = None) -> dict:
+def evaluate_onnx_on_pairs(model_path, pairs, with_ssim: bool = True, threads: int = 0, stride: int | None = None,
+                           emulate: bool = False) -> dict:
     """PSNR/SSIM of an ONNX model on (scene, blur, sharp) pairs, through the runtime's
     preprocessing (pad to stride, crop back, clip, 8-bit)."""
     from ..metrics.evaluate import evaluate_pairs
 
     stride = stride or model_stride(model_path)
-    sess = ort_session(model_path, threads)
+    sess = ort_session(model_path, threads, emulate)
     ins = sess.get_inputs()
     name = next(i.name for i in ins if not i.name.startswith("state_in"))
     states = [i for i in ins if i.name.startswith("state_in")]
@@ -100,24 +108,26 @@ def evaluate_onnx_on_pairs(model_path, pairs, with_ssim: bool = True, threads: i
     return evaluate_pairs(fn, pairs, with_ssim=with_ssim, reset=carried.clear)
 
 
-def pairs_int8_vs_fp32(fp32_path, int8_path, pairs, stride: int, threads: int = 0, feeds=None) -> float:
+def pairs_int8_vs_fp32(fp32_path, int8_path, pairs, stride: int, threads: int = 0, feeds=None,
+                       emulate: bool = False) -> float:
     """INT8 vs FP32 output PSNR on the blurry frames of ``pairs`` (whole frames, padded);
     ``feeds(tensors)`` makes the feeds (a recurrent model's state: ``quantize.model_feeds``)."""
     from ..metrics.evaluate import read_image
 
     tensors = [preprocess.frame_to_tensor(read_image(b), stride)[0] for _, b, _ in pairs]
-    return compare_outputs(fp32_path, int8_path, feeds(tensors) if feeds else tensors, threads)["psnr_int8_vs_fp32"]
+    return compare_outputs(fp32_path, int8_path, feeds(tensors) if feeds else tensors, threads, emulate)["psnr_int8_vs_fp32"]
 
 
-def accuracy_on_pairs(fp32_path, int8_path, root, scenes, stride: int, threads: int = 0, feeds=None) -> dict:
+def accuracy_on_pairs(fp32_path, int8_path, root, scenes, stride: int, threads: int = 0, feeds=None,
+                      emulate: bool = False) -> dict:
     """FP32 and INT8 against ground truth on the pairs of ``root``/``scenes``, and their difference."""
     pl = find_pairs(root, scenes)
     f32 = evaluate_onnx_on_pairs(fp32_path, pl, threads=threads, stride=stride)
-    i8 = evaluate_onnx_on_pairs(int8_path, pl, threads=threads, stride=stride)
+    i8 = evaluate_onnx_on_pairs(int8_path, pl, threads=threads, stride=stride, emulate=emulate)
     return {
         "root": str(root), "scenes": list(scenes or []), "count": len(pl),
         "fp32": {k: f32[k] for k in ("psnr", "ssim", "input_psnr")},
         "int8": {k: i8[k] for k in ("psnr", "ssim", "input_psnr")},
         "delta_psnr": i8["psnr"] - f32["psnr"],
-        "psnr_int8_vs_fp32": pairs_int8_vs_fp32(fp32_path, int8_path, pl, stride, threads, feeds),
+        "psnr_int8_vs_fp32": pairs_int8_vs_fp32(fp32_path, int8_path, pl, stride, threads, feeds, emulate),
     }
