@@ -27,8 +27,8 @@ Three targets (``TARGETS``):
   AVX-512 without VNNI): there MLAS' u8s8 kernels add pairs of u8 x s8 products into 16 bits
   (``vpmaddubsw``), which saturates with 8-bit weights (255 x 127 x 2 > 32767) and never with 7-bit
   ones. Session 17, edgenet M5 on an AVX2 EPYC: the ``cpu`` file there lost 0.11 dB of mean gain
-  against FP32 (27 dB from FP32's output on the demo clip), the ``cpu-avx2`` file ran at 2.2x the
-  FP32 speed within 0.01 dB of FP32 on the real pairs (its outputs equal an exact float emulation
+  against FP32 (27 dB from FP32's output on the demo clip), the ``cpu-avx2`` file ran at about 2x the
+  FP32 speed (1.98x, ``benchmarks/cpu_int8_exact.py``) within 0.01 dB of FP32 on the real pairs (its outputs equal an exact float emulation
   of its Q/DQ graph), at the cost of one bit of weight precision on CPUs that have dot products.
   Its first conv and output Add stay float by default: with 7-bit weights they cost 0.08 dB on the
   demo clip quantized, and nothing in speed float (2.04x FP32 either way; with only the first conv

@@ -9,7 +9,7 @@ ONNX Runtime's CPU kernels:
   add pairs of u8 x s8 products into 16 bits (``vpmaddubsw``), which saturates with 8-bit weights
   (255 x 127 x 2 > 32767: edgenet M5 lost 0.11 dB mean gain that way on an AVX2 EPYC) and is exact
   with 7-bit ones (``INT8_PAIR_FLAGS``: ``model.int8-avx2.onnx``, which ``quantize --target
-  cpu-avx2`` writes since session 17, 2.2x FP32 on that EPYC); ``model.int8-cpu.onnx`` (``--target
+  cpu-avx2`` writes since session 17, 1.98x FP32 on that EPYC); ``model.int8-cpu.onnx`` (``--target
   cpu``, 8-bit weights) is not chosen there.
 * AVX512-BF16 / AMX-BF16 and AVX512-FP16: recorded, but ONNX Runtime's x86 CPU kernels have no
   BF16/FP16 convolutions (an FP16 ONNX runs emulated there), so they never select an artifact.

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelError
-from .cpu_features import CpuFeatures, cpu_features
+from .cpu_features import INT8_PAIR_FLAGS, CpuFeatures, cpu_features
 from .manifest import read_manifest
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,6 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
         return False, ("INT8 laid out for TensorRT (signed symmetric activations): slower than FP32 on ONNX "
                        "Runtime's CPU kernels; it is the file for 'edge-deblur build'")
     if kind == "int8-cpu":
-        from .cpu_features import INT8_PAIR_FLAGS
-
         need = _tuned_for(entry)
         have = sorted(set(need) & cpu.flags)
         if not have:
@@ -140,14 +138,11 @@ def _judge(name: str, entry: dict, cpu: CpuFeatures, max_psnr_drop: float) -> tu
 
 
 def _best_int8_cpu(cands: dict, usable, cpu: CpuFeatures) -> str | None:
-    """The INT8 CPU file to run among the usable ones: on a CPU with INT8 dot products the one
-    with the most weight bits (model.int8-cpu.onnx's 8 before model.int8-avx2.onnx's 7: the
-    dot products are exact either way), else the one whose weights the CPU's 16-bit pair sums
-    keep exact (only 7-bit files are usable there)."""
+    """The INT8 CPU file to run among the usable ones: the one with the most weight bits
+    (model.int8-cpu.onnx's 8 before model.int8-avx2.onnx's 7 where dot products make both exact;
+    without them only 7-bit files are usable, :func:`_judge`)."""
     files = [n for n in sorted(usable) if artifact_kind(n, cands[n]) == "int8-cpu"]
-    if not files:
-        return None
-    return max(files, key=lambda n: int(cands[n].get("weight_bits", 8)) if cpu.int8_dot else -int(cands[n].get("weight_bits", 8)))
+    return max(files, key=lambda n: int(cands[n].get("weight_bits", 8)), default=None)
 
 
 def int8_cpu_file(folder, cpu: CpuFeatures | None = None) -> Path | None:
@@ -199,13 +194,13 @@ def select_artifact(folder, cpu: CpuFeatures | None = None, max_psnr_drop: float
         for n in others:
             notes[n] = f"{notes[n]}; {int8} preferred: {cands[int8].get('weight_bits', 8)}-bit weights"
         return Selection(folder / int8, f"{notes[int8]} ({cpu.cores} cores)", "features", cpu.to_dict(), notes)
-    name = next((n for n in sorted(usable) if artifact_kind(n, cands[n]) == "fp32"), None) or fp32 or sorted(usable)[0]
+    name = fp32 or sorted(usable)[0]  # an FP32 file is always usable
     skipped = [f"{n} not chosen: {notes[n]}" for n in cands if n not in usable and artifact_kind(n, cands[n]) == "int8-cpu"]
     if skipped:
         reason = f"FP32; {skipped[0]}"
     elif cpu.int8_dot:
         reason = "FP32: no INT8 file for the CPU in this folder ('edge-deblur quantize --target cpu' makes one)"
-    elif "avx2" in cpu.flags:
+    elif set(INT8_PAIR_FLAGS) & cpu.flags:
         reason = (f"FP32: no INT8 file for this CPU ({cpu.isa}, no INT8 dot products) in this folder "
                   "('edge-deblur quantize --target cpu-avx2' makes one with 7-bit weights)")
     else:
