@@ -4,6 +4,7 @@ in seconds naming it. One Ray session for the module (starting Ray takes seconds
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -58,6 +59,85 @@ def test_a_port_that_is_not_ray_fails_fast_and_says_so():
     assert _answers_grpc(a, 1) is False
     a.close(), b.close()
     srv.close()
+
+
+def _frame(ftype, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _http2_server(answer: bool):
+    """A gRPC-looking server that is not Ray: it sends HTTP/2 SETTINGS (so the preface probe
+    passes, as a proxy or another gRPC service would) and answers every request with HTTP 404
+    (``answer``) or never."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve(conn):
+        buf = b""
+        try:
+            while len(buf) < 24:                     # the client's connection preface
+                buf += conn.recv(65536) or b"!" * 24
+            buf = buf[24:]
+            conn.sendall(_frame(4, 0, 0))            # SETTINGS
+            while True:
+                while len(buf) < 9:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                n, ftype, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
+                sid = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+                while len(buf) < 9 + n:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf[9 + n:]
+                if ftype == 4 and not flags & 1:
+                    conn.sendall(_frame(4, 1, 0))        # SETTINGS ack
+                elif ftype == 1 and answer:
+                    conn.sendall(_frame(1, 0x5, sid, b"\x8d"))   # HEADERS ":status 404", END_STREAM
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize("answer", [True, False], ids=["404", "silent"])
+def test_a_grpc_server_that_is_not_ray_fails_in_seconds(answer, capfd):
+    """An HTTP/2 server that is no Ray GCS (an egress proxy answered so for any outside address:
+    ray.init then retried for 25 s, a warning line a second): Ray's own GCS client asks it for the
+    cluster ID, bounded by --connect-timeout, with its log lines kept off the terminal."""
+    pytest.importorskip("ray")
+    srv = _http2_server(answer)
+    addr = f"127.0.0.1:{srv.getsockname()[1]}"
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ClusterError, match=re.escape(addr) + r".*answers gRPC but not as a Ray cluster's GCS"):
+            check_reachable(addr, timeout=2)
+        assert time.perf_counter() - t0 < 6
+        capfd.readouterr()
+        assert main(["batch", "x", "-o", "y", "--ray", addr, "--connect-timeout", "2"]) == 2
+        err = capfd.readouterr().err
+        assert addr in err and "not as a Ray cluster" in err
+        assert "gcs_client" not in err                 # Ray's C++ warnings stay off the terminal
+    finally:
+        srv.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from typing import Optional
@@ -148,12 +149,73 @@ def check_reachable(address: str, timeout: float = 5.0):
             f"cannot reach the Ray cluster at {address!r} ({hp[0]}:{hp[1]}: {e.strerror or e}) within {timeout:g} s; "
             "check the head node's address and port (ray status on the head), or drop --ray ADDRESS to run locally"
         ) from e
+    where = ("the head's GCS listens on 6379 and the Ray client server on ray://HOST:10001 (the dashboard's "
+             "8265 is not a cluster address); check the port with ray status on the head, or drop --ray ADDRESS "
+             "to run locally")
     if answers is False:
         raise ClusterError(
             f"{address!r} ({hp[0]}:{hp[1]}) accepts connections but does not answer as a Ray cluster (no gRPC "
-            f"reply within {timeout:g} s): the head's GCS listens on 6379 and the Ray client server on "
-            "ray://HOST:10001 (the dashboard's 8265 is not a cluster address); check the port with ray status on "
-            "the head, or drop --ray ADDRESS to run locally")
+            f"reply within {timeout:g} s): {where}")
+    if answers and not address.strip().startswith("ray://"):
+        why = _gcs_refuses(hp, timeout)
+        if why:
+            raise ClusterError(
+                f"{address!r} ({hp[0]}:{hp[1]}) answers gRPC but not as a Ray cluster's GCS ({why}): {where}")
+
+
+_AUTH_CODES = re.compile(r"rpc_code: (7|16)\b|unauthenticated|permission denied|auth token", re.I)
+_NO_SUCH_SERVICE = re.compile(r"status: 404\b|rpc_code: 12\b|unimplemented", re.I)
+
+
+def _gcs_refuses(hp, timeout: float) -> Optional[str]:
+    """Ask the server at ``hp`` for its cluster ID, as ``ray.init`` does first, with Ray's own GCS
+    client: None when it answers (a Ray GCS), else why not. Any HTTP/2 server passes the SETTINGS
+    probe (a proxy, another gRPC service); ``ray.init`` would then retry it once a second for about
+    20 s, printing a warning each time. Retried here until ``timeout``, with the client's log
+    lines kept off the terminal. None too where this Ray has no such client (a private API)."""
+    try:
+        from ray._raylet import InnerGcsClient
+        standalone = InnerGcsClient.standalone   # (address, cluster_id, timeout_ms): fetches the cluster ID
+    except (ImportError, AttributeError):
+        return None
+    deadline = time.monotonic() + timeout
+    why = None
+    while True:
+        left_ms = max(100, int((deadline - time.monotonic()) * 1000))
+        with _stderr_silenced():
+            try:
+                standalone(f"{hp[0]}:{hp[1]}", None, left_ms)
+                return None
+            except Exception as e:  # noqa: BLE001 - RpcError (Received http2 header with status: 404, ...)
+                why = f"{type(e).__name__}: {str(e).strip()[:200]}"
+                if _AUTH_CODES.search(str(e)):  # a GCS that wants a token: Ray, which ray.init will say
+                    return None
+                if _NO_SUCH_SERVICE.search(str(e)):  # definite: no GCS service there (not one starting up)
+                    return why
+        if time.monotonic() + 0.5 >= deadline:
+            return why
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null (Ray's C++ client logs there, below Python)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to silence
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
