@@ -8,8 +8,8 @@ band group of a tile in one backend call) and its weighted output added to a flo
 of ``tile`` rows x the raster's width. Rows that no later row of tiles reaches are final: column
 range by column range, as soon as no later tile of the row reaches it, they are divided by the
 (separable) weight sum, turned back into sample values, nodata pixels restored, and at the end of
-the row handed to a ``RasterWriter``. Reading, inference and blending run in three threads, so
-that the CPU work overlaps with the backend. With the same tile and overlap the result equals
+the row handed to a ``RasterWriter``. Reading, mapping to model inputs, inference and blending
+run in four threads, so that the CPU work overlaps with the backend. With the same tile and overlap the result equals
 ``Deblurrer(tile=...)`` on the whole image held in memory.
 
 ``rows=(a, b)`` computes only rows a..b-1 (exactly: every tile that touches them is run), which is
@@ -113,10 +113,11 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 bar = tqdm(total=len(rows_needed) * len(xs), unit="tile", desc=Path(str(src)).name, leave=False)
             n_tiles = 0
             infer_s = [0.0]
-            # Three threads: a reader loads each row of tiles whole (one large read, aligned to
+            # Four threads: a reader loads each row of tiles whole (one large read, aligned to
             # GDAL's blocks in x; the tiles are views of it, and the rows it finalizes take their
-            # original samples from it), an inference thread maps tiles to model inputs and runs the
-            # backend (which releases the GIL), and this thread blends the outputs and finalizes the
+            # original samples from it), a prep thread maps tiles to model inputs, an inference
+            # thread runs the backend on them (both release the GIL for most of their work), and
+            # this thread blends the outputs and finalizes the
             # columns no later tile of the row reaches, tile by tile, so that the work overlaps
             # with inference instead of waiting for the end of the row. The dataset handle is
             # shared, so every read holds the lock.
@@ -125,6 +126,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
             units = [(i, ys[i], xs[s:s + batch], s) for i in rows_needed for s in range(0, len(xs), batch)] if bands else []
             strips: dict = {}
             reader = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-read")
+            prepper = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-prep")
             pool = ThreadPoolExecutor(1, thread_name_prefix="edge-deblur-raster-infer")
 
             def load_strip(i):
@@ -146,22 +148,33 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                     return strips[i]
 
             nxt_row = {i: rows_needed[k + 1] for k, i in enumerate(rows_needed[:-1])}
-            xin_buf: list = [None]
+            free: deque = deque()              # model-input buffers the backend is done with
 
-            def prep(i, y0, part, s):
+            def make_input(i, y0, part, s):
+                """A unit's model input, in the prep thread: mapping samples to [0, 1] and filling
+                nodata holes (~3 core-ms a 512 tile) overlaps the previous tile's inference instead
+                of leaving the backend idle between calls."""
                 row, bad = strip(i).result()
                 if s == 0 and i in nxt_row:
                     strip(nxt_row[i])                 # read the next row of tiles meanwhile
                 shape = (len(part) * g, 3, th, tw)
-                if xin_buf[0] is None or xin_buf[0].shape != shape:
-                    xin_buf[0] = np.empty(shape, np.float32)   # reused: this thread runs the backend on it
-                xin = xin_buf[0]
+                try:
+                    xin = free.popleft()
+                except IndexError:
+                    xin = None
+                if xin is None or xin.shape != shape:
+                    xin = np.empty(shape, np.float32)
                 for j, x0 in enumerate(part):
                     plan.to_model(row[:, :, x0:x0 + tw], out=xin[j * g:(j + 1) * g], nodata=nodata,
                                   invalid=bad[:, x0:x0 + tw] if bad is not None else None)
+                return xin
+
+            def run(made):
+                xin = made.result()
                 ti = time.perf_counter()
                 y = infer(xin)
                 infer_s[0] += time.perf_counter() - ti
+                free.append(xin)                      # the backend's output is its own array
                 return y
 
             weights: dict = {}
@@ -177,7 +190,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
 
             def submit(n):
                 if n < len(units):
-                    pending.append(pool.submit(prep, *units[n]))
+                    pending.append(pool.submit(run, prepper.submit(make_input, *units[n])))
 
             iwx = (1.0 / wxs[:W]).astype(np.float32)
             try:
@@ -235,6 +248,7 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 raise
             finally:
                 pool.shutdown(wait=True)
+                prepper.shutdown(wait=True)
                 reader.shutdown(wait=True)
                 if bar is not None:
                     bar.close()
