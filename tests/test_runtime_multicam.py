@@ -205,3 +205,72 @@ def test_outputs_that_would_collide_or_cannot_be_filled_are_refused_before_any_f
 def test_one_null_output_serves_every_camera(deblur):
     stats = MultiCamera(deblur, [frames(2, 32, 48, 1), frames(2, 32, 48, 2)], "null://").run()  # was an IndexError
     assert [c["frames_out"] for c in stats["cameras"]] == [2, 2]
+
+
+class _FlakyNetworkCapture:
+    """cv2.VideoCapture with rtsp:// URLs served by a fake network camera that delivers
+    ``PLAN[k]`` frames on its k-th connection and then stalls (None: the open fails); files go
+    to the real OpenCV capture."""
+
+    PLAN: list = []
+    real = cv2.VideoCapture
+
+    def __new__(cls, location, *a, **kw):
+        if not str(location).startswith("rtsp://"):
+            return cls.real(location, *a, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, location, *a, **kw):
+        n = self.PLAN.pop(0) if self.PLAN else None
+        self.left, self.ok = n, n is not None
+        self.rng = np.random.default_rng(len(self.PLAN))
+
+    def isOpened(self):
+        return self.ok
+
+    def read(self):
+        if self.ok and self.left:
+            self.left -= 1
+            return True, (self.rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        import time
+
+        time.sleep(0.005)
+        return False, None
+
+    def get(self, prop):
+        return 0.0
+
+    def set(self, *a):
+        return True
+
+    def release(self):
+        self.ok = False
+
+
+def test_a_network_camera_lost_after_its_reconnects_stops_alone(deblur, tmp_path, monkeypatch, capsys, caplog):
+    """The rear camera goes through the real network source: 5 frames, a stall, reconnect attempts
+    that fail; it is reported failed (credentials redacted) while the front camera's file is
+    written whole, through the API and through `stream` (exit status 1, the camera named)."""
+    from edge_deblur.cli import main
+
+    monkeypatch.setattr(cv2, "VideoCapture", _FlakyNetworkCapture)
+    url = "rtsp://admin:s3cret@cam-b.local/stream1"
+    opts = StreamOptions(read_timeout=0.2, reconnect=2, reconnect_delay=0.05, reconnect_max_delay=0.1, drop="never")
+    front = make_video(tmp_path / "front.avi", n=12, w=64, h=48)
+    _FlakyNetworkCapture.PLAN = [5, None, None]
+    got, sink = collect()
+    stats = MultiCamera(deblur, [str(front), url], [sink, "null://"], opts, names=["front", "rear"]).run()
+    f, r = stats["cameras"]
+    assert f["status"] == "ended" and f["frames_out"] == 12 and len(got) == 12
+    assert r["status"] == "failed" and "2 reconnect attempts" in r["error"] and r["frames_out"] == 5
+    assert "s3cret" not in json.dumps(stats) and stats["failed"] == ["rear"]
+
+    _FlakyNetworkCapture.PLAN = [5, None, None]
+    out = tmp_path / "out_{i}.avi"
+    rc = main(["stream", "--source", str(front), "--source", url, "--output", str(out), "--model", str(MODEL),
+               "--threads", "1", "--read-timeout", "0.2", "--reconnect", "2", "--reconnect-delay", "0.05",
+               "--reconnect-max-delay", "0.1"])
+    cap = capsys.readouterr()
+    said = cap.out + cap.err + caplog.text
+    assert rc == 1 and "cam1" in said and "2 reconnect attempts" in said and "s3cret" not in said
+    assert count_frames(tmp_path / "out_0.avi") == 12        # the other camera's video is whole
