@@ -123,6 +123,36 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         check_init({"type": "edgenet", "widths": [12, 24], "enc_blocks": [1], "mid_blocks": 1, "dec_blocks": [1]}, str(p))
 
 
+def test_a_committed_checkpoint_of_another_architecture_stops_the_session_before_training(tmp_path, folders):
+    """The session resumes each job from checkpoints/gpu/<name>.safetensors: one of another
+    architecture is refused before any training (and nothing lands in $OUT), not after minutes."""
+    ck = tmp_path / "committed"
+    ck.mkdir()
+    other = build_model({"type": "edgenet", "widths": [8, 16, 32], "enc_blocks": [1, 1], "mid_blocks": 1,
+                         "dec_blocks": [1, 1]})
+    save_checkpoint(ck / "smoke.safetensors", {k: v.contiguous() for k, v in other.state_dict().items()},
+                    other.spec, {}, {"iters": 5})
+    roots = [f"data.sharp_roots=[{folders['sharp']}]", f"data.pair_roots=[{folders['pairs']}]", "data.pair_exclude=[s1]"]
+    out = tmp_path / "OUT"
+    with pytest.raises(ModelError, match="does not fit the job's model.*move it aside"):
+        run_session([parse_job(" ".join(["configs/train/smoke.yaml", *roots]))], out, folders["pack"],
+                    budget_s=500, train_s=4, dry_run=True, ckpt_dir=ck, work_dir=tmp_path / "work", tests=False)
+    assert not list(out.glob("*.safetensors")) and not list((tmp_path / "work").rglob("*.safetensors"))
+
+
+def test_a_pack_of_other_data_is_refused_by_the_training_data(tmp_path, folders):
+    """DeviceBatches (what training reads on the GPU) refuses a pack made from other folders than
+    the recipe names, saying how to rebuild it."""
+    from edge_deblur.errors import DatasetError
+
+    elsewhere = tmp_path / "other_photos"
+    elsewhere.mkdir()
+    cv2.imwrite(str(elsewhere / "a.png"), np.full((64, 64, 3), 90, np.uint8))
+    cfg = _cfg(tmp_path, folders, [f"data.sharp_roots=[{elsewhere}]"])
+    with pytest.raises(DatasetError, match="other data than the config names.*edge-deblur pack"):
+        DeviceBatches(cfg, "cpu", seed=0, batch_size=2)
+
+
 def test_no_gpu_is_a_clear_error(tmp_path, folders, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendError, match="no CUDA device.*--dry-run"):
