@@ -212,6 +212,57 @@ def test_sigterm_while_the_model_opens_exits_143(tmp_path, tiny_onnx, capsys, mo
     assert rc == 143 and "interrupted (SIGTERM)" in err, err
 
 
+@pytest.mark.parametrize("signals, completes", [(1, True), (2, False)], ids=["one", "two"])
+def test_a_signal_while_opening_is_acted_on_between_steps(tmp_path, tiny_onnx, capsys, monkeypatch, signals,
+                                                           completes):
+    """One Ctrl-C while the model opens lets that step finish and ends the command after it (raised
+    inside an import, a library or a wait on FFmpeg's open thread it gave false errors, was
+    swallowed, or aborted the process); a second one ends it at once. Exit status 130 either way."""
+    import edge_deblur.runtime.pipeline as pipeline
+
+    real, done = pipeline.open_processor, []
+
+    def open_while_signalled(*a, **k):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, in the main thread
+        done.append(True)                        # the rest of the step (an import, a session)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "open_processor", open_while_signalled)
+    src = make_video(tmp_path / "in.avi", n=3)
+    out = tmp_path / "out.avi"
+    rc, _, err = run_cli(["stream", "--source", str(src), "--model", str(tiny_onnx), "-o", str(out)], capsys)
+    assert rc == 130 and "interrupted" in err, err
+    assert bool(done) is completes
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))   # nothing half-written
+
+
+def test_a_pipeline_that_starts_after_a_signal_is_stopped_at_once():
+    from edge_deblur.cli.signals import Interrupted, Signals
+
+    class Pipe:
+        calls = []
+
+        def stop(self, drain=True, reason="stop"):
+            self.calls.append((drain, reason))
+
+    sig = Signals()
+    sig._handle(signal.SIGTERM, None)            # while opening: remembered, not raised
+    assert sig.received == [signal.SIGTERM]
+    sig.pipeline = p = Pipe()
+    assert p.calls == [(True, "SIGTERM")]        # the frames in flight (none yet) finish
+    opening = Signals()
+    opening._handle(signal.SIGINT, None)
+    with pytest.raises(Interrupted) as e:
+        opening.check()                          # the next step of opening ends the command
+    assert e.value.exit_code == 130
+    lenient = Signals(raise_while_idle=False)    # deblur: checks between files itself
+    lenient._handle(signal.SIGINT, None)
+    lenient._handle(signal.SIGINT, None)
+    lenient.check()
+    assert lenient.stopped and lenient.exit_code == 130
+
+
 def test_stream_and_eval_take_the_deblurrers_device_and_threads(tmp_path, tiny_onnx, capsys):
     """The API's Deblurrer.open(device=..., threads=...) as flags: stream had no --device, eval
     neither --device nor --threads."""

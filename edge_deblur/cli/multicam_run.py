@@ -30,10 +30,12 @@ def run_cameras(args, opts, kwargs, signals_cls) -> int:
         log.warning("--display shows one window per process; with several cameras write outputs instead")
     single = opts.replace(source=None, output=None, display=False)
     with signals_cls() as sig:
+        sig.check()
         processor = open_processor(args.model, args.backend, opts.rgb, **kwargs)
         try:
+            sig.check()
             mc = MultiCamera(processor, sources, outputs, single)
-            sig.pipeline = mc
+            sig.pipeline = mc                      # stopped at once if a signal came while it opened
             info = getattr(processor, "info", {}) or {}
             log.info("stream: %d cameras -> one model %s (%s), frames of the same size batched",
                      len(sources), info.get("name") or info.get("model"), info.get("backend"))

@@ -136,17 +136,24 @@ def run(args) -> int:
         from ..io.sinks import check_frames_fit, open_sink
         from ..io.sources import open_source
 
+        sig.check()
         source = open_source(opts.source, opts)
-        sinks = []
+        sinks, processor = [], None
         try:
+            sig.check()
             specs = [opts.output] if opts.output is not None else []
             if opts.display:
                 specs.append("display://")
             for spec in specs or ["null://"]:
                 sinks.append(open_sink(spec, opts, fps=source.fps))
             check_frames_fit(sinks, source, opts)  # many frames into one image file: refused before any is written
+            sig.check()
             processor = open_processor(args.model, args.backend, opts.rgb, **kwargs)
+            sig.check()      # a signal while it opened; one after this stops the pipeline as it starts
         except BaseException:
+            close = getattr(processor, "close", None)
+            if close is not None:
+                close()
             for s in sinks:
                 s.close()
             source.close()
