@@ -197,6 +197,24 @@ def test_stream_startup_line_says_the_drop_policy_that_runs(tmp_path, tiny_onnx,
     assert len(lines) == 1 and lines[0].endswith(f"| {note}"), lines
 
 
+def test_a_profiles_drop_policy_is_for_live_sources(tmp_path, tiny_onnx, capsys, caplog):
+    """A runtime profile for live cameras (drop: oldest) replayed on a recorded file kept only the
+    frames inference caught up with (30 read, 4 written); now a file keeps every frame unless
+    --drop or --live says otherwise."""
+    (tmp_path / "drops.yaml").write_text("stream:\n  drop: oldest\n")
+    src = make_video(tmp_path / "in.avi", n=6)
+    base = ["stream", "--source", str(src), "--model", str(tiny_onnx), "--profile", str(tmp_path / "drops.yaml"),
+            "--json"]
+    for extra, policy in (([], "never"), (["--drop", "oldest"], "oldest"), (["--live", "--fps", "1000"], "oldest")):
+        with caplog.at_level(logging.INFO):
+            rc, out, err = run_cli(base + extra, capsys)
+        assert rc == 0, err
+        stats = json.loads(out.strip().splitlines()[-1])
+        assert stats["drop_policy"] == policy, extra
+        if not extra:
+            assert stats["frames_out"] == 6 and "drops frames (oldest) from live sources only" in caplog.text
+
+
 def test_sigterm_while_the_model_opens_exits_143(tmp_path, tiny_onnx, capsys, monkeypatch):
     import edge_deblur.runtime.pipeline as pipeline
 

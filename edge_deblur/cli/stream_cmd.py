@@ -88,6 +88,7 @@ def run(args) -> int:
     prof = load_profile(args)
     # as given on the command line (a profile's overlap needs a tile too; its slots are no --slots)
     given_overlap, given_slots = getattr(args, "overlap", None), getattr(args, "slots", None)
+    given_drop = getattr(args, "drop", None)
     args = apply_profile(args, prof)
     opts = StreamOptions.from_args(args)
     if opts.source is None and prof is not None and prof.stream.source is not None:
@@ -138,6 +139,12 @@ def run(args) -> int:
 
         sig.check()
         source = open_source(opts.source, opts)
+        if prof is not None and given_drop is None and opts.drop not in ("auto", "never") and not source.live:
+            # a profile's drop policy is for its live cameras: a recorded file replayed with it keeps every
+            # frame (as --drop auto does) unless --drop or --live says otherwise
+            log.info("profile %s drops frames (%s) from live sources only; %s is a file: no drops (--drop %s or "
+                     "--live to drop)", prof.name, opts.drop, source.uri, opts.drop)
+            opts = opts.replace(drop="never").validate()
         sinks, processor = [], None
         try:
             sig.check()
