@@ -301,7 +301,7 @@ def test_stream_and_eval_take_the_deblurrers_device_and_threads(tmp_path, tiny_o
     assert rc == 0, err
 
 
-def test_stream_paths_with_bang_self_overwrite_fps_inf_and_skipped_images(tmp_path, tiny_onnx, capsys):
+def test_stream_paths_with_bang_self_overwrite_fps_inf_and_skipped_images(tmp_path, tiny_onnx, capsys, caplog):
     src = make_video(tmp_path / "take!.avi", n=4)  # an existing file with '!' is a file, not a pipeline
     rc, out, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "run!1.avi"), "--model",
                             str(tiny_onnx), "--json"], capsys)
@@ -310,6 +310,7 @@ def test_stream_paths_with_bang_self_overwrite_fps_inf_and_skipped_images(tmp_pa
     before = src.read_bytes()
     rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(src), "--model", str(tiny_onnx)], capsys)
     assert rc == 2 and "is the source file" in err and src.read_bytes() == before
+    assert "was left as it was" in caplog.text and "was not created" not in caplog.text  # it exists: it is the source
     rc, _, err = run_cli(["stream", "--source", str(src), "-o", str(tmp_path / "o.avi"), "--fps", "inf",
                           "--model", str(tiny_onnx)], capsys)
     assert rc == 2 and "fps must be a finite number" in err

@@ -68,6 +68,15 @@ def test_demo_bad_arguments(tmp_path, args, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_demo_bad_image_says_why_and_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    for image, why in (("missing.jpg", "does not exist"), (str(tmp_path / "notes.png"), "not an image OpenCV can read")):
+        out = tmp_path / "out" / "d"
+        assert main(["demo", "--image", image, "--out", str(out)]) == 2
+        assert why in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()        # the output folder is made only once the scene is
+
+
 def test_an_interrupted_demo_keeps_the_previous_video(tmp_path, tiny_onnx, capsys, monkeypatch):  # noqa: F811
     from edge_deblur.cli import demo_cmd
     from video_helpers import count_frames

@@ -150,9 +150,12 @@ def test_subset_and_centre_crop_make_validation_cheaper(tmp_path):
         evaluate_sets(lambda f: f, [too_big])
 
 
-def test_bad_validation_sets_are_one_clear_error(tmp_path):
+def test_bad_validation_sets_are_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match=r"validation set 'gone' \(.*nope\).*does not exist.*remove the set"):
         load_val_set(ValSetConfig(path=str(tmp_path / "nope"), name="gone"))
+    monkeypatch.chdir(tmp_path)   # a suite's relative path from another folder: says which folder it is relative to
+    with pytest.raises(DatasetError, match=r"relative to the current folder .*run from the checkout's root"):
+        load_val_set(ValSetConfig(path="../shared/data/pairs/REDS_320x180", name="reds"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match=r"validation set 'empty' .*no blur/sharp pairs found"):
         load_val_set(ValSetConfig(path=str(tmp_path / "empty")))  # name from the folder

@@ -57,6 +57,9 @@ def build_sharp_image(image: str, w: int, h: int, seed: int) -> tuple[np.ndarray
 
     H, W = 2 * h, 2 * w  # room for the camera to wander; the blur reads real pixels around each frame
     if image != "synthetic":
+        if not Path(image).is_file():
+            raise InputError(f"--image {image!r} does not exist; give an image file, or leave --image out "
+                             "for the built-in street scene")
         img = imread(image)
         if img is None:
             raise InputError(f"--image {image!r} is not an image OpenCV can read")
@@ -102,11 +105,12 @@ def run(args) -> int:
     if not args.blur > 0:
         raise InputError(f"--blur must be > 0 pixels, got {args.blur}")
     out = Path(args.out)
-    ensure_writable_dir(out, "the demo")
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
 
-    # 1. a sharp scene and a clip of camera shake along one trajectory
+    # 1. a sharp scene and a clip of camera shake along one trajectory (a bad --image fails before
+    # the output folder is made)
     sharp_img, scene_desc = build_sharp_image(args.image, w, h, args.seed)
+    ensure_writable_dir(out, "the demo")
     say(f"scene: {scene_desc}")
     cfg = BlurConfig(length=[args.blur * 0.8, args.blur * 1.2], rotation_deg=0.05, zoom=0.001,
                      defocus_prob=0.0, jpeg_prob=0.0)

@@ -4,6 +4,7 @@ a missing synthetic set needs the synthesis code in ``data.datasets`` (torch).""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -116,7 +117,11 @@ def load_val_set(cfg: ValSetConfig, make_always: bool = False) -> ValSet:
             make_synthetic(cfg, always=make_always)
         pairs = select_scenes(find_pairs(cfg.path), cfg.scenes, cfg.path)
     except DatasetError as e:
-        raise DatasetError(f"validation set {cfg.name!r} ({cfg.path}): {e}. Fix the folder, or remove the set "
+        where = ""
+        if not os.path.isabs(str(cfg.path)) and not os.path.exists(str(cfg.path)):
+            # the suites' paths are written for the checkout's root (../shared/data beside it)
+            where = f" (relative to the current folder {os.getcwd()}: run from the checkout's root)"
+        raise DatasetError(f"validation set {cfg.name!r} ({cfg.path}){where}: {e}. Fix the folder, or remove the set "
                            "(data.val_sets / data.val_pairs in the config, --data for edge-deblur eval)") from e
     crop = (int(cfg.crop[0]), int(cfg.crop[1])) if cfg.crop else None
     return ValSet(cfg.name, cfg.kind, str(cfg.path), spread(pairs, cfg.max_pairs), crop)

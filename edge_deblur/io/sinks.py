@@ -308,7 +308,10 @@ class VideoSink(Sink):
 
     def _close(self):
         if not self._opened:
-            log.warning("no frames were written; %s was not created", self.path)
+            if self.path.exists():
+                log.warning("no frames were written; %s was left as it was", self.path)
+            else:
+                log.warning("no frames were written; %s was not created", self.path)
             return
         if self._failed:
             return  # the write error already said what is kept

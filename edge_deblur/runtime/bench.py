@@ -30,7 +30,8 @@ def parse_size(text) -> tuple[int, int]:
             raise InputError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 1280x720)")
         w, h = int(m.group(1)), int(m.group(2))
     if w < 1 or h < 1 or w * h > 1 << 28:
-        raise InputError(f"size {w}x{h} is out of range")
+        raise InputError(f"size {w}x{h} is out of range: width and height at least 1, at most {1 << 28} pixels "
+                         "in all (e.g. 1280x720)")
     return w, h
 
 
