@@ -95,17 +95,17 @@ class StreamOptions:
         for name in ("width", "height"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
+                raise InputError(f"{_opt(name)} must be a positive integer, got {v!r}")
         if (self.width is None) != (self.height is None):
             raise InputError(
-                f"give both width and height or neither (got width={self.width}, height={self.height})"
+                f"give both width and height (--width, --height) or neither (got width={self.width}, height={self.height})"
             )
         if self.fps is not None:
             check_fps(self.fps)
         if not isinstance(self.loop, int) or self.loop < -1:
-            raise InputError(f"loop must be -1 (forever), 0 or a positive count, got {self.loop!r}")
+            raise InputError(f"{_opt('loop')} must be -1 (forever), 0 or a positive count, got {self.loop!r}")
         if not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise InputError(f"queue_size must be an integer >= 1, got {self.queue_size!r}")
+            raise InputError(f"{_opt('queue_size')} must be an integer >= 1, got {self.queue_size!r}")
         if self.drop not in DROP_POLICIES:
             raise InputError(f"drop policy {self.drop!r} is not one of {', '.join(DROP_POLICIES)}")
         if self.codec is not None:
@@ -115,17 +115,17 @@ class StreamOptions:
                 raise InputError(f"unknown video codec {self.codec!r}; use one of {', '.join(CODECS)} "
                                  "(FourCCs such as avc1, mp4v, MJPG are accepted too)")
         if self.quality is not None and (not isinstance(self.quality, int) or not 0 <= self.quality <= 51):
-            raise InputError(f"quality must be an integer from 0 (best) to 51, got {self.quality!r}")
+            raise InputError(f"{_opt('quality')} must be an integer from 0 (best) to 51, got {self.quality!r}")
         if not (isinstance(self.reconnect, int) and self.reconnect >= -1):
-            raise InputError(f"reconnect must be -1 (forever), 0 (never) or a count of attempts, got {self.reconnect!r}")
+            raise InputError(f"{_opt('reconnect')} must be -1 (forever), 0 (never) or a count of attempts, got {self.reconnect!r}")
         for name in ("fragment_s", "reconnect_delay", "reconnect_max_delay"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v > 0 and v < float("inf")):
-                raise InputError(f"{name} must be a finite number > 0 seconds, got {v!r}")
+                raise InputError(f"{_opt(name)} must be a finite number > 0 seconds, got {v!r}")
         for name in ("stats_every", "max_frames"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+                raise InputError(f"{_opt(name)} must be an integer >= 0, got {v!r}")
         check_slots_option(self.slots)
         for name in ("gpu_preprocess", "cuda_graphs"):
             v = getattr(self, name)
@@ -134,7 +134,7 @@ class StreamOptions:
         for name in ("open_timeout", "read_timeout"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < float("inf")):
-                raise InputError(f"{name} must be a finite number > 0 seconds, got {v!r}")
+                raise InputError(f"{_opt(name)} must be a finite number > 0 seconds, got {v!r}")
         return self
 
     def replace(self, **changes: Any) -> "StreamOptions":
@@ -227,3 +227,8 @@ class StreamOptions:
             # an index as a number ('+1' is camera 1, '-0' camera 0), else as given (/dev/videoN, csi://N)
             kw["source"] = f"camera://{int(camera)}" if number else camera
         return cls(**kw).validate()
+
+
+def _opt(name: str) -> str:
+    """An option as the API and the CLI both call it: ``queue_size (--queue-size)``."""
+    return f"{name} (--{name.replace('_', '-')})"
