@@ -217,8 +217,9 @@ def test_interrupted_deblur_does_not_publish_a_truncated_video(tmp_path, tiny_on
     while not (partial().exists() and partial().stat().st_size > 2000) and time.time() - t0 < 60 and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    summary, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert out.read_bytes() == b"previous complete result"
+    assert "finished nothing" in summary and "not published under" in summary   # not "deblurred nothing (N frames)"
     assert "not renamed" in err and count_video_frames(partial(), decode=True) > 0
     assert partial().name in err  # the log names the file that holds the frames

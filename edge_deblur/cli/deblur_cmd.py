@@ -603,7 +603,10 @@ def run(args) -> int:
         what = ", ".join(s for s in (f"{n_img} image{'s' * (n_img != 1)}" if n_img else "",
                                      f"{n_vid} video{'s' * (n_vid != 1)}" if n_vid else "",
                                      f"{n_ras} raster{'s' * (n_ras != 1)}" if n_ras else "") if s)
-        print(f"deblurred {what or 'nothing'} ({frames} frames) into {args.output} in {wall:.1f} s"
+        done = f"deblurred {what} ({frames} frames) into {args.output}" if what else (
+            f"finished nothing ({frames} frames deblurred before the stop, not published under {args.output})"
+            if frames else "deblurred nothing")
+        print(f"{done} in {wall:.1f} s"
               + (f", {summary['fps']:.1f} frames/s" if summary["fps"] else "")
               + f" [{info.get('backend')}, {Path(str(info.get('model'))).name}]")
     if sig.stopped:
