@@ -75,22 +75,25 @@ def _f(v, fmt: str, width: int) -> str:
 
 def format_report(report: dict, scenes: bool = True) -> str:
     """The report as a table: one row per set (and per scene under it), then the overall line."""
-    head = (f"{'set / scene':<34}{'kind':>11}{'pairs':>6}{'PSNR':>8}{'input':>8}{'gain':>7}{'tone':>7}"
+    def label(name, s):
+        return name + (f" (crop {s['crop'][0]}x{s['crop'][1]})" if s.get("crop") else "")
+
+    W = max([34] + [len(label(n, s)) + 1 for n, s in report["sets"].items()])   # long names keep the columns
+    head = (f"{'set / scene':<{W}}{'kind':>11}{'pairs':>6}{'PSNR':>8}{'input':>8}{'gain':>7}{'tone':>7}"
             f"{'SSIM':>8}{'input':>8}{'gain':>8}   worst scene")
     lines = [head, "-" * len(head)]
     for name, s in report["sets"].items():
-        crop = f" (crop {s['crop'][0]}x{s['crop'][1]})" if s.get("crop") else ""
-        lines.append(f"{(name + crop):<34}{s['kind']:>11}{s['pairs']:>6}{_f(s['psnr'], '.2f', 8)}"
+        lines.append(f"{label(name, s):<{W}}{s['kind']:>11}{s['pairs']:>6}{_f(s['psnr'], '.2f', 8)}"
                      f"{_f(s['input_psnr'], '.2f', 8)}{_f(s['psnr_gain'], '+.2f', 7)}{_f(s.get('tone_gain'), '+.2f', 7)}"
                      f"{_f(s.get('ssim'), '.4f', 8)}{_f(s.get('input_ssim'), '.4f', 8)}{_f(s.get('ssim_gain'), '+.4f', 8)}"
                      f"   {s['worst_scene']} {s['worst_scene_gain']:+.2f}")
         if scenes and len(s["scenes"]) > 1:
             for sc, m in s["scenes"].items():
-                lines.append(f"{'  ' + sc:<34}{'':>11}{m['pairs']:>6}{_f(m['psnr'], '.2f', 8)}{_f(m['input_psnr'], '.2f', 8)}"
+                lines.append(f"{'  ' + sc:<{W}}{'':>11}{m['pairs']:>6}{_f(m['psnr'], '.2f', 8)}{_f(m['input_psnr'], '.2f', 8)}"
                              f"{_f(m['psnr_gain'], '+.2f', 7)}{_f(m.get('tone_gain'), '+.2f', 7)}{_f(m.get('ssim'), '.4f', 8)}"
                              f"{_f(m.get('input_ssim'), '.4f', 8)}{_f(m.get('ssim_gain'), '+.4f', 8)}")
     lines.append("-" * len(head))
-    lines.append(f"{'mean of the per-set gains':<34}{'':>11}{'':>6}{'':>8}{'':>8}{_f(report['mean_gain'], '+.2f', 7)}"
+    lines.append(f"{'mean of the per-set gains':<{W}}{'':>11}{'':>6}{'':>8}{'':>8}{_f(report['mean_gain'], '+.2f', 7)}"
                  f"{_f(report['mean_tone_gain'], '+.2f', 7)}{'':>8}{'':>8}{_f(report['mean_ssim_gain'], '+.4f', 8)}")
     lines.append(flag_line(report))
     return "\n".join(lines)
