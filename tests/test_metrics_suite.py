@@ -108,6 +108,11 @@ def test_report_per_set_means_of_gains_and_the_real_scene_flag(tmp_path):
     assert r["real_below_input"] == ["cam/bad"]
     text = format_report(r)
     assert "cam/bad" in text and "do not ship" in text and "mean of the per-set gains" in text
+    # a long set name (a cropped synthetic set's) keeps the columns in line
+    r["sets"]["synthetic_centroid_1280x720"] = dict(r["sets"].pop("syn"), crop=[320, 180])
+    rows = [ln for ln in format_report(r).splitlines() if " real " in ln or " synthetic " in ln]
+    assert len(rows) == 2 and len({ln.index(" real ") + 5 if " real " in ln else ln.index(" synthetic ") + 10
+                                   for ln in rows}) == 1
     # a darkened synthetic scene is not a real scene: no flag
     r2 = evaluate_sets(lambda f: (f * 0.7).astype(np.uint8), sets[1:])
     assert r2["sets"]["syn"]["psnr_gain"] < 0 and r2["real_below_input"] == []
