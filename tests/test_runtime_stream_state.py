@@ -133,6 +133,13 @@ def test_state_of_the_wrong_shape_is_refused(rnn, image_model, texture):
         d.set_state({"h": good["state_in"]})
         with pytest.raises(InputError, match="has tensors \\['h'\\], expected \\['state_in'\\]"):
             d(f)
+        n, c, h, w = good["state_in"].shape
+        d.set_state({"state_in": np.zeros((n, c + 1, h, w), np.float32)})   # one channel too many
+        with pytest.raises(InputError, match=rf"shape \(1, {c + 1}, {h}, {w}\), expected \(1, {c}, {h}, {w}\)"):
+            d(f)
+        d.set_state({"state_in": good["state_in"].astype(np.float64)})
+        with pytest.raises(InputError, match=r"is float64, expected float32.*astype\(np.float32\)"):
+            d(f)
         d.set_state(good)
         d(f)  # the right state is taken
         x = frame_to_tensor(f, 4)[0]
