@@ -99,10 +99,11 @@ def test_manual_reset_and_unrelated_images_through_the_single_image_api(rnn, tex
         d(frames[0])
         d.reset()
         again = d(frames[1])
-        d(dark)  # an unrelated image: the detector sees it
+        after_cut = d(dark)  # an unrelated image: the detector sees it
         st = d.state_stats()
     assert st["resets"]["manual"] == 1 and st["scene_cuts"] == 1
     assert np.array_equal(again, fresh_output(rnn["onnx"], frames[1]))
+    assert np.array_equal(after_cut, fresh_output(rnn["onnx"], dark))   # deblurred from a zero state
 
 
 def test_scene_cut_detector_scores():
