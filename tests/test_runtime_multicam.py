@@ -18,6 +18,7 @@ from edge_deblur.io import StreamOptions
 from edge_deblur.runtime.deblurrer import Deblurrer
 from edge_deblur.runtime.multicam import MultiCamera
 
+from test_reliability_sources import FakeCapture
 from video_helpers import count_frames, make_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,12 +208,10 @@ def test_one_null_output_serves_every_camera(deblur):
     assert [c["frames_out"] for c in stats["cameras"]] == [2, 2]
 
 
-class _FlakyNetworkCapture:
-    """cv2.VideoCapture with rtsp:// URLs served by a fake network camera that delivers
-    ``PLAN[k]`` frames on its k-th connection and then stalls (None: the open fails); files go
-    to the real OpenCV capture."""
+class _NetworkOnly(FakeCapture):
+    """test_reliability_sources' fake network camera (``plan``: frames per connection, None: the
+    open fails) for rtsp:// URLs; files go to the real OpenCV capture."""
 
-    PLAN: list = []
     real = cv2.VideoCapture
 
     def __new__(cls, location, *a, **kw):
@@ -220,31 +219,9 @@ class _FlakyNetworkCapture:
             return cls.real(location, *a, **kw)
         return super().__new__(cls)
 
-    def __init__(self, location, *a, **kw):
-        n = self.PLAN.pop(0) if self.PLAN else None
-        self.left, self.ok = n, n is not None
-        self.rng = np.random.default_rng(len(self.PLAN))
 
-    def isOpened(self):
-        return self.ok
-
-    def read(self):
-        if self.ok and self.left:
-            self.left -= 1
-            return True, (self.rng.random((48, 64, 3)) * 255).astype(np.uint8)
-        import time
-
-        time.sleep(0.005)
-        return False, None
-
-    def get(self, prop):
-        return 0.0
-
-    def set(self, *a):
-        return True
-
-    def release(self):
-        self.ok = False
+def _network(plan):
+    FakeCapture.plan, FakeCapture.opens, FakeCapture.served = list(plan), [], 0
 
 
 def test_a_network_camera_lost_after_its_reconnects_stops_alone(deblur, tmp_path, monkeypatch, capsys, caplog):
@@ -253,11 +230,11 @@ def test_a_network_camera_lost_after_its_reconnects_stops_alone(deblur, tmp_path
     written whole, through the API and through `stream` (exit status 1, the camera named)."""
     from edge_deblur.cli import main
 
-    monkeypatch.setattr(cv2, "VideoCapture", _FlakyNetworkCapture)
+    monkeypatch.setattr(cv2, "VideoCapture", _NetworkOnly)
     url = "rtsp://admin:s3cret@cam-b.local/stream1"
     opts = StreamOptions(read_timeout=0.2, reconnect=2, reconnect_delay=0.05, reconnect_max_delay=0.1, drop="never")
     front = make_video(tmp_path / "front.avi", n=12, w=64, h=48)
-    _FlakyNetworkCapture.PLAN = [5, None, None]
+    _network([5, None, None])
     got, sink = collect()
     stats = MultiCamera(deblur, [str(front), url], [sink, "null://"], opts, names=["front", "rear"]).run()
     f, r = stats["cameras"]
@@ -265,7 +242,7 @@ def test_a_network_camera_lost_after_its_reconnects_stops_alone(deblur, tmp_path
     assert r["status"] == "failed" and "2 reconnect attempts" in r["error"] and r["frames_out"] == 5
     assert "s3cret" not in json.dumps(stats) and stats["failed"] == ["rear"]
 
-    _FlakyNetworkCapture.PLAN = [5, None, None]
+    _network([5, None, None])
     out = tmp_path / "out_{i}.avi"
     rc = main(["stream", "--source", str(front), "--source", url, "--output", str(out), "--model", str(MODEL),
                "--threads", "1", "--read-timeout", "0.2", "--reconnect", "2", "--reconnect-delay", "0.05",
