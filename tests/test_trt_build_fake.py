@@ -66,6 +66,37 @@ def test_dla_parser_flag_is_skipped_where_tensorrt_lacks_it(model, tmp_path, mon
     assert gpu["build"]["dla_parser_adjust"] is None and gpu["profile"]["max"] == [1, 3, 64, 64]
 
 
+@pytest.mark.parametrize("version, precision, weak, flags", [
+    ("10.3.0", "fp16", True, ["FP16"]), ("10.3.0", "int8", True, ["INT8", "FP16"]),
+    ("11.4.1", "fp16", False, None)])
+def test_dla_on_tensorrt_10_builds_weakly_typed_with_precision_flags(model, tmp_path, monkeypatch, version,
+                                                                       precision, weak, flags):
+    """DLA takes FP16/INT8 from the builder's flags on TensorRT 10 (strongly typed networks for DLA
+    are new in 11.4.1): a strongly typed 10.x build could leave every layer on the GPU through the
+    fallback. A GPU build stays strongly typed on every version."""
+    trt = install(monkeypatch, num_dla=2, version=version)
+    monkeypatch.setattr(tb, "onnx_precision", lambda path: precision)
+    man = build(model, tmp_path / "m.engine", "1x3x32x48", dla_core=0)
+    assert man["build"]["strongly_typed"] is (not weak) and man["build"]["precision_flags"] == flags
+    assert trt.built["network_flags"] == (0 if weak else 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert all(trt.built["flags"].get(f) for f in flags or [])
+    assert not any(trt.built["flags"].get(f) for f in ("FP16", "INT8")) or weak
+    trt = install(monkeypatch, num_dla=2, version=version)
+    gpu = build(model, tmp_path / "g.engine", "1x3x32x48")
+    assert gpu["build"]["strongly_typed"] is True and trt.built["network_flags"] == 2
+    assert not trt.built["flags"].get("FP16") and not trt.built["flags"].get("INT8")
+
+
+def test_an_unreadable_timing_cache_starts_a_new_one(model, tmp_path, monkeypatch, caplog):
+    trt = install(monkeypatch, unreadable_timing_cache=True)
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(b"written by another TensorRT")
+    build(model, tmp_path / "m.engine", "1x3x32x48", timing_cache=cache)
+    assert trt.built["timing_caches"] == [True]            # the fresh cache, set once
+    assert "does not match this GPU/TensorRT; starting a new one" in caplog.text
+    assert cache.read_bytes() == b"timing"                # and saved over the unreadable one
+
+
 def test_engine_cache_and_cli_apply_the_same_dla_rule(model, tmp_path, capsys):
     orin = ec.BuildEnv("Orin", "8.7", "10.3.0.30")
     calls = []

@@ -326,7 +326,7 @@ class FakeTrt:
         GPU, DLA = "GPU", "DLA"
 
     class BuilderFlag:
-        GPU_FALLBACK, TF32 = "GPU_FALLBACK", "TF32"
+        GPU_FALLBACK, TF32, FP16, INT8 = "GPU_FALLBACK", "TF32", "FP16", "INT8"
 
     class OnnxParserFlag:
         NATIVE_INSTANCENORM = 0
@@ -344,9 +344,11 @@ class FakeTrt:
 
 
 def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_dla=False, num_dla=0,
-             profile_index=0, reject_set_shape=None):
+             profile_index=0, reject_set_shape=None, unreadable_timing_cache=False):
     """A fake ``tensorrt``: ``Runtime`` deserializes to ``engine``; ``Builder`` records into
-    ``trt.built`` (the config's flags, the parser's flags, the profiles' shapes)."""
+    ``trt.built`` (the network's creation flags, the config's flags, the parser's flags, the
+    profiles' shapes, the timing caches set). ``unreadable_timing_cache``: ``create_timing_cache``
+    gives None for a non-empty blob."""
     trt = types.SimpleNamespace(**{k: v for k, v in vars(FakeTrt).items() if not k.startswith("__")})
     trt.__version__ = version
     trt.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0, **({"ADJUST_FOR_DLA": 4} if adjust_for_dla else {}))
@@ -431,9 +433,12 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
             return profile_index
 
         def create_timing_cache(self, data):
-            return Cache()
+            return None if (unreadable_timing_cache and data) else Cache()
 
         def set_timing_cache(self, cache, ignore_mismatch):
+            if cache is None:
+                raise TypeError("set_timing_cache(): incompatible function arguments")  # what pybind11 says to None
+            built.setdefault("timing_caches", []).append(ignore_mismatch)
             return True
 
         def get_timing_cache(self):
@@ -445,6 +450,7 @@ def fake_trt(engine: FakeEngine | None = None, version="10.3.0", *, adjust_for_d
             built["logger"] = logger
 
         def create_network(self, flags):
+            built["network_flags"] = flags
             return Network()
 
         def create_builder_config(self):

@@ -467,9 +467,35 @@ def strongly_typed_flags(trt) -> int:
     return flags
 
 
+def trt_major(trt) -> int:
+    """TensorRT's major version (10 for "10.3.0"); 0 where it cannot be read."""
+    try:
+        return int(str(getattr(trt, "__version__", "0")).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def weakly_typed_for_dla(trt, dla_core) -> bool:
+    """A DLA build on TensorRT 10 makes a weakly typed network with the builder's FP16/INT8 flags:
+    DLA runs FP16 and INT8 layers only, and on 10.x it takes them from those flags (NVIDIA's DLA
+    examples: ``trtexec --useDLACore=0 --fp16 --allowGPUFallback``); strongly typed networks for
+    DLA are new in TensorRT 11.4.1 (its release notes), so a strongly typed 10.x build could leave
+    every layer on the GPU through the fallback. 11 is always strongly typed (no such flags)."""
+    return dla_core is not None and 0 < trt_major(trt) < 11
+
+
+def set_weak_precision_flags(config, trt, precision) -> list:
+    """FP16 for an FP16 ONNX; INT8 and FP16 for a Q/DQ INT8 one (explicit quantization, FP16 for the
+    layers between); the flag names set."""
+    names = {"fp16": ["FP16"], "int8": ["INT8", "FP16"]}.get(precision, [])
+    for n in names:
+        config.set_flag(getattr(trt.BuilderFlag, n))
+    return names
+
+
 def set_dla_parser_flag(parser, trt) -> bool:
-    """Let the ONNX parser reshape layers for DLA (``OnnxParserFlag.ADJUST_FOR_DLA``, TensorRT
-    10.16 and later); False where this TensorRT has no such flag."""
+    """Let the ONNX parser reshape layers for DLA (``OnnxParserFlag.ADJUST_FOR_DLA``, in the headers
+    from 10.16, used for DLA from 11.4.1); False where this TensorRT has no such flag."""
     flag = getattr(getattr(trt, "OnnxParserFlag", None), "ADJUST_FOR_DLA", None)
     if flag is None:
         return False
@@ -639,7 +665,8 @@ def build_engine(
     logger = _Logger.make(trt, verbose)
     t0 = time.perf_counter()
     builder = trt.Builder(logger)
-    network = builder.create_network(strongly_typed_flags(trt))
+    weak = weakly_typed_for_dla(trt, dla_core)
+    network = builder.create_network(0 if weak else strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
     adjust_for_dla = dla_core is not None and set_dla_parser_flag(parser, trt)
     ok = parser.parse_from_file(str(onnx_path))  # resolves external data next to the file
@@ -689,7 +716,7 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else default_timing_cache(slug, version)
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
     tcache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(tcache, False):
+    if tcache is None or not config.set_timing_cache(tcache, False):  # (None: a blob it cannot read)
         log.warning("timing cache %s does not match this GPU/TensorRT; starting a new one", cache_path)
         tcache = config.create_timing_cache(b"")
         config.set_timing_cache(tcache, True)
@@ -699,8 +726,8 @@ def build_engine(
         if n_dla == 0:
             raise BackendError(
                 f"--dla {dla_core}: this machine has no DLA core visible to TensorRT {version} (Jetson AGX Orin and "
-                "Orin NX have DLA, Orin Nano and data-center GPUs do not; TensorRT 11.0-11.4.0 has no DLA support); "
-                "build without --dla"
+                "Orin NX have DLA, Orin Nano and data-center GPUs do not; TensorRT 10.8 to 11.4.0 have no DLA support "
+                "on Jetson: 10.7 was the last 10.x with it, 11.4.1 has it on AGX Orin with JetPack 7.2.2); build without --dla"
             )
         if not 0 <= dla_core < n_dla:
             raise InputError(f"--dla {dla_core}: this machine has {n_dla} DLA core(s); use 0..{n_dla - 1}")
@@ -709,6 +736,8 @@ def build_engine(
                         "(export with --fp16 or quantize to INT8 to use the DLA)", precision)
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
+        if weak:
+            precision_flags = set_weak_precision_flags(config, trt, precision)
         if gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
@@ -739,7 +768,8 @@ def build_engine(
         onnx_sha256=onnx_sha, precision=precision, trt_version=version, gpu_name=gpu.name,
         compute_capability=gpu.compute_capability, profile=profile, stride=stride, device=device_properties(gpu),
         build={
-            "strongly_typed": True,
+            "strongly_typed": not weak,
+            "precision_flags": precision_flags if weak else None,   # DLA on TensorRT 10: weakly typed
             "tf32": tf32,
             "workspace_mb": workspace_mb,
             "dla_core": dla_core,
