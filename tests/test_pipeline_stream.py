@@ -288,3 +288,70 @@ def test_stop_returns_while_the_source_is_blocked_in_a_read():
     release.set()
     assert stats is not None and time.monotonic() - t0 < 5
     assert [i for i, _ in got] == [0, 1, 2] and stats["stopped_by"] == "stop"
+
+
+class _DropFirstChannel:
+    """A backend that zeroes the model's channel 0 (R when the Deblurrer is rgb=True): any channel
+    swap on the way in or out shows."""
+    stride = 1
+
+    def infer(self, x):
+        y = x.copy()
+        y[:, 0] = 0
+        return y
+
+    def close(self):
+        pass
+
+
+def test_python_frames_keep_their_channel_order_with_rgb():
+    """With rgb=True a Python source gives RGB frames and gets RGB back: they were swapped to
+    'RGB' as if they were a camera's BGR, so the model saw blue where the caller had red."""
+    from edge_deblur.runtime.deblurrer import Deblurrer
+
+    red = np.zeros((16, 24, 3), np.uint8)
+    red[..., 0] = 200                                        # RGB red
+    for source in (iter([red, red]), [red, red]):            # pumped generator, and a list read directly
+        out = []
+        stats = run_stream(StreamOptions(source=source, output=lambda f, m: out.append(f), rgb=True),
+                           processor=Deblurrer(_DropFirstChannel(), rgb=True))
+        assert stats["frames_out"] == 2 and all(int(f.max()) == 0 for f in out)   # R zeroed, nothing else there
+    with pytest.raises(InputError, match=r"rgb=True.*opened with rgb=False.*swapped"):
+        run_stream(StreamOptions(source=[red], output=lambda f, m: None, rgb=True),
+                   processor=Deblurrer(_DropFirstChannel()))
+
+
+def test_a_generator_source_is_closed_when_the_stream_stops_early():
+    """A stream that stops before a generator ends (max_frames, a sink that says stop) closed it
+    never: its pump thread stayed blocked holding it, and its finally (a camera SDK's release) never
+    ran, one thread more per run."""
+    from edge_deblur.runtime.deblurrer import Deblurrer
+
+    released = []
+
+    def camera():
+        try:
+            while True:
+                yield np.full((8, 8, 3), 50, np.uint8)
+        finally:
+            released.append(1)
+
+    d = Deblurrer(_DropFirstChannel())
+    for opts in (StreamOptions(source=camera(), output=lambda f, m: None, max_frames=3),
+                 StreamOptions(source=camera(), output=lambda f, m: False)):
+        run_stream(opts, processor=d)
+    t0 = time.time()
+    while len(released) < 2 and time.time() - t0 < 5:
+        time.sleep(0.05)
+    assert released == [1, 1]
+    assert not [t for t in threading.enumerate() if t.name == "edge-deblur-python-source" and t.is_alive()]
+
+
+def test_run_stream_takes_a_list_of_frames_and_names_the_sources_of_a_rig_briefly():
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (10, 20, 30)]
+    got = []
+    stats = run_stream(StreamOptions(source=frames, output=lambda f, m: got.append(f)),
+                       processor=lambda f: f)
+    assert stats["frames_out"] == 3 and [int(g[0, 0, 0]) for g in got] == [10, 20, 30]
+    with pytest.raises(InputError, match=r"runs one source, got 2: \['a.mp4', 'rtsp://cam'\]; for several cameras"):
+        run_stream(StreamOptions(source=["a.mp4", "rtsp://cam"]))

@@ -610,6 +610,18 @@ class IterableSource(Source):
     def _no_frames_message(self) -> str:
         return "the frame iterable is empty"
 
+    def _finish(self, frame: np.ndarray) -> np.ndarray:
+        """Resized to width x height where set; the channel order is the caller's (BGR, or RGB with
+        ``rgb=True``): a Python frame is never swapped, unlike a camera's or a file's BGR frames."""
+        opts = self.options
+        if opts.width and opts.height and (frame.shape[1], frame.shape[0]) != (opts.width, opts.height):
+            frame = cv2.resize(frame, (opts.width, opts.height), interpolation=cv2.INTER_AREA)
+        return frame
+
+    def _close(self):
+        if self._pump is not None:
+            self._pump.close()
+
     def _read_first(self, what: str):
         return self._next_item(self.options.open_timeout, first=True)
 
@@ -645,7 +657,9 @@ class IterableSource(Source):
 
 
 class _Pump:
-    """Runs ``next(it)`` in a daemon thread, one item ahead; ``get(timeout)`` waits for it."""
+    """Runs ``next(it)`` in a daemon thread, one item ahead; ``get(timeout)`` waits for it.
+    ``close()`` ends the thread and closes a generator (its ``finally:`` runs: a camera SDK's
+    release), at once, or as soon as a ``next()`` that is blocked returns."""
 
     END = object()
     TIMEOUT = object()
@@ -655,20 +669,47 @@ class _Pump:
 
         self._it = it
         self._q: "queue.Queue" = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-deblur-python-source", daemon=True)
         self._thread.start()
 
-    def _run(self):
-        while True:
+    def _put(self, item) -> bool:
+        """Hand ``item`` to the reader; False once the source is closed (the item is dropped)."""
+        import queue
+
+        while not self._closed.is_set():
             try:
-                item = next(self._it)
-            except StopIteration:
-                self._q.put(self.END)
-                return
-            except BaseException as e:  # noqa: BLE001 - handed to the reader
-                self._q.put(e)
-                return
-            self._q.put(item)
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
+        try:
+            while not self._closed.is_set():
+                try:
+                    item = next(self._it)
+                except StopIteration:
+                    self._put(self.END)
+                    return
+                except BaseException as e:  # noqa: BLE001 - handed to the reader
+                    self._put(e)
+                    return
+                if not self._put(item):
+                    return
+        finally:
+            if self._closed.is_set():
+                close = getattr(self._it, "close", None)   # a generator: runs its finally/with blocks
+                if close is not None:
+                    try:
+                        close()
+                    except Exception as e:  # noqa: BLE001 - the stream is over; say it, do not raise in a thread
+                        log.warning("closing the Python frame source raised %s: %s", type(e).__name__, e)
+
+    def close(self):
+        self._closed.set()
+        self._thread.join(timeout=0.5)   # a next() blocked in the caller's code ends the thread later
 
     def get(self, timeout: float, stop: threading.Event):
         import queue

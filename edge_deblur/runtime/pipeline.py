@@ -955,6 +955,13 @@ def open_processor(model=None, backend=None, rgb: bool = False, **kwargs):
     return Deblurrer.open(model, backend=backend, rgb=rgb, **kwargs)
 
 
+def _frame_list(x) -> bool:
+    """A list/tuple of frames (arrays or (array, name) pairs): one Python source, not several cameras."""
+    first = x[0] if len(x) else None
+    return isinstance(first, np.ndarray) or (isinstance(first, tuple) and len(first) == 2
+                                             and isinstance(first[0], np.ndarray))
+
+
 def run_stream(options: StreamOptions, processor=None, *, source: Optional[Source] = None,
                sinks: Optional[list] = None, on_stats=None, on_frame=None, model=None, backend=None,
                pipeline_hook: Optional[Callable[["Pipeline"], Any]] = None) -> dict:
@@ -966,10 +973,17 @@ def run_stream(options: StreamOptions, processor=None, *, source: Optional[Sourc
     the end). ``source``/``sinks`` may be passed already opened. ``pipeline_hook(pipeline)`` runs
     before the stream starts (the CLI uses it to route SIGINT/SIGTERM to ``pipeline.stop()``)."""
     options.validate()
-    if isinstance(options.source, (list, tuple)) and source is None:
+    if isinstance(options.source, (list, tuple)) and source is None and not _frame_list(options.source):
+        shown = ", ".join(repr(x) if isinstance(x, (str, int)) else type(x).__name__ for x in options.source[:4])
         raise InputError(
-            f"run_stream runs one source, got {len(options.source)}: {options.source!r}; for several cameras "
-            "use edge_deblur.runtime.multicam.MultiCamera(deblurrer, sources, outputs).run() (CLI: --source A --source B)")
+            f"run_stream runs one source, got {len(options.source)}: [{shown}{', ...' if len(options.source) > 4 else ''}]; "
+            "for several cameras use edge_deblur.runtime.multicam.MultiCamera(deblurrer, sources, outputs).run() "
+            "(CLI: --source A --source B)")
+    if processor is not None and getattr(processor, "rgb", options.rgb) != options.rgb:
+        raise InputError(
+            f"StreamOptions(rgb={options.rgb}) but the processor was opened with rgb={processor.rgb}: the frames would "
+            f"reach the model with their channels swapped; open it with Deblurrer.open(..., rgb={options.rgb}), or set "
+            f"StreamOptions(rgb={processor.rgb})")
     own_processor = processor is None
     opened: list[Sink] = []
     try:
