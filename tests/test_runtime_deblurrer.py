@@ -154,3 +154,25 @@ def test_checkout_export_folder_is_a_root():
     if not (repo / "export").is_dir():
         pytest.skip("no export/ folder in this checkout")
     assert repo / "export" in model_roots()
+
+
+def test_a_closed_deblurrer_says_so_and_its_streams_too(tiny):
+    """Frames after close() raised "'NoneType' object has no attribute 'run'" from inside ONNX
+    Runtime's wrapper; a for_stream() Deblurrer whose parent was closed, the same."""
+    from edge_deblur.errors import BackendError
+
+    frame = np.full((20, 30, 3), 80, np.uint8)
+    d = Deblurrer.open(tiny["onnx"])
+    child = d.for_stream()
+    assert child(frame).shape == frame.shape
+    child.close()                                   # the child leaves the shared model open
+    assert d(frame).shape == frame.shape
+    d.close()
+    d.close()                                       # twice is harmless
+    with pytest.raises(BackendError, match=r"this Deblurrer .* is closed; open a new one"):
+        d(frame)
+    with pytest.raises(BackendError, match="is closed"):
+        d.warmup(16, 16)
+    with pytest.raises(BackendError, match=r"shares its model with .* is closed; keep it open"):
+        d.for_stream()(frame)
+    assert "Threads" in Deblurrer.__doc__ and Deblurrer.__call__.__doc__

@@ -58,8 +58,24 @@ def _open_keywords(backend_class: str) -> list[str]:
 
 
 class Deblurrer:
+    """Frames in, deblurred frames out: ``Deblurrer.open(model)`` (the bundled model by default),
+    then ``deblur(frame)`` (any size; uint8, uint16 or float32; BGR, or RGB with ``rgb=True``;
+    gray and BGRA keep their layout) returns a new array of the same shape and dtype. The input is
+    never modified and no output is reused, so outputs may be kept.
+
+    Threads: an image model's instance may be called from several threads at once (the backends'
+    inference calls are thread-safe); a recurrent model's state belongs to one stream, so give
+    each camera or thread its own :meth:`for_stream` (same loaded model, own state), and keep the
+    Deblurrer it came from open while they run. ``close()`` (or ``with``) frees the model; a
+    closed Deblurrer refuses frames with an error that says so.
+
+    See the module docstring for tiling, recurrent state and scene cuts, and :meth:`open` for the
+    model, backend and device choices."""
+
     def __init__(self, backend, rgb: bool = False, tile=None, overlap: int = 128, tile_batch: int = 1, model=None,
                  scene_cut: float | None = DEFAULT_SCENE_CUT, max_bad_frames: int = 30):
+        self._closed = False
+        self._parent: "Deblurrer | None" = None
         self.backend = backend
         self.rgb = bool(rgb)
         self.tile = tile
@@ -158,6 +174,8 @@ class Deblurrer:
 
     # -- the three stages, usable separately by a pipeline ----------------------------------------
     def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, FrameInfo]:
+        """A frame -> the model's (1, 3, H, W) float32 RGB input in [0, 1], padded to the stride, and
+        what :meth:`postprocess` needs to turn the output back into a frame like this one."""
         try:
             return frame_to_tensor(frame, self.stride, self.rgb)
         except MemoryError as e:
@@ -184,7 +202,16 @@ class Deblurrer:
             self.stream.reset("bad_output")  # the state is poisoned too
         return y
 
+    def _check_open(self):
+        if self._closed:
+            raise BackendError(f"this Deblurrer ({Path(self.model).name}) is closed; open a new one with "
+                               "Deblurrer.open(...), or call it inside its with block")
+        if self._parent is not None and self._parent._closed:
+            raise BackendError(f"the Deblurrer this stream shares its model with ({Path(self.model).name}, "
+                               "for_stream()) is closed; keep it open while its streams run")
+
     def _infer_raw(self, x: np.ndarray) -> np.ndarray:
+        self._check_open()
         if self.stream is not None:
             return self.stream.step(x)
         if self.tile is not None:
@@ -193,10 +220,12 @@ class Deblurrer:
 
     @staticmethod
     def postprocess(y: np.ndarray, info: FrameInfo) -> np.ndarray:
+        """The model's output for one frame -> a new frame like the one :meth:`preprocess` took."""
         return tensor_to_frame(y, info)
 
     # -- frames -------------------------------------------------------------------------------------
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Deblur one frame: a new array of the frame's shape and dtype (see the class docstring)."""
         x, info = self.preprocess(frame)
         y = self.infer_tensor(x)
         self.frames += 1
@@ -250,6 +279,7 @@ class Deblurrer:
 
     def warmup(self, height: int, width: int):
         """Run one black frame of this size (allocations, kernel selection) and forget its state."""
+        self._check_open()
         frame = np.zeros((height, width, 3), np.uint8)
         x, _ = self.preprocess(frame)
         if self.stream is not None:
@@ -263,10 +293,13 @@ class Deblurrer:
         d = Deblurrer(self.backend, rgb=self.rgb, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch,
                       model=self.model, scene_cut=self.scene_cut, max_bad_frames=self.guard.max_bad_frames)
         d._owns_backend = False
+        d._parent = self
         return d
 
     @property
     def info(self) -> dict:
+        """What runs: model file, backend, precision, stride, rgb, tiling, image/recurrent kind,
+        threads, the file selection's reason (a model folder), ... (printed by the CLI at startup)."""
         b = self.backend
         d = {
             "model": self.model,
@@ -295,6 +328,11 @@ class Deblurrer:
         return d
 
     def close(self):
+        """Free the model (not a shared one: a :meth:`for_stream` Deblurrer leaves it to its parent).
+        Closing twice is harmless; frames after it are refused."""
+        if self._closed:
+            return
+        self._closed = True
         if self.backend is not None and self._owns_backend:
             self.backend.close()
 
