@@ -14,6 +14,7 @@ _LAZY = {
     "run_stream": ("edge_deblur.runtime.pipeline", "run_stream"),
     "open_source": ("edge_deblur.io.sources", "open_source"),
     "open_sink": ("edge_deblur.io.sinks", "open_sink"),
+    "MultiCamera": ("edge_deblur.runtime.multicam", "MultiCamera"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -26,3 +27,7 @@ def __getattr__(name):
         mod, attr = _LAZY[name]
         return getattr(importlib.import_module(mod), attr)
     raise AttributeError(f"module 'edge_deblur' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))   # the lazy names too (tab completion, dir())

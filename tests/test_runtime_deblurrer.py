@@ -176,3 +176,19 @@ def test_a_closed_deblurrer_says_so_and_its_streams_too(tiny):
     with pytest.raises(BackendError, match=r"shares its model with .* is closed; keep it open"):
         d.for_stream()(frame)
     assert "Threads" in Deblurrer.__doc__ and Deblurrer.__call__.__doc__
+
+
+def test_small_api_edges():
+    import edge_deblur
+    from edge_deblur.errors import BackendError
+    from edge_deblur.runtime.preprocess import check_frame
+
+    assert {"Deblurrer", "MultiCamera", "run_stream"} <= set(dir(edge_deblur))   # lazy names listed too
+    assert edge_deblur.MultiCamera.__name__ == "MultiCamera"
+    with pytest.raises(InputError, match=r">u2 is uint16 in the other byte order; convert it with frame.astype\('<u2'\)"):
+        check_frame(np.zeros((4, 4, 3), ">u2"))
+    with pytest.raises(InputError, match="select='fastest' is not 'features' or 'measure'"):
+        Deblurrer.open(select="fastest")
+    with pytest.raises(BackendError) as e:
+        Deblurrer.open(backend="foo")
+    assert str(e.value).count("onnxruntime") == 1                               # the backends listed once

@@ -88,6 +88,7 @@ def test_one_camera_failing_does_not_stop_the_others(deblur):
     assert front["status"] == "ended" and front["frames_out"] == 8 and len(good) == 8
     assert rear["status"] == "failed" and "no frame after 3 reconnect attempts" in rear["error"]
     assert rear["frames_out"] == 3 and stats["failed"] == ["rear"]
+    assert stats["stopped_by"] == "end"            # as run_stream says when its source ends (it was None)
 
 
 def test_a_failing_output_stops_only_its_camera(deblur):

@@ -411,6 +411,8 @@ class MultiCamera:
             for c in self.cams:
                 if c.status == "running":
                     c.status = "stopped" if self.stopped_by else "ended"
+            if self.stopped_by is None:
+                self.stopped_by = "end"        # every camera ended or failed on its own (as run_stream says)
         finally:
             self._close_all()
         return self.stats()

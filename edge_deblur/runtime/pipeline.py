@@ -977,7 +977,7 @@ def run_stream(options: StreamOptions, processor=None, *, source: Optional[Sourc
         shown = ", ".join(repr(x) if isinstance(x, (str, int)) else type(x).__name__ for x in options.source[:4])
         raise InputError(
             f"run_stream runs one source, got {len(options.source)}: [{shown}{', ...' if len(options.source) > 4 else ''}]; "
-            "for several cameras use edge_deblur.runtime.multicam.MultiCamera(deblurrer, sources, outputs).run() "
+            "for several cameras use edge_deblur.MultiCamera(deblurrer, sources, outputs).run() "
             "(CLI: --source A --source B)")
     if processor is not None and getattr(processor, "rgb", options.rgb) != options.rgb:
         raise InputError(

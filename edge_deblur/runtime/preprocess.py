@@ -42,6 +42,10 @@ def check_frame(frame) -> np.ndarray:
     if frame.shape[0] < 1 or frame.shape[1] < 1:
         raise InputError(f"empty frame of shape {frame.shape}")
     if frame.dtype not in _SCALE and frame.dtype not in (np.float32, np.float64):
+        native = frame.dtype.newbyteorder("=")
+        if not frame.dtype.isnative and (native in _SCALE or native in (np.float32, np.float64)):
+            raise InputError(f"frame dtype {frame.dtype.str} is {native.name} in the other byte order; "
+                             f"convert it with frame.astype('{native.str}')")
         raise InputError(
             f"frame dtype {frame.dtype} is not supported; use uint8, uint16, or float32 in [0, 1] "
             "(e.g. frame.astype(np.uint8) for 8-bit data)"

@@ -8,7 +8,7 @@ import importlib
 import logging
 from pathlib import Path
 
-from ...errors import BackendError, ModelError
+from ...errors import BackendError, InputError, ModelError
 from ..manifest import MANIFEST_NAME, read_manifest
 from .base import Backend
 
@@ -36,7 +36,9 @@ def backend_name(name: str | None) -> str | None:
     if key not in BACKENDS:
         from ...config.core import suggest
 
-        raise BackendError(f"unknown backend {name!r}{suggest(key, BACKENDS)}; backends: {', '.join(BACKENDS)}")
+        hint = suggest(key, BACKENDS)
+        raise BackendError(f"unknown backend {name!r}" + (hint if "did you mean" in hint else "")
+                           + f"; backends: {', '.join(BACKENDS)}")
     return key
 
 
@@ -86,7 +88,7 @@ def resolve_model(model, backend: str | None = None, select: str | None = None, 
             raise ModelError(f"{str(p)!r} holds no {name} for device {device!r}; pass an ONNX file")
         return p / name, {"file": name, "method": "device", "reason": f"device {device}: the FP32 ONNX"}
     if select not in (None, "features", "measure"):
-        raise ModelError(f"select={select!r} is not 'features' or 'measure'")
+        raise InputError(f"select={select!r} is not 'features' or 'measure'")
     from ..select import select_artifact
 
     sel = select_artifact(p, measure=None if select is None else select == "measure", threads=threads)
