@@ -359,3 +359,31 @@ def test_a_gdal_mask_is_kept_and_its_pixels_untouched(tmp_path, deblur):
         assert not np.array_equal(out[:, mask > 0], data[:, mask > 0])     # the rest deblurred
     with rasterio.open(tmp_path / "out.tif") as a, rasterio.open(tmp_path / "merged.tif") as b:
         assert np.array_equal(a.read(), b.read())
+
+
+def test_a_backend_that_hands_back_its_input_array_is_not_overwritten(tmp_path):
+    """The raster pipeline reuses model-input buffers; a backend whose output is a view of its input
+    (a torch model returning its input, zero-copy) must not have its output overwritten by the next
+    tile's input (59953 levels off before)."""
+    class Invert:
+        stride = 1
+
+        def __init__(self, view):
+            self.view = view
+
+        def infer(self, x):
+            np.subtract(1.0, x, out=x)
+            return x if self.view else x.copy()
+
+        def close(self):
+            pass
+
+    data = smooth_image(3, 256, 320, 65535, seed=4).astype(np.uint16)
+    src = write_raster(tmp_path / "in.tif", data)
+    outs = []
+    for view in (False, True):
+        deblur_raster(Deblurrer(Invert(view), tile=64, overlap=16), src, tmp_path / f"o{view}.tif")
+        with rasterio.open(tmp_path / f"o{view}.tif") as b:
+            outs.append(b.read().astype(np.int64))
+    assert np.abs(outs[0] - (65535 - data.astype(np.int64))).max() <= 2
+    assert np.array_equal(outs[0], outs[1])

@@ -248,3 +248,28 @@ def test_a_jpeg_is_read_upright_by_its_exif_orientation(tmp_path):
     assert up[:15].mean() > 200 and up[-30:].mean() < 50
     cv2.imwrite(str(tmp_path / "g.jpg"), img[..., 0])
     assert imread(str(tmp_path / "g.jpg")).ndim == 2  # a gray JPEG stays gray
+
+
+def test_a_python_source_that_fails_to_open_closes_its_generator():
+    """The pump thread of a generator whose first item is bad (or that is empty) stayed alive,
+    retrying forever, and the generator's finally never ran."""
+    import threading
+    import time
+
+    from edge_deblur.io import open_source
+
+    released = []
+
+    def bad():
+        try:
+            yield "not a frame"
+        finally:
+            released.append(1)
+
+    with pytest.raises(SourceError, match="numpy arrays"):
+        open_source(bad())
+    t0 = time.time()
+    while not released and time.time() - t0 < 5:
+        time.sleep(0.05)
+    assert released == [1]
+    assert not [t for t in threading.enumerate() if t.name == "edge-deblur-python-source" and t.is_alive()]

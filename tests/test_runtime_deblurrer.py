@@ -176,6 +176,11 @@ def test_a_closed_deblurrer_says_so_and_its_streams_too(tiny):
     with pytest.raises(BackendError, match=r"shares its model with .* is closed; keep it open"):
         d.for_stream()(frame)
     assert "Threads" in Deblurrer.__doc__ and Deblurrer.__call__.__doc__
+    top = Deblurrer.open(tiny["onnx"])
+    grandchild = top.for_stream().for_stream()          # two levels down: still knows who owns the model
+    top.close()
+    with pytest.raises(BackendError, match="shares its model with"):
+        grandchild(frame)
 
 
 def test_small_api_edges():

@@ -11,6 +11,7 @@ for SIGTERM)."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 
@@ -53,7 +54,11 @@ class Signals:
         if self._pipeline is None:
             if self.raise_while_idle and len(self.received) > 1:
                 raise Interrupted(self.received[0])  # a second signal while opening: at once
-            return  # opening: the command calls check() between its steps (deblur: between files)
+            if self.raise_while_idle:   # opening: the command calls check() between its steps
+                sys.stderr.write(f"{_name(signum)}: stopping once the current step of opening ends "
+                                 "(again to stop at once)\n")
+                sys.stderr.flush()
+            return  # (deblur: between files)
         drain = len(self.received) == 1
         self._pipeline.stop(drain=drain, reason=_name(signum))
 

@@ -158,12 +158,7 @@ def run(args) -> int:
             processor = open_processor(args.model, args.backend, opts.rgb, **kwargs)
             sig.check()      # a signal while it opened; one after this stops the pipeline as it starts
         except BaseException:
-            close = getattr(processor, "close", None)
-            if close is not None:
-                close()
-            for s in sinks:
-                s.close()
-            source.close()
+            _close_all(processor, sinks, source)
             raise
         try:
             info = getattr(processor, "info", {}) or {}
@@ -194,6 +189,23 @@ def run(args) -> int:
     if failure is not None:
         raise failure
     return sig.exit_code
+
+
+def _close_all(processor, sinks, source):
+    """Close what opening made, each even if closing another raised (or a second signal landed)."""
+    try:
+        close = getattr(processor, "close", None)
+        if close is not None:
+            close()
+    finally:
+        try:
+            for s in sinks:
+                try:
+                    s.close()
+                except Exception as e:  # noqa: BLE001 - the error being raised is the one to report
+                    log.warning("closing %s: %s", getattr(s, "uri", s), e)
+        finally:
+            source.close()
 
 
 def drop_note(drop: str, live: bool) -> str:

@@ -605,7 +605,11 @@ class IterableSource(Source):
             self.frame_count = len(frames)  # type: ignore[arg-type]
         except TypeError:
             self.frame_count = None
-        self._prime("python iterable")
+        try:
+            self._prime("python iterable")
+        except BaseException:
+            self.close()           # the pump's thread ends and a generator is closed
+            raise
 
     def _no_frames_message(self) -> str:
         return "the frame iterable is empty"

@@ -293,7 +293,7 @@ class Deblurrer:
         d = Deblurrer(self.backend, rgb=self.rgb, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch,
                       model=self.model, scene_cut=self.scene_cut, max_bad_frames=self.guard.max_bad_frames)
         d._owns_backend = False
-        d._parent = self
+        d._parent = self._parent or self   # the Deblurrer that owns the model, however deep
         return d
 
     @property

@@ -980,6 +980,9 @@ def run_stream(options: StreamOptions, processor=None, *, source: Optional[Sourc
             "for several cameras use edge_deblur.MultiCamera(deblurrer, sources, outputs).run() "
             "(CLI: --source A --source B)")
     if processor is not None and getattr(processor, "rgb", options.rgb) != options.rgb:
+        for opened_already in [source, *(sinks or [])]:   # as every other failure here: nothing left open
+            if opened_already is not None and hasattr(opened_already, "close"):
+                opened_already.close()
         raise InputError(
             f"StreamOptions(rgb={options.rgb}) but the processor was opened with rgb={processor.rgb}: the frames would "
             f"reach the model with their channels swapped; open it with Deblurrer.open(..., rgb={options.rgb}), or set "

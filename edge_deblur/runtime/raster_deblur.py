@@ -149,11 +149,16 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
 
             nxt_row = {i: rows_needed[k + 1] for k, i in enumerate(rows_needed[:-1])}
             free: deque = deque()              # model-input buffers the backend is done with
+            made = threading.Semaphore(2)      # inputs made and not yet run: this one and the next
+            abort = threading.Event()
 
             def make_input(i, y0, part, s):
-                """A unit's model input, in the prep thread: mapping samples to [0, 1] and filling
-                nodata holes (~3 core-ms a 512 tile) overlaps the previous tile's inference instead
-                of leaving the backend idle between calls."""
+                """A unit's model input, in the prep thread, at most one ahead of the one the backend
+                runs: mapping samples to [0, 1] and filling nodata holes (~3 core-ms a 512 tile)
+                overlaps the previous tile's inference instead of leaving the backend idle."""
+                while not made.acquire(timeout=0.1):
+                    if abort.is_set():
+                        raise RasterStopped("stopped")
                 row, bad = strip(i).result()
                 if s == 0 and i in nxt_row:
                     strip(nxt_row[i])                 # read the next row of tiles meanwhile
@@ -169,12 +174,16 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                                   invalid=bad[:, x0:x0 + tw] if bad is not None else None)
                 return xin
 
-            def run(made):
-                xin = made.result()
-                ti = time.perf_counter()
-                y = infer(xin)
-                infer_s[0] += time.perf_counter() - ti
-                free.append(xin)                      # the backend's output is its own array
+            def run(making):
+                xin = making.result()
+                try:
+                    ti = time.perf_counter()
+                    y = infer(xin)
+                    infer_s[0] += time.perf_counter() - ti
+                finally:
+                    made.release()
+                if not np.may_share_memory(y, xin):    # (a backend may hand back a view of its input)
+                    free.append(xin)
                 return y
 
             weights: dict = {}
@@ -247,8 +256,9 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
                 writer.abort()
                 raise
             finally:
+                abort.set()                            # a prep waiting for a slot gives up
                 pool.shutdown(wait=True)
-                prepper.shutdown(wait=True)
+                prepper.shutdown(wait=True, cancel_futures=True)
                 reader.shutdown(wait=True)
                 if bar is not None:
                     bar.close()

@@ -184,7 +184,10 @@ def _gcs_refuses(hp, timeout: float) -> Optional[str]:
         left_ms = max(100, int((deadline - time.monotonic()) * 1000))
         with _stderr_silenced():
             try:
-                standalone(f"{hp[0]}:{hp[1]}", None, left_ms)
+                host = f"[{hp[0]}]" if ":" in hp[0] else hp[0]    # an IPv6 head: [::1]:6379
+                standalone(f"{host}:{hp[1]}", None, left_ms)
+                return None
+            except ValueError:  # an address form this client does not parse: leave it to ray.init
                 return None
             except Exception as e:  # noqa: BLE001 - RpcError (Received http2 header with status: 404, ...)
                 why = f"{type(e).__name__}: {str(e).strip()[:200]}"
@@ -208,7 +211,12 @@ def _stderr_silenced():
     except (OSError, ValueError):  # no usable fd 2: nothing to silence
         yield
         return
-    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        os.close(saved)
+        yield
+        return
     try:
         os.dup2(null, 2)
         yield
