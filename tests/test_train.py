@@ -212,6 +212,37 @@ def test_sigterm_to_the_process_group_still_saves_a_resumable_state(tmp_path, sh
     assert meta["iters"] == st["iter"]
 
 
+def test_a_worker_killed_by_the_same_signal_still_leaves_a_checkpoint(tmp_path, sharp_dir, monkeypatch):
+    """pkill -f "edge-deblur train" TERMs the trainer and its workers; when a worker's death is
+    reported first (PyTorch raises "DataLoader worker ... is killed by signal" while the interrupt
+    unwinds), the run died without its checkpoint (131 iterations lost in session 18)."""
+    from edge_deblur.train import loop
+
+    real = loop.build_train_loader
+
+    def dying(*a, **k):
+        inner = real(*a, **k)
+
+        class Loader:
+            def __iter__(self):
+                for i, b in enumerate(inner):
+                    if i == 6:
+                        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+                    yield b
+
+            def __getattr__(self, name):
+                return getattr(inner, name)
+
+        return Loader()
+
+    monkeypatch.setattr(loop, "build_train_loader", dying)
+    cfg = make_cfg(tmp_path, sharp_dir, 50, ["train.val_every=1000", "train.ckpt_every=1000"])
+    with pytest.raises(RuntimeError, match="is killed by signal"):
+        train(cfg, progress=False)
+    assert read_checkpoint(tmp_path / "run" / "last.safetensors")[3]["iters"] == 6
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["iter"] == 6
+
+
 def test_kept_checkpoints_average_into_one(tmp_path, sharp_dir, capsys):
     from edge_deblur.cli import main
     from edge_deblur.errors import ConfigError

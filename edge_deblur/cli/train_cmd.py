@@ -23,9 +23,14 @@ def run(args) -> int:
     from ..train import train
 
     def _stop(signum, frame):  # SIGTERM stops like Ctrl-C: save a checkpoint to resume from
+        # the same signal reaches the DataLoader workers (a terminal's Ctrl-C, pkill -f): their
+        # deaths must not turn this stop into PyTorch's "worker is killed" error before the save
+        if hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     result = train(cfg, progress=not args.no_progress)
     print(json.dumps(result, indent=2))
     return 0

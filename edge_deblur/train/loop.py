@@ -15,6 +15,7 @@ import csv
 import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -43,6 +44,9 @@ def _dist_info():
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     return world, rank, local
+
+
+_WORKER_KILLED = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal")
 
 
 def _ignore_worker_deaths():
@@ -544,7 +548,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                         csv.DictWriter(f, fieldnames=fields).writerow(row)
                     if "loss" in row and row["loss"] and it % (t.log_every * 10) == 0:
                         _plot_curve(csv_path, out / "curve.png")
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError) as e:
+            # a signal to the process group (pkill -f, kill -- -PGID) stops the DataLoader workers
+            # too; PyTorch's handler for their deaths can replace the interrupt with "DataLoader
+            # worker ... is killed by signal" while it unwinds: that is a stop as well
+            if isinstance(e, RuntimeError) and not _WORKER_KILLED.search(str(e)):
+                raise
             if rank == 0:
                 log.info(f"interrupted at iteration {it}; saving a checkpoint to resume from")
                 _ignore_worker_deaths()
