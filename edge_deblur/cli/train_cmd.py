@@ -21,12 +21,12 @@ def run(args) -> int:
     import signal
 
     from ..train import train
+    from ..train.loop import ignore_worker_deaths
 
     def _stop(signum, frame):  # SIGTERM stops like Ctrl-C: save a checkpoint to resume from
         # the same signal reaches the DataLoader workers (a terminal's Ctrl-C, pkill -f): their
         # deaths must not turn this stop into PyTorch's "worker is killed" error before the save
-        if hasattr(signal, "SIGCHLD"):
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        ignore_worker_deaths()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)

@@ -19,13 +19,14 @@ import yaml
 from ..errors import ConfigError
 
 
-def suggest(name: str, valid: Iterable[str]) -> str:
-    """Return ' (did you mean 'x'?)' for the nearest valid name, or a list of valid names."""
+def suggest(name: str, valid: Iterable[str], list_valid: bool = True) -> str:
+    """Return ' (did you mean 'x'?)' for the nearest valid name, or (``list_valid``) a list of
+    valid names."""
     valid = sorted(valid)
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     if close:
         return f" (did you mean {close[0]!r}?)"
-    return f" (valid keys: {', '.join(valid)})" if valid else ""
+    return f" (valid keys: {', '.join(valid)})" if valid and list_valid else ""
 
 
 def _keyed(message: str, key: str) -> ConfigError:

@@ -109,6 +109,7 @@ class Source:
 
     kind = "source"
     _restarted = False  # subclasses set it when the stream starts over; the next frame's meta says so
+    bgr = True          # frames arrive in BGR (OpenCV's order) and are swapped with ``rgb=True``
 
     def __init__(self, uri: str, options: StreamOptions, live: bool):
         self.uri = redact(uri)  # for messages, logs and stats; credentials never leave the source
@@ -207,7 +208,7 @@ class Source:
         opts = self.options
         if opts.width and opts.height and (frame.shape[1], frame.shape[0]) != (opts.width, opts.height):
             frame = cv2.resize(frame, (opts.width, opts.height), interpolation=cv2.INTER_AREA)
-        if opts.rgb and frame.ndim == 3 and frame.shape[2] in (3, 4):
+        if opts.rgb and self.bgr and frame.ndim == 3 and frame.shape[2] in (3, 4):
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB if frame.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
         return frame
 
@@ -598,6 +599,7 @@ class IterableSource(Source):
     def __init__(self, frames: Iterable, options: StreamOptions, live: bool = False, fps: Optional[float] = None):
         super().__init__("<python>", options, live=live)
         self.kind = "python"
+        self.bgr = False  # the caller's channel order already (BGR, or RGB with rgb=True): never swapped
         self.fps = fps
         self._it = iter(frames)
         self._pump: Optional[_Pump] = None if isinstance(frames, (list, tuple)) else _Pump(self._it)
@@ -613,14 +615,6 @@ class IterableSource(Source):
 
     def _no_frames_message(self) -> str:
         return "the frame iterable is empty"
-
-    def _finish(self, frame: np.ndarray) -> np.ndarray:
-        """Resized to width x height where set; the channel order is the caller's (BGR, or RGB with
-        ``rgb=True``): a Python frame is never swapped, unlike a camera's or a file's BGR frames."""
-        opts = self.options
-        if opts.width and opts.height and (frame.shape[1], frame.shape[0]) != (opts.width, opts.height):
-            frame = cv2.resize(frame, (opts.width, opts.height), interpolation=cv2.INTER_AREA)
-        return frame
 
     def _close(self):
         if self._pump is not None:

@@ -9,8 +9,8 @@ of ``tile`` rows x the raster's width. Rows that no later row of tiles reaches a
 range by column range, as soon as no later tile of the row reaches it, they are divided by the
 (separable) weight sum, turned back into sample values, nodata pixels restored, and at the end of
 the row handed to a ``RasterWriter``. Reading, mapping to model inputs, inference and blending
-run in four threads, so that the CPU work overlaps with the backend. With the same tile and overlap the result equals
-``Deblurrer(tile=...)`` on the whole image held in memory.
+run in four threads, so that the CPU work overlaps with the backend. With the same tile and
+overlap the result equals ``Deblurrer(tile=...)`` on the whole image held in memory.
 
 ``rows=(a, b)`` computes only rows a..b-1 (exactly: every tile that touches them is run), which is
 how ``edge-deblur batch`` splits a large raster into window tasks.
@@ -117,10 +117,9 @@ def deblur_raster(deblurrer, src, dst, *, config: Optional[BandConfig] = None, t
             # GDAL's blocks in x; the tiles are views of it, and the rows it finalizes take their
             # original samples from it), a prep thread maps tiles to model inputs, an inference
             # thread runs the backend on them (both release the GIL for most of their work), and
-            # this thread blends the outputs and finalizes the
-            # columns no later tile of the row reaches, tile by tile, so that the work overlaps
-            # with inference instead of waiting for the end of the row. The dataset handle is
-            # shared, so every read holds the lock.
+            # this thread blends the outputs and finalizes the columns no later tile of the row
+            # reaches, tile by tile, so that the work overlaps with inference instead of waiting
+            # for the end of the row. The dataset handle is shared, so every read holds the lock.
             lock, strip_lock = threading.Lock(), threading.Lock()
             g = len(plan.groups)
             units = [(i, ys[i], xs[s:s + batch], s) for i in rows_needed for s in range(0, len(xs), batch)] if bands else []

@@ -49,7 +49,7 @@ def _dist_info():
 _WORKER_KILLED = re.compile(r"DataLoader worker \(pid[^)]*\) is killed by signal")
 
 
-def _ignore_worker_deaths():
+def ignore_worker_deaths():
     """A signal sent to the whole process group (Ctrl-C in a terminal, ``kill -- -PGID``,
     ``pkill -f``) also stops the DataLoader workers, and PyTorch's SIGCHLD handler then raises
     "DataLoader worker ... is killed" in the middle of writing the resume checkpoint. The
@@ -556,7 +556,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, progress: bool = Tru
                 raise
             if rank == 0:
                 log.info(f"interrupted at iteration {it}; saving a checkpoint to resume from")
-                _ignore_worker_deaths()
+                ignore_worker_deaths()
                 save(it)
             raise
         finally:

@@ -36,9 +36,8 @@ def backend_name(name: str | None) -> str | None:
     if key not in BACKENDS:
         from ...config.core import suggest
 
-        hint = suggest(key, BACKENDS)
-        raise BackendError(f"unknown backend {name!r}" + (hint if "did you mean" in hint else "")
-                           + f"; backends: {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {name!r}{suggest(key, BACKENDS, list_valid=False)}; "
+                           f"backends: {', '.join(BACKENDS)}")
     return key
 
 
